@@ -1,0 +1,337 @@
+"""The autograd engine: graph nodes, the `primitive` decorator, and the backward pass.
+
+Every differentiable operation is a *primitive*: a NumPy function that returns its output
+and a `backward` closure, decorated with its name and derivative rule. The decorator
+records a `Node` on the output tensor; `backward_steps` walks those nodes from the loss
+back to the leaves, one at a time. `Tensor.backward` is that same walk run to the end, and
+`viz` draws and steps through it, so there is exactly one traversal (`topological_order`).
+
+Example:
+    >>> import microtensor as mt
+    >>> x = mt.tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> [step.node.name for step in backward_steps(y) if step.node]
+    ['sum', 'mul']
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import describe, op_error
+from .tensor import Tensor
+
+# --------------------------------------------------------------------------- modes
+
+_mode = threading.local()  # per thread: grad_enabled, anomaly
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_mode, "grad_enabled", True)
+
+
+def is_anomaly_enabled() -> bool:
+    return getattr(_mode, "anomaly", False)
+
+
+class _SetMode:
+    """Context manager (and decorator) that sets one thread-local flag and restores it."""
+
+    flag = ""
+    value = True
+
+    def __enter__(self):
+        self._previous = getattr(_mode, self.flag, not self.value)
+        setattr(_mode, self.flag, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(_mode, self.flag, self._previous)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_SetMode):
+    """Ops inside record no graph (inference, optimizer updates). Thread-local.
+
+    >>> with mt.no_grad():
+    ...     y = x * 2        # y.requires_grad is False
+    """
+
+    flag, value = "grad_enabled", False
+
+
+class enable_grad(_SetMode):
+    """Turn graph recording back on inside a `no_grad` block. Thread-local."""
+
+    flag, value = "grad_enabled", True
+
+
+class detect_anomaly(_SetMode):
+    """Raise on the first NaN/inf produced in forward or backward, naming the op and the
+    line of user code that created it. Slower: every op output is checked. Thread-local.
+
+    >>> with mt.detect_anomaly():
+    ...     mt.tensor([-1.0]).log()      # FloatingPointError: log produced nan ...
+    """
+
+    flag, value = "anomaly", True
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class Node:
+    """How a tensor was made: the op's `name`, its `inputs` (Tensors, arrays or numbers,
+    in call order), its derivative `rule` as text, and the `backward` closure.
+
+    `saved` shows what the backward closure keeps alive (the arrays the rule needs).
+    After a backward pass without `retain_graph=True`, `backward` is dropped, which frees
+    those arrays; the structure (name, inputs, rule) stays so the graph can still be drawn.
+    """
+
+    __slots__ = ("name", "rule", "inputs", "backward", "config", "created_at")
+
+    def __init__(self, name, rule, inputs, backward, config, created_at=None):
+        self.name = name
+        self.rule = rule
+        self.inputs = inputs
+        self.backward = backward
+        self.config = config  # the op's non-tensor arguments, e.g. {"axis": -1}
+        self.created_at = created_at  # "file:line in function" (anomaly mode only)
+
+    @property
+    def saved(self) -> dict:
+        """The values the backward closure captured, by name ({} once freed)."""
+        if self.backward is None or self.backward.__closure__ is None:
+            return {}
+        names = self.backward.__code__.co_freevars
+        return {n: c.cell_contents for n, c in zip(names, self.backward.__closure__)}
+
+    def __repr__(self):
+        return f"<Node {self.name}>"
+
+
+def _user_frame() -> str:
+    """The innermost stack frame outside microtensor, as 'file:line in function'."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "/microtensor/" not in frame.filename.replace("\\", "/"):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return "<unknown>"
+
+
+def _unwrap(x):
+    if isinstance(x, Tensor):
+        return x.data
+    if x is None or isinstance(x, (int, float, bool, np.ndarray, np.generic)):
+        return x  # Python numbers stay weakly typed, so float32 * 2.0 stays float32
+    return np.asarray(x)
+
+
+def primitive(name: str, rule: str) -> Callable:
+    """Turn a NumPy function `forward(*inputs, **config) -> (out, backward)` into an op.
+
+    The positional parameters of `forward` are its inputs (Tensors, arrays or numbers;
+    gradients flow to the Tensors that require grad); keyword-only parameters are its
+    configuration (axis, eps, ...). Extra positional arguments fill the configuration in
+    order, so `mt.sum(x, 1)` means `mt.sum(x, axis=1)`.
+
+    `backward(grad_out)` returns one gradient (or None) per input. The decorator sums each
+    back to its input's shape where the forward broadcast it, and casts it to the input's
+    dtype.
+    """
+
+    def decorate(forward):
+        params = list(inspect.signature(forward).parameters.values())
+        variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
+        n_inputs = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        config_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+        @functools.wraps(forward)
+        def op(*args, **config):
+            if not variadic and len(args) > n_inputs:
+                extra = args[n_inputs:]
+                if len(extra) > len(config_names):
+                    raise TypeError(f"{name}: takes {n_inputs + len(config_names)} "
+                                    f"arguments, got {len(args)}")
+                config.update(zip(config_names, extra))
+                args = args[:n_inputs]
+            arrays = [_unwrap(a) for a in args]
+            try:
+                out, backward = forward(*arrays, **config)
+            except (ValueError, IndexError, TypeError) as error:
+                if getattr(error, "microtensor", False):
+                    raise  # already worded by the op itself
+                shapes = ", ".join(describe(a) for a in arrays)
+                raise op_error(name, f"{error} (inputs: {shapes})", type(error)) from error
+
+            result = Tensor._wrap(out)
+            if is_anomaly_enabled():
+                _check_finite(name, "forward", out, _user_frame())
+            if (is_grad_enabled() and result.data.dtype.kind == "f"
+                    and any(isinstance(a, Tensor) and a._requires_grad for a in args)):
+                result._requires_grad = True
+                result.op = Node(name, rule, args, backward, config,
+                                 _user_frame() if is_anomaly_enabled() else None)
+            return result
+
+        op.rule = rule
+        op.forward = forward
+        return op
+
+    return decorate
+
+
+def _check_finite(name, phase, array, where):
+    if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = "nan" if np.isnan(array).any() else "inf"
+        raise FloatingPointError(
+            f"{name} produced {bad} in its {phase} pass (op created at {where}). "
+            f"Look at the inputs of this op; detect_anomaly() stopped at the first one.")
+
+
+def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Undo broadcasting: sum `grad` over the axes the forward pass stretched.
+
+    A (3, 1) operand broadcast against (2, 3, 4) was used 2 * 4 times per element, so its
+    gradient is the sum over the leading axis and over the stretched axis of size 1.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    stretched = tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
+    summed = grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True)
+    return summed.reshape(shape)
+
+
+# --------------------------------------------------------------------------- traversal
+
+
+def topological_order(root: Tensor, *, every_input: bool = False) -> list[Tensor]:
+    """Tensors of the graph behind `root`, root first, each before all of its inputs.
+
+    The one traversal shared by `backward`, `backward_steps`, `viz.draw` and the stepper.
+    Iterative depth-first search, so a chain of 100,000 ops needs no recursion. By default
+    only tensors that require grad are visited (what backward needs); `every_input=True`
+    also visits constant tensors (what a drawing shows).
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor.op is not None:
+            for inp in tensor.op.inputs:
+                if (isinstance(inp, Tensor) and id(inp) not in visited
+                        and (every_input or inp.requires_grad)):
+                    stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+@dataclass
+class BackwardStep:
+    """One step of the backward pass.
+
+    `tensor` received its complete gradient `grad_out`. For an op's output, `node` is the
+    op and `grads_in` holds what it sent to each of `node.inputs` (None where nothing was
+    sent). For a leaf, `node` is None and `grad_out` was accumulated into `tensor.grad`.
+    """
+
+    index: int
+    tensor: Tensor
+    node: Node | None
+    grad_out: np.ndarray
+    grads_in: tuple
+
+
+def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Iterator[BackwardStep]:
+    """Run the backward pass from `root` one node at a time, yielding a `BackwardStep` each.
+
+    Gradients arriving at a tensor from several uses are summed before it is processed
+    (the topological order guarantees all uses come first). Each intermediate gradient is
+    dropped once passed on; each node's saved arrays are freed after its step unless
+    `retain_graph=True`.
+    """
+    if not isinstance(root, Tensor):
+        raise TypeError(f"backward: expected a Tensor, got {type(root).__name__}")
+    if not root.requires_grad:
+        raise RuntimeError("backward: this tensor does not require grad and has no graph. "
+                           "Create the inputs with requires_grad=True (or call "
+                           ".requires_grad_()) and make sure you are not inside no_grad().")
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"backward: grad can be created implicitly only for a tensor "
+                               f"with one element, got shape {root.shape}. Reduce it first "
+                               f"(e.g. .sum() or .mean()) or pass grad= of that shape.")
+        grad = np.ones_like(root.data)
+    else:
+        grad = np.asarray(_unwrap(grad), dtype=root.dtype)
+        if grad.shape != root.shape:
+            raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
+                             f"shape {root.shape}; they must match.")
+
+    pending = {id(root): grad}  # gradients summed so far, by tensor id
+    anomaly = is_anomaly_enabled()
+    for index, tensor in enumerate(topological_order(root)):
+        grad_out = pending.pop(id(tensor), None)
+        if grad_out is None:
+            continue  # no path from root carries a gradient here
+        for hook in tensor._hooks:
+            replaced = hook(grad_out)
+            if replaced is not None:
+                grad_out = np.asarray(_unwrap(replaced))
+        node = tensor.op
+        if node is None or tensor._retains_grad:
+            tensor._accumulate_grad(grad_out)
+        if node is None:
+            yield BackwardStep(index, tensor, None, grad_out, ())
+            continue
+        if node.backward is None:
+            raise RuntimeError(
+                f"backward: trying to backward through the graph a second time: the arrays "
+                f"saved by '{node.name}' were freed after the first backward. Pass "
+                f"retain_graph=True to the first backward() if you need to call it twice.")
+        grads_in = node.backward(grad_out)
+        if not retain_graph:
+            node.backward = None  # frees what the closure saved
+        grads_in = tuple(_deliver(node, pending, inp, g, anomaly)
+                         for inp, g in zip(node.inputs, grads_in))
+        yield BackwardStep(index, tensor, node, grad_out, grads_in)
+
+
+def _deliver(node, pending, inp, grad, anomaly):
+    """Shape one input gradient and add it to what that input has received so far."""
+    if grad is None or not (isinstance(inp, Tensor) and inp.requires_grad):
+        return None
+    grad = sum_to_shape(np.asarray(grad), inp.shape)
+    if grad.dtype != inp.dtype:
+        grad = grad.astype(inp.dtype)
+    if anomaly:
+        _check_finite(node.name, "backward", grad, node.created_at)
+    earlier = pending.get(id(inp))
+    pending[id(inp)] = grad if earlier is None else earlier + grad
+    return grad
+
+
+def backward(root: Tensor, grad=None, retain_graph: bool = False) -> None:
+    """The whole backward pass: `backward_steps` run to the end."""
+    for _ in backward_steps(root, grad, retain_graph):
+        pass

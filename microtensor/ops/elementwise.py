@@ -1,0 +1,228 @@
+"""Elementwise primitives. Each returns its output and the backward closure; `g` is the
+gradient arriving at the output (`grad_out`). Broadcast operands get their gradient summed
+back to their own shape by the `primitive` decorator, so these rules are written as if
+every operand had the output's shape.
+"""
+import numpy as np
+
+from ..autograd import primitive
+from ..errors import describe, op_error
+
+
+def _is_array(x):
+    return isinstance(x, np.ndarray)
+
+
+# ----------------------------------------------------------------- arithmetic
+
+@primitive("add", rule="da = g ;  db = g")
+def add(a, b):
+    def backward(g):
+        return g, g
+    return a + b, backward
+
+
+@primitive("sub", rule="da = g ;  db = -g")
+def sub(a, b):
+    def backward(g):
+        return g, -g
+    return a - b, backward
+
+
+@primitive("mul", rule="da = g * b ;  db = g * a")
+def mul(a, b):
+    def backward(g):
+        return g * b, g * a
+    return a * b, backward
+
+
+@primitive("div", rule="da = g / b ;  db = -g * a / b^2")
+def div(a, b):
+    def backward(g):
+        grad_a = g / b
+        return grad_a, -grad_a * a / b
+    return a / b, backward
+
+
+@primitive("pow", rule="da = g * b * a^(b-1) ;  db = g * a^b * log(a)")
+def pow(a, b):
+    out = a ** b
+    def backward(g):
+        # As in PyTorch: a negative base gives a NaN exponent gradient, not an error, and
+        # the exponent gradient is only computed when the exponent is an array.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad_a = g * b * a ** (b - 1)
+            grad_b = g * out * np.log(a) if _is_array(b) else None
+        return grad_a, grad_b
+    return out, backward
+
+
+@primitive("neg", rule="dx = -g")
+def neg(x):
+    def backward(g):
+        return (-g,)
+    return -x, backward
+
+
+# ----------------------------------------------------------------- unary functions
+
+@primitive("exp", rule="dx = g * exp(x)")
+def exp(x):
+    out = np.exp(x)
+    def backward(g):
+        return (g * out,)
+    return out, backward
+
+
+@primitive("log", rule="dx = g / x")
+def log(x):
+    def backward(g):
+        return (g / x,)
+    return np.log(x), backward
+
+
+@primitive("sqrt", rule="dx = g / (2 * sqrt(x))")
+def sqrt(x):
+    out = np.sqrt(x)
+    def backward(g):
+        return (g / (2 * out),)
+    return out, backward
+
+
+@primitive("tanh", rule="dx = g * (1 - tanh(x)^2)")
+def tanh(x):
+    out = np.tanh(x)
+    def backward(g):
+        return (g * (1 - out * out),)
+    return out, backward
+
+
+@primitive("sigmoid", rule="dx = g * s * (1 - s),  s = sigmoid(x)")
+def sigmoid(x):
+    # 1/(1+exp(-x)) overflows in exp for very negative x; tanh form is stable everywhere.
+    out = 0.5 * (np.tanh(0.5 * x) + 1)
+    def backward(g):
+        return (g * out * (1 - out),)
+    return out, backward
+
+
+@primitive("relu", rule="dx = g * (x > 0)")
+def relu(x):
+    out = np.maximum(x, 0)
+    def backward(g):
+        return (g * (x > 0),)
+    return out, backward
+
+
+_GELU_C = float(np.sqrt(2 / np.pi))  # a Python float, so float32 stays float32
+
+
+@primitive("gelu", rule="dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t^2) * c * (1 + 3k x^2)),"
+                        "  t = tanh(c (x + k x^3))")
+def gelu(x):
+    """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    c, k = _GELU_C, 0.044715
+    x2 = x * x
+    t = np.tanh(c * x * (1 + k * x2))
+    out = 0.5 * x * (1 + t)
+    def backward(g):
+        # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,
+        # with inner = c (x + k x^3), so d(inner)/dx = c (1 + 3 k x^2).
+        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x2)),)
+    return out, backward
+
+
+@primitive("abs", rule="dx = g * sign(x)")
+def abs(x):
+    def backward(g):
+        return (g * np.sign(x),)
+    return np.abs(x), backward
+
+
+@primitive("clip", rule="dx = g * (min <= x <= max)")
+def clip(x, *, min=None, max=None):
+    if min is None and max is None:
+        raise op_error("clip", "give at least one of min and max")
+    out = np.clip(x, min, max)
+    def backward(g):
+        inside = np.ones(np.shape(x), dtype=bool)
+        if min is not None:
+            inside &= x >= min
+        if max is not None:
+            inside &= x <= max
+        return (g * inside,)
+    return out, backward
+
+
+@primitive("maximum", rule="da = g * (a >= b) ;  db = g * (a < b)")
+def maximum(a, b):
+    # Ties send the gradient to `a`, so the two shares always add up to g.
+    def backward(g):
+        a_wins = a >= b
+        return g * a_wins, g * ~a_wins
+    return np.maximum(a, b), backward
+
+
+@primitive("minimum", rule="da = g * (a <= b) ;  db = g * (a > b)")
+def minimum(a, b):
+    def backward(g):
+        a_wins = a <= b
+        return g * a_wins, g * ~a_wins
+    return np.minimum(a, b), backward
+
+
+def _check_mask(name, mask):
+    if not _is_array(mask) or mask.dtype != bool:
+        raise op_error(name, f"the condition/mask must be a boolean tensor or array, got "
+                       f"{describe(mask)}", TypeError,
+                       "build it with a comparison, e.g. scores > 0, or .astype(bool)")
+
+
+@primitive("where", rule="da = g * cond ;  db = g * ~cond")
+def where(cond, a, b):
+    """`a` where `cond` is True, else `b`."""
+    _check_mask("where", cond)
+    def backward(g):
+        # Select, never multiply by the other branch: a NaN/inf in the unselected branch
+        # must not leak into the gradient (0 * inf = nan).
+        zero = np.zeros((), dtype=g.dtype)
+        return None, np.where(cond, g, zero), np.where(cond, zero, g)
+    return np.where(cond, a, b), backward
+
+
+@primitive("masked_fill", rule="dx = g * ~mask")
+def masked_fill(x, mask, *, value):
+    """`x` with `value` written where `mask` is True (attention masks use -inf)."""
+    _check_mask("masked_fill", mask)
+    out = np.where(mask, np.asarray(value, dtype=x.dtype), x)
+    def backward(g):
+        return np.where(mask, np.zeros((), dtype=g.dtype), g), None
+    return out, backward
+
+
+@primitive("astype", rule="dx = g  (cast back to x's dtype)")
+def astype(x, *, dtype):
+    def backward(g):
+        return (g,)
+    return x.astype(dtype), backward
+
+
+# ----------------------------------------------------------------- comparisons
+# No gradient: their outputs are booleans. They are primitives only so that they accept
+# Tensors, arrays and numbers alike; bool outputs never require grad.
+
+def _comparison(name, compare):
+    @primitive(name, rule="no gradient (boolean output)")
+    def op(a, b):
+        return compare(a, b), lambda g: (None, None)
+    op.__name__ = name
+    return op
+
+
+less = _comparison("less", np.less)
+less_equal = _comparison("less_equal", np.less_equal)
+greater = _comparison("greater", np.greater)
+greater_equal = _comparison("greater_equal", np.greater_equal)
+equal = _comparison("equal", np.equal)
+not_equal = _comparison("not_equal", np.not_equal)

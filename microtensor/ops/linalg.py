@@ -1,0 +1,69 @@
+"""Matrix product, for 1-D, 2-D and batched (broadcast) operands."""
+import numpy as np
+
+from ..autograd import primitive
+from ..errors import op_error
+
+
+def swap_last(x):
+    """Transpose the last two axes (the matrix transpose of each matrix in a batch)."""
+    return np.swapaxes(x, -1, -2)
+
+
+@primitive("matmul", rule="dA = G @ B^T ;  dB = A^T @ G")
+def matmul(a, b):
+    if np.ndim(a) == 0 or np.ndim(b) == 0:
+        raise op_error("matmul", f"operands must have at least 1 dimension, got shapes "
+                       f"{np.shape(a)} and {np.shape(b)}", fix="use * for a scalar product")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise op_error("matmul", f"shapes {a.shape} and {b.shape} do not match: the last "
+                       f"axis of A ({a.shape[-1]}) must equal the "
+                       f"{'second-to-last' if b.ndim > 1 else 'only'} axis of B "
+                       f"({b.shape[-2 if b.ndim > 1 else 0]})",
+                       fix="transpose one operand (e.g. B.T or .swapaxes(-1, -2)) or "
+                       "reshape it")
+    # Vectors become matrices for the rule (a row on the left, a column on the right).
+    A = a[None, :] if a.ndim == 1 else a
+    B = b[:, None] if b.ndim == 1 else b
+    if A.ndim > 2 and B.ndim == 2:
+        # (..., T, k) @ (k, m) is one GEMM over all rows at once.
+        out = (A.reshape(-1, A.shape[-1]) @ B).reshape(A.shape[:-1] + (B.shape[-1],))
+    else:
+        out = A @ B
+    out_shape = out.shape
+
+    def backward(g):
+        G = g.reshape(out_shape)  # put back the axes a vector operand dropped
+        if A.ndim > 2 and B.ndim == 2:
+            # dB sums A_i^T G_i over the batch: one GEMM on the stacked rows,
+            # never a (batch, k, m) stack of outer products.
+            grad_a = (G.reshape(-1, G.shape[-1]) @ B.T).reshape(A.shape)
+            grad_b = A.reshape(-1, A.shape[-1]).T @ G.reshape(-1, G.shape[-1])
+        elif A.ndim == 2 and B.ndim > 2:
+            # dA sums G_i B_i^T over the batch: lay the batch along the inner axis.
+            G_rows = np.moveaxis(G, -2, 0).reshape(G.shape[-2], -1)      # (n, batch*m)
+            B_rows = swap_last(B).reshape(-1, B.shape[-2])               # (batch*m, k)
+            grad_a = G_rows @ B_rows
+            grad_b = swap_last(A) @ G
+        else:
+            grad_a, grad_b = G @ swap_last(B), swap_last(A) @ G
+        # Batch axes broadcast in the forward are summed by the decorator; here we only
+        # undo the vector-to-matrix promotion.
+        if a.ndim == 1:
+            grad_a = grad_a.sum(axis=tuple(range(grad_a.ndim - 2))).reshape(a.shape)
+        if b.ndim == 1:
+            grad_b = grad_b.sum(axis=tuple(range(grad_b.ndim - 2))).reshape(b.shape)
+        return grad_a, grad_b
+
+    return out.reshape(_result_shape(a, b, out_shape)), backward
+
+
+def _result_shape(a, b, out_shape):
+    """NumPy drops the axis that a 1-D operand contributed."""
+    if a.ndim == 1 and b.ndim == 1:
+        return ()
+    if a.ndim == 1:
+        return out_shape[:-2] + out_shape[-1:]
+    if b.ndim == 1:
+        return out_shape[:-1]
+    return out_shape

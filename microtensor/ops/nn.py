@@ -1,0 +1,160 @@
+"""Fused neural-network primitives: one node each, with a closed-form backward that is
+both faster and more stable than the same function built from exp, sum and divide.
+"""
+import numpy as np
+
+from ..autograd import primitive
+from ..errors import describe, op_error
+from ..tensor import generator
+
+
+@primitive("softmax", rule="dx = y * (g - sum(g * y, axis))")
+def softmax(x, *, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis`; the max is subtracted first so exp never
+    overflows (the result is unchanged: the factor exp(-max) cancels)."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    y = np.exp(shifted)
+    y /= np.sum(y, axis=axis, keepdims=True)
+    def backward(g):
+        # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
+        # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
+        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+    return y, backward
+
+
+@primitive("log_softmax", rule="dx = g - softmax(x) * sum(g, axis)")
+def log_softmax(x, *, axis=-1):
+    """x - logsumexp(x), computed with the max subtracted (never overflows)."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    def backward(g):
+        # d(x_j - lse)/dx_k = delta_jk - softmax_k, summed against g over j.
+        return (g - np.exp(out) * np.sum(g, axis=axis, keepdims=True),)
+    return out, backward
+
+
+@primitive("layer_norm", rule="dx = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)),"
+                              "  g_hat = g * weight")
+def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
+    """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
+    do), then scale by `weight` and shift by `bias` (both shaped like the last axis)."""
+    mean = np.mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    var = np.mean(centered * centered, axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    x_hat = centered * rstd
+    out = x_hat if weight is None else x_hat * weight
+    if bias is not None:
+        out = out + bias
+    def backward(g):
+        # g_hat = g * weight is the gradient at the normalised x_hat.
+        # Normalising subtracts the mean and divides by std, so the gradient loses its
+        # mean and its projection on x_hat: two reductions over the last axis.
+        g_hat = g if weight is None else g * weight
+        grad_x = rstd * (g_hat - np.mean(g_hat, axis=-1, keepdims=True)
+                         - x_hat * np.mean(g_hat * x_hat, axis=-1, keepdims=True))
+        rows = tuple(range(g.ndim - 1))
+        grad_weight = None if weight is None else np.sum(g * x_hat, axis=rows)
+        grad_bias = None if bias is None else np.sum(g, axis=rows)
+        return grad_x, grad_weight, grad_bias
+    return out, backward
+
+
+def _check_targets(name, target, n_classes, ignore_index):
+    if target.dtype.kind not in "iu":
+        raise op_error(name, f"targets must be integer class ids, got {describe(target)}",
+                       TypeError, "convert them with .astype(np.int64)")
+    valid = target != ignore_index
+    if valid.any():
+        low, high = target[valid].min(), target[valid].max()
+        if low < 0 or high >= n_classes:
+            bad = low if low < 0 else high
+            raise op_error(name, f"target id {bad} is out of range for {n_classes} classes",
+                           IndexError, f"targets must be in [0, {n_classes - 1}] or equal "
+                           f"ignore_index ({ignore_index})")
+    return valid
+
+
+@primitive("cross_entropy",
+           rule="dlogits = g * (softmax(logits) - onehot(target)) / n_counted")
+def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean"):
+    """Mean negative log-likelihood of `target` under softmax(`logits`), in one node.
+
+    logits: (..., C) floats; target: (...) integer class ids. Positions whose target is
+    `ignore_index` count for nothing (not in the sum, not in the mean's denominator).
+    reduction: "mean" (over counted positions; NaN if none, as PyTorch), "sum" or "none".
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise op_error("cross_entropy", f"reduction must be 'mean', 'sum' or 'none', got "
+                       f"{reduction!r}")
+    if logits.shape[:-1] != np.shape(target):
+        raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
+                       f"{logits.shape[:-1]} (one class id per row), got {np.shape(target)}")
+    n_classes = logits.shape[-1]
+    valid = _check_targets("cross_entropy", target, n_classes, ignore_index)
+    safe_target = np.where(valid, target, 0)
+
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, safe_target[..., None], axis=-1)[..., 0]
+    losses = np.where(valid, -picked, 0).astype(logits.dtype)
+    n_counted = int(valid.sum())
+    if reduction == "none":
+        out = losses
+    elif reduction == "sum":
+        out = losses.sum()
+    else:
+        out = losses.sum() / n_counted if n_counted else np.array(np.nan, logits.dtype)
+
+    def backward(g):
+        # d(-log softmax(x)[t]) / dx = softmax(x) - onehot(t): the predicted
+        # distribution minus the target one.
+        grad = np.exp(log_probs)
+        np.put_along_axis(grad, safe_target[..., None],
+                          np.take_along_axis(grad, safe_target[..., None], axis=-1) - 1,
+                          axis=-1)
+        weight = valid.astype(grad.dtype)
+        if reduction == "mean":
+            weight /= max(n_counted, 1)
+        grad *= (g * weight)[..., None] if reduction == "none" else g * weight[..., None]
+        return grad, None
+    return np.asarray(out, dtype=logits.dtype), backward
+
+
+@primitive("dropout", rule="dx = g * mask / (1 - p)")
+def dropout(x, *, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p), so the
+    expected value is unchanged; identity when not training or p == 0."""
+    if not 0 <= p < 1:
+        raise op_error("dropout", f"p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x, lambda g: (g,)
+    scale = (generator().random(x.shape) >= p).astype(x.dtype) / (1 - p)
+    def backward(g):
+        return (g * scale,)
+    return x * scale, backward
+
+
+@primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
+def embedding(ids, weight):
+    """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d)."""
+    if np.asarray(ids).dtype.kind not in "iu":
+        raise op_error("embedding", f"ids must be integers, got {describe(ids)}", TypeError)
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
+        bad = ids.min() if ids.min() < 0 else ids.max()
+        raise op_error("embedding", f"id {bad} is out of range for a table of "
+                       f"{weight.shape[0]} rows", IndexError,
+                       f"ids must be in [0, {weight.shape[0] - 1}]")
+    def backward(g):
+        # Repeated ids must accumulate. A sparse one-hot product does that in one BLAS
+        # call and is several times faster than np.add.at.
+        rows = g.reshape(-1, weight.shape[1])
+        grad = np.zeros_like(weight, dtype=g.dtype)
+        flat = ids.reshape(-1)
+        unique, position = np.unique(flat, return_inverse=True)
+        onehot = np.zeros((len(unique), len(flat)), dtype=g.dtype)
+        onehot[position, np.arange(len(flat))] = 1
+        grad[unique] = onehot @ rows
+        return None, grad
+    return weight[ids], backward

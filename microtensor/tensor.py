@@ -1,0 +1,391 @@
+"""The Tensor: a NumPy array, an optional gradient, and the node that made it.
+
+Operators and methods here are thin: each calls the primitive of the same name in
+`microtensor.ops`, where the forward math sits next to its derivative.
+
+    >>> import microtensor as mt
+    >>> W = mt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True, name="W")
+    >>> loss = (mt.tensor([1.0, 1.0]) @ W).sum()
+    >>> loss.backward()
+    >>> W.grad
+    array([[1., 1.],
+           [1., 1.]], dtype=float32)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import op_error
+
+DEFAULT_FLOAT = np.float32
+
+
+def _as_array(data, dtype=None) -> np.ndarray:
+    """Python data becomes float32 (floats), int64 (ints) or bool; NumPy data keeps its
+    dtype, so float64 arrays stay float64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=dtype)
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.array(data)
+    array = np.array(data)
+    if array.dtype.kind == "f":
+        array = array.astype(DEFAULT_FLOAT)
+    elif array.dtype.kind == "O":
+        raise op_error("tensor", f"cannot make a tensor from {type(data).__name__} data "
+                       f"of mixed or non-numeric types", TypeError,
+                       "pass numbers, nested lists of numbers or a NumPy array")
+    return array
+
+
+class Tensor:
+    """An n-dimensional array that can record how it was computed.
+
+    Attributes: `data` (np.ndarray), `grad` (np.ndarray or None; filled by backward for
+    leaves that require grad, and for non-leaves after `retain_grad()`), `requires_grad`,
+    `name` (shown in graphs), `op` (the Node that made it; None for a leaf).
+    """
+
+    __slots__ = ("data", "grad", "_requires_grad", "name", "op", "_hooks", "_retains_grad",
+                 "__weakref__")
+    # Make NumPy hand `ndarray + Tensor` to Tensor.__radd__ instead of looping itself.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._requires_grad = False
+        self.name = name
+        self.op = None
+        self._hooks = []
+        self._retains_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _wrap(cls, array) -> "Tensor":
+        """Wrap an op's output without copying (internal, hot path)."""
+        tensor = cls.__new__(cls)
+        tensor.data = array if isinstance(array, np.ndarray) else np.asarray(array)
+        tensor.grad = None
+        tensor._requires_grad = False
+        tensor.name = None
+        tensor.op = None
+        tensor._hooks = []
+        tensor._retains_grad = False
+        return tensor
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        if value and self.data.dtype.kind not in "fc":
+            raise op_error("requires_grad", f"only floating-point tensors can require "
+                           f"gradients, got dtype {self.data.dtype}", TypeError,
+                           "create it with a float dtype, e.g. mt.tensor(data, "
+                           "dtype=np.float32, requires_grad=True)")
+        if not value and self.op is not None:
+            raise op_error("requires_grad", "cannot turn off requires_grad on a tensor "
+                           "computed by an op", RuntimeError, "use .detach() instead")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise op_error("item", f"only a one-element tensor can be converted to a "
+                           f"Python number, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and dtype != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data)
+
+    def astype(self, dtype) -> "Tensor":
+        return ops.astype(self, dtype=np.dtype(dtype))
+
+    def float(self) -> "Tensor":
+        return self.astype(np.float32)
+
+    def double(self) -> "Tensor":
+        return self.astype(np.float64)
+
+    def __repr__(self):
+        body = np.array2string(self.data, precision=4, separator=", ", threshold=50,
+                               prefix="tensor(")
+        extras = []
+        if self.data.dtype != DEFAULT_FLOAT:
+            extras.append(f"dtype={self.data.dtype}")
+        if self.name:
+            extras.append(f"name={self.name!r}")
+        if self.op is not None:
+            extras.append(f"op={self.op.name}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Compute gradients of this tensor with respect to every leaf that requires grad.
+
+        Leaves *accumulate* into `.grad` (call `zero_grad()` between steps, as in
+        PyTorch). Non-leaves keep no gradient unless `retain_grad()` was called. The
+        graph's saved arrays are freed afterwards unless `retain_graph=True`.
+        """
+        autograd.backward(self, grad, retain_graph)
+
+    def retain_grad(self) -> "Tensor":
+        """Keep `.grad` on this non-leaf tensor after backward."""
+        self._retains_grad = True
+        return self
+
+    def register_hook(self, fn):
+        """Call `fn(grad)` when this tensor's gradient is complete during backward;
+        if it returns an array, that replaces the gradient. Returns a handle with
+        `.remove()`."""
+        self._hooks.append(fn)
+        hooks = self._hooks
+
+        class Handle:
+            def remove(self):
+                if fn in hooks:
+                    hooks.remove(fn)
+        return Handle()
+
+    def _accumulate_grad(self, grad: np.ndarray) -> None:
+        # A copy, not the engine's array: one array may be sent to several inputs
+        # (add sends the same gradient to both), and users update .grad in place.
+        if self.grad is None:
+            self.grad = np.array(grad, dtype=self.data.dtype)
+        else:
+            self.grad += grad
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ------------------------------------------------------------------ operators
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __pow__(self, other): return ops.pow(self, other)
+    def __rpow__(self, other): return ops.pow(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __abs__(self): return ops.abs(self)
+    def __getitem__(self, index): return ops.getitem(self, index=_index_data(index))
+
+    # comparisons give boolean tensors and carry no gradient
+    def __lt__(self, other): return ops.less(self, other)
+    def __le__(self, other): return ops.less_equal(self, other)
+    def __gt__(self, other): return ops.greater(self, other)
+    def __ge__(self, other): return ops.greater_equal(self, other)
+    def __eq__(self, other): return ops.equal(self, other)
+    def __ne__(self, other): return ops.not_equal(self, other)
+    __hash__ = object.__hash__  # tensors are used as dict keys by identity
+
+    def __setitem__(self, index, value):
+        if self.requires_grad:
+            raise op_error("setitem", "in-place assignment into a tensor that requires "
+                           "grad would silently break its gradient", RuntimeError,
+                           "build a new tensor (e.g. mt.where or masked_fill), or assign "
+                           "to .data inside mt.no_grad() if you mean to edit values")
+        self.data[_index_data(index)] = value.data if isinstance(value, Tensor) else value
+
+    # ------------------------------------------------------------------ methods
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def tanh(self): return ops.tanh(self)
+    def sigmoid(self): return ops.sigmoid(self)
+    def relu(self): return ops.relu(self)
+    def gelu(self): return ops.gelu(self)
+    def abs(self): return ops.abs(self)
+    def neg(self): return ops.neg(self)
+    def clip(self, min=None, max=None): return ops.clip(self, min=min, max=max)
+    def maximum(self, other): return ops.maximum(self, other)
+    def minimum(self, other): return ops.minimum(self, other)
+    def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value=value)
+
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis=axis, keepdims=keepdims)
+    def min(self, axis=None, keepdims=False): return ops.min(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis=None, keepdims=False, correction=1):
+        return ops.var(self, axis=axis, keepdims=keepdims, correction=correction)
+
+    def softmax(self, axis=-1): return ops.softmax(self, axis=axis)
+    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis=axis)
+
+    def reshape(self, *shape): return ops.reshape(self, shape=_shape_arg(shape))
+    def view(self, *shape): return self.reshape(*shape)
+    def transpose(self, *axes):
+        """`t.transpose(0, 1)` swaps two axes (PyTorch); `t.transpose()` reverses all (NumPy)."""
+        if len(axes) == 2:
+            return ops.swapaxes(self, axis1=axes[0], axis2=axes[1])
+        return ops.permute(self, axes=_shape_arg(axes) or None)
+    def permute(self, *axes): return ops.permute(self, axes=_shape_arg(axes))
+    def swapaxes(self, axis1, axis2): return ops.swapaxes(self, axis1=axis1, axis2=axis2)
+
+    @property
+    def T(self): return ops.permute(self, axes=None)
+
+    def flatten(self, start_axis=0, end_axis=-1):
+        return ops.flatten(self, start_axis=start_axis, end_axis=end_axis)
+    def unsqueeze(self, axis): return ops.unsqueeze(self, axis=axis)
+    def squeeze(self, axis=None): return ops.squeeze(self, axis=axis)
+    def expand(self, *shape): return ops.expand(self, shape=_shape_arg(shape))
+    def split(self, sections, axis=0): return ops.split(self, sections, axis=axis)
+
+
+def _shape_arg(shape):
+    """Accept both t.reshape(2, 3) and t.reshape((2, 3))."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _index_data(index):
+    """Indices may contain Tensors (integer or boolean arrays): use their data."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+# ---------------------------------------------------------------------- creation
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the one global generator used by randn, rand, dropout and initialisers."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator() -> np.random.Generator:
+    """The global random generator (seeded by `manual_seed`)."""
+    return _rng
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, name: str | None = None) -> Tensor:
+    """A new tensor holding a copy of `data`. Python floats become float32; NumPy arrays
+    keep their dtype (float64 stays float64).
+
+    >>> mt.tensor([[1.0, 2.0]], requires_grad=True, name="x")
+    """
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+def from_numpy(array: np.ndarray, requires_grad: bool = False) -> Tensor:
+    """A tensor sharing memory with `array` (no copy), keeping its dtype."""
+    result = Tensor._wrap(np.asarray(array))
+    result.requires_grad = requires_grad
+    return result
+
+
+def _new(array, requires_grad, name):
+    result = Tensor._wrap(array)
+    result.requires_grad = requires_grad
+    result.name = name
+    return result
+
+
+def _shape(shape):
+    shape = _shape_arg(shape)
+    if any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape):
+        raise op_error("shape", f"sizes must be non-negative integers, got {shape}")
+    return shape
+
+
+def zeros(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    return _new(np.zeros(_shape(shape), dtype=dtype), requires_grad, name)
+
+
+def ones(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    return _new(np.ones(_shape(shape), dtype=dtype), requires_grad, name)
+
+
+def full(shape, fill_value, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    return _new(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad, name)
+
+
+def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return _new(np.zeros_like(np.asarray(t), dtype=dtype), requires_grad, None)
+
+
+def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    return _new(np.ones_like(np.asarray(t), dtype=dtype), requires_grad, None)
+
+
+def randn(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    """Standard normal samples from the global generator (see `manual_seed`)."""
+    return _new(_rng.standard_normal(_shape(shape)).astype(dtype), requires_grad, name)
+
+
+def rand(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    """Uniform samples in [0, 1) from the global generator."""
+    return _new(_rng.random(_shape(shape)).astype(dtype), requires_grad, name)
+
+
+def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
+    """Like np.arange; integer arguments give int64, float arguments float32."""
+    array = np.arange(start, stop, step) if stop is not None else np.arange(start)
+    if dtype is None and array.dtype.kind == "f":
+        dtype = DEFAULT_FLOAT
+    return _new(array.astype(dtype) if dtype else array, requires_grad, None)
+
+
+def eye(n, m=None, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    return _new(np.eye(n, m, dtype=dtype), requires_grad, None)
+
+
+from . import autograd, ops  # noqa: E402  (ops and autograd need Tensor defined first)
