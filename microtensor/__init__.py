@@ -17,6 +17,7 @@ from .ops import (abs, add, clip, cross_entropy, div, dropout, embedding, exp, e
                   maximum, mean, min, minimum, mul, neg, permute, pow, relu, reshape,
                   sigmoid, softmax, split, sqrt, squeeze, sub, sum, swapaxes, tanh,
                   unsqueeze, var, where)
+from . import nn
 from .tensor import (Tensor, arange, eye, from_numpy, full, generator, manual_seed, ones,
                      ones_like, rand, randn, tensor, zeros, zeros_like)
 
