@@ -1,0 +1,115 @@
+"""What every lesson shares: where pictures go, how numbers are printed, how claims are
+checked, and a heatmap drawn as plain SVG (no plotting library needed).
+
+A lesson *checks* each claim it makes with `check(...)`: if the numbers disagree with the
+claim, the lesson stops with a `LessonCheckError` that says which claim failed and why.
+
+    >>> check(abs(0.1 + 0.2 - 0.3) < 1e-9, "floats add up", "0.1 + 0.2 = 0.30000000000000004")
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+Echo = Callable[[str], None]
+
+
+class LessonCheckError(AssertionError):
+    """A lesson's claim did not hold for the numbers it computed."""
+
+
+def check(ok, claim: str, detail: str = "", echo: Echo | None = None) -> None:
+    """Raise LessonCheckError('claim failed: detail') unless `ok`; else echo '✓ claim'."""
+    if not bool(ok):
+        raise LessonCheckError(f"check failed: {claim}" + (f" ({detail})" if detail else ""))
+    if echo is not None:
+        echo(f"  ✓ {claim}" + (f"  ({detail})" if detail else ""))
+
+
+def output_dir(name: str, out_dir=None) -> Path:
+    """The directory a lesson writes to (created): `out_dir`, or ./lesson-output/NAME/."""
+    path = Path(out_dir) if out_dir is not None else Path("lesson-output") / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fmt(values, precision: int = 4) -> str:
+    """A compact one-line (or small block) rendering of numbers: [1.1, 0.2, 0.5]."""
+    array = np.asarray(getattr(values, "data", values), dtype=np.float64)
+    if array.ndim == 0:
+        return f"{float(array):.{precision}g}"
+    return np.array2string(array, precision=precision, separator=", ", suppress_small=True,
+                           max_line_width=100, floatmode="maxprec")
+
+
+def heading(echo: Echo, title: str) -> None:
+    echo("")
+    echo(f"── {title} " + "─" * max(0, 70 - len(title)))
+
+
+def table(rows: Sequence[Sequence], header: Sequence[str]) -> str:
+    """Fixed-width text table; numbers are formatted with 4 significant digits."""
+    def cell(value):
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4g}"
+        return str(value)
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def heatmap_svg(matrix, path, *, title: str = "", row_labels: Sequence[str] | None = None,
+                col_labels: Sequence[str] | None = None, cell: int = 36,
+                annotate: bool | None = None) -> Path:
+    """Write `matrix` (2-D) as an SVG heatmap: blue for negative, red for positive, white
+    at zero, scaled by the largest magnitude. Small matrices get their values written in
+    the cells. Returns the path written.
+
+    >>> heatmap_svg(np.eye(3), "eye.svg", title="identity", row_labels="abc")
+    """
+    matrix = np.asarray(getattr(matrix, "data", matrix), dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"heatmap_svg: expected a 2-D matrix, got shape {matrix.shape}")
+    rows, cols = matrix.shape
+    if annotate is None:
+        annotate = rows * cols <= 400 and cell >= 30
+    scale = float(np.max(np.abs(matrix))) or 1.0
+    left = 12 + 9 * max((len(str(s)) for s in row_labels), default=0) if row_labels else 10
+    top = 34 + (18 if col_labels else 0)
+    width, height = left + cols * cell + 10, top + rows * cell + 10
+
+    def color(value):
+        t = min(abs(value) / scale, 1.0)
+        fade = round(255 * (1 - t))
+        return f"rgb(255,{fade},{fade})" if value >= 0 else f"rgb({fade},{fade},255)"
+
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'font-family="sans-serif" font-size="12">'),
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{left}" y="18" font-size="14">{html.escape(title)}</text>']
+    for j, label in enumerate(col_labels or []):
+        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" '
+                     f'text-anchor="middle">{html.escape(str(label))}</text>')
+    for i in range(rows):
+        if row_labels:
+            parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" '
+                         f'text-anchor="end">{html.escape(str(row_labels[i]))}</text>')
+        for j in range(cols):
+            value = matrix[i, j]
+            x, y = left + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                         f'fill="{color(value)}" stroke="#ddd" stroke-width="0.5">'
+                         f'<title>[{i},{j}] = {value:.4g}</title></rect>')
+            if annotate:
+                parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
+                             f'text-anchor="middle" font-size="10">{value:.2f}</text>')
+    parts.append("</svg>")
+    path = Path(path)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
