@@ -10,7 +10,8 @@ import numpy as np
 
 def describe(x) -> str:
     """A short description of a value for error messages: 'float32 (3, 4)', 'int 5'."""
-    data = getattr(x, "data", x)
+    # A Tensor shows its array; an ndarray's own `.data` is a raw buffer, not an array.
+    data = x if isinstance(x, np.ndarray) else getattr(x, "data", x)
     if isinstance(data, np.ndarray):
         return f"{data.dtype} {tuple(data.shape)}"
     if x is None:
@@ -22,7 +23,7 @@ def op_error(where: str, message: str, kind: type = ValueError, fix: str | None 
     """An exception of type `kind` reading 'where: message. fix'."""
     text = f"{where}: {message}"
     if fix:
-        text = f"{text.rstrip('.')}. {fix}"
+        text = f"{text.rstrip('.')}. {fix[0].upper()}{fix[1:]}"
     error = kind(text)
     error.microtensor = True
     return error

@@ -1,6 +1,8 @@
 """Reductions over an axis (None = all axes, an int, or a tuple; negative axes count from
 the end). Their backward spreads the output gradient back over the reduced axes.
 """
+import builtins
+
 import numpy as np
 
 from ..autograd import primitive
@@ -8,12 +10,14 @@ from ..errors import op_error
 
 
 def _axes(name, axis, ndim):
-    """Normalise `axis` to a sorted tuple of non-negative ints, or raise naming the op."""
+    """Normalise `axis` to a sorted tuple of non-negative ints, or raise naming the op.
+    (`builtins.max`: this module defines its own `max` and `min` ops.)"""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    limit = builtins.max(ndim, 1)  # a 0-d tensor accepts axis 0 and -1, as in PyTorch
     for a in axes:
-        if not -max(ndim, 1) <= a < max(ndim, 1):
+        if not -limit <= a < limit:
             raise op_error(name, f"axis {a} is out of range for a tensor with {ndim} "
                            f"dimension(s)", IndexError,
                            f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else None)
@@ -57,7 +61,7 @@ def _extreme(name, reduce):
         def backward(g):
             # Like torch.amax: the gradient is split evenly between tied maxima, so
             # it still sums to g (finite differences agree wherever there is no tie).
-            winners = x == out
+            winners = (x == out).astype(g.dtype)
             share = winners / winners.sum(axis=axes, keepdims=True)
             return (share * _spread(g, x.shape, axes, keepdims),)
         return (out if keepdims else np.squeeze(out, axis=axes)), backward
