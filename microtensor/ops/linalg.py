@@ -25,6 +25,12 @@ def matmul(a, b):
     # Vectors become matrices for the rule (a row on the left, a column on the right).
     A = a[None, :] if a.ndim == 1 else a
     B = b[:, None] if b.ndim == 1 else b
+    try:
+        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise op_error("matmul", f"shapes {a.shape} and {b.shape}: the batch axes "
+                       f"{A.shape[:-2]} and {B.shape[:-2]} cannot be broadcast together",
+                       fix="batch sizes must match or be 1, aligned from the right") from None
     if A.ndim > 2 and B.ndim == 2:
         # (..., T, k) @ (k, m) is one GEMM over all rows at once.
         out = (A.reshape(-1, A.shape[-1]) @ B).reshape(A.shape[:-1] + (B.shape[-1],))

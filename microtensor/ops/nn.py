@@ -8,10 +8,18 @@ from ..errors import describe, op_error
 from ..tensor import generator
 
 
+def _check_axis(name, x, axis):
+    if not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        raise op_error(name, f"axis {axis} is out of range for a tensor with shape {x.shape}",
+                       IndexError, f"use an axis in [{-x.ndim}, {x.ndim - 1}]"
+                       if x.ndim else "this needs at least a 1-D tensor")
+
+
 @primitive("softmax", rule="dx = y * (g - sum(g * y, axis))")
 def softmax(x, *, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; the max is subtracted first so exp never
     overflows (the result is unchanged: the factor exp(-max) cancels)."""
+    _check_axis("softmax", x, axis)
     shifted = x - np.max(x, axis=axis, keepdims=True)
     y = np.exp(shifted)
     y /= np.sum(y, axis=axis, keepdims=True)
@@ -25,6 +33,7 @@ def softmax(x, *, axis=-1):
 @primitive("log_softmax", rule="dx = g - softmax(x) * sum(g, axis)")
 def log_softmax(x, *, axis=-1):
     """x - logsumexp(x), computed with the max subtracted (never overflows)."""
+    _check_axis("log_softmax", x, axis)
     shifted = x - np.max(x, axis=axis, keepdims=True)
     out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
     def backward(g):
@@ -38,6 +47,11 @@ def log_softmax(x, *, axis=-1):
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis)."""
+    for label, param in (("weight", weight), ("bias", bias)):
+        if param is not None and np.shape(param) != x.shape[-1:]:
+            raise op_error("layer_norm", f"{label} has shape {np.shape(param)} but the "
+                           f"input {x.shape} is normalised over its last axis, so it must "
+                           f"have shape {x.shape[-1:]}")
     mean = np.mean(x, axis=-1, keepdims=True)
     centered = x - mean
     var = np.mean(centered * centered, axis=-1, keepdims=True)
@@ -84,9 +98,12 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean"):
     `ignore_index` count for nothing (not in the sum, not in the mean's denominator).
     reduction: "mean" (over counted positions; NaN if none, as PyTorch), "sum" or "none".
     """
+    target = np.asarray(target)
     if reduction not in ("mean", "sum", "none"):
         raise op_error("cross_entropy", f"reduction must be 'mean', 'sum' or 'none', got "
                        f"{reduction!r}")
+    if np.ndim(logits) == 0:
+        raise op_error("cross_entropy", "logits must have a class axis, got a 0-d tensor")
     if logits.shape[:-1] != np.shape(target):
         raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
                        f"{logits.shape[:-1]} (one class id per row), got {np.shape(target)}")

@@ -1,6 +1,8 @@
 """Shape primitives: they move elements around without changing them, so each backward
 moves the gradient back the opposite way (reshape back, transpose back, scatter back).
 """
+import builtins
+
 import numpy as np
 
 from ..autograd import primitive
@@ -21,13 +23,27 @@ def reshape(x, *, shape):
     return out, backward
 
 
+def _axis(name, axis, ndim, shape):
+    """`axis` as a non-negative int, or an IndexError naming the op and the shape."""
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise op_error(name, f"axis {axis} is out of range for a tensor with shape "
+                       f"{tuple(shape)}", IndexError,
+                       f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else None)
+    return int(axis) % ndim
+
+
 @primitive("permute", rule="dx = permute(g, inverse(axes))")
 def permute(x, *, axes=None):
     """Reorder the axes (None reverses them, like NumPy's transpose)."""
-    if axes is not None and sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-        raise op_error("permute", f"axes {tuple(axes)} are not a permutation of the "
-                       f"{x.ndim} axes of a tensor with shape {x.shape}")
-    inverse = None if axes is None else tuple(np.argsort([a % x.ndim for a in axes]))
+    if axes is not None:
+        if len(axes) != x.ndim:
+            raise op_error("permute", f"axes {tuple(axes)} are not a permutation of the "
+                           f"{x.ndim} axes of a tensor with shape {x.shape}")
+        axes = tuple(_axis("permute", a, x.ndim, x.shape) for a in axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise op_error("permute", f"axes {axes} are not a permutation of the "
+                           f"{x.ndim} axes of a tensor with shape {x.shape}")
+    inverse = None if axes is None else tuple(int(i) for i in np.argsort(axes))
     def backward(g):
         return (np.transpose(g, inverse),)
     return np.transpose(x, axes), backward
@@ -35,38 +51,50 @@ def permute(x, *, axes=None):
 
 @primitive("swapaxes", rule="dx = swapaxes(g, axis1, axis2)")
 def swapaxes(x, *, axis1, axis2):
+    axis1, axis2 = (_axis("swapaxes", a, x.ndim, x.shape) for a in (axis1, axis2))
     def backward(g):
         return (np.swapaxes(g, axis1, axis2),)
     return np.swapaxes(x, axis1, axis2), backward
 
 
 def flatten(x, start_axis=0, end_axis=-1):
-    """Merge axes start_axis..end_axis into one (a reshape)."""
+    """Merge axes start_axis..end_axis into one (a reshape). A 0-d tensor becomes (1,),
+    as in PyTorch."""
     shape = x.shape
-    start, end = start_axis % max(len(shape), 1), end_axis % max(len(shape), 1)
+    if not shape:
+        _axis("flatten", start_axis, 1, shape), _axis("flatten", end_axis, 1, shape)
+        return reshape(x, shape=(1,))
+    start = _axis("flatten", start_axis, len(shape), shape)
+    end = _axis("flatten", end_axis, len(shape), shape)
+    if start > end:
+        raise op_error("flatten", f"start_axis {start_axis} comes after end_axis "
+                       f"{end_axis} in shape {shape}")
     merged = int(np.prod(shape[start:end + 1]))
     return reshape(x, shape=shape[:start] + (merged,) + shape[end + 1:])
 
 
 def unsqueeze(x, axis):
-    """Insert an axis of size 1 at `axis` (a reshape)."""
-    shape = list(x.shape)
-    axis = axis if axis >= 0 else len(shape) + 1 + axis
-    if not 0 <= axis <= len(shape):
-        raise op_error("unsqueeze", f"axis {axis} is out of range for a tensor with shape "
-                       f"{tuple(shape)}", IndexError)
-    return reshape(x, shape=tuple(shape[:axis] + [1] + shape[axis:]))
+    """Insert an axis of size 1 at `axis` (a reshape); negative axes count from the end
+    of the result, so unsqueeze(x, -1) appends one."""
+    shape = tuple(x.shape)
+    axis = _axis("unsqueeze", axis, len(shape) + 1, shape + (1,))
+    return reshape(x, shape=shape[:axis] + (1,) + shape[axis:])
 
 
 def squeeze(x, axis=None):
-    """Remove axes of size 1 (all of them, or the ones named) (a reshape)."""
-    shape = x.shape
+    """Remove axes of size 1 (all of them, or the ones named) (a reshape). On a 0-d
+    tensor axis 0 / -1 is accepted and changes nothing, as in PyTorch."""
+    shape = tuple(x.shape)
     if axis is None:
         axes = {i for i, n in enumerate(shape) if n == 1}
     else:
-        axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
-        if any(shape[a] != 1 for a in axes):
-            raise op_error("squeeze", f"axis {axis} has size != 1 in shape {shape}")
+        named = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        axes = {_axis("squeeze", a, builtins.max(len(shape), 1), shape) for a in named}
+        if not shape:
+            axes = set()
+        elif any(shape[a] != 1 for a in axes):
+            raise op_error("squeeze", f"axis {axis} has size != 1 in shape {shape}",
+                           fix="squeeze only removes axes of size 1 (use reshape otherwise)")
     return reshape(x, shape=tuple(n for i, n in enumerate(shape) if i not in axes))
 
 
@@ -80,31 +108,41 @@ def expand(x, *, shape):
     return np.broadcast_to(x, shape), backward
 
 
-def _is_advanced(index):
+def _needs_scatter_add(index):
+    """True when the index may pick one element twice (an integer array): then the
+    backward must add with np.add.at. Basic slices and boolean masks pick each element
+    at most once, so a plain assignment scatters their gradient (and is much faster)."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (np.ndarray, list)) for p in parts)
+    return any(isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype != bool
+               for p in parts)
 
 
 @primitive("getitem", rule="dx = zeros like x, with g scattered (added) into x[index]")
 def getitem(x, *, index):
     """Basic slicing and integer/boolean array indexing. Repeated indices accumulate."""
     out = x[index]
-    advanced = _is_advanced(index)
+    scatter_add = _needs_scatter_add(index)
     def backward(g):
         grad = np.zeros(x.shape, dtype=g.dtype)
-        if advanced:
+        if scatter_add:
             np.add.at(grad, index, g)  # x[[0, 0]] uses x[0] twice: both gradients count
         else:
             grad[index] = g
         return (grad,)
     # Basic slicing returns a view; copy so later writes to x cannot change this result.
-    return (np.array(out) if not advanced else out), backward
+    return (out.copy() if np.may_share_memory(out, x) else out), backward
 
 
 @primitive("concat", rule="dx_i = the slice of g where x_i sits")
 def concat(*tensors, axis=0):
     if not tensors:
         raise op_error("concat", "needs at least one tensor")
+    ndim = np.ndim(tensors[0])
+    axis = _axis("concat", axis, ndim, np.shape(tensors[0]))
+    if any(np.ndim(t) != ndim or np.shape(t)[:axis] + np.shape(t)[axis + 1:]
+           != np.shape(tensors[0])[:axis] + np.shape(tensors[0])[axis + 1:] for t in tensors):
+        raise op_error("concat", f"shapes {[np.shape(t) for t in tensors]} must match "
+                       f"except along axis {axis}")
     out = np.concatenate(tensors, axis=axis)
     ends = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     def backward(g):
@@ -116,6 +154,10 @@ def concat(*tensors, axis=0):
 def stack(*tensors, axis=0):
     if not tensors:
         raise op_error("stack", "needs at least one tensor")
+    shapes = [np.shape(t) for t in tensors]
+    if any(shape != shapes[0] for shape in shapes):
+        raise op_error("stack", f"all tensors must have the same shape, got {shapes}")
+    axis = _axis("stack", axis, len(shapes[0]) + 1, shapes[0] + (len(tensors),))
     out = np.stack(tensors, axis=axis)
     def backward(g):
         return tuple(np.moveaxis(g, axis, 0))
@@ -124,16 +166,26 @@ def stack(*tensors, axis=0):
 
 def split(x, sections, axis=0):
     """Split into pieces along `axis`: `sections` is a piece size (int) or a list of sizes.
-    Each piece is a slice of x (PyTorch's `split`)."""
+    Each piece is a slice of x (PyTorch's `split`).
+
+    >>> [p.shape for p in mt.randn(5, 2).split(2)]
+    [(2, 2), (2, 2), (1, 2)]
+    """
+    axis = _axis("split", axis, x.ndim, x.shape)
     length = x.shape[axis]
-    sizes = [sections] * -(-length // sections) if isinstance(sections, int) else list(sections)
-    if isinstance(sections, int):
-        sizes[-1] = length - sections * (len(sizes) - 1)
-    if sum(sizes) != length:
+    if isinstance(sections, (int, np.integer)):
+        if sections <= 0:
+            raise op_error("split", f"the piece size must be positive, got {sections}")
+        sizes = [int(sections)] * (length // sections)
+        if length % sections:
+            sizes.append(length % sections)
+    else:
+        sizes = [int(n) for n in sections]
+    if sum(sizes) != length or any(n < 0 for n in sizes):
         raise op_error("split", f"sizes {sizes} do not add up to {length}, the size of "
                        f"axis {axis} in shape {x.shape}")
     pieces, start = [], 0
-    prefix = (slice(None),) * (axis % x.ndim)
+    prefix = (slice(None),) * axis
     for size in sizes:
         pieces.append(getitem(x, index=prefix + (slice(start, start + size),)))
         start += size
