@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 import traceback
 from dataclasses import dataclass
@@ -29,15 +30,22 @@ from .tensor import Tensor
 
 # --------------------------------------------------------------------------- modes
 
-_mode = threading.local()  # per thread: grad_enabled, anomaly
+class _Mode(threading.local):
+    """Per-thread switches. Class attributes are the defaults every new thread sees."""
+
+    grad_enabled = True
+    anomaly = False
+
+
+_mode = _Mode()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_mode, "grad_enabled", True)
+    return _mode.grad_enabled
 
 
 def is_anomaly_enabled() -> bool:
-    return getattr(_mode, "anomaly", False)
+    return _mode.anomaly
 
 
 class _SetMode:
@@ -47,7 +55,7 @@ class _SetMode:
     value = True
 
     def __enter__(self):
-        self._previous = getattr(_mode, self.flag, not self.value)
+        self._previous = getattr(_mode, self.flag)
         setattr(_mode, self.flag, self.value)
         return self
 
@@ -123,10 +131,15 @@ class Node:
         return f"<Node {self.name}>"
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _user_frame() -> str:
-    """The innermost stack frame outside microtensor, as 'file:line in function'."""
+    """The innermost stack frame outside this package, as 'file:line in function'.
+    (Compared by the package's own directory, so a checkout that happens to be named
+    `microtensor` still counts as user code.)"""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if "/microtensor/" not in frame.filename.replace("\\", "/"):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
             return f"{frame.filename}:{frame.lineno} in {frame.name}"
     return "<unknown>"
 
@@ -160,30 +173,33 @@ def primitive(name: str, rule: str) -> Callable:
 
         @functools.wraps(forward)
         def op(*args, **config):
-            if not variadic and len(args) > n_inputs:
+            # The hot path of every op: keep the bookkeeping here thin.
+            if len(args) > n_inputs and not variadic:
                 extra = args[n_inputs:]
                 if len(extra) > len(config_names):
                     raise TypeError(f"{name}: takes {n_inputs + len(config_names)} "
                                     f"arguments, got {len(args)}")
                 config.update(zip(config_names, extra))
                 args = args[:n_inputs]
-            arrays = [_unwrap(a) for a in args]
+            arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
             try:
                 out, backward = forward(*arrays, **config)
             except (ValueError, IndexError, TypeError) as error:
                 if getattr(error, "microtensor", False):
                     raise  # already worded by the op itself
-                shapes = ", ".join(describe(a) for a in arrays)
-                raise op_error(name, f"{error} (inputs: {shapes})", type(error)) from error
+                raise _reworded(name, error, arrays) from error
 
             result = Tensor._wrap(out)
-            if is_anomaly_enabled():
-                _check_finite(name, "forward", out, _user_frame())
-            if (is_grad_enabled() and result.data.dtype.kind == "f"
-                    and any(isinstance(a, Tensor) and a._requires_grad for a in args)):
-                result._requires_grad = True
-                result.op = Node(name, rule, args, backward, config,
-                                 _user_frame() if is_anomaly_enabled() else None)
+            anomaly = _mode.anomaly
+            if anomaly:
+                _check_finite(name, "forward", result.data, _user_frame())
+            if _mode.grad_enabled and result.data.dtype.kind == "f":
+                for a in args:
+                    if isinstance(a, Tensor) and a._requires_grad:
+                        result._requires_grad = True
+                        result.op = Node(name, rule, args, backward, config,
+                                         _user_frame() if anomaly else None)
+                        break
             return result
 
         op.rule = rule
@@ -193,9 +209,21 @@ def primitive(name: str, rule: str) -> Callable:
     return decorate
 
 
+def _reworded(name, error, arrays):
+    """A NumPy error raised inside an op, reworded to name the op and its input shapes."""
+    shapes = [describe(a) for a in arrays]
+    if "broadcast" in str(error):
+        return op_error(name, f"shapes {' and '.join(shapes)} cannot be broadcast together",
+                        ValueError, "sizes must match or be 1, aligned from the last axis; "
+                        "reshape or unsqueeze one operand")
+    return op_error(name, f"{error} (inputs: {', '.join(shapes)})", type(error))
+
+
 def _check_finite(name, phase, array, where):
     if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = "nan" if np.isnan(array).any() else "inf"
+        where = where or ("an unknown line: turn detect_anomaly() on before the forward "
+                          "pass to record it")
         raise FloatingPointError(
             f"{name} produced {bad} in its {phase} pass (op created at {where}). "
             f"Look at the inputs of this op; detect_anomaly() stopped at the first one.")
@@ -210,6 +238,10 @@ def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != m for n, m in zip(shape, grad.shape[lead:])):
+        # A bug in an op's backward, not in user code: say so plainly.
+        raise RuntimeError(f"internal: a gradient of shape {grad.shape} cannot belong to an "
+                           f"input of shape {shape}")
     stretched = tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
     summed = grad.sum(axis=tuple(range(lead)) + stretched, keepdims=True)
     return summed.reshape(shape)

@@ -119,6 +119,21 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __iter__(self):
+        if self.ndim == 0:
+            raise op_error("iter", "cannot iterate over a 0-d tensor", TypeError,
+                           "use .item() to get its value")
+        return (self[i] for i in range(len(self.data)))
+
+    def __bool__(self):
+        # As in NumPy and PyTorch: only a one-element tensor has a truth value. Without
+        # this every tensor would be truthy, and `if a == b:` would silently pass.
+        if self.data.size != 1:
+            raise op_error("bool", f"the truth value of a tensor of shape {self.shape} is "
+                           f"ambiguous", ValueError, "reduce it first, e.g. "
+                           "bool((a == b).data.all()), or compare identity with `is`")
+        return bool(self.data)
+
     def numpy(self) -> np.ndarray:
         return self.data
 
@@ -182,6 +197,10 @@ class Tensor:
         """Call `fn(grad)` when this tensor's gradient is complete during backward;
         if it returns an array, that replaces the gradient. Returns a handle with
         `.remove()`."""
+        if not self.requires_grad:
+            raise op_error("register_hook", "this tensor does not require grad, so no "
+                           "gradient will ever reach the hook", RuntimeError,
+                           "call .requires_grad_() on it (or on the inputs it is made from)")
         self._hooks.append(fn)
         hooks = self._hooks
 
@@ -224,8 +243,10 @@ class Tensor:
     def __le__(self, other): return ops.less_equal(self, other)
     def __gt__(self, other): return ops.greater(self, other)
     def __ge__(self, other): return ops.greater_equal(self, other)
-    def __eq__(self, other): return ops.equal(self, other)
-    def __ne__(self, other): return ops.not_equal(self, other)
+    # `t == None` is False (identity), not an elementwise comparison with None.
+    def __eq__(self, other): return NotImplemented if other is None else ops.equal(self, other)
+    def __ne__(self, other):
+        return NotImplemented if other is None else ops.not_equal(self, other)
     __hash__ = object.__hash__  # tensors are used as dict keys by identity
 
     def __setitem__(self, index, value):
