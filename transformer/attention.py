@@ -1,0 +1,175 @@
+"""Scaled dot-product attention and multi-head attention, composed of microtensor primitives.
+
+Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V. It is built from matmul, mul, masked_fill,
+softmax and matmul, so a drawn graph shows softmax between Q K^T and V, and the gradient
+of every step is the gradient of a primitive you can read on its own.
+
+Masks follow one convention everywhere: a boolean mask where True means "may attend".
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import microtensor as mt
+import microtensor.functional as F
+from microtensor.errors import op_error
+from microtensor.nn import Linear, Module
+
+
+def _mask_array(mask, where: str) -> np.ndarray | None:
+    """The boolean array behind a mask given as a Tensor, an ndarray or None."""
+    if mask is None:
+        return None
+    array = np.asarray(mask.data if isinstance(mask, mt.Tensor) else mask)
+    if array.dtype != bool:
+        raise op_error(where, f"mask must be boolean (True = may attend), got dtype "
+                       f"{array.dtype} with shape {array.shape}", TypeError,
+                       "build it with a comparison, e.g. ids != pad_id, or .astype(bool)")
+    return array
+
+
+def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
+    """(n_queries, n_keys) boolean mask, True where query i may see key j.
+
+    Aligned bottom-right: the last query sees every key, so query i sees keys
+    j <= i + n_keys - n_queries. With n_queries == n_keys this is the usual lower triangle;
+    with one new query and a cache of n_keys keys, that query sees all of them.
+
+    >>> causal_mask(2, 3)
+    array([[ True,  True, False],
+           [ True,  True,  True]])
+    """
+    return np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
+                                 dropout_p: float = 0.0, training: bool = False):
+    """softmax(q k^T / sqrt(d_k)) v, returning `(out, weights)`.
+
+    q: (..., Tq, d_k); k: (..., Tk, d_k); v: (..., Tk, d_v). `mask` is boolean, True = may
+    attend, broadcastable to (..., Tq, Tk). `causal=True` adds a bottom-right aligned causal
+    mask (right for cached decoding too). Masked scores are -inf, so masked keys get weight
+    exactly 0. A query row with no key allowed at all gets zero weights and a zero output
+    (and a zero gradient), not NaN. `dropout_p` drops attention weights while `training`.
+
+    >>> q = k = v = mt.randn(2, 5, 8)
+    >>> out, weights = scaled_dot_product_attention(q, k, v, causal=True)
+    >>> out.shape, weights.shape
+    ((2, 5, 8), (2, 5, 5))
+    """
+    where = "scaled_dot_product_attention"
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise op_error(where, f"q, k, v need at least 2 axes (..., T, d), got shapes "
+                       f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise op_error(where, f"q {tuple(q.shape)} and k {tuple(k.shape)} must share the last "
+                       f"axis (d_k), and k and v {tuple(v.shape)} the key axis (Tk)")
+    n_queries, n_keys, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
+
+    scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
+    # A Python float keeps float32 float32; 1/sqrt(d_k) keeps the scores' variance near 1
+    # so softmax does not saturate as d_k grows.
+    scores = scores * (1.0 / math.sqrt(d_k))
+
+    allowed = _mask_array(mask, where)
+    if allowed is not None:
+        try:
+            broadcast = np.broadcast_shapes(allowed.shape, scores.shape)
+        except ValueError:
+            broadcast = None
+        if broadcast != scores.shape:
+            raise op_error(where, f"mask of shape {allowed.shape} does not broadcast to the "
+                           f"scores' shape {scores.shape} (..., Tq, Tk)",
+                           fix="a key-padding mask of shape (B, Tk) becomes "
+                           "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
+    if causal:
+        lower = causal_mask(n_queries, n_keys)
+        allowed = lower if allowed is None else allowed & lower
+
+    row_has_key = None
+    if allowed is not None:
+        # -inf, not a large negative number: exp(-inf) is exactly 0, so a masked key gets
+        # no weight at all, however large the other scores are.
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        row_has_key = allowed.any(axis=-1, keepdims=True)      # (..., Tq, 1)
+        if row_has_key.all():
+            row_has_key = None
+        else:
+            # A row of only -inf would give softmax 0/0 = NaN. Give those rows finite
+            # scores (0), and below multiply their weights by 0: output 0, gradient 0.
+            scores = scores.masked_fill(~row_has_key, 0.0)
+    weights = scores.softmax(axis=-1)                  # (..., Tq, Tk), rows sum to 1
+    if row_has_key is not None:
+        weights = weights * row_has_key.astype(weights.dtype)
+    if dropout_p and training:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    return weights @ v, weights                        # (..., Tq, d_v)
+
+
+class MultiHeadAttention(Module):
+    """h attention heads in parallel on d_k = d_model / h dimensional projections.
+
+    `W_q, W_k, W_v, W_o` are Linear(d_model, d_model) layers (x @ W + b). Heads are split
+    by reshape + transpose to (B, h, T, d_k), never by a loop over heads. Self-attention
+    when `context` is None, cross-attention on `context` otherwise. `mask` is boolean
+    (True = may attend), broadcastable to (B, h, Tq, Tk). `last_weights` holds the attention
+    weights (B, h, Tq, Tk) of the last call.
+
+    `cache` (from `KVCache`) is for inference under `mt.no_grad()`: self-attention appends
+    this call's K and V to preallocated buffers; cross-attention projects `context` once
+    and reuses it.
+
+    >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
+    >>> mha(mt.randn(2, 5, 16), causal=True).shape
+    (2, 5, 16)
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if not isinstance(n_heads, int) or n_heads <= 0 or d_model % n_heads:
+            raise op_error("MultiHeadAttention", f"d_model={d_model} must split evenly into "
+                           f"n_heads={n_heads} heads",
+                           fix="choose n_heads that divides d_model (e.g. "
+                           f"{[h for h in (1, 2, 4, 8, 16) if d_model % h == 0]})")
+        self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
+        self.W_q = Linear(d_model, d_model, bias=bias)
+        self.W_k = Linear(d_model, d_model, bias=bias)
+        self.W_v = Linear(d_model, d_model, bias=bias)
+        self.W_o = Linear(d_model, d_model, bias=bias)
+        self.dropout_p = dropout  # on the attention weights, while training
+        self.last_weights = None
+
+    def split_heads(self, x):
+        """(B, T, d_model) -> (B, h, T, d_k)."""
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, self.n_heads, self.d_k).swapaxes(1, 2)
+
+    def merge_heads(self, x):
+        """(B, h, T, d_k) -> (B, T, d_model): the heads' outputs side by side."""
+        batch, _, length, _ = x.shape
+        return x.swapaxes(1, 2).reshape(batch, length, self.d_model)
+
+    def project_keys_values(self, source):
+        """K and V of `source`, split into heads: two (B, h, Tk, d_k) tensors."""
+        return self.split_heads(self.W_k(source)), self.split_heads(self.W_v(source))
+
+    def forward(self, x, context=None, mask=None, causal: bool = False, cache=None):
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise op_error("MultiHeadAttention", f"expected x of shape (B, T, {self.d_model}), "
+                           f"got {tuple(x.shape)}")
+        source = x if context is None else context
+        q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
+        if cache is None:
+            k, v = self.project_keys_values(source)                     # (B, h, Tk, d_k)
+        else:
+            k, v = cache.update(self.project_keys_values, source)
+        out, weights = scaled_dot_product_attention(
+            q, k, v, mask=mask, causal=causal, dropout_p=self.dropout_p,
+            training=self.training)
+        self.last_weights = weights
+        return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
+
+    def extra_repr(self):
+        return f"d_model={self.d_model}, n_heads={self.n_heads}"

@@ -1,0 +1,165 @@
+"""A decoder-only language model (GPT-style): token + position embeddings, pre-LN causal
+blocks, a final LayerNorm and a projection to the vocabulary.
+
+    >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128)
+    >>> logits = lm(ids)                                   # (B, T, 96)
+    >>> out = lm.generate(ids, max_new_tokens=50, temperature=0.8, top_k=10, seed=0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import microtensor as mt
+from microtensor.errors import op_error
+from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+
+from .cache import KVCache
+from .layers import (EncoderLayer, PositionalEncoding, check_cache_mode, key_mask,
+                     positions_from_valid)
+from .model import as_ids
+
+
+class DecoderLM(Module):
+    """GPT-style language model. `tie_weights=True` uses the token embedding (transposed)
+    as the output projection. `attention_mask` (B, T), True at real tokens, supports
+    left-padded batches: padding is never attended to, and each row's positions count its
+    real tokens only, so a padded row gives the same logits as the row alone.
+    """
+
+    def __init__(self, vocab: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 4,
+                 d_ff: int | None = None, max_len: int = 256, dropout: float = 0.0,
+                 tie_weights: bool = False, positional: str = "learned",
+                 activation: str = "gelu"):
+        super().__init__()
+        d_ff = d_ff or 4 * d_model
+        self.config = dict(vocab=vocab, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
+                           d_ff=d_ff, max_len=max_len, dropout=dropout,
+                           tie_weights=tie_weights, positional=positional,
+                           activation=activation)
+        self.vocab, self.d_model, self.n_heads, self.max_len = vocab, d_model, n_heads, max_len
+        self.tok_embed = Embedding(vocab, d_model, std=0.02)
+        self.position = PositionalEncoding(d_model, max_len, kind=positional)
+        self.dropout = Dropout(dropout)
+        self.blocks = ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first=True,
+                                              activation=activation) for _ in range(n_layers))
+        self.norm = LayerNorm(d_model)
+        self.tie_weights = tie_weights
+        self.head = None if tie_weights else Linear(d_model, vocab, bias=False)
+        # GPT-2: scale the projections that write into the residual stream by
+        # 1/sqrt(2 n_layers), so the stream's variance does not grow with depth.
+        for block in self.blocks:
+            for linear in (block.self_attn.W_o, block.ffn.W_2):
+                linear.weight.data *= 1 / math.sqrt(2 * n_layers)
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """An empty KVCache for `batch` sequences of up to `max_len` (default: the model's)."""
+        return KVCache(len(self.blocks), batch, self.n_heads, self.d_model // self.n_heads,
+                       max_len or self.max_len, dtype=self.tok_embed.weight.dtype)
+
+    def forward(self, ids, cache: KVCache | None = None, attention_mask=None):
+        """Token ids (B, T) -> next-token logits (B, T, vocab). With `cache` (under
+        `mt.no_grad()`), `ids` are the positions after the cached ones."""
+        ids = as_ids(ids, "DecoderLM")
+        check_cache_mode("DecoderLM", cache)
+        valid = (np.ones(ids.shape, dtype=bool) if attention_mask is None
+                 else np.asarray(attention_mask, dtype=bool))
+        if valid.shape != ids.shape:
+            raise op_error("DecoderLM", f"attention_mask {valid.shape} must have the shape of "
+                           f"the ids {ids.shape}")
+        if cache is None:
+            if ids.shape[1] > self.max_len:
+                raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
+                               f"than max_len={self.max_len}",
+                               fix=f"feed at most the last {self.max_len} tokens")
+            mask, positions = key_mask(valid), positions_from_valid(valid)
+        else:
+            mask, positions = cache.begin(valid)
+        x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, causal=True,
+                      cache=None if cache is None else cache.layers[i])
+        x = self.norm(x)
+        if cache is not None:
+            cache.advance(valid)
+        if self.tie_weights:
+            return x @ self.tok_embed.weight.swapaxes(0, 1)
+        return self.head(x)
+
+    @mt.no_grad()
+    def generate(self, ids, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, use_cache: bool = True, seed: int | None = None,
+                 attention_mask=None, return_logits: bool = False):
+        """Continue each row of `ids` (B, T) by `max_new_tokens` tokens.
+
+        `temperature=0` is greedy decoding (argmax); a positive temperature samples from
+        softmax(logits / temperature), restricted to the `top_k` most likely tokens when
+        given. `seed` makes sampling reproducible. When the sequence outgrows `max_len`,
+        the model re-reads the last max_len // 2 tokens and continues (cached and
+        uncached generation make the same choice, so they give the same tokens).
+        Returns ids (B, T + max_new_tokens), and the logits of each new step
+        (B, max_new_tokens, vocab) with `return_logits=True`.
+        """
+        where = "DecoderLM.generate"
+        ids = as_ids(ids, where)
+        if ids.shape[1] == 0:
+            raise op_error(where, "the prompt is empty", fix="give at least one token")
+        if ids.shape[1] > self.max_len:
+            raise op_error(where, f"prompt of {ids.shape[1]} tokens is longer than the "
+                           f"model's max_len={self.max_len}",
+                           fix=f"keep the last {self.max_len} tokens, e.g. ids[:, "
+                           f"-{self.max_len}:]")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                and temperature >= 0):
+            raise op_error(where, f"temperature must be a finite number >= 0, got "
+                           f"{temperature!r}", fix="use 0 for greedy decoding, 1 to sample "
+                           "from the model's distribution")
+        if top_k is not None and not (isinstance(top_k, (int, np.integer))
+                                      and 1 <= top_k <= self.vocab):
+            raise op_error(where, f"top_k must be an integer in [1, {self.vocab}] (the "
+                           f"vocabulary size), got {top_k!r}", fix="or None for no limit")
+        valid = (np.ones(ids.shape, dtype=bool) if attention_mask is None
+                 else np.asarray(attention_mask, dtype=bool).reshape(ids.shape))
+        rng = np.random.default_rng(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            start, cache, step_logits = 0, None, []
+            for _ in range(max_new_tokens):
+                if ids.shape[1] - start > self.max_len:
+                    start, cache = ids.shape[1] - self.max_len // 2, None  # slide the window
+                if not use_cache:
+                    logits = self(ids[:, start:], attention_mask=valid[:, start:])
+                elif cache is None:
+                    cache = self.new_cache(ids.shape[0])
+                    logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
+                else:
+                    logits = self(ids[:, -1:], cache=cache, attention_mask=valid[:, -1:])
+                last = logits.data[:, -1].astype(np.float64)               # (B, vocab)
+                step_logits.append(logits.data[:, -1])
+                next_token = self._choose(last, temperature, top_k, rng)
+                ids = np.concatenate([ids, next_token[:, None]], axis=1)
+                valid = np.concatenate([valid, np.ones((ids.shape[0], 1), bool)], axis=1)
+        finally:
+            self.train(was_training)
+        if return_logits:
+            empty = np.zeros((ids.shape[0], 0, self.vocab), np.float32)
+            return ids, np.stack(step_logits, axis=1) if step_logits else empty
+        return ids
+
+    @staticmethod
+    def _choose(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:
+        """One token per row: argmax, or a sample from softmax(logits / temperature)."""
+        if temperature == 0:
+            return logits.argmax(axis=-1)
+        if top_k is not None:
+            kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+            logits = np.where(logits < kth, -np.inf, logits)
+        scaled = logits / temperature
+        probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        # inverse-CDF sampling: one uniform number per row
+        cumulative = probs.cumsum(axis=-1)
+        draws = rng.random((len(probs), 1)) * cumulative[:, -1:]
+        return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[-1] - 1)

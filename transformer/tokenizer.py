@@ -1,0 +1,149 @@
+"""Tokenizers: characters or UTF-8 bytes to integer ids and back.
+
+Both reserve the same special tokens, `<pad>`, `<bos>`, `<eos>` (and `<unk>` for a
+CharTokenizer built with unk=True), and serialise to a plain dict of strings and numbers
+(`to_dict` / `tokenizer_from_dict`) that checkpoints store as JSON.
+
+    >>> tok = CharTokenizer("hello world")
+    >>> tok.decode(tok.encode("hello"))
+    'hello'
+    >>> ByteTokenizer().encode("né")      # UTF-8 bytes: n, then two bytes for é
+    [110, 195, 169]
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from microtensor.errors import op_error
+
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+class CharTokenizer:
+    """One id per distinct character of the text it is built from, after the specials
+    (`pad_id` = 0, `bos_id` = 1, `eos_id` = 2).
+
+    Unknown characters: by default `encode` raises a ValueError naming the character and
+    its position; built with `unk=True`, they map to the `<unk>` id (3) instead, which
+    decodes as the replacement character U+FFFD.
+    """
+
+    def __init__(self, text: str = "", unk: bool = False, chars: list[str] | None = None):
+        self.unk = unk
+        specials = SPECIALS + (("<unk>",) if unk else ())
+        self.chars = sorted(set(text)) if chars is None else list(chars)
+        self.specials = list(specials)
+        self.itos = self.specials + self.chars
+        self.stoi = {ch: i for i, ch in enumerate(self.chars, start=len(self.specials))}
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+        self.unk_id = 3 if unk else None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = [self.bos_id] if bos else []
+        for position, ch in enumerate(text):
+            id_ = self.stoi.get(ch, self.unk_id)
+            if id_ is None:
+                raise op_error("CharTokenizer.encode", f"character {ch!r} (U+{ord(ch):04X}) "
+                               f"at position {position} is not in the vocabulary of "
+                               f"{len(self.chars)} characters",
+                               fix="build the tokenizer with unk=True to map unknown "
+                               "characters to <unk>, or use ByteTokenizer (never fails)")
+            ids.append(id_)
+        if eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids, skip_specials: bool = True) -> str:
+        """Text of `ids`; special tokens are dropped (or shown as '<bos>' etc.);
+        `<unk>` decodes as U+FFFD."""
+        pieces = []
+        for id_ in (int(i) for i in ids):
+            if not 0 <= id_ < len(self.itos):
+                raise op_error("CharTokenizer.decode", f"id {id_} is out of range for a "
+                               f"vocabulary of {len(self.itos)}", IndexError)
+            if id_ == self.unk_id:
+                pieces.append("\ufffd")
+            elif id_ < len(self.specials):
+                pieces.append("" if skip_specials else self.itos[id_])
+            else:
+                pieces.append(self.itos[id_])
+        return "".join(pieces)
+
+    def to_dict(self) -> dict:
+        return {"kind": "char", "chars": "".join(self.chars), "unk": self.unk}
+
+    def save(self, path: str) -> None:
+        save_json(path, self.to_dict())
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids 0..255, then `<pad>` 256, `<bos>` 257, `<eos>` 258. Encoding
+    never fails; decoding replaces invalid byte sequences with U+FFFD."""
+
+    def __init__(self):
+        self.specials = list(SPECIALS)
+        self.pad_id, self.bos_id, self.eos_id = 256, 257, 258
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self.specials)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = list(text.encode("utf-8"))
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def decode(self, ids, skip_specials: bool = True) -> str:
+        out, pieces = bytearray(), []
+        for id_ in (int(i) for i in ids):
+            if not 0 <= id_ < self.vocab_size:
+                raise op_error("ByteTokenizer.decode", f"id {id_} is out of range for a "
+                               f"vocabulary of {self.vocab_size}", IndexError)
+            if id_ < 256:
+                out.append(id_)
+            elif not skip_specials:
+                pieces.append(out.decode("utf-8", errors="replace"))
+                pieces.append(self.specials[id_ - 256])
+                out = bytearray()
+        pieces.append(out.decode("utf-8", errors="replace"))
+        return "".join(pieces)
+
+    def to_dict(self) -> dict:
+        return {"kind": "byte"}
+
+    def save(self, path: str) -> None:
+        save_json(path, self.to_dict())
+
+
+def tokenizer_from_dict(state: dict):
+    """Rebuild a tokenizer from its `to_dict()`."""
+    kind = state.get("kind")
+    if kind == "char":
+        return CharTokenizer(chars=list(state["chars"]), unk=bool(state.get("unk", False)))
+    if kind == "byte":
+        return ByteTokenizer()
+    raise op_error("tokenizer_from_dict", f"unknown tokenizer kind {kind!r}",
+                   fix="expected 'char' or 'byte'")
+
+
+def load_tokenizer(path: str):
+    with open(path, encoding="utf-8") as f:
+        return tokenizer_from_dict(json.load(f))
+
+
+def save_json(path: str, data: dict) -> None:
+    """Write JSON atomically: a temporary file, then a rename."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
