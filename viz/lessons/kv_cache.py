@@ -1,0 +1,184 @@
+"""The KV cache: what it holds, why Q is not in it, and what it saves.
+
+Notes (KV cache缓存的具体内容): for every token already processed, each layer keeps x·W_k
+and x·W_v. After "我想吃" the cache is the six vectors of the notes' table; to produce the
+next token (苹果) the model computes only q_苹果, dots it with the 3 cached keys, and takes
+a softmax-weighted sum of the 3 cached values. "Q 不需要缓存": q_i is used once, by token i.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import microtensor as mt
+from transformer.attention import scaled_dot_product_attention
+from transformer.lm import DecoderLM
+
+from .common import check, fmt, heading, heatmap_svg, output_dir, table
+
+NAME = "kv-cache"
+SUMMARY = "the notes' 我想吃 K/V table, q_苹果 against the cache, why Q is not cached, cached == uncached and the speedup"
+
+TOKENS = ["我", "想", "吃"]
+KEYS = np.array([[1.1, 0.2, 0.5, 0.1],     # the notes' table: x·W_k
+                 [0.3, 1.2, 0.1, 0.4],
+                 [0.9, 0.1, 1.1, 0.3]])
+VALUES = np.array([[0.1, 0.9, 0.0, 0.2],   # x·W_v
+                   [0.5, 0.1, 0.8, 0.0],
+                   [0.2, 0.2, 0.1, 0.9]])
+# The notes do not give q_苹果; this one looks for eating-related keys (dims 0 and 2).
+Q_APPLE = np.array([1.0, 0.0, 1.0, 0.5])
+
+
+def cached_step(echo) -> dict:
+    heading(echo, "1. the cache after 我想吃: 3 keys + 3 values = 6 vectors")
+    echo(table([(t, fmt(k), fmt(v)) for t, k, v in zip(TOKENS, KEYS, VALUES)],
+               ["token", "x·W_k (Key)", "x·W_v (Value)"]))
+    check(KEYS.shape == (3, 4) and VALUES.shape == (3, 4),
+          "the cache holds 3 keys and 3 values, each a 1×4 vector", "", echo)
+
+    heading(echo, "2. next token 苹果: one new query against the cached keys")
+    echo(f"q_苹果 = {fmt(Q_APPLE)}")
+    d_k = len(Q_APPLE)
+    dots = []
+    for token, key in zip(TOKENS, KEYS):
+        dot = sum(q * k for q, k in zip(Q_APPLE, key))
+        dots.append(dot)
+        terms = " + ".join(f"{q:g}*{k:g}" for q, k in zip(Q_APPLE, key))
+        echo(f"  q·k_{token} = {terms} = {dot:.4f}   / √{d_k} = {dot / math.sqrt(d_k):.4f}")
+    scores = [dot / math.sqrt(d_k) for dot in dots]
+    exps = [math.exp(s) for s in scores]
+    weights = [e / sum(exps) for e in exps]
+    echo("  softmax: " + ", ".join(f"exp({s:.3f}) = {e:.4f}" for s, e in zip(scores, exps))
+         + f";  sum = {sum(exps):.4f}")
+    echo("  weights = " + ", ".join(f"{t} {w:.4f}" for t, w in zip(TOKENS, weights)))
+    output = [sum(w * v[i] for w, v in zip(weights, VALUES)) for i in range(4)]
+    echo("  output = " + " + ".join(f"{w:.4f}*v_{t}" for t, w in zip(TOKENS, weights))
+         + f" = {fmt(output)}")
+    out, attn = scaled_dot_product_attention(mt.tensor(Q_APPLE[None]), mt.tensor(KEYS),
+                                             mt.tensor(VALUES))
+    check(np.allclose(attn.data[0], weights, atol=1e-12),
+          "scaled_dot_product_attention's weights match the hand computation",
+          fmt(attn.data[0]), echo)
+    check(np.allclose(out.data[0], output, atol=1e-12),
+          "its output matches the hand-computed weighted sum of the 3 cached values",
+          fmt(out.data[0]), echo)
+    check(abs(sum(weights) - 1) < 1e-12 and int(np.argmax(weights)) == 2,
+          "the weights sum to 1, and 吃 is the most relevant cached token", "", echo)
+    return {"scores": scores, "weights": weights, "output": output}
+
+
+def why_not_q(echo) -> dict:
+    heading(echo, "3. why only K and V are cached, never Q (为什么不缓存 Q)")
+    echo("Recompute the whole sequence 我 想 吃 苹果 with causal attention, keeping every")
+    echo("query, and ask autograd what the newest output depends on.")
+    rng = np.random.default_rng(0)
+    Q_old = mt.tensor(rng.standard_normal((3, 4)), requires_grad=True)   # q_我, q_想, q_吃
+    K_old = mt.tensor(KEYS.copy(), requires_grad=True)
+    V_old = mt.tensor(VALUES.copy(), requires_grad=True)
+    k_apple, v_apple = np.array([0.2, 0.1, 1.0, 1.2]), np.array([0.0, 0.3, 0.9, 0.4])
+    Q = mt.concat([Q_old, mt.tensor(Q_APPLE[None])])
+    K = mt.concat([K_old, mt.tensor(k_apple[None])])
+    V = mt.concat([V_old, mt.tensor(v_apple[None])])
+    full, _ = scaled_dot_product_attention(Q, K, V, causal=True)
+    newest = full[3]
+    cached, _ = scaled_dot_product_attention(mt.tensor(Q_APPLE[None]), K.detach(),
+                                             V.detach())
+    check(np.allclose(newest.data, cached.data[0], atol=1e-12),
+          "the newest row of full recomputation equals one cached step (q_苹果 with all K, V)",
+          fmt(cached.data[0]), echo)
+    newest.sum().backward()
+    grad_q, grad_k, grad_v = (np.abs(t.grad).max() for t in (Q_old, K_old, V_old))
+    echo(f"  max |d out_苹果 / d q_old| = {grad_q:g}")
+    echo(f"  max |d out_苹果 / d k_old| = {grad_k:.4f},  max |d out_苹果 / d v_old| = {grad_v:.4f}")
+    check(grad_q == 0, "the new output does not depend on the old queries at all: "
+          "q_i is used once, by token i, then never again", "", echo)
+    per_token = [np.abs(t.grad).sum(axis=1) for t in (K_old, V_old)]
+    check(all((g > 0).all() for g in per_token),
+          "it does depend on every old key and value: those must be kept (cached)", "", echo)
+    return {"grad_old_queries": float(grad_q), "grad_old_keys": float(grad_k)}
+
+
+def count_kv_rows(model: DecoderLM) -> list:
+    """Wrap each layer's K/V projection to count the positions (rows) it projects."""
+    counter = [0]
+    for block in model.blocks:
+        project = block.self_attn.project_keys_values
+
+        def counting(source, project=project):
+            counter[0] += source.shape[0] * source.shape[1]
+            return project(source)
+        block.self_attn.project_keys_values = counting
+    return counter
+
+
+def real_model(echo, out) -> dict:
+    heading(echo, "4. a real DecoderLM: cached and uncached decoding")
+    mt.manual_seed(0)
+    model = DecoderLM(vocab=64, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=256)
+    prompt = np.array([[1, 2, 3]])   # think 我 想 吃
+    n_layers, p = len(model.blocks), prompt.shape[1]
+    rows = []
+    for n_new in (8, 16, 32):
+        results = {}
+        for use_cache in (True, False):
+            counter = count_kv_rows(model)
+            ids, logits = model.generate(prompt, n_new, temperature=0, use_cache=use_cache,
+                                         return_logits=True)
+            for block in model.blocks:
+                del block.self_attn.project_keys_values   # back to the class's method
+            results[use_cache] = (ids, logits, counter[0])
+        (ids_c, logits_c, rows_c), (ids_u, logits_u, rows_u) = results[True], results[False]
+        check(np.array_equal(ids_c, ids_u),
+              f"{n_new} new tokens: cached and uncached decoding give the same tokens", "",
+              echo if n_new == 32 else None)
+        check(np.allclose(logits_c, logits_u, atol=1e-5),
+              f"{n_new} new tokens: and the same logits (to 1e-5)",
+              f"max diff {np.abs(logits_c - logits_u).max():.1e}", echo if n_new == 32 else None)
+        expected_cached = n_layers * (p + n_new - 1)
+        expected_uncached = n_layers * sum(p + i for i in range(n_new))
+        check(rows_c == expected_cached and rows_u == expected_uncached,
+              "K/V rows projected: cached = layers·(p + n - 1), uncached = layers·Σ(p + i)",
+              f"{rows_c} and {rows_u}", None)
+        rows.append((n_new, rows_c, rows_u, rows_u / rows_c))
+    echo("rows sent through W_k and W_v (all layers) to generate n tokens after a "
+         f"{p}-token prompt:")
+    echo(table(rows, ["n new", "cached O(n)", "uncached O(n^2)", "ratio"]))
+    check(rows[-1][3] > rows[0][3] * 1.5,
+          "the saving grows with the text: the uncached/cached ratio rises with n",
+          " → ".join(f"{r[3]:.1f}x" for r in rows), echo)
+    echo(f"generated ids: {ids_c[0].tolist()}")
+
+    heading(echo, "5. measured speed")
+    n_new = 200
+    timings = {}
+    for use_cache in (True, False):
+        best = math.inf
+        for _ in range(2):
+            start = time.perf_counter()
+            model.generate(prompt, n_new, temperature=0, use_cache=use_cache)
+            best = min(best, time.perf_counter() - start)
+        timings[use_cache] = best
+    speedup = timings[False] / timings[True]
+    echo(f"{n_new} tokens: cached {timings[True] * 1000:.0f} ms "
+         f"({n_new / timings[True]:.0f} tokens/s), uncached {timings[False] * 1000:.0f} ms "
+         f"({n_new / timings[False]:.0f} tokens/s): {speedup:.1f}x faster with the cache")
+    check(speedup > 1.0, "the cache makes decoding faster", f"{speedup:.1f}x", echo)
+    counts = np.array([[r[1] for r in rows], [r[2] for r in rows]], dtype=float)
+    picture = heatmap_svg(counts, out / "kv-cache-rows.svg",
+                          title="K/V rows projected: cached vs uncached",
+                          row_labels=["cached", "uncached"],
+                          col_labels=[f"n={r[0]}" for r in rows], cell=60)
+    echo(f"wrote {picture}")
+    return {"tokens_equal": True, "rows": rows, "speedup": speedup,
+            "files": [str(picture)]}
+
+
+def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
+    out = output_dir(NAME, out_dir)
+    results = cached_step(echo)
+    results.update(why_not_q(echo))
+    results.update(real_model(echo, out))
+    return results
