@@ -18,6 +18,8 @@ from .ops import (abs, add, clip, cross_entropy, div, dropout, embedding, exp, e
                   sigmoid, softmax, split, sqrt, squeeze, sub, sum, swapaxes, tanh,
                   unsqueeze, var, where)
 from . import nn
+from . import optim
+from .checkpoint import CheckpointError, load, save
 from .tensor import (Tensor, arange, eye, from_numpy, full, generator, manual_seed, ones,
                      ones_like, rand, randn, tensor, zeros, zeros_like)
 

@@ -12,10 +12,14 @@ so `model.parameters()` finds them all, in assignment order.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
+from . import checkpoint
 from . import functional as F
 from .errors import op_error
 from .tensor import DEFAULT_FLOAT, Tensor, generator
@@ -28,6 +32,13 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad: bool = True, dtype=None, name: str | None = None):
         super().__init__(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+class LoadResult(NamedTuple):
+    """What `load_state_dict(strict=False)` skipped: names missing from the state and
+    names in the state that the module does not have."""
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class Module:
@@ -64,7 +75,7 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """This module and every sub-module, with dotted paths ('' for self)."""
         seen = set()
         stack = [(prefix, self)]
@@ -77,10 +88,10 @@ class Module:
             stack[0:0] = [(f"{path}.{name}" if path else name, child)
                           for name, child in module._modules.items()]
 
-    def modules(self) -> Iterator["Module"]:
+    def modules(self) -> Iterator[Module]:
         return (module for _, module in self.named_modules())
 
-    def children(self) -> Iterator["Module"]:
+    def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
@@ -96,40 +107,132 @@ class Module:
         return (param for _, param in self.named_parameters())
 
     # ------------------------------------------------------------------ modes
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
         for param in self.parameters():
             param.grad = None
 
-    def name_parameters(self) -> "Module":
+    def name_parameters(self) -> Module:
         """Set each parameter's `.name` to its dotted path (graphs show these names)."""
         for path, param in self.named_parameters():
             param.name = path
         return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+        """Every parameter's values by dotted name, as copies (later training does not
+        change a state_dict already taken).
+
+            >>> nn.Linear(2, 3).state_dict()["weight"].shape
+            (2, 3)
+        """
+        return OrderedDict((name, param.data.copy()) for name, param in
+                           self.named_parameters())
+
+    def load_state_dict(self, state, strict: bool = True) -> LoadResult:
+        """Copy values from `state` (name -> array) into the parameters, in place (so an
+        optimizer holding them stays valid). Checks everything before changing anything:
+        one error lists every missing, unexpected and mis-shaped name. With
+        `strict=False`, missing and unexpected names are allowed and returned; mis-shaped
+        ones are always an error.
+
+            >>> model.load_state_dict(other.state_dict())
+            LoadResult(missing_keys=[], unexpected_keys=[])
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(state, "keys"):
+            raise op_error(where, f"expected a dict of name -> array, got "
+                           f"{type(state).__name__}", TypeError,
+                           "pass model.state_dict() or mt.load(path)")
+        params = dict(self.named_parameters())
+        missing = [name for name in params if name not in state]
+        unexpected = [name for name in state if name not in params]
+        problems, values = [], {}
+        for name, param in params.items():
+            if name not in state:
+                continue
+            value = state[name]
+            if isinstance(value, Tensor):
+                value = value.data
+            if not isinstance(value, (np.ndarray, np.generic, int, float)):
+                problems.append(f"{name}: expected an array, got {type(value).__name__}")
+                continue
+            value = np.asarray(value)
+            if value.shape != param.shape:
+                problems.append(f"{name}: checkpoint has shape {value.shape}, "
+                                f"model has {param.shape}")
+            elif not np.can_cast(value.dtype, param.dtype, casting="same_kind"):
+                problems.append(f"{name}: checkpoint dtype {value.dtype} cannot become "
+                                f"the parameter's {param.dtype}")
+            else:
+                values[name] = value
+        if strict:
+            problems = ([f"missing: {name}" for name in missing]
+                        + [f"unexpected: {name}" for name in unexpected] + problems)
+        if problems:
+            fix = ("load with strict=False to skip missing/unexpected names"
+                   if strict and (missing or unexpected) else
+                   "build the model with the configuration the checkpoint was saved with")
+            raise op_error(where, f"{len(problems)} problem(s), nothing was loaded ({fix}):"
+                           + "".join(f"\n  - {problem}" for problem in problems))
+        for name, value in values.items():
+            np.copyto(params[name].data, value, casting="same_kind")
+        return LoadResult(missing, unexpected)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `state_dict()` to `path` as a `.npz` (atomic, no pickle; see
+        `microtensor.checkpoint`).
+
+            >>> model.save("model.npz"); fresh.load("model.npz")
+        """
+        checkpoint.save(dict(self.state_dict()), path)
+
+    def load(self, path: str | os.PathLike, strict: bool = True) -> Module:
+        """Load a file written by `save` into this module (in place); returns self."""
+        state = checkpoint.load(path)
+        try:
+            self.load_state_dict(state, strict=strict)
+        except ValueError as error:
+            raise op_error(f"{type(self).__name__}.load", f"'{os.fspath(path)}' does not "
+                           f"fit this model: {error}", ValueError) from None
+        return self
+
+    def num_parameters(self) -> int:
+        """How many numbers the module learns (shared parameters counted once)."""
+        return sum(param.size for param in self.parameters())
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self):
-        own = sum(p.size for p in self._parameters.values())
-        total = sum(p.size for p in self.parameters())
+        """The module tree: each module's configuration, its own parameters' shapes and
+        the number of parameters it holds (sub-modules included).
+
+            Sequential  [82 params]
+              (0): Linear(2, 16, bias=True)  weight (2, 16), bias (16,)  [48 params]
+              (1): ReLU()
+              (2): Linear(16, 2, bias=True)  weight (16, 2), bias (2,)  [34 params]
+        """
+        total = self.num_parameters()
         head = f"{type(self).__name__}({self.extra_repr()})"
-        if not self._modules:
-            return f"{head}  [{total:,} params]" if total else head
-        lines = [f"{head}  [{total:,} params]"]
+        if self._modules and not self.extra_repr():
+            head = type(self).__name__
+        own = ", ".join(f"{name} {tuple(p.shape)}" for name, p in self._parameters.items())
+        if own:
+            head += f"  {own}"
+        if total:
+            head += f"  [{total:,} params]"
+        lines = [head]
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
-        if own:
-            for name, p in self._parameters.items():
-                lines.append(f"  ({name}): Parameter{tuple(p.shape)}")
         return "\n".join(lines)
 
 
@@ -252,7 +355,7 @@ class ModuleList(Module):
         for module in modules:
             self.append(module)
 
-    def append(self, module: Module) -> "ModuleList":
+    def append(self, module: Module) -> ModuleList:
         setattr(self, str(len(self._modules)), module)
         return self
 

@@ -1,0 +1,265 @@
+"""Checkpoints: nested dicts of arrays and numbers in one `.npz` file, without pickle.
+
+`save(obj, path)` writes a dict whose values are arrays, numbers, strings, None, or
+nested dicts/lists/tuples of those. So a whole training checkpoint (a model state_dict,
+an optimizer state_dict with its per-parameter moment arrays and step counts, a schedule,
+the step number) goes into one file, and `load(path)` gives the same structure back.
+
+    >>> import microtensor as mt
+    >>> mt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 100},
+    ...         "run/ckpt.npz")
+    >>> ckpt = mt.load("run/ckpt.npz")
+    >>> model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
+
+File format (readable with plain `np.load(path)`):
+- Each leaf is one `.npy` member named by its path, parts joined with "/" (parameter
+  names keep their dots): `model/layers.0.weight`, `optimizer/state/0/exp_avg`.
+  Arrays are stored as they are; Python numbers as 0-d arrays (int64, float64, bool),
+  strings as 0-d unicode arrays. Floats round-trip exactly.
+- The member `__microtensor__` is a 0-d unicode array holding JSON: the format name, its
+  version, and the tree of containers and leaf kinds, so `load` rebuilds dicts, lists,
+  tuples and Python scalars exactly. A file without it is refused as not ours.
+
+Safety: files are written and read with `allow_pickle=False`, so loading a checkpoint
+never runs code; a file holding pickled objects is refused. Writing goes to a temporary
+file in the same folder, is fsync'ed, then renamed over the target with `os.replace`
+(atomic on POSIX and Windows): a crash or Ctrl-C mid-save leaves the previous file
+intact and no temporary file behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import zipfile
+import zlib
+
+import numpy as np
+
+from .errors import op_error
+from .tensor import Tensor
+
+FORMAT_KEY = "__microtensor__"
+FORMAT_NAME = "microtensor.checkpoint"
+FORMAT_VERSION = 1
+SEPARATOR = "/"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: corrupt, not ours, or holding pickles."""
+
+
+# ---------------------------------------------------------------------- flatten / rebuild
+def _flatten(value, path: str, arrays: dict[str, np.ndarray]) -> dict:
+    """Describe `value` as a JSON tree and put its leaves into `arrays` by path."""
+    where = path or "<root>"
+    if isinstance(value, dict):
+        items = []
+        for key, child in value.items():
+            if not isinstance(key, str):
+                raise op_error("save", f"dict keys must be strings, got {key!r} "
+                               f"({type(key).__name__}) at '{where}'", TypeError,
+                               "convert the key with str()")
+            if not key or SEPARATOR in key or (not path and key == FORMAT_KEY):
+                raise op_error("save", f"key {key!r} at '{where}' is not allowed (keys "
+                               f"must be non-empty, without '{SEPARATOR}', and not "
+                               f"'{FORMAT_KEY}')", ValueError, "rename the key")
+            items.append([key, _flatten(child, f"{path}{SEPARATOR}{key}" if path else key,
+                                        arrays)])
+        return {"kind": "dict", "items": items}
+    if isinstance(value, (list, tuple)):
+        kind = "list" if isinstance(value, list) else "tuple"
+        return {"kind": kind, "items": [_flatten(child, f"{path}{SEPARATOR}{i}", arrays)
+                                        for i, child in enumerate(value)]}
+    if not path:
+        raise op_error("save", f"expected a dict at the top level, got "
+                       f"{type(value).__name__}", TypeError,
+                       "wrap it: mt.save({'weights': array}, path)")
+    if value is None:
+        return {"kind": "none"}
+    if isinstance(value, Tensor):
+        value = value.data  # a Tensor or Parameter: store its values
+    if isinstance(value, bool):
+        arrays[path] = np.array(value, dtype=np.bool_)
+        return {"kind": "bool"}
+    if isinstance(value, int):
+        arrays[path] = np.array(value, dtype=np.int64)
+        return {"kind": "int"}
+    if isinstance(value, float):
+        arrays[path] = np.array(value, dtype=np.float64)
+        return {"kind": "float"}
+    if isinstance(value, str):
+        arrays[path] = np.array(value, dtype=np.str_)
+        return {"kind": "str"}
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.hasobject or array.dtype.kind == "V":
+            raise op_error("save", f"'{path}' is an array of dtype {array.dtype}, which "
+                           f"can only be stored by pickling", TypeError,
+                           "store numbers, strings or numeric arrays")
+        arrays[path] = array
+        return {"kind": "scalar" if isinstance(value, np.generic) else "array"}
+    raise op_error("save", f"cannot store '{path}' of type {type(value).__name__} without "
+                   f"pickle", TypeError, "store arrays, numbers, strings, None, or "
+                   "dicts/lists/tuples of them")
+
+
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _rebuild(node: dict, path: str, arrays, where: str):
+    kind = node.get("kind")
+    if kind == "dict":
+        return {key: _rebuild(child, f"{path}{SEPARATOR}{key}" if path else key, arrays,
+                              where)
+                for key, child in node["items"]}
+    if kind in ("list", "tuple"):
+        items = [_rebuild(child, f"{path}{SEPARATOR}{i}", arrays, where)
+                 for i, child in enumerate(node["items"])]
+        return items if kind == "list" else tuple(items)
+    if kind == "none":
+        return None
+    if path not in arrays:
+        raise op_error("load", f"'{where}' is damaged: its index lists '{path}' but the "
+                       "file has no such entry", CheckpointError)
+    array = arrays[path]
+    if kind in _SCALARS:
+        return _SCALARS[kind](array.item())
+    if kind == "scalar":
+        return array[()]
+    if kind == "array":
+        return array
+    raise op_error("load", f"'{where}' is damaged: unknown entry kind {kind!r} at "
+                   f"'{path}'", CheckpointError)
+
+
+# ---------------------------------------------------------------------- public API
+def save(obj: dict, path: str | os.PathLike) -> None:
+    """Write `obj` (a dict of arrays, numbers, strings, None and nested dicts/lists/tuples)
+    to `path` as one `.npz`, atomically, without pickle. The path is used as given.
+
+        >>> mt.save({"model": model.state_dict(), "step": 10}, "ckpt.npz")
+    """
+    arrays: dict[str, np.ndarray] = {}
+    tree = _flatten(obj, "", arrays)
+    index = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree})
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise op_error("save", f"the folder of '{path}' does not exist", FileNotFoundError,
+                       f"create it first: os.makedirs({folder!r}, exist_ok=True)")
+    # The temporary file lives in the target's folder so os.replace is a same-filesystem
+    # rename, which is atomic; O_EXCL with a random name means concurrent saves never
+    # share a temporary file; mode 0o666 lets the umask decide permissions as for open().
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _write_npz(file, {FORMAT_KEY: np.array(index, dtype=np.str_), **arrays})
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
+        os.replace(temporary, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the temporary file
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
+    """What np.savez does, minus its keyword-argument names (a key named 'file' would
+    clash there); every member is a plain .npy written with allow_pickle=False."""
+    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Persist the rename itself (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a file written by `save` and return the same nested structure (arrays as
+    NumPy arrays, numbers and strings as Python values). Refuses files that are missing,
+    corrupt, not written by microtensor, or holding pickled objects, naming the path.
+
+        >>> ckpt = mt.load("ckpt.npz"); ckpt["step"]
+        10
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise op_error("load", f"no checkpoint file at '{path}'", FileNotFoundError,
+                       "check the path (save writes exactly the path it is given)")
+    if os.path.isdir(path):
+        raise op_error("load", f"'{path}' is a folder, not a checkpoint file",
+                       IsADirectoryError)
+    arrays = _read_members(path)
+    if FORMAT_KEY not in arrays:
+        found = ", ".join(sorted(arrays)[:8]) or "nothing"
+        raise op_error("load", f"'{path}' is not a microtensor checkpoint: it has no "
+                       f"'{FORMAT_KEY}' entry (it holds {found})", CheckpointError,
+                       "load it with np.load, or save it with mt.save / Module.save")
+    try:
+        index = json.loads(str(arrays.pop(FORMAT_KEY).item()))
+        if index.get("format") != FORMAT_NAME:
+            raise ValueError(f"format {index.get('format')!r}")
+        version = int(index["version"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise op_error("load", f"'{path}' is not a microtensor checkpoint: its "
+                       f"'{FORMAT_KEY}' entry is not ours ({error})", CheckpointError) from None
+    if version > FORMAT_VERSION:
+        raise op_error("load", f"'{path}' has checkpoint format version {version}, newer "
+                       f"than this microtensor reads ({FORMAT_VERSION})", CheckpointError,
+                       "upgrade microtensor")
+    return _rebuild(index["tree"], "", arrays, path)
+
+
+# What NumPy and zipfile raise on damaged or pickled files.
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_members(path: str) -> dict[str, np.ndarray]:
+    """Every member of the .npz, read eagerly (so corruption shows here, not later)."""
+    try:
+        content = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as error:
+        raise _unreadable(path, error) from None
+    if isinstance(content, np.ndarray):
+        raise op_error("load", f"'{path}' is not a microtensor checkpoint: it is a single "
+                       f".npy array ({content.dtype} {content.shape})", CheckpointError,
+                       "load it with np.load")
+    with content:
+        arrays = {}
+        for key in content.files:
+            try:
+                arrays[key] = content[key]
+            except _READ_ERRORS as error:  # CRC errors, truncated members, pickles
+                raise _unreadable(path, error, key) from None
+    return arrays
+
+
+def _unreadable(path: str, error: Exception, key: str | None = None) -> Exception:
+    what = f" (entry '{key}')" if key else ""
+    text = str(error)
+    if "pickle" in text.lower() or "object arrays" in text.lower():
+        return op_error("load", f"'{path}'{what} holds pickled Python objects; refused, "
+                        "because unpickling can run arbitrary code", CheckpointError,
+                        "re-save it with numeric arrays only (mt.save never pickles)")
+    return op_error("load", f"'{path}'{what} is corrupt or truncated and cannot be read "
+                    f"as a .npz checkpoint ({type(error).__name__}: {text})",
+                    CheckpointError, "restore it from a backup or re-save it")
+
