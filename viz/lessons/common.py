@@ -9,6 +9,7 @@ claim, the lesson stops with a `LessonCheckError` that says which claim failed a
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def fmt(values, precision: int = 4) -> str:
         return f"{float(array):.{precision}g}"
     return np.array2string(array, precision=precision, separator=", ", suppress_small=True,
                            max_line_width=100, floatmode="maxprec")
+
+
+def pad(text: str, width: int) -> str:
+    """Left-justify `text` to `width` terminal columns (a CJK character takes two)."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - columns)
+
+
+def matrix_rows(matrix, labels: Sequence[str]) -> str:
+    """A labelled square matrix (rows and columns named by `labels`), 3 decimals."""
+    lines = ["        " + "".join(pad(str(label), 8) for label in labels).rstrip()]
+    for label, row in zip(labels, np.asarray(matrix)):
+        lines.append("  " + pad(str(label), 6) + "".join(pad(f"{w:.3f}", 8) for w in row))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def heading(echo: Echo, title: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
 
-from .common import check, fmt, heading, heatmap_svg, output_dir
+from .common import check, fmt, heading, heatmap_svg, matrix_rows, output_dir, pad
 
 NAME = "self-attention"
 SUMMARY = "relevance between positions (softmax(QK^T/√d)) and weighted aggregation for 我 想 吃 苹果"
@@ -35,7 +35,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     d = X.shape[-1]
     echo("Embeddings (features: " + ", ".join(FEATURES) + "):")
     for token, row in zip(TOKENS, EMBEDDINGS):
-        echo(f"  {token:<3} {fmt(row)}")
+        echo(f"  {pad(token, 5)}{fmt(row)}")
 
     heading(echo, "1. relevance: scores = Q K^T / √d  (every token against every token)")
     Q = K = V = X
@@ -49,9 +49,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     heading(echo, "2. weights = softmax(scores) along each row")
     weights = mt.softmax(scores, axis=-1)
     echo("weights (row: who is looking, column: who is looked at) =")
-    echo(f"       {'  '.join(f'{t:>6}' for t in TOKENS)}")
-    for token, row in zip(TOKENS, weights.data):
-        echo(f"  {token:<3} " + "  ".join(f"{w:6.3f}" for w in row))
+    echo(matrix_rows(weights.data, TOKENS))
     row_sums = weights.data.sum(axis=-1)
     check(np.allclose(row_sums, 1, atol=1e-12), "every row of weights sums to 1",
           fmt(row_sums), echo)
