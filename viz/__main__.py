@@ -1,0 +1,82 @@
+"""`python -m viz COMMAND`: draw and step through backward passes from the shell.
+
+    python -m viz example --out viz/assets          # attention_backprop.svg (+ .dot)
+    python -m viz example --out out --html --step   # also the HTML player, and the steps
+
+Each command is one `add_<name>(subparsers)` function that defines its arguments and sets
+`handler` to a `run_<name>(args) -> int` function; `COMMANDS` lists them. Commands that
+need more than microtensor (the lessons, which use `transformer`) import it inside their
+handler, so `python -m viz example` works without it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from microtensor.autograd import backward_steps
+
+from .graph import DotNotFoundError, draw, render
+
+
+def add_example(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "example", help="draw one attention head's backward graph, the route to W_q lit",
+        description="Build loss = mean(out^2), out = softmax(QK^T/sqrt(d)) V with "
+                    "Q, K, V = X W_q, X W_k, X W_v; run backward; draw the graph with "
+                    "the route from the loss to W_q highlighted.")
+    parser.add_argument("--out", default="viz-output", help="directory to write to")
+    parser.add_argument("--html", action="store_true",
+                        help="also write attention_backprop.html, the step-through player")
+    parser.add_argument("--step", action="store_true",
+                        help="also print the backward pass step by step")
+    parser.set_defaults(handler=run_example)
+
+
+def run_example(args) -> int:
+    from .examples import attention_example
+    from .player import write_player
+    from .stepper import step_through
+
+    out = Path(args.out)
+    loss, tensors = attention_example()
+    steps = list(backward_steps(loss))
+    graph = draw(loss, highlight=tensors["W_q"], steps=steps,
+                 title="How dL/dW_q flows back: loss -> matmul -> softmax -> QK^T -> Q -> W_q")
+    print(f"wrote {render(graph, out / 'attention_backprop.svg')}")
+    if args.html:
+        loss, _ = attention_example()
+        page = write_player(loss, out / "attention_backprop.html",
+                            title="One attention head, backward step by step")
+        print(f"wrote {page}")
+    if args.step:
+        loss, _ = attention_example()
+        step_through(loss)
+    return 0
+
+
+# Add a command: write add_<name>(subparsers) that calls set_defaults(handler=...), and
+# list it here.
+COMMANDS = [add_example]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m viz", description="Draw and step through microtensor backward passes.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except DotNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

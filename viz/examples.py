@@ -1,0 +1,38 @@
+"""Small graphs worth drawing, built from microtensor primitives only.
+
+    >>> from viz.examples import attention_example
+    >>> loss, tensors = attention_example()
+    >>> sorted(tensors)
+    ['W_k', 'W_q', 'W_v', 'X']
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import microtensor as mt
+from microtensor.tensor import Tensor
+
+
+def attention_example(tokens: int = 3, d_model: int = 4, d_k: int = 2, seed: int = 0,
+                      dtype=np.float32) -> tuple[Tensor, dict]:
+    """One head of self-attention and a loss:
+    loss = mean(out * out),  out = softmax((X W_q)(X W_k)^T / sqrt(d_k)) (X W_v).
+
+    X feeds three products (Q, K, V), so its gradient is the sum of three contributions;
+    `out` is used twice by the loss, so it too adds two. Returns (loss, {name: tensor})."""
+    rng = np.random.default_rng(seed)
+
+    def leaf(name, *shape):
+        return mt.tensor(rng.standard_normal(shape), dtype=dtype, requires_grad=True,
+                         name=name)
+
+    X = leaf("X", tokens, d_model)                       # (T, d_model) token vectors
+    W_q, W_k, W_v = (leaf(n, d_model, d_k) for n in ("W_q", "W_k", "W_v"))
+    Q, K, V = X @ W_q, X @ W_k, X @ W_v                  # (T, d_k) each
+    scores = Q @ K.T / math.sqrt(d_k)                    # (T, T); a Python float keeps dtype
+    weights = scores.softmax(axis=-1)                    # each row sums to 1
+    out = weights @ V                                    # (T, d_k)
+    loss = (out * out).mean()
+    return loss, {"X": X, "W_q": W_q, "W_k": W_k, "W_v": W_v}

@@ -1,0 +1,505 @@
+"""Draw the graph behind a tensor: tensors, the ops between them, and how gradients flow.
+
+    >>> import microtensor as mt, viz
+    >>> W = mt.randn(3, 2, requires_grad=True, name="W")
+    >>> loss = (mt.randn(4, 3) @ W).softmax().sum()
+    >>> graph = viz.draw(loss, highlight=W)     # a graphviz.Digraph; shows inline in Jupyter
+    >>> viz.render(graph, "out/softmax.svg")    # needs Graphviz's `dot`
+
+Tensor nodes show a name, shape and dtype, then the values and (after backward) the
+gradient: small tensors as heatmaps, large ones as statistics. Before backward a gradient
+reads "grad: pending", never zero. Op nodes show the op and its derivative rule. Edges run
+from each input to the op that used it, so a tensor used three times has three outgoing
+edges: the three gradient contributions that backward adds up. Pass the recorded steps of a
+backward pass (`steps=list(backward_steps(loss))`) to also see every intermediate gradient
+and each contribution's norm on its edge.
+
+Modules. With `params=model`, nodes are grouped into one cluster per module path. A
+parameter belongs to the module that owns it ("layers.0.attn.W_q.weight" to
+"layers.0.attn.W_q"). An op that uses parameters directly belongs to the deepest module
+owning all of them (x @ W_q.weight lives in W_q); any other op belongs to the deepest module
+containing the modules of all its inputs (softmax(q k^T) lives in attn, the parent of W_q and
+W_k). So a residual add, which mixes a block's output with its input from before the block,
+sits in the common parent: the residual stream stays visible between folded blocks.
+Tensors that no parameter reaches (inputs, masks) belong to no module.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import graphviz
+import numpy as np
+
+from microtensor.autograd import BackwardStep, topological_order
+from microtensor.errors import op_error
+from microtensor.tensor import Tensor
+
+from .labels import (GRAD_PALETTE, VALUE_PALETTE, as_grid, diverging, escape, fmt, norm,
+                     stats, text_colour, wrap)
+
+HIGHLIGHT = "#e6550d"   # the route from the root to the highlighted tensor(s)
+DIM = "#c4c4c4"         # everything off that route
+OP_FILL, TENSOR_BORDER, PARAM_FILL = "#fff4d6", "#555555", "#eef5ff"
+SHOW_ITEMS = ("shape", "values", "grad")
+DEFAULT_MAX_NODES = 150
+
+INSTALL_DOT = ("install Graphviz, which provides `dot`: `sudo apt-get install graphviz` "
+               "(Debian/Ubuntu), `brew install graphviz` (macOS), or `conda install -c "
+               "conda-forge graphviz`; then check that `dot -V` runs")
+
+
+class DotNotFoundError(RuntimeError):
+    """Graphviz's `dot` program is not installed (or not on PATH)."""
+
+
+def require_dot(where: str, source_path: Path | str | None = None) -> str:
+    """The path of `dot`, or one clear `DotNotFoundError` saying how to install it."""
+    dot = shutil.which("dot")
+    if dot is None:
+        saved = f" The graph source was written to {source_path}." if source_path else ""
+        raise op_error(where, f"Graphviz's `dot` program was not found on PATH, so the graph "
+                       f"cannot be rendered.{saved}", DotNotFoundError, INSTALL_DOT)
+    return dot
+
+
+class Graph(graphviz.Digraph):
+    """A `graphviz.Digraph` that renders as SVG inline in Jupyter and explains a missing
+    `dot` instead of failing obscurely. `node_ids` maps id(tensor) to its node's name."""
+
+    layout: Layout
+    node_ids: dict
+    highlighted: set
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        return {"image/svg+xml": self._repr_svg_()}
+
+    def _repr_svg_(self) -> str:
+        require_dot("Graph display")
+        return self.pipe(format="svg", encoding="utf-8")
+
+    def render(self, filename=None, directory=None, *args, **kwargs):
+        if shutil.which("dot") is None:
+            require_dot("Graph.render", self.save(filename, directory))
+        return super().render(filename, directory, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass
+class Layout:
+    """Which drawn node stands for each tensor and op, after folding modules.
+
+    `order` is `topological_order(root, every_input=True)` (root first); tensor k is drawn
+    as `t{k}` and the op that made it as `op{k}`, unless its module is folded, in which case
+    both are drawn as that module's box `m{j}`."""
+
+    order: list
+    index: dict                      # id(tensor) -> k
+    names: dict                      # id(tensor) -> parameter name or tensor.name
+    modules: dict                    # id(tensor) -> module path, "" for the root module, None
+    folded: list = field(default_factory=list)   # module paths drawn as one box
+    note: str = ""
+
+    def fold_of(self, k: int) -> str | None:
+        module = self.modules[id(self.order[k])]
+        for path in self.folded:
+            if module is not None and (module == path or module.startswith(path + ".")):
+                return path
+        return None
+
+    def tensor_node(self, k: int) -> str:
+        fold = self.fold_of(k)
+        return f"t{k}" if fold is None else f"m{self.folded.index(fold)}"
+
+    def op_node(self, k: int) -> str:
+        fold = self.fold_of(k)
+        return f"op{k}" if fold is None else f"m{self.folded.index(fold)}"
+
+    def step_node(self, step: BackwardStep) -> str:
+        """The node a backward step acts at: the op for op outputs, the tensor for leaves."""
+        k = self.index[id(step.tensor)]
+        return self.tensor_node(k) if step.node is None else self.op_node(k)
+
+    def label_of(self, tensor) -> str:
+        """A tensor's name for text: its parameter name, its .name, else 't{k}' (the
+        unnamed tensor's header in the drawing shows the same 't{k}')."""
+        name = self.names.get(id(tensor))
+        return name if name else f"t{self.index[id(tensor)]}"
+
+    def describe(self, tensor) -> str:
+        """Like `label_of`, saying which op made an unnamed tensor: 't3 (softmax output)'."""
+        if self.names.get(id(tensor)) or tensor.op is None:
+            return self.label_of(tensor)
+        return f"{self.label_of(tensor)} ({tensor.op.name} output)"
+
+
+def named_tensors(params) -> dict:
+    """{id(tensor): name} from a Module (named_parameters) or a mapping name -> Tensor."""
+    if params is None:
+        return {}
+    if hasattr(params, "named_parameters"):
+        return {id(p): name for name, p in params.named_parameters()}
+    if isinstance(params, Mapping):
+        return {id(t): name for name, t in params.items()}
+    raise op_error("draw", f"params must be a Module or a mapping name -> Tensor, got "
+                   f"{type(params).__name__}", TypeError, "pass params=model")
+
+
+def _module_of_name(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _common_prefix(paths: list) -> str:
+    parts = [p.split(".") if p else [] for p in paths]
+    common = []
+    for level in zip(*parts):
+        if any(item != level[0] for item in level):
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _fold_units(params, modules: Iterable) -> list:
+    """Module paths that collapse=True folds: the root's children, with containers
+    (ModuleList, Sequential) replaced by their children, so a stack folds block by block."""
+    if hasattr(params, "named_modules"):
+        units, stack = [], [(f"{name}", child) for name, child in params._modules.items()]
+        while stack:
+            path, module = stack.pop(0)
+            if type(module).__name__ in ("ModuleList", "Sequential"):
+                stack[0:0] = [(f"{path}.{name}", child)
+                              for name, child in module._modules.items()]
+            else:
+                units.append(path)
+        return units
+    return sorted({m.split(".")[0] for m in modules if m})
+
+
+def plan_layout(root: Tensor, params=None, collapse=None,
+                max_nodes: int = DEFAULT_MAX_NODES) -> Layout:
+    """Walk the graph once (`topological_order`), name tensors, assign modules, fold."""
+    order = topological_order(root, every_input=True)
+    index = {id(t): k for k, t in enumerate(order)}
+    param_names = named_tensors(params)
+    names = {id(t): param_names.get(id(t), t.name) for t in order}
+    modules = {}
+    for tensor in reversed(order):  # inputs before the ops that use them
+        if id(tensor) in param_names:
+            modules[id(tensor)] = _module_of_name(param_names[id(tensor)])
+        elif tensor.op is None:
+            modules[id(tensor)] = None
+        else:
+            inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
+            direct = [modules[id(t)] for t in inputs if id(t) in param_names]
+            fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
+            modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
+
+    layout = Layout(order, index, names, modules)
+    known = {m for m in modules.values() if m}
+    every_path = {".".join(m.split(".")[:n]) for m in known for n in range(1, m.count(".") + 2)}
+    n_nodes = len(order) + sum(t.op is not None for t in order)
+    if collapse is None and n_nodes > max_nodes:
+        if params is not None:
+            collapse = True
+            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: modules folded into "
+                           f"boxes (collapse=False shows every node)")
+        else:
+            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
+                           f"to fold modules into boxes")
+    if collapse is True:
+        layout.folded = [u for u in _fold_units(params, known) if u in every_path]
+    elif isinstance(collapse, str):
+        collapse = [collapse]
+    if isinstance(collapse, (list, tuple)):
+        unknown = [c for c in collapse if c not in every_path]
+        if unknown:
+            raise op_error("draw", f"collapse={unknown} names no module of this graph; "
+                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
+                           "pass params=model and dotted module paths such as 'layers.0'")
+        layout.folded = list(collapse)
+    return layout
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _grid_rows(grid, palette, dimmed, columns) -> str:
+    scale = float(np.max(np.abs(grid[np.isfinite(grid)]))) if np.isfinite(grid).any() else 0.0
+    rows = []
+    for row in grid:
+        cells = "".join(
+            f'<TD BGCOLOR="{diverging(v, scale, palette, 0.7 if dimmed else 0.0)}">'
+            f'<FONT POINT-SIZE="9" COLOR="{text_colour(v, scale, dimmed)}">{escape(fmt(v))}'
+            f'</FONT></TD>' for v in row.astype(np.float64))
+        pad = columns - len(row)
+        rows.append(f"<TR>{cells}{'<TD></TD>' * pad}</TR>")
+    return "".join(rows)
+
+
+def _text_row(text: str, columns: int, size: int = 10, bold: bool = False,
+              dimmed: bool = False) -> str:
+    body = f"<B>{escape(text)}</B>" if bold else escape(text)
+    colour = DIM if dimmed else "#000000"
+    return (f'<TR><TD COLSPAN="{columns}" BORDER="0" ALIGN="LEFT">'
+            f'<FONT POINT-SIZE="{size}" COLOR="{colour}">{body}</FONT></TD></TR>')
+
+
+def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, lit) -> str:
+    values_grid = as_grid(tensor.data) if "values" in show else None
+    grad_grid = as_grid(grad) if grad is not None and "grad" in show else None
+    columns = max([1] + [g.shape[1] for g in (values_grid, grad_grid) if g is not None])
+    header = name
+    if "shape" in show:
+        header = f"{header}  {tuple(tensor.shape)} {tensor.dtype}".strip()
+    rows = [_text_row(header, columns, 11, True, dimmed)]
+    if "values" in show:
+        if values_grid is not None and tensor.dtype.kind in "fciub":
+            rows.append(_grid_rows(values_grid, VALUE_PALETTE, dimmed, columns))
+        else:
+            rows.append(_text_row(stats(tensor.data), columns, 9, dimmed=dimmed))
+    if "grad" in show:
+        if grad_grid is not None:
+            rows.append(_text_row("grad", columns, 9, dimmed=dimmed))
+            rows.append(_grid_rows(grad_grid, GRAD_PALETTE, dimmed, columns))
+        elif grad is not None:
+            rows.append(_text_row(f"grad: {stats(grad)}", columns, 9, dimmed=dimmed))
+        elif grad_state:
+            rows.append(_text_row(f"grad: {grad_state}", columns, 9, dimmed=dimmed))
+    if fan_out > 1 and tensor.requires_grad:
+        rows.append(_text_row(f"used {fan_out} times: gradients add", columns, 9, dimmed=dimmed))
+    colour = HIGHLIGHT if lit else (DIM if dimmed else TENSOR_BORDER)
+    return (f'<<TABLE BORDER="{3 if lit else 1}" CELLBORDER="0" CELLSPACING="1" '
+            f'CELLPADDING="2" COLOR="{colour}">{"".join(rows)}</TABLE>>')
+
+
+def _op_label(node) -> str:
+    config = ", ".join(f"{key}={_short(value)}" for key, value in (node.config or {}).items()
+                       if value is not None and value is not False)
+    lines = [f"<B>{escape(node.name)}</B>" + (f" ({escape(config)})" if config else "")]
+    lines += [f'<FONT POINT-SIZE="9">{escape(line)}</FONT>' for line in wrap(node.rule)]
+    return "<" + "<BR/>".join(lines) + ">"
+
+
+def _short(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array{tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _grad_state(tensor, recorded: bool) -> str | None:
+    """What to say when a tensor has no gradient to show."""
+    if not tensor.requires_grad:
+        return None  # a constant: nothing will ever arrive
+    if tensor.op is not None and tensor.op.backward is None and not recorded:
+        return "used and freed (pass steps= to keep it)"
+    return "pending"
+
+
+# --------------------------------------------------------------------------- draw
+
+
+def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir: str = "BT",
+         max_nodes: int = DEFAULT_MAX_NODES, collapse=None, steps=None,
+         title: str | None = None) -> Graph:
+    """The graph behind `root` as a `graphviz.Digraph` (shows inline in Jupyter).
+
+    highlight: a tensor or several; every path from root to them is coloured, the rest
+        dimmed (the route their gradient takes).
+    params: a Module (or mapping name -> Tensor) naming parameters and grouping modules.
+    show: any of "shape", "values", "grad".  rankdir: "BT" puts the loss at the top.
+    collapse: True, or module paths like ["layers.0"], to draw modules as one box; by
+        default modules fold when the graph has more than `max_nodes` nodes.
+    steps: the recorded `backward_steps` of this graph; shows intermediate gradients
+        and each contribution's norm on its edge.
+
+    >>> graph = viz.draw(loss, highlight=W_q, params=model)
+    """
+    if not isinstance(root, Tensor):
+        raise op_error("draw", f"expected the Tensor whose graph to draw, got "
+                       f"{type(root).__name__}", TypeError, "pass e.g. draw(loss)")
+    show = (show,) if isinstance(show, str) else tuple(show)
+    unknown = [s for s in show if s not in SHOW_ITEMS]
+    if unknown:
+        raise op_error("draw", f"show={unknown} is not one of {SHOW_ITEMS}")
+    layout = plan_layout(root, params, collapse, max_nodes)
+    order, index = layout.order, layout.index
+    recorded = {id(s.tensor): s for s in (steps or ())}
+
+    targets = [] if highlight is None else (
+        [highlight] if isinstance(highlight, Tensor) else list(highlight))
+    for target in targets:
+        if not isinstance(target, Tensor) or id(target) not in index:
+            raise op_error("draw", f"highlight={getattr(target, 'name', None) or target!r:.60} "
+                           f"is not a tensor of the graph behind root", ValueError,
+                           "highlight a tensor the root was computed from, e.g. a weight")
+    on_path = {id(t) for t in targets}
+    for tensor in reversed(order):
+        if tensor.op is not None and any(id(t) in on_path for t in tensor.op.inputs
+                                         if isinstance(t, Tensor)):
+            on_path.add(id(tensor))
+    op_on_path = {k for k, t in enumerate(order) if t.op is not None and any(
+        id(i) in on_path for i in t.op.inputs if isinstance(i, Tensor))}
+
+    fan_out = {}
+    for tensor in order:
+        for inp in (tensor.op.inputs if tensor.op else ()):
+            if isinstance(inp, Tensor):
+                fan_out[id(inp)] = fan_out.get(id(inp), 0) + 1
+
+    graph = Graph(name="backward", graph_attr={
+        "rankdir": rankdir, "fontname": "Helvetica", "fontsize": "12",
+        "nodesep": "0.25", "ranksep": "0.35", "labelloc": "t"},
+        node_attr={"fontname": "Helvetica", "fontsize": "10"},
+        edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
+    label = "\n".join(x for x in (title, layout.note) if x)
+    if label:
+        graph.attr(label=label)
+    graph.layout = layout
+    graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(order)}
+    graph.highlighted = set()
+    dim = bool(targets)
+
+    clusters: dict[str, list] = {}   # module path -> body lines of nodes inside it
+
+    def place(module, node_id, **attrs):
+        lines = clusters.setdefault(module or "", [])
+        lines.append((node_id, attrs))
+
+    boxes = {}
+    for k, tensor in enumerate(order):
+        fold = layout.fold_of(k)
+        if fold is not None:
+            box = boxes.setdefault(fold, {"tensors": 0, "ops": 0, "params": [], "hit": False})
+            box["tensors"] += 1
+            box["ops"] += tensor.op is not None
+            if tensor.op is None and layout.names[id(tensor)]:
+                box["params"].append(layout.names[id(tensor)])
+            box["hit"] |= id(tensor) in on_path
+            continue
+        lit = id(tensor) in on_path
+        step = recorded.get(id(tensor))
+        grad = step.grad_out if step is not None else tensor.grad
+        state = None if grad is not None else _grad_state(tensor, bool(recorded))
+        is_param = tensor.op is None and tensor.requires_grad
+        place(layout.modules[id(tensor)], f"t{k}", shape="none", margin="0",
+              label=_tensor_label(tensor, layout.label_of(tensor), show, grad, state,
+                                  fan_out.get(id(tensor), 0), dim and not lit, lit),
+              style="filled", fillcolor=PARAM_FILL if is_param and not (dim and not lit)
+              else "white", color=HIGHLIGHT if lit else (DIM if dim else TENSOR_BORDER),
+              penwidth="2.5" if lit else "1", id=f"t{k}", tooltip=layout.label_of(tensor))
+        if lit:
+            graph.highlighted.add(f"t{k}")
+        if tensor.op is not None:
+            lit_op = k in op_on_path
+            place(layout.modules[id(tensor)], f"op{k}", label=_op_label(tensor.op),
+                  shape="box", style="rounded,filled", id=f"op{k}", tooltip=tensor.op.rule,
+                  fillcolor=OP_FILL if not (dim and not lit_op) else "#f6f6f6",
+                  color=HIGHLIGHT if lit_op else (DIM if dim else "#8a6d1f"),
+                  fontcolor=DIM if dim and not lit_op else "black",
+                  penwidth="2.5" if lit_op else "1")
+            if lit_op:
+                graph.highlighted.add(f"op{k}")
+
+    for j, path in enumerate(layout.folded):
+        box = boxes.get(path)
+        if box is None:
+            continue
+        lit = box["hit"]
+        names = ", ".join(p[len(path) + 1:] for p in box["params"][:6])
+        more = "" if len(box["params"]) <= 6 else f" +{len(box['params']) - 6}"
+        text = (f"{path}\n{box['ops']} ops, {box['tensors']} tensors\n"
+                f"params: {names}{more}" if names else f"{path}\n{box['ops']} ops")
+        place(path.rpartition(".")[0], f"m{j}", label=graphviz.nohtml(text), shape="box3d",
+              style="filled", fillcolor="#e8e8f4" if not (dim and not lit) else "#f6f6f6",
+              color=HIGHLIGHT if lit else (DIM if dim else "#444466"), id=f"m{j}",
+              fontcolor=DIM if dim and not lit else "black", penwidth="2.5" if lit else "1")
+        if lit:
+            graph.highlighted.add(f"m{j}")
+
+    _emit_clusters(graph, clusters, set(layout.folded), dim)
+    _emit_edges(graph, layout, on_path, op_on_path, recorded, dim)
+    return graph
+
+
+def _emit_clusters(graph, clusters, folded, dim):
+    """Nested `cluster_` subgraphs, one per module path, innermost filled first."""
+    bodies, every = {}, set()
+    for path in clusters:
+        parts = path.split(".") if path else []
+        every.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+    for path in every:
+        bodies[path] = Graph(name=f"cluster_{path}", graph_attr={
+            "label": path, "style": "rounded,dashed", "color": DIM if dim else "#9090b0",
+            "fontcolor": "#666688", "fontsize": "10", "labeljust": "l"})
+    for path, nodes in clusters.items():
+        target = bodies[path] if path else graph
+        for node_id, attrs in nodes:
+            target.node(node_id, **attrs)
+    for path in sorted(every, key=lambda p: -p.count(".")):  # children before parents
+        parent = path.rpartition(".")[0]
+        (bodies[parent] if parent else graph).subgraph(bodies[path])
+
+
+def _emit_edges(graph, layout, on_path, op_on_path, recorded, dim):
+    seen = set()
+    for k, tensor in enumerate(layout.order):
+        node = tensor.op
+        if node is None:
+            continue
+        op_id, out_id = layout.op_node(k), layout.tensor_node(k)
+        step = recorded.get(id(tensor))
+        edges = [(op_id, out_id, k in op_on_path, None, True)]
+        for position, inp in enumerate(node.inputs):
+            if not isinstance(inp, Tensor):
+                continue
+            sent = step.grads_in[position] if step is not None else None
+            label = f"|g| {fmt(norm(sent))}" if sent is not None else None
+            edges.append((layout.tensor_node(layout.index[id(inp)]), op_id,
+                          id(inp) in on_path, label, inp.requires_grad))
+        for tail, head, lit, label, carries_grad in edges:
+            folded_edge = tail.startswith("m") or head.startswith("m")
+            if tail == head or (folded_edge and (tail, head) in seen):
+                continue  # inside one folded box, or a duplicate edge into/out of a box
+            seen.add((tail, head))
+            attrs = {"color": HIGHLIGHT if lit else (DIM if dim else "#555555"),
+                     "penwidth": "2.5" if lit else "1"}
+            if not carries_grad:
+                attrs["style"] = "dashed"  # a constant input: no gradient flows back here
+            if label:
+                attrs.update(label=label,
+                             fontcolor=HIGHLIGHT if lit else (DIM if dim else "#333333"))
+            graph.edge(tail, head, **attrs)
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(graph_or_root, path, format: str = "svg", **draw_kwargs) -> Path:
+    """Write the drawing to `path` (e.g. "out/graph.svg") with `dot`; returns the path.
+
+    Accepts a drawn graph or a tensor (drawn with `draw_kwargs`). The `.dot` source is
+    written next to it first, so a missing `dot` still leaves the graph on disk, and the
+    error says how to install Graphviz.
+
+    >>> viz.render(loss, "out/loss.svg", highlight=W_q)
+    """
+    graph = graph_or_root if isinstance(graph_or_root, graphviz.Digraph) else draw(
+        graph_or_root, **draw_kwargs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source_path = path.with_suffix(".dot")
+    source_path.write_text(graph.source, encoding="utf-8")
+    require_dot("render", source_path)
+    path.write_bytes(graphviz.Source(graph.source).pipe(format=format, engine="dot"))
+    return path
+
+
+def to_svg(graph: graphviz.Digraph, where: str = "render") -> str:
+    """The SVG text of a drawn graph (needs `dot`)."""
+    require_dot(where)
+    return graph.pipe(format="svg", encoding="utf-8")

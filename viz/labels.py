@@ -1,0 +1,144 @@
+"""How numbers look in a drawing, in the terminal and in the player.
+
+One place decides what "small" means (a tensor whose values fit in an 8 x 8 grid is shown
+element by element; a larger one by its shape and statistics), how a number is printed, and
+which colour a value gets in a heatmap. `viz.graph`, `viz.stepper` and `viz.player` all
+use these, so the three views of one backward pass read the same.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+MAX_SIDE = 8  # a tensor is "small" when it fits in a MAX_SIDE x MAX_SIDE grid
+
+# Diverging palettes: (negative end, positive end); zero is white. Values and gradients
+# get different hues so a picture never leaves you guessing which one you are reading.
+VALUE_PALETTE = ((33, 102, 172), (178, 24, 43))      # blue .. red
+GRAD_PALETTE = ((118, 42, 131), (27, 120, 55))       # purple .. green
+
+
+def as_grid(array, max_side: int = MAX_SIDE) -> np.ndarray | None:
+    """A 2-D view of `array` if it fits in `max_side` x `max_side`, else None.
+
+    A scalar is a 1 x 1 grid, a vector one row; higher ranks fold their leading axes into
+    rows, so a (2, 2, 3) tensor is a 4 x 3 grid."""
+    array = np.asarray(array)
+    if array.size == 0:
+        return None
+    grid = array.reshape(1, -1) if array.ndim < 2 else array.reshape(-1, array.shape[-1])
+    if grid.shape[0] > max_side or grid.shape[1] > max_side:
+        return None
+    return grid
+
+
+def fmt(value) -> str:
+    """One number, short: 3 significant digits, integers and booleans as they are."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if value == 0:
+        return "0"
+    return f"{value:.3g}"
+
+
+def norm(array) -> float:
+    """The Euclidean (Frobenius) norm, computed in float64 so float32 sums do not drift."""
+    return float(np.sqrt(np.sum(np.square(np.asarray(array, dtype=np.float64)))))
+
+
+def stats(array) -> str:
+    """'mean 0.0123  std 0.981  norm 12.3' (or the dtype's min/max for non-floats)."""
+    array = np.asarray(array)
+    if array.size == 0:
+        return "empty"
+    if array.dtype.kind not in "fc":
+        return f"min {fmt(array.min())}  max {fmt(array.max())}"
+    as64 = array.astype(np.float64)
+    return f"mean {fmt(as64.mean())}  std {fmt(as64.std())}  norm {fmt(norm(as64))}"
+
+
+def preview(array, max_values: int = 64) -> str:
+    """Values when there are at most `max_values` of them, else shape and statistics."""
+    array = np.asarray(array)
+    if array.size <= max_values:
+        text = np.array2string(array, precision=4, suppress_small=True,
+                               max_line_width=100, floatmode="maxprec")
+        return text if array.ndim == 0 else f"{tuple(array.shape)} {text}"
+    return f"{tuple(array.shape)} {stats(array)}"
+
+
+def mix(rgb_a, rgb_b, t: float) -> tuple:
+    """Linear blend: t=0 gives rgb_a, t=1 gives rgb_b."""
+    return tuple(round(a + (b - a) * t) for a, b in zip(rgb_a, rgb_b))
+
+
+def hex_colour(rgb) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def diverging(value: float, scale: float, palette=VALUE_PALETTE, fade: float = 0.0) -> str:
+    """The heatmap colour of `value` on a symmetric scale [-scale, scale]; `fade` in [0, 1]
+    pulls the colour towards white (used for dimmed nodes)."""
+    white = (255, 255, 255)
+    if not np.isfinite(value):
+        return hex_colour(mix((0, 0, 0), white, fade))  # NaN/inf stand out in black
+    t = 0.0 if scale == 0 else min(abs(value) / scale, 1.0)
+    end = palette[0] if value < 0 else palette[1]
+    return hex_colour(mix(mix(white, end, t), white, fade))
+
+
+def text_colour(value: float, scale: float, dimmed: bool) -> str:
+    """Black text on light cells, white on dark ones, grey on dimmed nodes."""
+    if dimmed:
+        return "#9a9a9a"
+    strong = np.isfinite(value) and scale > 0 and abs(value) / scale > 0.6
+    return "#ffffff" if strong or not np.isfinite(value) else "#000000"
+
+
+def escape(text: str) -> str:
+    """Text for a Graphviz HTML-like label (escapes &, <, >, quotes)."""
+    return html.escape(str(text), quote=True)
+
+
+def wrap(text: str, width: int = 44) -> list[str]:
+    """Split a derivative rule into lines of about `width` characters, at spaces."""
+    lines, line = [], ""
+    for word in str(text).split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def summary(array, max_values: int = 64) -> dict:
+    """A JSON-ready description: shape, dtype, norm, and the values when small."""
+    array = np.asarray(array)
+    out = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    if array.dtype.kind in "fc" and array.size:
+        out["norm"] = _json_number(norm(array))
+        out["stats"] = stats(array)
+    if array.size <= max_values:
+        out["values"] = _json_values(array.tolist())
+    return out
+
+
+def _json_number(value):
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return str(value)  # JSON has no NaN/inf; the player prints the string
+        return float(f"{value:.4g}")
+    return value
+
+
+def _json_values(values):
+    if isinstance(values, list):
+        return [_json_values(v) for v in values]
+    return _json_number(values)
