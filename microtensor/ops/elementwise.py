@@ -173,7 +173,7 @@ def minimum(a, b):
 
 
 def _check_mask(name, mask):
-    if not _is_array(mask) or mask.dtype != bool:
+    if np.asarray(mask).dtype != bool or not isinstance(mask, (np.ndarray, np.bool_, bool)):
         raise op_error(name, f"the condition/mask must be a boolean tensor or array, got "
                        f"{describe(mask)}", TypeError,
                        "build it with a comparison, e.g. scores > 0, or .astype(bool)")

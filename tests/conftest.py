@@ -1,0 +1,32 @@
+"""Shared test settings: hypothesis profiles and a seeded global generator.
+
+Profiles: "dev" (default) keeps example counts modest so the whole suite stays fast on
+two cores; "ci" runs a few more. Choose with HYPOTHESIS_PROFILE=ci. No deadline: timing
+on a shared machine is noisy and gradcheck's cost grows with the drawn shape.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import microtensor as mt
+
+settings.register_profile("dev", max_examples=20, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _seeded_generator():
+    """Every test starts from the same global random state (mt.randn, dropout, ...)."""
+    mt.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def f64():
+    """Make a float64 leaf that requires grad: f64(array) -> Tensor."""
+    return lambda array: mt.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
