@@ -55,9 +55,53 @@ def run_example(args) -> int:
     return 0
 
 
+def add_lessons(subparsers) -> None:
+    parser = subparsers.add_parser("lessons", help="list the lessons, in syllabus order")
+    parser.set_defaults(handler=run_lessons)
+
+
+def run_lessons(args) -> int:
+    from . import lessons  # imports `transformer`: only when a lesson is asked for
+
+    for name, summary in lessons.catalog():
+        print(f"{name:<21}{summary}")
+    print("\nrun one: python -m viz lesson NAME [--out DIR] [--step] [--html]")
+    return 0
+
+
+def add_lesson(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lesson", help="run one lesson: narrate, compute, draw, and check every claim",
+        description="Run one lesson (`python -m viz lessons` lists them). Pictures go to "
+                    "--out (default lesson-output/NAME).")
+    parser.add_argument("name", help="the lesson, e.g. backprop")
+    parser.add_argument("--out", default=None, help="directory to write pictures to")
+    parser.add_argument("--step", action="store_true",
+                        help="pause between backward steps (Enter: next, q: run to the end)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write the HTML step-through player where the lesson has one")
+    parser.set_defaults(handler=run_lesson)
+
+
+def run_lesson(args) -> int:
+    from . import lessons
+
+    try:
+        module = lessons.get(args.name)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        module.run(out_dir=args.out, step=args.step, html=args.html)
+    except lessons.LessonCheckError as error:
+        print(f"error: lesson {args.name}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # Add a command: write add_<name>(subparsers) that calls set_defaults(handler=...), and
 # list it here.
-COMMANDS = [add_example]
+COMMANDS = [add_example, add_lessons, add_lesson]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import microtensor.functional as F
 import viz
 from transformer import Transformer
 
-from .common import check, heading, output_dir
+from .common import check, heading, no_player, output_dir
 
 NAME = "architecture"
 SUMMARY = "encoder-decoder: module tree with shapes and parameter counts, residual + LayerNorm, the collapsed graph"
@@ -61,6 +61,7 @@ def expected_parameters(c: dict) -> dict:
 
 def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
     out = output_dir(NAME, out_dir)
+    no_player(NAME, step, html, echo)
     mt.manual_seed(0)
     model = Transformer(**CONFIG)
     model.name_parameters()

@@ -20,30 +20,13 @@ import viz
 from microtensor.autograd import backward_steps, topological_order
 from transformer.attention import scaled_dot_product_attention
 
-from .common import check, fmt, heading, output_dir
+from .common import EchoStream, check, fmt, heading, output_dir
 
 NAME = "backprop"
 SUMMARY = "forward and backward through attention: every backward step with its rule, dW_q via softmax, the graph and the HTML player"
 
 TOKENS = ["我", "想", "吃"]
 D_MODEL, D_K = 4, 2
-
-
-class _EchoStream:
-    """A file-like object that hands each complete line to `echo` (for the stepper)."""
-
-    def __init__(self, echo):
-        self.echo, self.pending = echo, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        while "\n" in self.pending:
-            line, self.pending = self.pending.split("\n", 1)
-            self.echo(line)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def leaves(dtype=np.float64) -> dict:
@@ -109,7 +92,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     heading(echo, "2. backward, one node at a time (each op's rule, the gradients it sends)")
     if step:
         echo("(Enter: next step, q + Enter: run to the end)")
-    steps = viz.step_through(loss, pause=step, file=_EchoStream(echo))
+    steps = viz.step_through(loss, pause=step, file=EchoStream(echo))
     dW_q = W_q.grad.copy()
     softmax_steps = [s for s in steps if s.node is not None and s.node.name == "softmax"]
     check(len(softmax_steps) == 1, "one backward step goes through softmax", "", echo)

@@ -30,6 +30,48 @@ def check(ok, claim: str, detail: str = "", echo: Echo | None = None) -> None:
         echo(f"  ✓ {claim}" + (f"  ({detail})" if detail else ""))
 
 
+class EchoStream:
+    """A file-like object that hands each complete line to `echo` (for viz.step_through)."""
+
+    def __init__(self, echo: Echo):
+        self.echo, self.pending = echo, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            self.echo(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def step_and_play(build: Callable, path, *, step: bool, html: bool, echo: Echo,
+                  title: str) -> list:
+    """The lesson's optional extras, on a fresh graph from `build()` (a scalar loss) each:
+    --step walks its backward pass, pausing between steps; --html writes the step-through
+    page to `path`. Returns the files written."""
+    import viz  # the lessons' parent package; drawing needs Graphviz's `dot`
+
+    files = []
+    if step:
+        heading(echo, "the backward pass, step by step (Enter: next, q: run to the end)")
+        viz.step_through(build(), pause=True, file=EchoStream(echo))
+    if html:
+        page = viz.write_player(build(), path, title=title)
+        echo(f"step-through player (open in a browser): {page}")
+        files.append(page)
+    return files
+
+
+def no_player(name: str, step: bool, html: bool, echo: Echo) -> None:
+    """Say so when --step or --html is asked of a lesson that has no backward graph."""
+    if step or html:
+        echo(f"(the {name} lesson has no backward pass to step through; --step and --html "
+             f"apply to backprop, softmax, self-attention, qkv and multi-head)")
+
+
 def output_dir(name: str, out_dir=None) -> Path:
     """The directory a lesson writes to (created): `out_dir`, or ./lesson-output/NAME/."""
     path = Path(out_dir) if out_dir is not None else Path("lesson-output") / name

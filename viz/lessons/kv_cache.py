@@ -16,7 +16,7 @@ import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
 from transformer.lm import DecoderLM
 
-from .common import check, fmt, heading, heatmap_svg, output_dir, table
+from .common import check, fmt, heading, heatmap_svg, no_player, output_dir, table
 
 NAME = "kv-cache"
 SUMMARY = "the notes' 我想吃 K/V table, q_苹果 against the cache, why Q is not cached, cached == uncached and the speedup"
@@ -178,6 +178,7 @@ def real_model(echo, out) -> dict:
 
 def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
     out = output_dir(NAME, out_dir)
+    no_player(NAME, step, html, echo)
     results = cached_step(echo)
     results.update(why_not_q(echo))
     results.update(real_model(echo, out))

@@ -15,7 +15,7 @@ import numpy as np
 import microtensor as mt
 from transformer.attention import MultiHeadAttention
 
-from .common import check, heading, heatmap_svg, matrix_rows, output_dir
+from .common import check, heading, heatmap_svg, matrix_rows, output_dir, step_and_play
 
 NAME = "multi-head"
 SUMMARY = "heads attend in different subspaces; per-head weights; batched split/merge == a loop over heads"
@@ -103,5 +103,12 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
                             col_labels=TOKENS, cell=48) for h in range(N_HEADS)]
     for picture in pictures:
         echo(f"wrote {picture}")
+
+    def build():
+        mha.name_parameters()
+        attended = mha(x64)
+        return (attended * attended).mean()
+    pictures += step_and_play(build, out / "multi-head.html", step=step, html=html,
+                              echo=echo, title="multi-head attention (2 heads), backward")
     return {"weights": weights[0].tolist(), "head_gap": head_gap, "loop_error": out_err,
             "weight_error": weight_err, "files": [str(p) for p in pictures]}

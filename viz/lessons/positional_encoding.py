@@ -18,7 +18,7 @@ import microtensor as mt
 from transformer.attention import MultiHeadAttention
 from transformer.layers import PositionalEncoding
 
-from .common import check, fmt, heading, heatmap_svg, output_dir
+from .common import check, fmt, heading, heatmap_svg, no_player, output_dir
 
 NAME = "positional-encoding"
 SUMMARY = "self-attention is permutation-equivariant (我想吃苹果 vs 苹果吃想我); the sinusoidal table restores order"
@@ -36,6 +36,7 @@ def paper_formula(pos: int, dim: int, d_model: int) -> float:
 
 def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
     out = output_dir(NAME, out_dir)
+    no_player(NAME, step, html, echo)
     mt.manual_seed(7)
     attention = MultiHeadAttention(d_model=D_MODEL, n_heads=2)
     positional = PositionalEncoding(D_MODEL, max_len=MAX_LEN, kind="sinusoidal")

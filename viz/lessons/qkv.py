@@ -12,7 +12,7 @@ import numpy as np
 import microtensor as mt
 from microtensor import nn
 
-from .common import check, fmt, heading, heatmap_svg, output_dir
+from .common import check, fmt, heading, heatmap_svg, output_dir, step_and_play
 
 NAME = "qkv"
 SUMMARY = "Q = XW_q, K = XW_k, V = XW_v from one input; W_V filters 苹果 [1,2,0,0] -> [3,3,0,0]; W_V is learned"
@@ -140,5 +140,15 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     results = projections(echo)
     results.update(value_filter(echo))
     results.update(learning(echo, out))
+
+    def build():
+        X = mt.tensor([[1.0, 2.0, 0.0, 0.0]], name="X_苹果")
+        W_V = mt.tensor(np.eye(4), requires_grad=True, name="W_V")
+        V = X @ W_V
+        V.name = "V"
+        return ((V - mt.tensor([[3.0, 3.0, 0.0, 0.0]], name="V_target")) ** 2).mean()
+    results["files"] += [str(p) for p in step_and_play(
+        build, out / "qkv.html", step=step, html=html, echo=echo,
+        title="learning W_V: dW_V = X^T dV for 苹果 [1, 2, 0, 0] → [3, 3, 0, 0]")]
     echo("Embedding is 'who I am'; V is 'what I can contribute in this layer's discussion'.")
     return results

@@ -15,7 +15,7 @@ import numpy as np
 
 import microtensor as mt
 
-from .common import check, heading, heatmap_svg, output_dir, table
+from .common import check, heading, heatmap_svg, no_player, output_dir, table
 
 NAME = "scaling"
 SUMMARY = "why divide by sqrt(d_k): score variance grows with d_k, softmax saturates, gradients vanish"
@@ -36,6 +36,7 @@ def softmax_statistics(scores: np.ndarray, upstream: np.ndarray) -> tuple[float,
 
 def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
     out = output_dir(NAME, out_dir)
+    no_player(NAME, step, html, echo)
     rng = np.random.default_rng(0)
     echo(f"For each d_k: {N_QUERIES} queries, each scored against {N_KEYS} keys; q and k have")
     echo("independent N(0, 1) entries (what a well-initialised layer produces).")

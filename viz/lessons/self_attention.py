@@ -16,7 +16,7 @@ import numpy as np
 import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
 
-from .common import check, fmt, heading, heatmap_svg, matrix_rows, output_dir, pad
+from .common import check, fmt, heading, heatmap_svg, matrix_rows, output_dir, pad, step_and_play
 
 NAME = "self-attention"
 SUMMARY = "relevance between positions (softmax(QK^T/√d)) and weighted aggregation for 我 想 吃 苹果"
@@ -102,6 +102,13 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     ]
     for picture in pictures:
         echo(f"wrote {picture}")
+
+    def build():
+        x = mt.tensor(EMBEDDINGS, requires_grad=True, name="X")
+        attended, _ = scaled_dot_product_attention(x, x, x)
+        return (attended * attended).mean()
+    pictures += step_and_play(build, out / "self-attention.html", step=step, html=html,
+                              echo=echo, title="self-attention over 我 想 吃 苹果, backward")
     return {"weights": weights.data.tolist(), "row_sums": row_sums.tolist(),
             "output": output.data.tolist(), "output_by_hand": by_hand.tolist(),
             "causal_upper_max": float(np.abs(upper).max()),

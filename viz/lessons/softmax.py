@@ -12,7 +12,7 @@ import numpy as np
 
 import microtensor as mt
 
-from .common import check, fmt, heading, heatmap_svg, output_dir
+from .common import check, fmt, heading, heatmap_svg, output_dir, step_and_play
 
 NAME = "softmax"
 SUMMARY = "softmax = exp then normalise: outputs in (0,1) sum to 1, the stable form, its Jacobian"
@@ -115,6 +115,14 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
                           row_labels=[f"y{i}" for i in range(4)],
                           col_labels=[f"x{j}" for j in range(4)])
     echo(f"\nwrote {picture}")
+
+    def build():
+        logits = mt.tensor(x, requires_grad=True, name="x")
+        probs = mt.softmax(logits, axis=-1)
+        probs.name = "y"
+        return (probs * mt.tensor(g, name="g")).sum()
+    extras = step_and_play(build, out / "softmax.html", step=step, html=html, echo=echo,
+                           title="softmax backward: dx = y * (g - sum(g*y))")
     return {"probs": y.tolist(), "probs_sum": float(y.sum()), "naive": naive.tolist(),
             "stable": stable.tolist(), "jacobian_error": jac_err, "rule_error": rule_err,
-            "gradcheck": True, "files": [str(picture)]}
+            "gradcheck": True, "files": [str(p) for p in [picture, *extras]]}
