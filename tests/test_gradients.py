@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import microtensor as mt
 import microtensor.functional as F
-from strategies import (away_from, axis_args, broadcastable_pair, broadcastable_triple,
+from strategies import (away_from, broadcastable_pair, broadcastable_triple,
                         distinct, normal, positive, reduction_cases, seeds, shapes)
 
 
