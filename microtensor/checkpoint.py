@@ -53,6 +53,10 @@ class CheckpointError(ValueError):
 def _flatten(value, path: str, arrays: dict[str, np.ndarray]) -> dict:
     """Describe `value` as a JSON tree and put its leaves into `arrays` by path."""
     where = path or "<root>"
+    if not path and not isinstance(value, dict):
+        raise op_error("save", f"expected a dict at the top level, got "
+                       f"{type(value).__name__}", TypeError,
+                       "wrap it: mt.save({'weights': array}, path)")
     if isinstance(value, dict):
         items = []
         for key, child in value.items():
@@ -71,10 +75,6 @@ def _flatten(value, path: str, arrays: dict[str, np.ndarray]) -> dict:
         kind = "list" if isinstance(value, list) else "tuple"
         return {"kind": kind, "items": [_flatten(child, f"{path}{SEPARATOR}{i}", arrays)
                                         for i, child in enumerate(value)]}
-    if not path:
-        raise op_error("save", f"expected a dict at the top level, got "
-                       f"{type(value).__name__}", TypeError,
-                       "wrap it: mt.save({'weights': array}, path)")
     if value is None:
         return {"kind": "none"}
     if isinstance(value, Tensor):
@@ -234,6 +234,19 @@ _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 def _read_members(path: str) -> dict[str, np.ndarray]:
     """Every member of the .npz, read eagerly (so corruption shows here, not later)."""
+    # Look at the first bytes first: np.load treats anything it does not recognise as a
+    # pickle, which would call a text file "pickled".
+    with open(path, "rb") as file:
+        magic = file.read(6)
+    if not magic:
+        raise op_error("load", f"'{path}' is empty (0 bytes)", CheckpointError,
+                       "restore it from a backup or re-save it")
+    if magic[:1] == b"\x80":
+        raise _unreadable(path, ValueError("pickle"))
+    if not magic.startswith((b"PK", b"\x93NUMPY")):
+        raise op_error("load", f"'{path}' is not a microtensor checkpoint: it is not a "
+                       f".npz file (it starts with {magic!r})", CheckpointError,
+                       "pass a file written by mt.save or Module.save")
     try:
         content = np.load(path, allow_pickle=False)
     except _READ_ERRORS as error:
