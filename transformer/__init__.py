@@ -8,8 +8,15 @@ command line (`python -m transformer train ...`).
 """
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .cache import KVCache
-from .layers import (Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward,
-                     PositionalEncoding, sinusoidal_table)
+from .layers import (
+    Decoder,
+    DecoderLayer,
+    Encoder,
+    EncoderLayer,
+    FeedForward,
+    PositionalEncoding,
+    sinusoidal_table,
+)
 from .lm import DecoderLM
 from .model import Transformer
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict

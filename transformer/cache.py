@@ -22,7 +22,7 @@ from microtensor.errors import op_error
 class SelfAttentionCache:
     """One self-attention layer's K and V buffers, (B, h, max_len, d_k) each."""
 
-    def __init__(self, owner: "KVCache", shape: tuple, dtype):
+    def __init__(self, owner: KVCache, shape: tuple, dtype):
         self.owner = owner
         self.keys = np.zeros(shape, dtype=dtype)
         self.values = np.zeros(shape, dtype=dtype)

@@ -5,6 +5,8 @@ post-LN `norm(x + sublayer(x))` as in the paper (`norm_first=False`), or pre-LN
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 import microtensor as mt
@@ -21,7 +23,7 @@ class FeedForward(Module):
     (2, 5, 16)
     """
 
-    ACTIVATIONS = {"relu": ReLU, "gelu": GELU}
+    ACTIVATIONS: ClassVar[dict] = {"relu": ReLU, "gelu": GELU}
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "relu", dropout: float = 0.0):
         super().__init__()

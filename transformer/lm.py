@@ -16,8 +16,13 @@ from microtensor.errors import op_error
 from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
-from .layers import (EncoderLayer, PositionalEncoding, check_cache_mode, key_mask,
-                     positions_from_valid)
+from .layers import (
+    EncoderLayer,
+    PositionalEncoding,
+    check_cache_mode,
+    key_mask,
+    positions_from_valid,
+)
 from .model import as_ids
 
 
@@ -34,10 +39,10 @@ class DecoderLM(Module):
                  activation: str = "gelu"):
         super().__init__()
         d_ff = d_ff or 4 * d_model
-        self.config = dict(vocab=vocab, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
-                           d_ff=d_ff, max_len=max_len, dropout=dropout,
-                           tie_weights=tie_weights, positional=positional,
-                           activation=activation)
+        self.config = {"vocab": vocab, "d_model": d_model, "n_heads": n_heads,
+                       "n_layers": n_layers, "d_ff": d_ff, "max_len": max_len,
+                       "dropout": dropout, "tie_weights": tie_weights,
+                       "positional": positional, "activation": activation}
         self.vocab, self.d_model, self.n_heads, self.max_len = vocab, d_model, n_heads, max_len
         self.tok_embed = Embedding(vocab, d_model, std=0.02)
         self.position = PositionalEncoding(d_model, max_len, kind=positional)

@@ -41,10 +41,10 @@ class Transformer(Module):
                  n_layers: int = 2, d_ff: int = 512, dropout: float = 0.1, max_len: int = 256,
                  pad_id: int = 0, norm_first: bool = False, activation: str = "relu"):
         super().__init__()
-        self.config = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, d_model=d_model,
-                           n_heads=n_heads, n_layers=n_layers, d_ff=d_ff, dropout=dropout,
-                           max_len=max_len, pad_id=pad_id, norm_first=norm_first,
-                           activation=activation)
+        self.config = {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "d_model": d_model,
+                       "n_heads": n_heads, "n_layers": n_layers, "d_ff": d_ff,
+                       "dropout": dropout, "max_len": max_len, "pad_id": pad_id,
+                       "norm_first": norm_first, "activation": activation}
         self.d_model, self.n_heads, self.max_len, self.pad_id = d_model, n_heads, max_len, pad_id
         # std d_model^-1/2 so that after the paper's sqrt(d_model) scaling tokens have unit size
         self.src_embed = Embedding(src_vocab, d_model, std=d_model ** -0.5)

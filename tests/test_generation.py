@@ -1,0 +1,173 @@
+"""Generation and the KV cache: cached == uncached (tokens and logits), buffers written in
+place, cross-attention K/V projected once per source, sampling controls and errors."""
+import numpy as np
+import pytest
+
+import microtensor as mt
+from transformer import DecoderLM, KVCache, Transformer
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+@pytest.fixture
+def seq2seq():
+    mt.manual_seed(3)
+    return Transformer(src_vocab=12, tgt_vocab=12, d_model=16, n_heads=4, n_layers=2,
+                       d_ff=32, dropout=0.1, max_len=16, pad_id=PAD)
+
+
+@pytest.fixture
+def lm():
+    mt.manual_seed(4)
+    return DecoderLM(vocab=14, d_model=16, n_heads=4, n_layers=2, d_ff=32, max_len=12,
+                     dropout=0.1)
+
+
+SOURCES = np.array([[3, 4, 5, 6, 7, 8], [9, 10, 3, 0, 0, 0], [4, 0, 0, 0, 0, 0]])
+
+
+# ---------------------------------------------------------------------- encoder-decoder
+def test_seq2seq_cached_equals_uncached_with_padded_batch(seq2seq):
+    cached, cached_logits = seq2seq.greedy_decode(SOURCES, 12, BOS, EOS, use_cache=True,
+                                                  return_logits=True)
+    plain, plain_logits = seq2seq.greedy_decode(SOURCES, 12, BOS, EOS, use_cache=False,
+                                                return_logits=True)
+    np.testing.assert_array_equal(cached, plain)
+    np.testing.assert_allclose(cached_logits, plain_logits, atol=1e-5)
+    assert seq2seq.training    # greedy_decode restores the mode it found
+
+
+def test_seq2seq_rows_do_not_see_each_others_padding(seq2seq):
+    together = seq2seq.greedy_decode(SOURCES, 8, BOS, EOS)
+    for row, src in enumerate(SOURCES):
+        alone = seq2seq.greedy_decode(src[src != PAD][None], 8, BOS, EOS)
+        np.testing.assert_array_equal(together[row], alone[0])
+
+
+def test_cross_attention_keys_values_are_projected_once_per_source(seq2seq):
+    calls = []
+
+    def counted(linear):
+        forward = linear.forward
+        def counting_forward(x):
+            calls.append(1)
+            return forward(x)
+        linear.forward = counting_forward
+
+    for layer in seq2seq.decoder.layers:
+        counted(layer.cross_attn.W_k)
+        counted(layer.cross_attn.W_v)
+    seq2seq.eval()
+    n_layers = len(seq2seq.decoder.layers)
+    with mt.no_grad():
+        memory = seq2seq.encode(SOURCES)
+        cache = seq2seq.new_cache(len(SOURCES))
+        tokens = np.full((len(SOURCES), 1), BOS)
+        per_step = []
+        for _ in range(6):
+            before = len(calls)
+            logits = seq2seq.decode(tokens[:, -1:], memory, src=SOURCES, cache=cache)
+            tokens = np.concatenate([tokens, logits.data[:, -1].argmax(-1)[:, None]], 1)
+            per_step.append(len(calls) - before)
+    assert per_step == [2 * n_layers] + [0] * 5        # W_k and W_v, first step only
+    assert cache.cross_projections() == n_layers
+    calls.clear()
+    seq2seq.greedy_decode(SOURCES, 6, BOS, EOS, use_cache=False)
+    assert len(calls) == 6 * 2 * n_layers               # without a cache: every step
+
+
+def test_cache_buffers_are_preallocated_and_written_in_place(lm):
+    cache = lm.new_cache(batch=2)
+    layer = cache.layers[0].self_attn
+    assert layer.keys.shape == (2, 4, 12, 4) and layer.values.shape == (2, 4, 12, 4)
+    buffers = (layer.keys, layer.values)
+    with mt.no_grad():
+        lm.eval()
+        lm(np.array([[3, 4, 5], [6, 7, 8]]), cache=cache)
+        lm(np.array([[9], [10]]), cache=cache)
+    assert cache.length == 4
+    assert layer.keys is buffers[0] and layer.values is buffers[1]
+    assert np.abs(layer.keys[:, :, :4]).sum() > 0 and not layer.keys[:, :, 4:].any()
+
+
+def test_cache_errors(lm):
+    cache = lm.new_cache(batch=1, max_len=3)
+    with pytest.raises(RuntimeError, match=r"DecoderLM: a KV cache .* inference only.*"
+                                           r"mt.no_grad"):
+        lm(np.array([[3, 4]]), cache=cache)
+    with mt.no_grad():
+        lm(np.array([[3, 4]]), cache=cache)
+        with pytest.raises(ValueError, match=r"KVCache: cannot add 2 positions to 2 cached "
+                                             r"ones: the cache holds max_len=3"):
+            lm(np.array([[5, 6]]), cache=cache)
+        with pytest.raises(ValueError, match=r"KVCache: the cache was made for batch 1, "
+                                             r"got input with batch 2"):
+            lm(np.array([[5], [6]]), cache=cache)
+    assert isinstance(cache, KVCache)
+
+
+# ---------------------------------------------------------------------- decoder-only
+def test_lm_cached_equals_uncached_with_left_padding(lm):
+    prompts = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 0, 0, 0, 9]])
+    mask = prompts != 0
+    for temperature in (0.0, 1.0):
+        cached, cached_logits = lm.generate(prompts, 6, temperature=temperature, seed=1,
+                                            attention_mask=mask, return_logits=True)
+        plain, plain_logits = lm.generate(prompts, 6, temperature=temperature, seed=1,
+                                          attention_mask=mask, use_cache=False,
+                                          return_logits=True)
+        np.testing.assert_array_equal(cached, plain)
+        np.testing.assert_allclose(cached_logits, plain_logits, atol=1e-5)
+    alone, alone_logits = lm.generate(prompts[:1, 2:], 6, temperature=0, return_logits=True)
+    greedy, greedy_logits = lm.generate(prompts, 6, temperature=0, attention_mask=mask,
+                                        return_logits=True)
+    np.testing.assert_array_equal(greedy[0, 2:], alone[0])
+    np.testing.assert_allclose(greedy_logits[0], alone_logits[0], atol=1e-5)
+
+
+def test_lm_generation_past_max_len_slides_the_same_way_with_and_without_cache(lm):
+    prompt = np.array([[3, 4, 5, 6, 7, 8, 9, 10]])
+    cached, cached_logits = lm.generate(prompt, 20, temperature=0, return_logits=True)
+    plain, plain_logits = lm.generate(prompt, 20, temperature=0, use_cache=False,
+                                      return_logits=True)
+    assert cached.shape == (1, 28)
+    np.testing.assert_array_equal(cached, plain)
+    np.testing.assert_allclose(cached_logits, plain_logits, atol=1e-5)
+
+
+def test_greedy_is_argmax_and_top_k_1_is_greedy(lm):
+    prompt = np.array([[3, 4, 5]])
+    greedy = lm.generate(prompt, 1, temperature=0)
+    lm.eval()
+    assert greedy[0, -1] == lm(prompt).data[0, -1].argmax()
+    lm.train()
+    np.testing.assert_array_equal(lm.generate(prompt, 5, temperature=0.7, top_k=1, seed=9),
+                                  lm.generate(prompt, 5, temperature=0))
+
+
+def test_sampling_is_reproducible_and_respects_top_k(lm):
+    prompt = np.array([[3, 4, 5]])
+    a = lm.generate(prompt, 8, temperature=1.5, seed=7)
+    b = lm.generate(prompt, 8, temperature=1.5, seed=7)
+    np.testing.assert_array_equal(a, b)
+    lm.eval()
+    allowed = np.argsort(lm(prompt).data[0, -1])[-3:]
+    firsts = {int(lm.generate(prompt, 1, temperature=5.0, top_k=3, seed=s)[0, -1])
+              for s in range(40)}
+    assert firsts <= set(allowed.tolist()) and len(firsts) > 1
+
+
+def test_generate_errors_are_clear(lm):
+    with pytest.raises(ValueError, match=r"DecoderLM.generate: prompt of 13 tokens is "
+                                         r"longer than the model's max_len=12"):
+        lm.generate(np.arange(13)[None] % 10 + 3, 2)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0, got "
+                                         r"-1.0.*0 for greedy"):
+        lm.generate([[3, 4]], 2, temperature=-1.0)
+    with pytest.raises(ValueError, match=r"top_k must be an integer in \[1, 14\] \(the "
+                                         r"vocabulary size\), got 15"):
+        lm.generate([[3, 4]], 2, top_k=15)
+    with pytest.raises(ValueError, match=r"top_k .* got 0"):
+        lm.generate([[3, 4]], 2, top_k=0)
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        lm.generate(np.zeros((1, 0), np.int64), 2)

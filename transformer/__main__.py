@@ -1,0 +1,99 @@
+"""Command line: train a model, or generate from a trained one.
+
+    python -m transformer train --task reverse --steps 3000 --out runs/reverse
+    python -m transformer train --task charlm --text /usr/share/common-licenses/GPL-3 \\
+        --steps 2000 --out runs/gpl
+    python -m transformer train --out runs/gpl --steps 4000 --resume
+    python -m transformer generate --ckpt runs/gpl --prompt "The licenses " --top-k 10
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .train import generate, train
+
+# Defaults per task: (d_model, n_heads, n_layers, d_ff, seq_len, batch_size, lr, warmup)
+TASK_DEFAULTS = {
+    "reverse": (64, 4, 2, 256, 10, 64, 1e-3, 100),
+    "copy": (64, 4, 2, 256, 10, 64, 1e-3, 100),
+    "charlm": (96, 4, 3, 384, 64, 32, 2e-3, 100),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m transformer", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("train", help="train on a task, with checkpoints and resume")
+    run.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="reverse")
+    run.add_argument("--text", help="plain-text file for --task charlm")
+    run.add_argument("--steps", type=int, default=2000, help="total optimizer steps")
+    run.add_argument("--out", default="runs/run", help="folder for the checkpoint")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from OUT/checkpoint.npz (same result as never stopping)")
+    run.add_argument("--stop-after", type=int, help="stop after this many steps in this "
+                     "session (checkpoint saved; continue later with --resume)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--d-model", type=int)
+    run.add_argument("--n-heads", type=int)
+    run.add_argument("--n-layers", type=int)
+    run.add_argument("--d-ff", type=int)
+    run.add_argument("--dropout", type=float, default=0.0)
+    run.add_argument("--norm-first", action="store_true", help="pre-LN (default post-LN)")
+    run.add_argument("--seq-len", type=int, help="sequence length (reverse/copy: longest "
+                     "source; charlm: context window)")
+    run.add_argument("--min-len", type=int, help="shortest source (reverse/copy)")
+    run.add_argument("--n-symbols", type=int, default=10, help="alphabet size (reverse/copy)")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine schedule)")
+    run.add_argument("--warmup", type=int)
+    run.add_argument("--weight-decay", type=float, default=0.01)
+    run.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
+    run.add_argument("--log-every", type=int, default=50)
+    run.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+    run.add_argument("--ckpt-every", type=int, default=500)
+
+    gen = commands.add_parser("generate", help="generate from a trained checkpoint")
+    gen.add_argument("--ckpt", required=True, help="run folder (or its checkpoint.npz)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--seed", type=int)
+    return top
+
+
+def options(args: argparse.Namespace) -> dict:
+    """The parsed arguments as a dict, with per-task defaults filled in."""
+    opts = vars(args).copy()
+    if args.command == "train":
+        names = ("d_model", "n_heads", "n_layers", "d_ff", "seq_len", "batch_size", "lr",
+                 "warmup")
+        for name, default in zip(names, TASK_DEFAULTS[args.task]):
+            if opts[name] is None:
+                opts[name] = default
+        if opts["min_len"] is None:
+            opts["min_len"] = opts["seq_len"]
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    opts = options(args)
+    try:
+        if args.command == "train":
+            train(opts, log=lambda line: print(line, flush=True))
+        else:
+            print(generate(opts))
+    except (ValueError, TypeError, IndexError, FileNotFoundError, RuntimeError) as error:
+        if not getattr(error, "microtensor", False):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Training and generation behind `python -m transformer train|generate`.
+
+A run lives in one folder: `checkpoint.npz` (model, optimizer, schedule, step, the random
+generator's state, and the run's configuration and tokenizer as JSON), rewritten
+atomically every `--ckpt-every` steps and at the end. `--resume` continues from it and
+ends with the same parameters as an uninterrupted run: batches are a function of
+(seed, step) and dropout's generator state is restored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+import microtensor as mt
+import microtensor.functional as F
+from microtensor import optim
+from microtensor.errors import op_error
+
+from .data import CharLMTask, SequenceTask
+from .lm import DecoderLM
+from .model import Transformer
+from .tokenizer import tokenizer_from_dict
+
+CHECKPOINT = "checkpoint.npz"
+
+
+# ---------------------------------------------------------------------- building a run
+def make_task(opts: dict, tokenizer=None):
+    if opts["task"] in SequenceTask.KINDS:
+        return SequenceTask(opts["task"], n_symbols=opts["n_symbols"], min_len=opts["min_len"],
+                            max_len=opts["seq_len"], seed=opts["seed"])
+    if opts["task"] == "charlm":
+        if not opts.get("text"):
+            raise op_error("train", "--task charlm needs --text FILE (a plain-text file)")
+        with open(opts["text"], encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        return CharLMTask(text, block_size=opts["seq_len"], seed=opts["seed"],
+                          tokenizer=tokenizer)
+    raise op_error("train", f"unknown task {opts['task']!r}",
+                   fix="choose reverse, copy or charlm")
+
+
+def make_model(opts: dict, vocab_size: int):
+    """The model a run trains: an encoder-decoder for sequence tasks, a DecoderLM for text."""
+    common = {"d_model": opts["d_model"], "n_heads": opts["n_heads"],
+              "n_layers": opts["n_layers"], "d_ff": opts["d_ff"], "dropout": opts["dropout"]}
+    if opts["task"] == "charlm":
+        return DecoderLM(vocab_size, max_len=opts["seq_len"], **common)
+    return Transformer(vocab_size, vocab_size, max_len=opts["seq_len"] + 2, pad_id=0,
+                       norm_first=opts["norm_first"], **common)
+
+
+def model_from_checkpoint(ckpt: dict):
+    """Rebuild (model, tokenizer, opts) from a loaded checkpoint dict."""
+    opts = json.loads(ckpt["opts"])
+    tokenizer = tokenizer_from_dict(json.loads(ckpt["tokenizer"]))
+    config = json.loads(ckpt["model_config"])
+    model = DecoderLM(**config) if opts["task"] == "charlm" else Transformer(**config)
+    model.load_state_dict(ckpt["model"])
+    return model, tokenizer, opts
+
+
+def load_checkpoint(folder: str) -> dict:
+    path = os.path.join(folder, CHECKPOINT) if os.path.isdir(folder) else folder
+    if not os.path.exists(path):
+        raise op_error("checkpoint", f"no checkpoint at '{path}'", FileNotFoundError,
+                       "pass the --out folder of a training run")
+    return mt.load(path)
+
+
+# ---------------------------------------------------------------------- loss and metrics
+def batch_loss(model, task, step: int, batch_size: int):
+    """(loss, tokens in the batch) for one training step."""
+    if isinstance(task, SequenceTask):
+        src, tgt_in, tgt_out = task.batch(step, batch_size)
+        logits = model(src, tgt_in)
+        loss = F.cross_entropy(logits, tgt_out, ignore_index=task.pad_id)
+        return loss, src.size + tgt_in.size
+    inputs, targets = task.batch(step, batch_size)
+    return F.cross_entropy(model(inputs), targets), inputs.size
+
+
+def sequence_accuracy(model, task: SequenceTask, seqs=None, batch_size: int = 500) -> float:
+    """Fraction of sequences (default: the held-out set) decoded exactly, eos included."""
+    seqs = task.heldout if seqs is None else seqs
+    correct = 0
+    for i in range(0, len(seqs), batch_size):
+        src, _, tgt_out = task.encode_pairs(seqs[i:i + batch_size])
+        out = model.greedy_decode(src, max_len=task.max_len + 1, bos=task.bos_id,
+                                  eos=task.eos_id)
+        padded = np.full(tgt_out.shape, task.pad_id, np.int64)
+        padded[:, :out.shape[1]] = out
+        correct += int((padded == tgt_out).all(axis=1).sum())
+    return correct / len(seqs)
+
+
+@mt.no_grad()
+def validation_loss(model, task: CharLMTask, batch_size: int = 32) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in task.validation_batches(batch_size):
+        total += float(F.cross_entropy(model(inputs), targets, reduction="sum").item())
+        count += targets.size
+    model.train(was_training)
+    return total / count
+
+
+def evaluate(model, task) -> str:
+    if isinstance(task, SequenceTask):
+        return f"held-out exact-sequence accuracy {sequence_accuracy(model, task):.2%}"
+    return f"validation loss {validation_loss(model, task):.4f}"
+
+
+# ---------------------------------------------------------------------- the loop
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def save_run(folder, model, opt, schedule, step, opts, tokenizer) -> None:
+    """One atomic checkpoint with everything a resume needs."""
+    mt.save({"model": dict(model.state_dict()), "optimizer": opt.state_dict(),
+             "schedule": schedule.state_dict(), "step": step,
+             "rng": json.dumps(mt.generator().bit_generator.state),
+             "opts": json.dumps(opts), "model_config": json.dumps(model.config),
+             "tokenizer": json.dumps(tokenizer.to_dict())},
+            os.path.join(folder, CHECKPOINT))
+
+
+def train(opts: dict, log=print) -> dict:
+    """Train as `opts` says (the CLI's options as a dict); returns a summary dict."""
+    folder = opts["out"]
+    os.makedirs(folder, exist_ok=True)
+    ckpt = None
+    if opts.get("resume") and os.path.exists(os.path.join(folder, CHECKPOINT)):
+        ckpt = load_checkpoint(folder)
+        saved = json.loads(ckpt["opts"])
+        # The run is defined by its checkpoint; only the length may change.
+        saved.update(steps=opts["steps"], stop_after=opts.get("stop_after"),
+                     log_every=opts["log_every"], out=folder)
+        opts = saved
+    mt.manual_seed(opts["seed"])
+    tokenizer = (tokenizer_from_dict(json.loads(ckpt["tokenizer"])) if ckpt else None)
+    task = make_task(opts, tokenizer)
+    tokenizer = task.tokenizer
+    model = make_model(opts, task.vocab_size)
+    opt = optim.AdamW(model.parameters(), lr=opts["lr"], betas=(0.9, 0.98),
+                      weight_decay=opts["weight_decay"])
+    schedule = optim.CosineLR(opt, warmup=min(opts["warmup"], opts["steps"] - 1),
+                              total=opts["steps"], min_lr=opts["lr"] / 10)
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        if schedule.total != opts["steps"]:
+            schedule.total = opts["steps"]
+            opt.lr = schedule.get_lr()
+        mt.generator().bit_generator.state = json.loads(ckpt["rng"])
+        start = int(ckpt["step"])
+        log(f"resumed from {os.path.join(folder, CHECKPOINT)} at step {start}")
+    n_params = sum(p.size for p in model.parameters())
+    log(f"{opts['task']}: {type(model).__name__} with {n_params:,} parameters, vocab "
+        f"{task.vocab_size}, steps {start}..{opts['steps']}")
+
+    end = opts["steps"]
+    if opts.get("stop_after"):
+        end = min(end, start + opts["stop_after"])
+    model.train()
+    began = last_time = time.perf_counter()
+    losses, tokens = [], 0
+    for step in range(start, end):
+        loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
+        loss.backward()
+        optim.clip_grad_norm_(model.parameters(), opts["clip"])
+        opt.step()
+        schedule.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        tokens += n_tokens
+        done = step + 1
+        if done % opts["log_every"] == 0 or done == end:
+            now = time.perf_counter()
+            rate = (done - start) / (now - began)
+            log(f"step {done:6d}/{opts['steps']} | loss {np.mean(losses):.4f} | lr "
+                f"{opt.lr:.2e} | {tokens / (now - last_time):8,.0f} tok/s | "
+                f"{_clock(now - began)} elapsed, ~{_clock((opts['steps'] - done) / rate)} left")
+            losses, tokens, last_time = [], 0, now
+        if opts["eval_every"] and done % opts["eval_every"] == 0 and done != end:
+            log(f"step {done:6d}: {evaluate(model, task)}")
+            model.train()
+        if done % opts["ckpt_every"] == 0 and done != end:
+            save_run(folder, model, opt, schedule, done, opts, tokenizer)
+    final_step = max(end, start)
+    save_run(folder, model, opt, schedule, final_step, opts, tokenizer)
+    summary = {"step": final_step, "seconds": time.perf_counter() - began}
+    if final_step == opts["steps"]:
+        log(f"final: {evaluate(model, task)}")
+        if isinstance(task, SequenceTask):
+            summary["accuracy"] = sequence_accuracy(model, task)
+        else:
+            summary["val_loss"] = validation_loss(model, task)
+            sample = model.generate([tokenizer.encode(task_prompt(task))], 200,
+                                    temperature=0.8, top_k=10, seed=opts["seed"])
+            log("sample: " + tokenizer.decode(sample[0]))
+    log(f"saved {os.path.join(folder, CHECKPOINT)} at step {final_step} "
+        f"({_clock(summary['seconds'])})")
+    return summary
+
+
+def task_prompt(task: CharLMTask) -> str:
+    """A prompt for samples: the start of the validation text, up to a word boundary."""
+    text = task.tokenizer.decode(task.val_ids[:40])
+    return text[:text.rfind(" ") + 1] or text
+
+
+# ---------------------------------------------------------------------- generation
+def generate(opts: dict) -> str:
+    """Text generated from a checkpoint for `opts['prompt']` (the CLI's generate)."""
+    ckpt = load_checkpoint(opts["ckpt"])
+    model, tokenizer, run = model_from_checkpoint(ckpt)
+    model.eval()
+    if run["task"] == "charlm":
+        ids = tokenizer.encode(opts["prompt"])
+        out = model.generate([ids], opts["max_new_tokens"], temperature=opts["temperature"],
+                             top_k=opts["top_k"], seed=opts["seed"])
+        return tokenizer.decode(out[0])
+    ids = tokenizer.encode(opts["prompt"])
+    if not 1 <= len(ids) <= run["seq_len"]:
+        raise op_error("generate", f"the {run['task']} model takes 1 to {run['seq_len']} "
+                       f"symbols, got a prompt of {len(ids)}")
+    out = model.greedy_decode([ids], max_len=run["seq_len"] + 1, bos=tokenizer.bos_id,
+                              eos=tokenizer.eos_id)
+    return tokenizer.decode(out[0])
+
