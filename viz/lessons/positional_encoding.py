@@ -42,6 +42,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     positional = PositionalEncoding(D_MODEL, max_len=MAX_LEN, kind="sinusoidal")
     x = mt.randn(1, len(TOKENS), D_MODEL)
     reverse = [3, 2, 1, 0]
+    echo("注意力机制本身不包含顺序信息: is 我想吃苹果 the same to attention as 苹果吃想我?")
     echo("Sentence A: " + " ".join(TOKENS) + "    Sentence B (reversed): "
          + " ".join(TOKENS[i] for i in reverse))
     echo("Same token embeddings in both; self-attention (2 heads, d_model=16).")

@@ -33,6 +33,8 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     out = output_dir(NAME, out_dir)
     X = mt.tensor(EMBEDDINGS)
     d = X.shape[-1]
+    echo("Self-Attention 通过计算序列内部各位置之间的相关性，对信息进行加权汇聚，从而得到上下文")
+    echo("相关的表示: each token scores every token (relevance), then takes a weighted average.")
     echo("Embeddings (features: " + ", ".join(FEATURES) + "):")
     for token, row in zip(TOKENS, EMBEDDINGS):
         echo(f"  {pad(token, 5)}{fmt(row)}")

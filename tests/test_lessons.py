@@ -1,0 +1,202 @@
+"""The lessons run end to end, write their pictures, and check the numbers they claim."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from viz import lessons
+from viz.__main__ import main
+from viz.lessons import common, kv_cache, qkv
+
+NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
+CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过滤器", "苹果"],
+             "kv-cache": ["我想吃", "苹果", "为什么不缓存 Q"], "positional-encoding": ["苹果吃想我"],
+             "softmax": ["先取指数"], "backprop": ["我 想 吃", "更新 W 的方向和大小"]}
+
+
+def require_dot():
+    if shutil.which("dot") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Graphviz's `dot` is missing under CI")
+        pytest.skip("Graphviz's `dot` is not installed (apt-get install graphviz)")
+
+
+def run_lesson(name, tmp_path, **kwargs):
+    lines = []
+    result = lessons.run(name, out_dir=tmp_path / name, echo=lines.append, **kwargs)
+    return result, "\n".join(lines)
+
+
+def test_registry_lists_nine_lessons_in_syllabus_order():
+    assert lessons.names() == ["architecture", "self-attention", "qkv", "kv-cache", "scaling",
+                               "multi-head", "positional-encoding", "backprop", "softmax"]
+    for name, summary in lessons.catalog():
+        assert lessons.get(name).NAME == name
+        assert summary and "\n" not in summary
+
+
+def test_unknown_lesson_names_the_valid_ones(capsys):
+    with pytest.raises(ValueError, match="(?i)no lesson called 'nope'.*valid lessons: "
+                                         "architecture, self-attention, qkv"):
+        lessons.get("nope")
+    assert main(["lesson", "nope"]) == 2
+    assert "alid lessons: architecture, self-attention" in capsys.readouterr().err
+
+
+def test_cli_lists_lessons(capsys):
+    assert main(["lessons"]) == 0
+    listing = capsys.readouterr().out
+    for name in lessons.names():
+        assert name in listing
+
+
+@pytest.mark.parametrize("name", lessons.names())
+def test_lesson_runs_writes_files_and_keeps_the_notes_terms(name, tmp_path):
+    if name in NEEDS_DOT:
+        require_dot()
+    result, text = run_lesson(name, tmp_path, html=name in NEEDS_DOT)
+    assert "✓" in text and result["files"]
+    for path in result["files"]:
+        assert os.path.getsize(path) > 0, path
+        assert str(path).startswith(str(tmp_path / name))
+    for term in CJK_TERMS.get(name, []):
+        assert term in text, term
+
+
+def test_softmax_numbers(tmp_path):
+    result, _ = run_lesson("softmax", tmp_path)
+    assert math.isclose(result["probs_sum"], 1.0, abs_tol=1e-12)
+    assert all(0 < p < 1 for p in result["probs"])
+    assert np.isnan(result["naive"]).all()
+    np.testing.assert_allclose(result["stable"], [0.0900306, 0.2447285, 0.6652410], atol=1e-6)
+    assert result["jacobian_error"] < 1e-12 and result["rule_error"] < 1e-12
+
+
+def test_scaling_numbers(tmp_path):
+    r, _ = run_lesson("scaling", tmp_path)
+    np.testing.assert_allclose(np.array(r["var_raw"]) / np.array(r["d_k"]), 1, atol=0.15)
+    np.testing.assert_allclose(r["var_scaled"], 1, atol=0.15)
+    assert np.all(np.diff(r["max_w_raw"]) > 0) and r["max_w_raw"][-1] > 0.85
+    assert r["grad_raw"][-1] < r["grad_raw"][0] / 3
+    assert max(r["grad_scaled"]) < 1.5 * min(r["grad_scaled"])
+
+
+def test_qkv_filter_and_learning(tmp_path):
+    result, _ = run_lesson("qkv", tmp_path)
+    assert result["V"] == [3.0, 3.0, 0.0, 0.0]
+    assert result["V_company"] == [0.0, 0.0, 0.0, 0.0]
+    assert result["losses"][1] < result["losses"][0] * 1e-3
+    assert result["W_V_error"] < 0.05
+    np.testing.assert_allclose(result["apple_v_learned"], [3, 3, 0, 0], atol=0.1)
+
+
+def test_self_attention_numbers(tmp_path):
+    result, _ = run_lesson("self-attention", tmp_path)
+    np.testing.assert_allclose(result["row_sums"], 1, atol=1e-12)
+    np.testing.assert_allclose(result["output"], result["output_by_hand"], atol=1e-12)
+    assert result["causal_upper_max"] == 0
+
+
+def test_kv_cache_matches_the_notes_table(tmp_path):
+    result, _ = run_lesson("kv-cache", tmp_path)
+    keys = np.array([[1.1, 0.2, 0.5, 0.1], [0.3, 1.2, 0.1, 0.4], [0.9, 0.1, 1.1, 0.3]])
+    values = np.array([[0.1, 0.9, 0.0, 0.2], [0.5, 0.1, 0.8, 0.0], [0.2, 0.2, 0.1, 0.9]])
+    scores = keys @ kv_cache.Q_APPLE / 2.0
+    weights = np.exp(scores) / np.exp(scores).sum()
+    np.testing.assert_allclose(result["weights"], weights, atol=1e-12)
+    np.testing.assert_allclose(result["output"], weights @ values, atol=1e-12)
+    assert result["grad_old_queries"] == 0 and result["grad_old_keys"] > 0
+    assert result["tokens_equal"]
+    for n_new, cached, uncached, _ in result["rows"]:
+        assert cached == 2 * (3 + n_new - 1)                       # 2 layers, O(n)
+        assert uncached == 2 * sum(3 + i for i in range(n_new))    # O(n^2)
+    assert result["speedup"] > 1
+
+
+def test_multi_head_batched_equals_loop(tmp_path):
+    result, _ = run_lesson("multi-head", tmp_path)
+    assert result["loop_error"] < 1e-5 and result["weight_error"] < 1e-5
+    assert result["head_gap"] > 0.05
+    np.testing.assert_allclose(np.array(result["weights"]).sum(-1), 1, atol=1e-5)
+
+
+def test_positional_encoding_numbers(tmp_path):
+    result, _ = run_lesson("positional-encoding", tmp_path)
+    assert result["equivariance_error"] < 1e-5
+    assert result["order_effect"] > 1e-2
+    assert result["formula_error"] < 1e-6 and result["rotation_error"] < 1e-5
+    assert result["table_slice"][1][0] == pytest.approx(math.sin(1), abs=1e-6)
+
+
+def test_architecture_numbers(tmp_path):
+    require_dot()
+    result, text = run_lesson("architecture", tmp_path)
+    assert result["total_params"] == result["expected_params"] == 12116
+    assert result["residual_error"] < 1e-5
+    assert result["logits_shape"] == (1, 4, 20)
+    assert "encoder.layers.0" in result["folded"] and "decoder.layers.1" in result["folded"]
+    assert "cross_attn: MultiHeadAttention" in text
+
+
+def test_backprop_writes_graph_and_player_and_checks_dW(tmp_path):
+    require_dot()
+    result, text = run_lesson("backprop", tmp_path)    # the player is written even without --html
+    svg, page = result["files"]
+    assert svg.endswith(".svg") and "<svg" in open(svg, encoding="utf-8").read()
+    assert page.endswith(".html") and "W_q" in open(page, encoding="utf-8").read()
+    assert result["dW_q_error"] < 1e-12
+    assert any(entry.startswith("softmax") for entry in result["route"])
+    assert result["loss_after"] < result["loss"]
+    assert f"step {result['n_steps']}/{result['n_steps']}" in text
+    assert "rule: dx = y * (g - sum(g * y, axis))" in text
+    assert svg in text and page in text
+
+
+def test_backprop_step_pauses_between_steps(tmp_path, monkeypatch):
+    require_dot()
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": prompts.append(prompt) or "")
+    result, _ = run_lesson("backprop", tmp_path, step=True)
+    assert len(prompts) == result["n_steps"] - 1
+
+
+def test_default_output_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = lessons.run("softmax", echo=lambda line: None)
+    assert result["files"] == [os.path.join("lesson-output", "softmax", "softmax-jacobian.svg")]
+    assert (tmp_path / "lesson-output" / "softmax" / "softmax-jacobian.svg").stat().st_size
+
+
+def test_a_wrong_claim_stops_the_lesson(tmp_path, monkeypatch):
+    wrong = qkv.W_V_FILTER.copy()
+    wrong[0, 2] = 1.0          # leaks a fruit feature into a tech-company output
+    monkeypatch.setattr(qkv, "W_V_FILTER", wrong)
+    with pytest.raises(lessons.LessonCheckError, match=r"check failed: \[1, 2, 0, 0\] @ W_V"):
+        run_lesson("qkv", tmp_path)
+
+
+def test_a_wrong_table_value_fails_the_kv_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(kv_cache, "Q_APPLE", np.array([0.0, 1.0, 0.0, 0.0]))
+    with pytest.raises(lessons.LessonCheckError, match="吃 is the most relevant"):
+        run_lesson("kv-cache", tmp_path)
+
+
+def test_cli_reports_a_failed_check(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(kv_cache, "Q_APPLE", np.array([0.0, 1.0, 0.0, 0.0]))
+    assert main(["lesson", "kv-cache", "--out", str(tmp_path)]) == 1
+    assert "error: lesson kv-cache: check failed" in capsys.readouterr().err
+
+
+def test_check_and_heatmap_errors(tmp_path):
+    with pytest.raises(common.LessonCheckError, match=r"check failed: rows sum to 1 \(1.2\)"):
+        common.check(False, "rows sum to 1", "1.2")
+    with pytest.raises(ValueError, match=r"heatmap_svg: expected a 2-D matrix, got shape \(3,\)"):
+        common.heatmap_svg(np.ones(3), tmp_path / "bad.svg")
+    picture = common.heatmap_svg(np.array([[1.0, -1.0]]), tmp_path / "ok.svg",
+                                 row_labels=["我"], col_labels=["a", "b"])
+    text = picture.read_text(encoding="utf-8")
+    assert "rgb(255,0,0)" in text and "rgb(0,0,255)" in text and "我" in text
