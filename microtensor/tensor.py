@@ -29,12 +29,15 @@ def _as_array(data, dtype=None) -> np.ndarray:
         return np.array(data, dtype=dtype)
     if isinstance(data, (np.ndarray, np.generic)):
         return np.array(data)
-    array = np.array(data)
+    try:
+        array = np.array(data)
+    except ValueError:  # ragged nested lists
+        array = np.array(None, dtype=object)
     if array.dtype.kind == "f":
         array = array.astype(DEFAULT_FLOAT)
-    elif array.dtype.kind == "O":
+    elif array.dtype.kind not in "biuc":
         raise op_error("tensor", f"cannot make a tensor from {type(data).__name__} data "
-                       f"of mixed or non-numeric types", TypeError,
+                       f"of mixed, ragged or non-numeric types", TypeError,
                        "pass numbers, nested lists of numbers or a NumPy array")
     return array
 
