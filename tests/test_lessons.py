@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,8 +147,8 @@ def test_backprop_writes_graph_and_player_and_checks_dW(tmp_path):
     require_dot()
     result, text = run_lesson("backprop", tmp_path)    # the player is written even without --html
     svg, page = result["files"]
-    assert svg.endswith(".svg") and "<svg" in open(svg, encoding="utf-8").read()
-    assert page.endswith(".html") and "W_q" in open(page, encoding="utf-8").read()
+    assert svg.endswith(".svg") and "<svg" in Path(svg).read_text(encoding="utf-8")
+    assert page.endswith(".html") and "W_q" in Path(page).read_text(encoding="utf-8")
     assert result["dW_q_error"] < 1e-12
     assert any(entry.startswith("softmax") for entry in result["route"])
     assert result["loss_after"] < result["loss"]
