@@ -14,29 +14,21 @@ edges: the three gradient contributions that backward adds up. Pass the recorded
 backward pass (`steps=list(backward_steps(loss))`) to also see every intermediate gradient
 and each contribution's norm on its edge.
 
-Modules. With `params=model`, nodes are grouped into one cluster per module path. A
-parameter belongs to the module that owns it ("layers.0.attn.W_q.weight" to
-"layers.0.attn.W_q"). An op that uses parameters directly belongs to the deepest module
-owning all of them (x @ W_q.weight lives in W_q); any other op belongs to the deepest module
-containing the modules of all its inputs (softmax(q k^T) lives in attn, the parent of W_q and
-W_k). So a residual add, which mixes a block's output with its input from before the block,
-sits in the common parent: the residual stream stays visible between folded blocks.
-Tensors that no parameter reaches (inputs, masks) belong to no module.
+Modules: with `params=model`, nodes are grouped into one cluster per module and modules
+can be folded into one box each; `viz.layout` says which module each tensor belongs to.
 """
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import graphviz
 import numpy as np
 
-from microtensor.autograd import BackwardStep, topological_order
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
+from .layout import DEFAULT_MAX_NODES, Layout, plan_layout
 from .labels import (GRAD_PALETTE, VALUE_PALETTE, as_grid, diverging, escape, fmt, norm,
                      stats, text_colour, wrap)
 
@@ -44,7 +36,6 @@ HIGHLIGHT = "#e6550d"   # the route from the root to the highlighted tensor(s)
 DIM = "#c4c4c4"         # everything off that route
 OP_FILL, TENSOR_BORDER, PARAM_FILL = "#fff4d6", "#555555", "#eef5ff"
 SHOW_ITEMS = ("shape", "values", "grad")
-DEFAULT_MAX_NODES = 150
 
 INSTALL_DOT = ("install Graphviz, which provides `dot`: `sudo apt-get install graphviz` "
                "(Debian/Ubuntu), `brew install graphviz` (macOS), or `conda install -c "
@@ -80,148 +71,10 @@ class Graph(graphviz.Digraph):
         require_dot("Graph display")
         return self.pipe(format="svg", encoding="utf-8")
 
-    def render(self, filename=None, directory=None, *args, **kwargs):
+    def render(self, filename=None, directory=None, **kwargs):
         if shutil.which("dot") is None:
-            require_dot("Graph.render", self.save(filename, directory))
-        return super().render(filename, directory, *args, **kwargs)
-
-
-# --------------------------------------------------------------------------- layout
-
-
-@dataclass
-class Layout:
-    """Which drawn node stands for each tensor and op, after folding modules.
-
-    `order` is `topological_order(root, every_input=True)` (root first); tensor k is drawn
-    as `t{k}` and the op that made it as `op{k}`, unless its module is folded, in which case
-    both are drawn as that module's box `m{j}`."""
-
-    order: list
-    index: dict                      # id(tensor) -> k
-    names: dict                      # id(tensor) -> parameter name or tensor.name
-    modules: dict                    # id(tensor) -> module path, "" for the root module, None
-    folded: list = field(default_factory=list)   # module paths drawn as one box
-    note: str = ""
-
-    def fold_of(self, k: int) -> str | None:
-        module = self.modules[id(self.order[k])]
-        for path in self.folded:
-            if module is not None and (module == path or module.startswith(path + ".")):
-                return path
-        return None
-
-    def tensor_node(self, k: int) -> str:
-        fold = self.fold_of(k)
-        return f"t{k}" if fold is None else f"m{self.folded.index(fold)}"
-
-    def op_node(self, k: int) -> str:
-        fold = self.fold_of(k)
-        return f"op{k}" if fold is None else f"m{self.folded.index(fold)}"
-
-    def step_node(self, step: BackwardStep) -> str:
-        """The node a backward step acts at: the op for op outputs, the tensor for leaves."""
-        k = self.index[id(step.tensor)]
-        return self.tensor_node(k) if step.node is None else self.op_node(k)
-
-    def label_of(self, tensor) -> str:
-        """A tensor's name for text: its parameter name, its .name, else 't{k}' (the
-        unnamed tensor's header in the drawing shows the same 't{k}')."""
-        name = self.names.get(id(tensor))
-        return name if name else f"t{self.index[id(tensor)]}"
-
-    def describe(self, tensor) -> str:
-        """Like `label_of`, saying which op made an unnamed tensor: 't3 (softmax output)'."""
-        if self.names.get(id(tensor)) or tensor.op is None:
-            return self.label_of(tensor)
-        return f"{self.label_of(tensor)} ({tensor.op.name} output)"
-
-
-def named_tensors(params) -> dict:
-    """{id(tensor): name} from a Module (named_parameters) or a mapping name -> Tensor."""
-    if params is None:
-        return {}
-    if hasattr(params, "named_parameters"):
-        return {id(p): name for name, p in params.named_parameters()}
-    if isinstance(params, Mapping):
-        return {id(t): name for name, t in params.items()}
-    raise op_error("draw", f"params must be a Module or a mapping name -> Tensor, got "
-                   f"{type(params).__name__}", TypeError, "pass params=model")
-
-
-def _module_of_name(name: str) -> str:
-    return name.rpartition(".")[0]
-
-
-def _common_prefix(paths: list) -> str:
-    parts = [p.split(".") if p else [] for p in paths]
-    common = []
-    for level in zip(*parts):
-        if any(item != level[0] for item in level):
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
-def _fold_units(params, modules: Iterable) -> list:
-    """Module paths that collapse=True folds: the root's children, with containers
-    (ModuleList, Sequential) replaced by their children, so a stack folds block by block."""
-    if hasattr(params, "named_modules"):
-        units, stack = [], [(f"{name}", child) for name, child in params._modules.items()]
-        while stack:
-            path, module = stack.pop(0)
-            if type(module).__name__ in ("ModuleList", "Sequential"):
-                stack[0:0] = [(f"{path}.{name}", child)
-                              for name, child in module._modules.items()]
-            else:
-                units.append(path)
-        return units
-    return sorted({m.split(".")[0] for m in modules if m})
-
-
-def plan_layout(root: Tensor, params=None, collapse=None,
-                max_nodes: int = DEFAULT_MAX_NODES) -> Layout:
-    """Walk the graph once (`topological_order`), name tensors, assign modules, fold."""
-    order = topological_order(root, every_input=True)
-    index = {id(t): k for k, t in enumerate(order)}
-    param_names = named_tensors(params)
-    names = {id(t): param_names.get(id(t), t.name) for t in order}
-    modules = {}
-    for tensor in reversed(order):  # inputs before the ops that use them
-        if id(tensor) in param_names:
-            modules[id(tensor)] = _module_of_name(param_names[id(tensor)])
-        elif tensor.op is None:
-            modules[id(tensor)] = None
-        else:
-            inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
-            direct = [modules[id(t)] for t in inputs if id(t) in param_names]
-            fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
-            modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
-
-    layout = Layout(order, index, names, modules)
-    known = {m for m in modules.values() if m}
-    every_path = {".".join(m.split(".")[:n]) for m in known for n in range(1, m.count(".") + 2)}
-    n_nodes = len(order) + sum(t.op is not None for t in order)
-    if collapse is None and n_nodes > max_nodes:
-        if params is not None:
-            collapse = True
-            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: modules folded into "
-                           f"boxes (collapse=False shows every node)")
-        else:
-            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
-                           f"to fold modules into boxes")
-    if collapse is True:
-        layout.folded = [u for u in _fold_units(params, known) if u in every_path]
-    elif isinstance(collapse, str):
-        collapse = [collapse]
-    if isinstance(collapse, (list, tuple)):
-        unknown = [c for c in collapse if c not in every_path]
-        if unknown:
-            raise op_error("draw", f"collapse={unknown} names no module of this graph; "
-                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
-                           "pass params=model and dotted module paths such as 'layers.0'")
-        layout.folded = list(collapse)
-    return layout
+            require_dot("Graph.render", self.save(filename, directory=directory))
+        return super().render(filename, directory=directory, **kwargs)
 
 
 # --------------------------------------------------------------------------- labels
@@ -334,8 +187,10 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         [highlight] if isinstance(highlight, Tensor) else list(highlight))
     for target in targets:
         if not isinstance(target, Tensor) or id(target) not in index:
-            raise op_error("draw", f"highlight={getattr(target, 'name', None) or target!r:.60} "
-                           f"is not a tensor of the graph behind root", ValueError,
+            what = (f"{target.name or 'tensor'} {tuple(target.shape)}"
+                    if isinstance(target, Tensor) else f"{type(target).__name__}")
+            raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
+                           f"root", ValueError,
                            "highlight a tensor the root was computed from, e.g. a weight")
     on_path = {id(t) for t in targets}
     for tensor in reversed(order):
@@ -356,7 +211,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         "nodesep": "0.25", "ranksep": "0.35", "labelloc": "t"},
         node_attr={"fontname": "Helvetica", "fontsize": "10"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
-    label = "\n".join(x for x in (title, layout.note) if x)
+    label = "\\n".join(x for x in (title, layout.note) if x)
     if label:
         graph.attr(label=label)
     graph.layout = layout
@@ -410,10 +265,11 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         if box is None:
             continue
         lit = box["hit"]
-        names = ", ".join(p[len(path) + 1:] for p in box["params"][:6])
-        more = "" if len(box["params"]) <= 6 else f" +{len(box['params']) - 6}"
-        text = (f"{path}\n{box['ops']} ops, {box['tensors']} tensors\n"
-                f"params: {names}{more}" if names else f"{path}\n{box['ops']} ops")
+        owners = sorted({p[len(path) + 1:].split(".")[0] for p in box["params"]})
+        text = f"{path}\\n{box['ops']} ops, {box['tensors']} tensors"
+        if box["params"]:
+            count = len(box["params"])
+            text += f"\\n{count} parameter{'s' * (count != 1)}: " + ", ".join(owners)
         place(path.rpartition(".")[0], f"m{j}", label=graphviz.nohtml(text), shape="box3d",
               style="filled", fillcolor="#e8e8f4" if not (dim and not lit) else "#f6f6f6",
               color=HIGHLIGHT if lit else (DIM if dim else "#444466"), id=f"m{j}",
@@ -421,27 +277,32 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         if lit:
             graph.highlighted.add(f"m{j}")
 
-    _emit_clusters(graph, clusters, set(layout.folded), dim)
+    _emit_clusters(graph, clusters, layout, dim)
     _emit_edges(graph, layout, on_path, op_on_path, recorded, dim)
     return graph
 
 
-def _emit_clusters(graph, clusters, folded, dim):
-    """Nested `cluster_` subgraphs, one per module path, innermost filled first."""
+def _emit_clusters(graph, clusters, layout, dim):
+    """Nested `cluster_` subgraphs, one per module path (containers skipped), innermost
+    added to its parent first."""
     bodies, every = {}, set()
     for path in clusters:
-        parts = path.split(".") if path else []
-        every.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+        while path:
+            if path not in layout.containers:
+                every.add(path)
+            path = path.rpartition(".")[0]
     for path in every:
         bodies[path] = Graph(name=f"cluster_{path}", graph_attr={
             "label": path, "style": "rounded,dashed", "color": DIM if dim else "#9090b0",
             "fontcolor": "#666688", "fontsize": "10", "labeljust": "l"})
     for path, nodes in clusters.items():
+        while path in layout.containers:
+            path = path.rpartition(".")[0]
         target = bodies[path] if path else graph
         for node_id, attrs in nodes:
             target.node(node_id, **attrs)
     for path in sorted(every, key=lambda p: -p.count(".")):  # children before parents
-        parent = path.rpartition(".")[0]
+        parent = layout.cluster_parent(path)
         (bodies[parent] if parent else graph).subgraph(bodies[path])
 
 

@@ -58,6 +58,11 @@ def stats(array) -> str:
     if array.dtype.kind not in "fc":
         return f"min {fmt(array.min())}  max {fmt(array.max())}"
     as64 = array.astype(np.float64)
+    finite = np.isfinite(as64)
+    if not finite.all():
+        # Masked scores hold -inf on purpose: describe the finite part, count the rest.
+        rest = f"{int((~finite).sum())} non-finite"
+        return rest if not finite.any() else f"{stats(as64[finite])}  ({rest})"
     return f"mean {fmt(as64.mean())}  std {fmt(as64.std())}  norm {fmt(norm(as64))}"
 
 

@@ -25,7 +25,8 @@ from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
-from .graph import DEFAULT_MAX_NODES, Layout, draw, require_dot, to_svg
+from .graph import draw, require_dot, to_svg
+from .layout import DEFAULT_MAX_NODES, Layout
 from .labels import summary
 
 

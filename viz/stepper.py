@@ -23,7 +23,7 @@ from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
-from .graph import Layout, plan_layout
+from .layout import Layout, plan_layout
 from .labels import preview as _preview
 
 

@@ -1,0 +1,401 @@
+"""viz.draw / viz.render: what the drawing says, read back from the Digraph's DOT source."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+import microtensor as mt
+import viz
+from microtensor import nn
+from microtensor.autograd import backward_steps
+from viz.graph import DIM, HIGHLIGHT, DotNotFoundError
+from viz.labels import fmt, norm
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.get("CI"),
+                               reason="Graphviz `dot` is not installed")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def attention_loss(seed=0, dtype=np.float64):
+    """loss = sum(softmax((X W_q)(X W_k)^T / sqrt(d)) (X W_v)), from microtensor ops."""
+    rng = np.random.default_rng(seed)
+    X = mt.tensor(rng.standard_normal((3, 4)), dtype=dtype, name="X")
+    W_q, W_k, W_v = (mt.tensor(rng.standard_normal((4, 2)), dtype=dtype,
+                               requires_grad=True, name=n) for n in ("W_q", "W_k", "W_v"))
+    scores = (X @ W_q) @ (X @ W_k).T / math.sqrt(2)
+    loss = (scores.softmax(axis=-1) @ (X @ W_v)).sum()
+    return loss, dict(X=X, W_q=W_q, W_k=W_k, W_v=W_v)
+
+
+NODE = re.compile(r"^\s*(t\d+|op\d+|m\d+) \[(.*)\]$")
+EDGE = re.compile(r"^\s*(\S+) -> (\S+)(?: \[(.*)\])?$")
+
+
+def nodes(graph) -> dict:
+    """{node id: attribute text} from the DOT source."""
+    return {m[1]: m[2] for m in map(NODE.match, graph.source.splitlines()) if m}
+
+
+def edges(graph) -> list:
+    """[(tail, head, attribute text)] from the DOT source."""
+    return [(m[1], m[2], m[3] or "") for m in map(EDGE.match, graph.source.splitlines()) if m]
+
+
+def attr(text: str, key: str) -> str | None:
+    found = re.search(rf'(?:^|\s){key}=("[^"]*"|[^\s\]]+)', text)
+    return found[1].strip('"') if found else None
+
+
+def op_node(graph, op_name: str) -> list:
+    return [n for n, a in nodes(graph).items() if n.startswith("op") and f"<B>{op_name}</B>" in a]
+
+
+def tensor_node(graph, tensor) -> str:
+    return graph.node_ids[id(tensor)]
+
+
+# --------------------------------------------------------------------------- highlight
+
+
+def test_highlight_w_q_lights_the_route_through_softmax_and_dims_the_rest():
+    loss, t = attention_loss()
+    graph = viz.draw(loss, highlight=t["W_q"])
+    attrs = nodes(graph)
+
+    (softmax,) = op_node(graph, "softmax")
+    assert attr(attrs[softmax], "color") == HIGHLIGHT
+    assert attr(attrs[tensor_node(graph, t["W_q"])], "color") == HIGHLIGHT
+    assert attr(attrs[tensor_node(graph, loss)], "color") == HIGHLIGHT
+    for off_route in ("W_k", "W_v", "X"):
+        assert attr(attrs[tensor_node(graph, t[off_route])], "color") == DIM
+
+    # Every lit node lies on a lit path from W_q up to the loss, and nothing else is lit.
+    lit_edges = [(a, b) for a, b, e in edges(graph) if attr(e, "color") == HIGHLIGHT]
+    reach, frontier = {tensor_node(graph, t["W_q"])}, [tensor_node(graph, t["W_q"])]
+    while frontier:
+        here = frontier.pop()
+        for a, b in lit_edges:
+            if a == here and b not in reach:
+                reach.add(b)
+                frontier.append(b)
+    lit_nodes = {n for n, a in attrs.items() if attr(a, "color") == HIGHLIGHT}
+    assert tensor_node(graph, loss) in reach
+    assert lit_nodes == reach == graph.highlighted
+    dimmed = {n for n, a in attrs.items() if attr(a, "color") == DIM}
+    assert dimmed == set(attrs) - lit_nodes and dimmed
+    # The op computing W_k's product is off the route.
+    matmuls = op_node(graph, "matmul")
+    assert sum(attr(attrs[m], "color") == DIM for m in matmuls) == 2  # X W_k and X W_v
+
+
+def test_highlight_w_v_does_not_pass_through_softmax():
+    loss, t = attention_loss()
+    graph = viz.draw(loss, highlight=t["W_v"])
+    (softmax,) = op_node(graph, "softmax")
+    assert attr(nodes(graph)[softmax], "color") == DIM
+
+
+def test_highlight_several_tensors_lights_the_union():
+    loss, t = attention_loss()
+    both = viz.draw(loss, highlight=[t["W_q"], t["W_v"]]).highlighted
+    assert both == (viz.draw(loss, highlight=t["W_q"]).highlighted
+                    | viz.draw(loss, highlight=t["W_v"]).highlighted)
+
+
+def test_without_highlight_nothing_is_dimmed():
+    loss, _ = attention_loss()
+    graph = viz.draw(loss)
+    assert all(attr(a, "color") != DIM for a in nodes(graph).values())
+    assert not graph.highlighted
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def test_gradients_are_pending_before_backward_and_drawn_after():
+    loss, t = attention_loss()
+    before = nodes(viz.draw(loss))[viz.draw(loss).node_ids[id(t["W_q"])]]
+    assert "grad: pending" in before
+    assert ">grad<" not in before  # no gradient heatmap yet, and no zeros pretending to be one
+
+    loss.backward()
+    graph = viz.draw(loss)
+    after = nodes(graph)[tensor_node(graph, t["W_q"])]
+    assert "pending" not in after and ">grad<" in after
+    for value in t["W_q"].grad.ravel():
+        assert f">{fmt(value)}</FONT>" in after
+    # A constant never gets a gradient line at all.
+    assert "grad" not in nodes(graph)[tensor_node(graph, t["X"])]
+
+
+def test_intermediate_gradient_after_backward_says_it_was_freed():
+    loss, _ = attention_loss()
+    loss.backward()
+    graph = viz.draw(loss)
+    (softmax,) = op_node(graph, "softmax")
+    weights_node = "t" + softmax[2:]  # op k made tensor k
+    assert "freed" in nodes(graph)[weights_node]
+
+
+def test_recorded_steps_show_every_gradient_and_each_contribution_on_its_edge():
+    loss, t = attention_loss()
+    t["X"].requires_grad = True  # X feeds Q, K and V: three contributions to add up
+    steps = list(backward_steps(loss))
+    graph = viz.draw(loss, steps=steps)
+    attrs = nodes(graph)
+    x_node = tensor_node(graph, t["X"])
+    assert "used 3 times: gradients add" in attrs[x_node]
+    assert all("pending" not in a and "freed" not in a for a in attrs.values())
+
+    by_tensor = {id(s.tensor): s for s in steps}
+    expected = []
+    for tensor in graph.layout.order:
+        if tensor.op is not None:
+            for inp, sent in zip(tensor.op.inputs, by_tensor[id(tensor)].grads_in):
+                if inp is t["X"]:
+                    expected.append(sent)
+    assert len(expected) == 3
+    np.testing.assert_allclose(sum(expected), t["X"].grad, rtol=1e-12)
+    labels = sorted(attr(e, "label") for a, b, e in edges(graph) if a == x_node)
+    assert labels == sorted(f"|g| {fmt(norm(g))}" for g in expected)
+
+
+def test_a_tensor_used_twice_by_one_op_gets_two_edges():
+    x = mt.tensor([1.0, 2.0], requires_grad=True, name="x")
+    graph = viz.draw((x * x).sum())
+    x_node = graph.node_ids[id(x)]
+    assert [a for a, b, e in edges(graph)].count(x_node) == 2
+
+
+def test_large_tensors_show_statistics_small_ones_heatmaps():
+    big = mt.randn(20, 30, requires_grad=True, name="big")
+    small = mt.randn(2, 3, requires_grad=True, name="small")
+    loss = (big.sum() * small).sum()
+    loss.backward()
+    graph = viz.draw(loss)
+    big_label, small_label = (nodes(graph)[graph.node_ids[id(x)]] for x in (big, small))
+    assert "BGCOLOR" not in big_label
+    assert "mean" in big_label and "std" in big_label and "norm" in big_label
+    assert big_label.count("grad: mean") == 1
+    assert small_label.count("BGCOLOR") == 2 * small.size  # values and gradient cells
+
+
+def test_op_nodes_show_their_rule():
+    loss, _ = attention_loss()
+    graph = viz.draw(loss)
+    (softmax,) = op_node(graph, "softmax")
+    assert "dx = y * (g - sum(g * y, axis))" in nodes(graph)[softmax]
+    assert "axis=-1" in nodes(graph)[softmax]
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class Block(nn.Module):
+    """A pre-LN Transformer block written with microtensor.nn only."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.W_q, self.W_k, self.W_v, self.W_o = (nn.Linear(d, d) for _ in range(4))
+        self.W_1, self.W_2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        scores = self.W_q(h) @ self.W_k(h).swapaxes(-1, -2) / math.sqrt(h.shape[-1])
+        x = x + self.W_o(scores.softmax(axis=-1) @ self.W_v(h))
+        return x + self.W_2(self.W_1(self.norm2(x)).gelu())
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab=11, d=8, n_layers=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList(Block(d) for _ in range(n_layers))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+def lm_loss(n_layers=4):
+    mt.manual_seed(0)
+    model = TinyLM(n_layers=n_layers)
+    ids = np.arange(12).reshape(2, 6) % 11
+    logits = model(ids)
+    return mt.cross_entropy(logits.reshape(-1, 11), ids.reshape(-1)), model
+
+
+def test_modules_become_clusters_and_ops_go_to_the_module_that_owns_their_inputs():
+    loss, model = lm_loss(n_layers=2)
+    graph = viz.draw(loss, params=model, collapse=False)
+    assert "subgraph cluster_layers.0 {" in graph.source.replace('"', "")
+    assert "subgraph cluster_layers.0.W_q {" in graph.source.replace('"', "")
+    assert "cluster_layers {" not in graph.source.replace('"', "")  # a container: no box
+    layout = graph.layout
+    modules = {layout.modules[id(t)] for t in layout.order
+               if t.op is not None and t.op.name == "softmax"}
+    assert modules == {"layers.0", "layers.1"}  # mixes W_q and W_k: their common module
+    weight = model.layers[1].W_q.weight
+    assert layout.names[id(weight)] == "layers.1.W_q.weight"
+    assert f"layers.1.W_q.weight  {tuple(weight.shape)}" in graph.source
+    residual = [layout.modules[id(t)] for t in layout.order
+                if t.op is not None and t.op.name == "add" and layout.modules[id(t)] == ""]
+    assert len(residual) == 4  # two residual adds per block stay on the residual stream
+
+
+def test_collapse_folds_named_modules_into_one_box():
+    loss, model = lm_loss(n_layers=2)
+    full = viz.draw(loss, params=model, collapse=False)
+    folded = viz.draw(loss, params=model, collapse=["layers.0"])
+    boxes = [a for n, a in nodes(folded).items() if n.startswith("m")]
+    assert len(boxes) == 1 and attr(boxes[0], "label").startswith("layers.0\\n")
+    assert "layers.0.W_q.weight" not in folded.source
+    assert "layers.1.W_q.weight" in folded.source
+    assert len(nodes(folded)) < len(nodes(full))
+    every = viz.draw(loss, params=model, collapse=True)
+    labels = sorted(attr(a, "label").split("\\n")[0] for n, a in nodes(every).items()
+                    if n.startswith("m"))
+    assert labels == ["embed", "head", "layers.0", "layers.1"]
+
+
+def test_highlight_reaches_into_a_folded_module():
+    loss, model = lm_loss(n_layers=2)
+    graph = viz.draw(loss, params=model, collapse=True, highlight=model.layers[0].W_q.weight)
+    attrs = nodes(graph)
+    lit_boxes = {attr(attrs[n], "label").split("\\n")[0] for n in graph.highlighted
+                 if n.startswith("m")}
+    assert lit_boxes == {"layers.0", "layers.1", "head"}  # embed comes before W_q
+
+
+def test_graphs_over_max_nodes_fold_by_default_and_say_so():
+    loss, model = lm_loss(n_layers=4)
+    graph = viz.draw(loss, params=model)
+    assert graph.layout.folded
+    assert "max_nodes=150" in graph.source and "collapse=False" in graph.source
+    small = viz.draw(loss, params=model, max_nodes=10_000)
+    assert not small.layout.folded and "max_nodes" not in small.source
+    unnamed = viz.draw(loss)
+    assert "pass params=model" in unnamed.source
+
+
+@needs_dot
+def test_a_four_layer_language_model_renders_to_svg_in_seconds(tmp_path):
+    loss, model = lm_loss(n_layers=4)
+    for collapse in (None, False):
+        start = time.perf_counter()
+        path = viz.render(loss, tmp_path / f"lm-{collapse}.svg", params=model,
+                          collapse=collapse, highlight=model.layers[0].W_q.weight)
+        assert time.perf_counter() - start < 20
+        assert "<svg" in path.read_text()
+
+
+@needs_dot
+def test_decoder_lm_from_transformer_renders(tmp_path):
+    transformer = pytest.importorskip("transformer")
+    if not hasattr(transformer, "DecoderLM"):
+        pytest.skip("transformer.DecoderLM is not available")
+    mt.manual_seed(0)
+    model = transformer.DecoderLM(vocab=16, d_model=16, n_heads=2, n_layers=4, d_ff=32,
+                                  max_len=16)
+    ids = np.arange(16).reshape(2, 8) % 16
+    loss = mt.cross_entropy(model(ids).reshape(-1, 16), ids.reshape(-1))
+    start = time.perf_counter()
+    path = viz.render(loss, tmp_path / "decoder.svg", params=model)
+    assert time.perf_counter() - start < 20 and "<svg" in path.read_text()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_bad_arguments_get_clear_errors():
+    loss, t = attention_loss()
+    stranger = mt.randn(2, 2, requires_grad=True, name="stranger")
+    with pytest.raises(ValueError, match=r"draw: highlight=stranger \(2, 2\) is not a tensor of the graph"):
+        viz.draw(loss, highlight=stranger)
+    with pytest.raises(TypeError, match="draw: expected the Tensor whose graph to draw, got list"):
+        viz.draw([loss])
+    with pytest.raises(ValueError, match=r"draw: show=\['colour'\] is not one of"):
+        viz.draw(loss, show=("shape", "colour"))
+    with pytest.raises(TypeError, match="params must be a Module or a mapping"):
+        viz.draw(loss, params=[t["W_q"]])
+    lm, model = lm_loss(n_layers=1)
+    with pytest.raises(ValueError, match=r"collapse=\['layers.7'\] names no module.*layers.0"):
+        viz.draw(lm, params=model, collapse=["layers.7"])
+
+
+def test_params_as_a_mapping_names_tensors():
+    loss, t = attention_loss()
+    graph = viz.draw(loss, params={"query weight": t["W_q"]})
+    assert "query weight" in nodes(graph)[graph.node_ids[id(t["W_q"])]]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@needs_dot
+def test_render_writes_svg_and_dot_source(tmp_path):
+    loss, t = attention_loss()
+    path = viz.render(loss, tmp_path / "deep" / "attention.svg", highlight=t["W_q"])
+    assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
+    assert (tmp_path / "deep" / "attention.dot").read_text().startswith("digraph")
+
+
+@needs_dot
+def test_jupyter_display_is_inline_svg():
+    loss, _ = attention_loss()
+    graph = viz.draw(loss)
+    bundle = graph._repr_mimebundle_()
+    assert "<svg" in bundle["image/svg+xml"]
+    assert "<svg" in graph._repr_svg_()
+
+
+def test_missing_dot_writes_the_source_then_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    loss, _ = attention_loss()
+    with pytest.raises(DotNotFoundError) as error:
+        viz.render(loss, tmp_path / "g.svg")
+    message = str(error.value)
+    assert message.startswith("render: Graphviz's `dot` program was not found")
+    for command in ("apt-get install graphviz", "brew install graphviz", "conda install"):
+        assert command in message
+    assert str(tmp_path / "g.dot") in message
+    assert (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert not (tmp_path / "g.svg").exists()
+
+    graph = viz.draw(loss)
+    with pytest.raises(DotNotFoundError, match="apt-get install graphviz"):
+        graph.render(tmp_path / "h")
+    assert (tmp_path / "h").read_text().startswith("digraph")
+    with pytest.raises(DotNotFoundError, match="Graph display"):
+        graph._repr_svg_()
+
+
+def test_cli_example_writes_the_attention_picture(tmp_path, monkeypatch):
+    from viz.__main__ import main
+    if shutil.which("dot") is None and not os.environ.get("CI"):
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        assert main(["example", "--out", str(tmp_path)]) == 1  # the clear error, no crash
+        assert (tmp_path / "attention_backprop.dot").exists()
+        return
+    assert main(["example", "--out", str(tmp_path)]) == 0
+    svg = (tmp_path / "attention_backprop.svg").read_text()
+    assert "softmax" in svg and "W_q" in svg and HIGHLIGHT in svg
+
+
+def test_committed_example_picture_exists():
+    from pathlib import Path
+    asset = Path(viz.__file__).parent / "assets" / "attention_backprop.svg"
+    text = asset.read_text()
+    assert "<svg" in text and "W_q" in text and "softmax" in text and HIGHLIGHT in text

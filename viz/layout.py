@@ -1,0 +1,174 @@
+"""Which drawn node stands for each tensor: names, modules, and folded modules.
+
+`plan_layout` walks the graph once, with the one traversal (`topological_order`), and
+records for every tensor its name and its module. Drawing, the stepper and the player all
+read the same `Layout`, so a tensor called "t7" in the terminal is "t7" in the picture.
+
+With `params=model`, nodes are grouped into one cluster per module path. A
+parameter belongs to the module that owns it ("layers.0.attn.W_q.weight" to
+"layers.0.attn.W_q"). An op that uses parameters directly belongs to the deepest module
+owning all of them (x @ W_q.weight lives in W_q); any other op belongs to the deepest module
+containing the modules of all its inputs (softmax(q k^T) lives in attn, the parent of W_q and
+W_k). So a residual add, which mixes a block's output with its input from before the block,
+sits in the common parent: the residual stream stays visible between folded blocks.
+Tensors that no parameter reaches (inputs, masks) belong to no module.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from microtensor.autograd import BackwardStep, topological_order
+from microtensor.errors import op_error
+from microtensor.tensor import Tensor
+
+DEFAULT_MAX_NODES = 150
+CONTAINERS = ("ModuleList", "Sequential")
+
+
+@dataclass
+class Layout:
+    """Which drawn node stands for each tensor and op, after folding modules.
+
+    `order` is `topological_order(root, every_input=True)` (root first); tensor k is drawn
+    as `t{k}` and the op that made it as `op{k}`, unless its module is folded, in which case
+    both are drawn as that module's box `m{j}`."""
+
+    order: list
+    index: dict                      # id(tensor) -> k
+    names: dict                      # id(tensor) -> parameter name or tensor.name
+    modules: dict                    # id(tensor) -> module path, "" for the root module, None
+    folded: list = field(default_factory=list)   # module paths drawn as one box
+    containers: set = field(default_factory=set)  # ModuleList/Sequential paths (no cluster)
+    note: str = ""
+
+    def fold_of(self, k: int) -> str | None:
+        module = self.modules[id(self.order[k])]
+        for path in self.folded:
+            if module is not None and (module == path or module.startswith(path + ".")):
+                return path
+        return None
+
+    def cluster_parent(self, path: str) -> str:
+        """The nearest enclosing module path that is drawn as a cluster ("" for none)."""
+        parent = path.rpartition(".")[0]
+        while parent and parent in self.containers:
+            parent = parent.rpartition(".")[0]
+        return parent
+
+    def tensor_node(self, k: int) -> str:
+        fold = self.fold_of(k)
+        return f"t{k}" if fold is None else f"m{self.folded.index(fold)}"
+
+    def op_node(self, k: int) -> str:
+        fold = self.fold_of(k)
+        return f"op{k}" if fold is None else f"m{self.folded.index(fold)}"
+
+    def step_node(self, step: BackwardStep) -> str:
+        """The node a backward step acts at: the op for op outputs, the tensor for leaves."""
+        k = self.index[id(step.tensor)]
+        return self.tensor_node(k) if step.node is None else self.op_node(k)
+
+    def label_of(self, tensor) -> str:
+        """A tensor's name for text: its parameter name, its .name, else 't{k}' (the
+        unnamed tensor's header in the drawing shows the same 't{k}')."""
+        name = self.names.get(id(tensor))
+        return name if name else f"t{self.index[id(tensor)]}"
+
+    def describe(self, tensor) -> str:
+        """Like `label_of`, saying which op made an unnamed tensor: 't3 (softmax output)'."""
+        if self.names.get(id(tensor)) or tensor.op is None:
+            return self.label_of(tensor)
+        return f"{self.label_of(tensor)} ({tensor.op.name} output)"
+
+
+def named_tensors(params) -> dict:
+    """{id(tensor): name} from a Module (named_parameters) or a mapping name -> Tensor."""
+    if params is None:
+        return {}
+    if hasattr(params, "named_parameters"):
+        return {id(p): name for name, p in params.named_parameters()}
+    if isinstance(params, Mapping):
+        return {id(t): name for name, t in params.items()}
+    raise op_error("draw", f"params must be a Module or a mapping name -> Tensor, got "
+                   f"{type(params).__name__}", TypeError, "pass params=model")
+
+
+def _module_of_name(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _common_prefix(paths: list) -> str:
+    parts = [p.split(".") if p else [] for p in paths]
+    common = []
+    for level in zip(*parts):
+        if any(item != level[0] for item in level):
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _fold_units(params, modules: Iterable) -> list:
+    """Module paths that collapse=True folds: the root's children, with containers
+    (ModuleList, Sequential) replaced by their children, so a stack folds block by block."""
+    if hasattr(params, "named_modules"):
+        units, stack = [], [(f"{name}", child) for name, child in params._modules.items()]
+        while stack:
+            path, module = stack.pop(0)
+            if type(module).__name__ in CONTAINERS:
+                stack[0:0] = [(f"{path}.{name}", child)
+                              for name, child in module._modules.items()]
+            else:
+                units.append(path)
+        return units
+    return sorted({m.split(".")[0] for m in modules if m})
+
+
+def plan_layout(root: Tensor, params=None, collapse=None,
+                max_nodes: int = DEFAULT_MAX_NODES) -> Layout:
+    """Walk the graph once (`topological_order`), name tensors, assign modules, fold."""
+    order = topological_order(root, every_input=True)
+    index = {id(t): k for k, t in enumerate(order)}
+    param_names = named_tensors(params)
+    names = {id(t): param_names.get(id(t), t.name) for t in order}
+    modules = {}
+    for tensor in reversed(order):  # inputs before the ops that use them
+        if id(tensor) in param_names:
+            modules[id(tensor)] = _module_of_name(param_names[id(tensor)])
+        elif tensor.op is None:
+            modules[id(tensor)] = None
+        else:
+            inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
+            direct = [modules[id(t)] for t in inputs if id(t) in param_names]
+            fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
+            modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
+
+    layout = Layout(order, index, names, modules)
+    if hasattr(params, "named_modules"):
+        # A stack of blocks gets no cluster of its own: the residual adds between blocks
+        # live outside every block, and a box around all blocks would have to contain them.
+        layout.containers = {path for path, module in params.named_modules()
+                             if path and type(module).__name__ in CONTAINERS}
+    known = {m for m in modules.values() if m}
+    every_path = {".".join(m.split(".")[:n]) for m in known for n in range(1, m.count(".") + 2)}
+    n_nodes = len(order) + sum(t.op is not None for t in order)
+    if collapse is None and n_nodes > max_nodes:
+        if params is not None:
+            collapse = True
+            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: modules folded into "
+                           f"boxes (collapse=False shows every node)")
+        else:
+            layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
+                           f"to fold modules into boxes")
+    if collapse is True:
+        layout.folded = [u for u in _fold_units(params, known) if u in every_path]
+    elif isinstance(collapse, str):
+        collapse = [collapse]
+    if isinstance(collapse, (list, tuple)):
+        unknown = [c for c in collapse if c not in every_path]
+        if unknown:
+            raise op_error("draw", f"collapse={unknown} names no module of this graph; "
+                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
+                           "pass params=model and dotted module paths such as 'layers.0'")
+        layout.folded = list(collapse)
+    return layout
