@@ -13,12 +13,14 @@ the step number) goes into one file, and `load(path)` gives the same structure b
 
 File format (readable with plain `np.load(path)`):
 - Each leaf is one `.npy` member named by its path, parts joined with "/" (parameter
-  names keep their dots): `model/layers.0.weight`, `optimizer/state/0/exp_avg`.
+  names keep their dots): `model/layers.0.weight`, `optimizer/state/0/exp_avg`. A key
+  that is not plain (say, with spaces, '/' or non-ASCII) gets a numbered name instead;
+  any string key is allowed and round-trips.
   Arrays are stored as they are; Python numbers as 0-d arrays (int64, float64, bool),
   strings as 0-d unicode arrays. Floats round-trip exactly.
 - The member `__microtensor__` is a 0-d unicode array holding JSON: the format name, its
-  version, and the tree of containers and leaf kinds, so `load` rebuilds dicts, lists,
-  tuples and Python scalars exactly. A file without it is refused as not ours.
+  version, and the tree of containers, keys, leaf kinds and entry names, so `load`
+  rebuilds dicts, lists, tuples and Python scalars exactly. A file without it is refused as not ours.
 
 Safety: files are written and read with `allow_pickle=False`, so loading a checkpoint
 never runs code; a file holding pickled objects is refused. Writing goes to a temporary
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 import zipfile
 import zlib
@@ -50,10 +53,23 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------- flatten / rebuild
-def _flatten(value, path: str, arrays: dict[str, np.ndarray]) -> dict:
-    """Describe `value` as a JSON tree and put its leaves into `arrays` by path."""
-    where = path or "<root>"
-    if not path and not isinstance(value, dict):
+_SAFE_PART = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _entry_name(parts: list[str], arrays: dict) -> str:
+    """The .npz member name of a leaf: its readable path when every part is plain
+    (letters, digits, '_', '.', '-'; not starting with '__', which marks ours), otherwise
+    a numbered name. The index records it, so any string key round-trips exactly."""
+    if all(_SAFE_PART.fullmatch(part) and not part.startswith("__") and part not in
+           (".", "..") for part in parts):
+        return SEPARATOR.join(parts)
+    return f"__entry{len(arrays)}"
+
+
+def _flatten(value, parts: list[str], arrays: dict[str, np.ndarray]) -> dict:
+    """Describe `value` as a JSON tree and put its leaves into `arrays` by entry name."""
+    where = SEPARATOR.join(parts) or "<root>"
+    if not parts and not isinstance(value, dict):
         raise op_error("save", f"expected a dict at the top level, got "
                        f"{type(value).__name__}", TypeError,
                        "wrap it: mt.save({'weights': array}, path)")
@@ -64,65 +80,61 @@ def _flatten(value, path: str, arrays: dict[str, np.ndarray]) -> dict:
                 raise op_error("save", f"dict keys must be strings, got {key!r} "
                                f"({type(key).__name__}) at '{where}'", TypeError,
                                "convert the key with str()")
-            if not key or SEPARATOR in key or (not path and key == FORMAT_KEY):
-                raise op_error("save", f"key {key!r} at '{where}' is not allowed (keys "
-                               f"must be non-empty, without '{SEPARATOR}', and not "
-                               f"'{FORMAT_KEY}')", ValueError, "rename the key")
-            items.append([key, _flatten(child, f"{path}{SEPARATOR}{key}" if path else key,
-                                        arrays)])
+            items.append([key, _flatten(child, [*parts, key], arrays)])
         return {"kind": "dict", "items": items}
     if isinstance(value, (list, tuple)):
         kind = "list" if isinstance(value, list) else "tuple"
-        return {"kind": kind, "items": [_flatten(child, f"{path}{SEPARATOR}{i}", arrays)
+        return {"kind": kind, "items": [_flatten(child, [*parts, str(i)], arrays)
                                         for i, child in enumerate(value)]}
     if value is None:
         return {"kind": "none"}
     if isinstance(value, Tensor):
-        value = value.data  # a Tensor or Parameter: store its values
+        value = value.data
     if isinstance(value, bool):
-        arrays[path] = np.array(value, dtype=np.bool_)
-        return {"kind": "bool"}
-    if isinstance(value, int):
-        arrays[path] = np.array(value, dtype=np.int64)
-        return {"kind": "int"}
-    if isinstance(value, float):
-        arrays[path] = np.array(value, dtype=np.float64)
-        return {"kind": "float"}
-    if isinstance(value, str):
-        arrays[path] = np.array(value, dtype=np.str_)
-        return {"kind": "str"}
-    if isinstance(value, (np.ndarray, np.generic)):
+        kind, array = "bool", np.array(value, dtype=np.bool_)
+    elif isinstance(value, int):
+        kind, array = "int", np.array(value, dtype=np.int64)
+    elif isinstance(value, float):
+        kind, array = "float", np.array(value, dtype=np.float64)
+    elif isinstance(value, str) and value.endswith("\x00"):
+        return {"kind": "str", "value": value}  # NumPy's str arrays drop trailing NULs
+    elif isinstance(value, str):
+        kind, array = "str", np.array(value, dtype=np.str_)
+    elif isinstance(value, (np.ndarray, np.generic)):
+        kind = "scalar" if isinstance(value, np.generic) else "array"
         array = np.asarray(value)
         if array.dtype.hasobject or array.dtype.kind == "V":
-            raise op_error("save", f"'{path}' is an array of dtype {array.dtype}, which "
+            raise op_error("save", f"'{where}' is an array of dtype {array.dtype}, which "
                            f"can only be stored by pickling", TypeError,
                            "store numbers, strings or numeric arrays")
-        arrays[path] = array
-        return {"kind": "scalar" if isinstance(value, np.generic) else "array"}
-    raise op_error("save", f"cannot store '{path}' of type {type(value).__name__} without "
-                   f"pickle", TypeError, "store arrays, numbers, strings, None, or "
-                   "dicts/lists/tuples of them")
+    else:
+        raise op_error("save", f"cannot store '{where}' of type {type(value).__name__} "
+                       "without pickle", TypeError, "store arrays, numbers, strings, None, "
+                       "or dicts/lists/tuples of them")
+    entry = _entry_name(parts, arrays)
+    arrays[entry] = array
+    return {"kind": kind, "entry": entry}
 
 
 _SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def _rebuild(node: dict, path: str, arrays, where: str):
+def _rebuild(node: dict, arrays, where: str):
     kind = node.get("kind")
     if kind == "dict":
-        return {key: _rebuild(child, f"{path}{SEPARATOR}{key}" if path else key, arrays,
-                              where)
-                for key, child in node["items"]}
+        return {key: _rebuild(child, arrays, where) for key, child in node["items"]}
     if kind in ("list", "tuple"):
-        items = [_rebuild(child, f"{path}{SEPARATOR}{i}", arrays, where)
-                 for i, child in enumerate(node["items"])]
+        items = [_rebuild(child, arrays, where) for child in node["items"]]
         return items if kind == "list" else tuple(items)
     if kind == "none":
         return None
-    if path not in arrays:
-        raise op_error("load", f"'{where}' is damaged: its index lists '{path}' but the "
-                       "file has no such entry", CheckpointError)
-    array = arrays[path]
+    if "value" in node:
+        return node["value"]
+    entry = node.get("entry")
+    if entry not in arrays:
+        raise op_error("load", f"'{where}' is damaged: its index lists entry {entry!r} "
+                       "but the file has no such entry", CheckpointError)
+    array = arrays[entry]
     if kind in _SCALARS:
         return _SCALARS[kind](array.item())
     if kind == "scalar":
@@ -130,7 +142,7 @@ def _rebuild(node: dict, path: str, arrays, where: str):
     if kind == "array":
         return array
     raise op_error("load", f"'{where}' is damaged: unknown entry kind {kind!r} at "
-                   f"'{path}'", CheckpointError)
+                   f"{entry!r}", CheckpointError)
 
 
 # ---------------------------------------------------------------------- public API
@@ -141,7 +153,7 @@ def save(obj: dict, path: str | os.PathLike) -> None:
         >>> mt.save({"model": model.state_dict(), "step": 10}, "ckpt.npz")
     """
     arrays: dict[str, np.ndarray] = {}
-    tree = _flatten(obj, "", arrays)
+    tree = _flatten(obj, [], arrays)
     index = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree})
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -225,7 +237,7 @@ def load(path: str | os.PathLike) -> dict:
         raise op_error("load", f"'{path}' has checkpoint format version {version}, newer "
                        f"than this microtensor reads ({FORMAT_VERSION})", CheckpointError,
                        "upgrade microtensor")
-    return _rebuild(index["tree"], "", arrays, path)
+    return _rebuild(index["tree"], arrays, path)
 
 
 # What NumPy and zipfile raise on damaged or pickled files.
