@@ -137,22 +137,30 @@ def heatmap_svg(matrix, path, *, title: str = "", row_labels: Sequence[str] | No
     if annotate is None:
         annotate = rows * cols <= 400 and cell >= 30
     scale = float(np.max(np.abs(matrix))) or 1.0
-    left = 12 + 9 * max((len(str(s)) for s in row_labels), default=0) if row_labels else 10
+
+    def text_width(text, size):   # rough: CJK characters are square, others half as wide
+        return sum(size if unicodedata.east_asian_width(c) in "WF" else 0.6 * size
+                   for c in str(text))
+    left = 14 + max((text_width(s, 12) for s in row_labels or ()), default=0)
     top = 34 + (18 if col_labels else 0)
-    width, height = left + cols * cell + 10, top + rows * cell + 10
+    width = max(left + cols * cell + 10, text_width(title, 14) + 20)
+    height = top + rows * cell + 10
+    col_size = min(12, int(cell * 0.6))
 
     def color(value):
         t = min(abs(value) / scale, 1.0)
         fade = round(255 * (1 - t))
         return f"rgb(255,{fade},{fade})" if value >= 0 else f"rgb({fade},{fade},255)"
 
+    width, left = round(width), round(left)
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
               f'font-family="sans-serif" font-size="12">'),
              f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="{left}" y="18" font-size="14">{html.escape(title)}</text>']
+             f'<text x="10" y="18" font-size="14">{html.escape(title)}</text>']
     for j, label in enumerate(col_labels or []):
         parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" '
-                     f'text-anchor="middle">{html.escape(str(label))}</text>')
+                     f'font-size="{col_size}" text-anchor="middle">'
+                     f'{html.escape(str(label))}</text>')
     for i in range(rows):
         if row_labels:
             parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" '
