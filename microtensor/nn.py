@@ -200,8 +200,9 @@ class Module:
         try:
             self.load_state_dict(state, strict=strict)
         except ValueError as error:
+            detail = str(error).split(": ", 1)[-1]  # drop the load_state_dict prefix
             raise op_error(f"{type(self).__name__}.load", f"'{os.fspath(path)}' does not "
-                           f"fit this model: {error}", ValueError) from None
+                           f"fit this model: {detail}", ValueError) from None
         return self
 
     def num_parameters(self) -> int:
