@@ -322,7 +322,8 @@ def test_decoder_lm_from_transformer_renders(tmp_path):
 def test_bad_arguments_get_clear_errors():
     loss, t = attention_loss()
     stranger = mt.randn(2, 2, requires_grad=True, name="stranger")
-    with pytest.raises(ValueError, match=r"draw: highlight=stranger \(2, 2\) is not a tensor of the graph"):
+    with pytest.raises(ValueError,
+                       match=r"draw: highlight=stranger \(2, 2\) is not a tensor of the graph"):
         viz.draw(loss, highlight=stranger)
     with pytest.raises(TypeError, match="draw: expected the Tensor whose graph to draw, got list"):
         viz.draw([loss])
