@@ -68,6 +68,8 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     src = np.array([[3, 5, 7, 9, 11]])          # a 5-token source sentence (no padding)
     tgt_in = np.array([[1, 4, 6, 8]])           # <bos> + the first 3 target tokens
     tgt_out = np.array([[4, 6, 8, 2]])          # the next tokens, ending with <eos>
+    echo("Encoder-decoder; each layer = multi-head attention + feed-forward network, each")
+    echo("wrapped in a residual connection and LayerNorm. A small model, built and checked:")
     echo("Transformer(" + ", ".join(f"{k}={v}" for k, v in CONFIG.items()) + ")")
 
     seen = record_outputs(model)

@@ -81,6 +81,10 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     out = output_dir(NAME, out_dir)
     loss, t, parts = fresh_graph()
     X, W_q = t["X"], t["W_q"]
+    echo("在 Transformer 的注意力机制里: forward uses the weights W to project the input into")
+    echo("queries and keys, scores them, and softmax turns the scores into an attention")
+    echo("distribution. Backward starts from dL/d(softmax output) and applies the chain rule")
+    echo("node by node until it reaches dL/dW (dW), the direction and size of W's update.")
 
     heading(echo, "1. forward: project, score, softmax, mix, compare")
     echo(f"X (rows {' '.join(TOKENS)}, d_model={D_MODEL}) =\n{fmt(X)}")

@@ -33,6 +33,8 @@ Q_APPLE = np.array([1.0, 0.0, 1.0, 0.5])
 
 
 def cached_step(echo) -> dict:
+    echo("While decoding, each layer keeps x·W_k (the 'identity label', 身份标签) and x·W_v")
+    echo("(the 'content', 内容特征) of every token already processed: the KV cache.")
     heading(echo, "1. the cache after 我想吃: 3 keys + 3 values = 6 vectors")
     echo(table([(t, fmt(k), fmt(v)) for t, k, v in zip(TOKENS, KEYS, VALUES)],
                ["token", "x·W_k (Key)", "x·W_v (Value)"]))

@@ -53,6 +53,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     mt.manual_seed(3)
     mha = MultiHeadAttention(d_model=D_MODEL, n_heads=N_HEADS)
     x = mt.randn(1, len(TOKENS), D_MODEL)
+    echo("多头注意力: heads attend to different representation subspaces (子空间) in parallel.")
     echo(f"MultiHeadAttention(d_model={D_MODEL}, n_heads={N_HEADS}): d_k = {mha.d_k} per head.")
     echo("x: one random 8-dim embedding per token of 我 想 吃 苹果, shape (1, 4, 8).")
 

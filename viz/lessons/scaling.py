@@ -38,6 +38,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     out = output_dir(NAME, out_dir)
     no_player(NAME, step, html, echo)
     rng = np.random.default_rng(0)
+    echo("点积的数值会随着维度变大而变大，如果不做缩放，softmax 很容易饱和: let us measure it.")
     echo(f"For each d_k: {N_QUERIES} queries, each scored against {N_KEYS} keys; q and k have")
     echo("independent N(0, 1) entries (what a well-initialised layer produces).")
     echo("A random gradient g ~ N(0, 1) arrives at the softmax output; we measure the norm")
