@@ -5,8 +5,9 @@
     >>> loss = (mt.randn(3, 4) @ W_q).softmax().sum()
     >>> graph = viz.draw(loss, highlight=W_q)        # graphviz.Digraph, inline in Jupyter
     >>> viz.render(graph, "out/loss.svg")             # needs Graphviz's `dot`
-    >>> steps = viz.step_through(loss, pause=True)    # the backward pass, in the terminal
-    >>> viz.write_player(loss2, "out/backprop.html")  # the same, in a browser page
+    >>> steps = viz.step_through(loss, pause=True)    # runs the backward pass, printing it
+    >>> graph = viz.draw(loss, steps=steps)           # every gradient, |g| on every edge
+    >>> viz.write_player(new_loss, "out/backprop.html")  # backward of a fresh graph, in HTML
 
 `viz` needs only `microtensor` (and the `graphviz` Python package; `dot` for pictures).
 The lessons in `viz.lessons` build on the `transformer` package as well.

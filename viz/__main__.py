@@ -42,7 +42,8 @@ def run_example(args) -> int:
     loss, tensors = attention_example()
     steps = list(backward_steps(loss))
     graph = draw(loss, highlight=tensors["W_q"], steps=steps,
-                 title="How dL/dW_q flows back: loss -> matmul -> softmax -> QK^T -> Q -> W_q")
+                 title="How dL/dW_q flows back: mean, out*out, weights@V, softmax, "
+                       "/sqrt(d_k), Q K^T, X W_q")
     print(f"wrote {render(graph, out / 'attention_backprop.svg')}")
     if args.html:
         loss, _ = attention_example()
