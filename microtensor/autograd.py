@@ -168,8 +168,23 @@ def primitive(name: str, rule: str) -> Callable:
     def decorate(forward):
         params = list(inspect.signature(forward).parameters.values())
         variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-        n_inputs = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        inputs = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        n_inputs = len(inputs)
+        input_names = {p.name for p in inputs}
         config_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+
+        def inputs_by_position(args, config):
+            """Inputs passed by keyword (`embedding(ids, weight=W)`) join `args`, so the
+            node records them and the forward sees arrays, never Tensors."""
+            args = list(args)
+            for p in inputs[len(args):]:
+                if p.name in config:
+                    args.append(config.pop(p.name))
+                elif p.default is not p.empty:
+                    args.append(p.default)
+                else:
+                    raise TypeError(f"{name}: missing input '{p.name}'")
+            return tuple(args)
 
         @functools.wraps(forward)
         def op(*args, **config):
@@ -181,6 +196,8 @@ def primitive(name: str, rule: str) -> Callable:
                                     f"arguments, got {len(args)}")
                 config.update(zip(config_names, extra))
                 args = args[:n_inputs]
+            if config and not input_names.isdisjoint(config):
+                args = inputs_by_position(args, config)
             arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
             try:
                 out, backward = forward(*arrays, **config)

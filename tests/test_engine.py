@@ -410,3 +410,21 @@ def test_basic_slice_is_a_copy():
     head = x[:2]
     x[0] = 10.0
     assert head.data[0] == 1.0
+
+
+def test_pow_at_zero_follows_pytorch():
+    x, y = f64([0.0, 0.0, 2.0]), f64([0.0, 2.0, 0.0])
+    (x ** y).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])  # d(a^0)/da = 0, even at a = 0
+    np.testing.assert_array_equal(y.grad, [0.0, 0.0, np.log(2.0)])
+
+
+def test_inputs_passed_by_keyword_are_recorded():
+    W = f64(np.ones((4, 2)))
+    out = F.embedding(np.array([1, 1, 3]), weight=W)
+    assert out.op.inputs[1] is W
+    out.sum().backward()
+    np.testing.assert_array_equal(W.grad[:, 0], [0.0, 2.0, 0.0, 1.0])
+    x, bias = f64(np.arange(6.0).reshape(2, 3)), f64(np.zeros(3))
+    F.layer_norm(x, bias=bias).sum().backward()
+    np.testing.assert_array_equal(bias.grad, [2.0, 2.0, 2.0])

@@ -51,8 +51,11 @@ def pow(a, b):
         # As in PyTorch: a negative base gives a NaN exponent gradient, not an error, and
         # the exponent gradient is only computed when the exponent is an array.
         with np.errstate(divide="ignore", invalid="ignore"):
-            grad_a = g * b * a ** (b - 1)
-            grad_b = g * out * np.log(a) if _is_array(b) else None
+            # where b == 0, a^b is constant 1: gradient 0, even at a == 0 (0^-1 is inf).
+            grad_a = g * np.where(b == 0, 0, b * a ** (b - 1))
+            # PyTorch's convention at a == 0, b >= 0: a^b does not grow with b there, 0.
+            grad_b = (g * np.where((a == 0) & (b >= 0), 0, out * np.log(a))
+                      if _is_array(b) else None)
         return grad_a, grad_b
     return out, backward
 
