@@ -8,22 +8,89 @@
     >>> W.grad.shape
     (3, 2)
 """
-from . import functional, ops
-from .autograd import (BackwardStep, backward_steps, detect_anomaly, enable_grad,
-                       is_grad_enabled, no_grad, primitive)
-from .gradcheck import GradcheckError, gradcheck
-from .ops import (abs, add, clip, cross_entropy, div, dropout, embedding, exp, expand,
-                  flatten, gelu, layer_norm, log, log_softmax, masked_fill, matmul, max,
-                  maximum, mean, min, minimum, mul, neg, permute, pow, relu, reshape,
-                  sigmoid, softmax, split, sqrt, squeeze, sub, sum, swapaxes, tanh,
-                  unsqueeze, var, where)
-from . import nn
-from . import optim
+from . import functional, nn, ops, optim
+from .autograd import (
+    BackwardStep,
+    backward_steps,
+    detect_anomaly,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    primitive,
+)
 from .checkpoint import CheckpointError, load, save
-from .tensor import (Tensor, arange, eye, from_numpy, full, generator, manual_seed, ones,
-                     ones_like, rand, randn, tensor, zeros, zeros_like)
+from .gradcheck import GradcheckError, gradcheck
+from .ops import (
+    abs,
+    add,
+    clip,
+    cross_entropy,
+    div,
+    dropout,
+    embedding,
+    exp,
+    expand,
+    flatten,
+    gelu,
+    layer_norm,
+    log,
+    log_softmax,
+    masked_fill,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    mul,
+    neg,
+    permute,
+    pow,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    split,
+    sqrt,
+    squeeze,
+    sub,
+    sum,
+    swapaxes,
+    tanh,
+    unsqueeze,
+    var,
+    where,
+)
+from .tensor import (
+    Tensor,
+    arange,
+    eye,
+    from_numpy,
+    full,
+    generator,
+    manual_seed,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BackwardStep", "CheckpointError", "GradcheckError", "Tensor", "abs", "add", "arange",
+    "backward_steps", "clip", "concat", "cross_entropy", "detect_anomaly", "div", "dropout",
+    "embedding", "enable_grad", "exp", "expand", "eye", "flatten", "from_numpy", "full",
+    "functional", "gelu", "generator", "gradcheck", "is_grad_enabled", "layer_norm", "load",
+    "log", "log_softmax", "manual_seed", "masked_fill", "matmul", "max", "maximum", "mean",
+    "min", "minimum", "mul", "neg", "nn", "no_grad", "ones", "ones_like", "ops", "optim",
+    "permute", "pow", "primitive", "rand", "randn", "relu", "reshape", "save", "sigmoid",
+    "softmax", "split", "sqrt", "squeeze", "stack", "sub", "sum", "swapaxes", "tanh", "tensor",
+    "transpose", "unsqueeze", "var", "where", "zeros", "zeros_like",
+]
 
 
 def concat(tensors, axis: int = 0) -> Tensor:

@@ -20,8 +20,8 @@ import inspect
 import os
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class Node:
     those arrays; the structure (name, inputs, rule) stays so the graph can still be drawn.
     """
 
-    __slots__ = ("name", "rule", "inputs", "backward", "config", "created_at")
+    __slots__ = ("backward", "config", "created_at", "inputs", "name", "rule")
 
     def __init__(self, name, rule, inputs, backward, config, created_at=None):
         self.name = name

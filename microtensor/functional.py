@@ -4,8 +4,18 @@
     >>> probs = F.softmax(scores, axis=-1)
     >>> loss = F.cross_entropy(logits, targets, ignore_index=0)
 """
-from .ops import cross_entropy, dropout, embedding, gelu, layer_norm, log_softmax, relu, softmax
-from .ops import sigmoid, tanh
+from .ops import (
+    cross_entropy,
+    dropout,
+    embedding,
+    gelu,
+    layer_norm,
+    log_softmax,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)
 from .tensor import Tensor
 
 

@@ -1,7 +1,7 @@
 """Check analytic gradients against central finite differences, in float64."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -50,8 +50,16 @@ class Tensor:
     `name` (shown in graphs), `op` (the Node that made it; None for a leaf).
     """
 
-    __slots__ = ("data", "grad", "_requires_grad", "name", "op", "_hooks", "_retains_grad",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_hooks",
+        "_requires_grad",
+        "_retains_grad",
+        "data",
+        "grad",
+        "name",
+        "op",
+    )
     # Make NumPy hand `ndarray + Tensor` to Tensor.__radd__ instead of looping itself.
     __array_ufunc__ = None
 
@@ -66,7 +74,7 @@ class Tensor:
         self.requires_grad = requires_grad
 
     @classmethod
-    def _wrap(cls, array) -> "Tensor":
+    def _wrap(cls, array) -> Tensor:
         """Wrap an op's output without copying (internal, hot path)."""
         tensor = cls.__new__(cls)
         tensor.data = array if isinstance(array, np.ndarray) else np.asarray(array)
@@ -95,7 +103,7 @@ class Tensor:
                            "computed by an op", RuntimeError, "use .detach() instead")
         self._requires_grad = bool(value)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         self.requires_grad = requires_grad
         return self
 
@@ -154,17 +162,17 @@ class Tensor:
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """The same data, cut from the graph (shares memory)."""
         return Tensor._wrap(self.data)
 
-    def astype(self, dtype) -> "Tensor":
+    def astype(self, dtype) -> Tensor:
         return ops.astype(self, dtype=np.dtype(dtype))
 
-    def float(self) -> "Tensor":
+    def float(self) -> Tensor:
         return self.astype(np.float32)
 
-    def double(self) -> "Tensor":
+    def double(self) -> Tensor:
         return self.astype(np.float64)
 
     def __repr__(self):
@@ -191,7 +199,7 @@ class Tensor:
         """
         autograd.backward(self, grad, retain_graph)
 
-    def retain_grad(self) -> "Tensor":
+    def retain_grad(self) -> Tensor:
         """Keep `.grad` on this non-leaf tensor after backward."""
         self._retains_grad = True
         return self
@@ -412,4 +420,4 @@ def eye(n, m=None, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
     return _new(np.eye(n, m, dtype=dtype), requires_grad, None)
 
 
-from . import autograd, ops  # noqa: E402  (ops and autograd need Tensor defined first)
+from . import autograd, ops

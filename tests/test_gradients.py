@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import (
+    away_from,
+    broadcastable_pair,
+    broadcastable_triple,
+    distinct,
+    normal,
+    positive,
+    reduction_cases,
+    seeds,
+    shapes,
+)
 
 import microtensor as mt
 import microtensor.functional as F
-from strategies import (away_from, broadcastable_pair, broadcastable_triple,
-                        distinct, normal, positive, reduction_cases, seeds, shapes)
 
 
 def leaf(array):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import seeds, shapes
 
 import microtensor as mt
 import microtensor.functional as F
-from strategies import seeds, shapes
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
