@@ -201,8 +201,11 @@ class Module:
             self.load_state_dict(state, strict=strict)
         except ValueError as error:
             detail = str(error).split(": ", 1)[-1]  # drop the load_state_dict prefix
+            fix = ("it looks like a training checkpoint: use model.load_state_dict("
+                   "mt.load(path)['model'])" if isinstance(state.get("model"), dict)
+                   else None)
             raise op_error(f"{type(self).__name__}.load", f"'{os.fspath(path)}' does not "
-                           f"fit this model: {detail}", ValueError) from None
+                           f"fit this model: {detail}", ValueError, fix) from None
         return self
 
     def num_parameters(self) -> int:

@@ -174,6 +174,10 @@ def test_load_into_a_model_of_another_shape_names_the_file(tmp_path):
         nn.Linear(4, 2).load(tmp_path / "small.npz")
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         nn.Linear(4, 2).load(tmp_path / "absent.npz")
+    mt.save({"model": nn.Linear(4, 2).state_dict(), "step": 3}, tmp_path / "run.npz")
+    with pytest.raises(ValueError, match=r"(?s)unexpected: step.*a training checkpoint: "
+                       r"use model.load_state_dict\(mt.load\(path\)\['model'\]\)"):
+        nn.Linear(4, 2).load(tmp_path / "run.npz")
 
 
 # ---------------------------------------------------------------------- repr
