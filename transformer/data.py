@@ -42,6 +42,14 @@ class SequenceTask:
         if not 1 <= min_len <= max_len:
             raise op_error("SequenceTask", f"need 1 <= min_len <= max_len, got min_len="
                            f"{min_len}, max_len={max_len}")
+        per_length = n_heldout / (max_len - min_len + 1)
+        if per_length > 0.1 * n_symbols ** min_len:
+            # Held-out sequences are never trained on; if they were most of all sequences
+            # of some length, the model would be tested on lengths it never saw.
+            raise op_error("SequenceTask", f"{n_heldout} held-out sequences would take more "
+                           f"than 10% of the {n_symbols ** min_len} sequences of length "
+                           f"{min_len} over {n_symbols} symbols",
+                           fix="raise min_len or n_symbols")
         self.kind, self.n_symbols, self.seed = kind, n_symbols, seed
         self.min_len, self.max_len = min_len, max_len
         self.tokenizer = CharTokenizer(chars=[chr(ord("a") + i) for i in range(n_symbols)])

@@ -134,7 +134,6 @@ def save_run(folder, model, opt, schedule, step, opts, tokenizer) -> None:
 def train(opts: dict, log=print) -> dict:
     """Train as `opts` says (the CLI's options as a dict); returns a summary dict."""
     folder = opts["out"]
-    os.makedirs(folder, exist_ok=True)
     ckpt = None
     if opts.get("resume") and os.path.exists(os.path.join(folder, CHECKPOINT)):
         ckpt = load_checkpoint(folder)
@@ -147,6 +146,7 @@ def train(opts: dict, log=print) -> dict:
     tokenizer = (tokenizer_from_dict(json.loads(ckpt["tokenizer"])) if ckpt else None)
     task = make_task(opts, tokenizer)
     tokenizer = task.tokenizer
+    os.makedirs(folder, exist_ok=True)
     model = make_model(opts, task.vocab_size)
     opt = optim.AdamW(model.parameters(), lr=opts["lr"], betas=(0.9, 0.98),
                       weight_decay=opts["weight_decay"])
@@ -170,6 +170,8 @@ def train(opts: dict, log=print) -> dict:
     end = opts["steps"]
     if opts.get("stop_after"):
         end = min(end, start + opts["stop_after"])
+    if opts["eval_every"] and start == 0:
+        log(f"step      0: {evaluate(model, task)}")
     model.train()
     began = last_time = time.perf_counter()
     losses, tokens = [], 0
@@ -199,11 +201,13 @@ def train(opts: dict, log=print) -> dict:
     save_run(folder, model, opt, schedule, final_step, opts, tokenizer)
     summary = {"step": final_step, "seconds": time.perf_counter() - began}
     if final_step == opts["steps"]:
-        log(f"final: {evaluate(model, task)}")
         if isinstance(task, SequenceTask):
             summary["accuracy"] = sequence_accuracy(model, task)
+            log(f"final: held-out exact-sequence accuracy {summary['accuracy']:.2%} "
+                f"({len(task.heldout)} sequences)")
         else:
             summary["val_loss"] = validation_loss(model, task)
+            log(f"final: validation loss {summary['val_loss']:.4f}")
             sample = model.generate([tokenizer.encode(task_prompt(task))], 200,
                                     temperature=0.8, top_k=10, seed=opts["seed"])
             log("sample: " + tokenizer.decode(sample[0]))
@@ -214,7 +218,7 @@ def train(opts: dict, log=print) -> dict:
 
 def task_prompt(task: CharLMTask) -> str:
     """A prompt for samples: the start of the validation text, up to a word boundary."""
-    text = task.tokenizer.decode(task.val_ids[:40])
+    text = task.tokenizer.decode(task.val_ids[:min(40, task.block_size // 2)])
     return text[:text.rfind(" ") + 1] or text
 
 

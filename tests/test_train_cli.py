@@ -1,0 +1,187 @@
+"""The training command line: learning (fast versions in the suite, full ones marked slow),
+checkpoints, exact resume, generation, and clear errors.
+
+The slow tests train the full configurations; run them with RUN_SLOW=1:
+    RUN_SLOW=1 python -m pytest -q tests/test_train_cli.py -m slow
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import microtensor as mt
+from transformer.__main__ import main
+from transformer.train import load_checkpoint, model_from_checkpoint
+
+GPL = "/usr/share/common-licenses/GPL-3"
+needs_run_slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1",
+                                    reason="slow (minutes): set RUN_SLOW=1 to run")
+TINY_REVERSE = ["train", "--task", "reverse", "--seq-len", "6", "--n-symbols", "8",
+                "--d-model", "32", "--n-heads", "4", "--n-layers", "1",
+                "--d-ff", "64", "--batch-size", "32", "--lr", "3e-3", "--warmup", "30",
+                "--log-every", "50"]
+
+
+def losses_in(output: str) -> list[float]:
+    return [float(line.split("| loss ")[1].split()[0]) for line in output.splitlines()
+            if "| loss " in line]
+
+
+def run_module(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "transformer", *args], check=False,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reverse_run(tmp_path_factory):
+    """A tiny reverse model trained once for the tests below (about 2 s)."""
+    folder = str(tmp_path_factory.mktemp("reverse"))
+    from contextlib import redirect_stdout
+    from io import StringIO
+    output = StringIO()
+    with redirect_stdout(output):
+        assert main([*TINY_REVERSE, "--steps", "300", "--out", folder]) == 0
+    return folder, output.getvalue()
+
+
+# ---------------------------------------------------------------------- learning
+def test_reverse_fast_loss_falls_and_held_out_sequences_come_out_reversed(reverse_run):
+    _, output = reverse_run
+    losses = losses_in(output)
+    assert len(losses) == 6 and losses[-1] < 0.05 * losses[0]
+    assert "tok/s" in output and "left" in output
+    accuracy = float(output.split("exact-sequence accuracy ")[1].split("%")[0])
+    assert accuracy >= 95.0
+
+
+def test_generate_reverses_a_prompt(reverse_run):
+    folder, _ = reverse_run
+    result = run_module("generate", "--ckpt", folder, "--prompt", "abcdef")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fedcba"
+
+
+def test_checkpoint_holds_everything_a_resume_needs(reverse_run):
+    folder, _ = reverse_run
+    ckpt = load_checkpoint(folder)
+    assert set(ckpt) >= {"model", "optimizer", "schedule", "step", "rng", "opts",
+                         "model_config", "tokenizer"}
+    assert ckpt["step"] == 300 and ckpt["schedule"]["step_num"] == 300
+    model, tokenizer, opts = model_from_checkpoint(ckpt)
+    assert model.config["src_vocab"] == tokenizer.vocab_size == 11
+    assert opts["task"] == "reverse" and tokenizer.decode(tokenizer.encode("abc")) == "abc"
+    assert not [name for name in os.listdir(folder) if name.endswith(".tmp")]
+
+
+def test_charlm_fast_validation_loss_falls(tmp_path, capsys):
+    assert main(["train", "--task", "charlm", "--text", GPL, "--steps", "80",
+                 "--seq-len", "32", "--d-model", "32", "--n-heads", "4", "--n-layers", "1",
+                 "--d-ff", "64", "--batch-size", "16", "--lr", "3e-3", "--warmup", "10",
+                 "--eval-every", "40", "--log-every", "40", "--out", str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    val = [float(line.split("validation loss ")[1]) for line in output.splitlines()
+           if "validation loss" in line]
+    vocab = len(json.loads(load_checkpoint(str(tmp_path))["tokenizer"])["chars"]) + 3
+    assert val[0] == pytest.approx(math.log(vocab), abs=0.3)   # untrained: near uniform
+    assert val[-1] < val[0] - 0.5
+    assert "sample: " in output
+
+
+# ---------------------------------------------------------------------- resume
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, capsys):
+    # Dropout on, so the restored random state matters as well as the data order.
+    args = [*TINY_REVERSE, "--steps", "24", "--dropout", "0.1", "--ckpt-every", "5"]
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    assert main([*args, "--out", straight]) == 0
+    assert main([*args, "--out", stopped, "--stop-after", "11"]) == 0
+    assert load_checkpoint(stopped)["step"] == 11
+    assert main([*args, "--out", stopped, "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    a, b = load_checkpoint(straight), load_checkpoint(stopped)
+    assert a["step"] == b["step"] == 24
+    for name, value in a["model"].items():
+        np.testing.assert_array_equal(value, b["model"][name], err_msg=name)
+    for index, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(value, b["optimizer"]["state"][index][key])
+    assert a["rng"] == b["rng"]
+
+
+# ---------------------------------------------------------------------- errors
+def test_unknown_prompt_character_is_a_clear_error(reverse_run):
+    folder, _ = reverse_run
+    result = run_module("generate", "--ckpt", folder, "--prompt", "abz")
+    assert result.returncode == 2
+    assert "CharTokenizer.encode: character 'z' (U+007A) at position 2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_and_missing_text(tmp_path, capsys):
+    assert main(["generate", "--ckpt", str(tmp_path / "nowhere"), "--prompt", "a"]) == 2
+    assert "checkpoint: no checkpoint at" in capsys.readouterr().err
+    assert main(["train", "--task", "charlm", "--steps", "2", "--out", str(tmp_path)]) == 2
+    assert "--task charlm needs --text FILE" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- full runs (slow)
+@pytest.mark.slow
+@needs_run_slow
+def test_reverse_full_reaches_99_percent_on_held_out(tmp_path):
+    """The stated bar: length-10 sequences over 10 symbols, >= 99% exact on 1000 held-out."""
+    began = time.perf_counter()
+    result = run_module("train", "--task", "reverse", "--steps", "1500", "--out",
+                        str(tmp_path), "--log-every", "250")
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("final: held-out exact-sequence accuracy ")[1]
+                     .split("%")[0])
+    print(result.stdout, f"wall time {time.perf_counter() - began:.0f}s")
+    assert accuracy >= 99.0
+
+
+@pytest.mark.slow
+@needs_run_slow
+def test_charlm_full_on_gpl3_falls_and_prints_words(tmp_path):
+    result = run_module("train", "--task", "charlm", "--text", GPL, "--steps", "1500",
+                        "--eval-every", "500", "--log-every", "250", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    val = [float(line.split("validation loss ")[1]) for line in result.stdout.splitlines()
+           if "validation loss" in line]
+    assert val[-1] < val[0] - 1.5
+    sample = result.stdout.split("sample: ")[1]
+    assert sum(word in sample.split() for word in ("the", "of", "to", "or", "and")) >= 2
+
+
+@pytest.mark.slow
+@needs_run_slow
+def test_killed_run_resumes_exactly(tmp_path):
+    args = ["train", "--task", "reverse", "--steps", "400", "--ckpt-every", "50",
+            "--dropout", "0.1", "--log-every", "50"]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    assert run_module(*args, "--out", straight).returncode == 0
+    process = subprocess.Popen([sys.executable, "-m", "transformer", *args, "--out", killed],
+                               stdout=subprocess.DEVNULL)
+    path = os.path.join(killed, "checkpoint.npz")
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert mt.load(path)["step"] < 400
+    assert run_module(*args, "--out", killed, "--resume").returncode == 0
+    a, b = load_checkpoint(straight), load_checkpoint(killed)
+    for name, value in a["model"].items():
+        np.testing.assert_array_equal(value, b["model"][name], err_msg=name)
+
+
+def test_held_out_set_may_not_swallow_short_lengths(tmp_path, capsys):
+    folder = tmp_path / "run"
+    assert main(["train", "--task", "reverse", "--seq-len", "6", "--min-len", "2",
+                 "--n-symbols", "6", "--steps", "2", "--out", str(folder)]) == 2
+    assert not folder.exists()
+    assert ("SequenceTask: 1000 held-out sequences would take more than 10% of the 36 "
+            "sequences of length 2 over 6 symbols") in capsys.readouterr().err
