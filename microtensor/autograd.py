@@ -89,6 +89,8 @@ class enable_grad(_SetMode):
 class detect_anomaly(_SetMode):
     """Raise on the first NaN/inf produced in forward or backward, naming the op and the
     line of user code that created it. Slower: every op output is checked. Thread-local.
+    "Produced" means new: an op whose inputs (or fill value, as in an attention mask's
+    `masked_fill(mask, -inf)`) already hold inf/NaN passes them on without raising.
 
     >>> with mt.detect_anomaly():
     ...     mt.tensor([-1.0]).log()      # FloatingPointError: log produced nan ...
@@ -209,7 +211,11 @@ def primitive(name: str, rule: str) -> Callable:
             result = Tensor._wrap(out)
             anomaly = _mode.anomaly
             if anomaly:
-                _check_finite(name, "forward", result.data, _user_frame())
+                # Only what this op *produced*: an intentional -inf given to it (an
+                # attention mask's fill value) or carried in from its inputs is not news;
+                # a NaN made from those infs is.
+                carried = _nonfinite_kinds(arrays) | _nonfinite_kinds(config.values())
+                _check_finite(name, "forward", result.data, _user_frame, carried)
             if _mode.grad_enabled and result.data.dtype.kind == "f":
                 for a in args:
                     if isinstance(a, Tensor) and a._requires_grad:
@@ -236,14 +242,34 @@ def _reworded(name, error, arrays):
     return op_error(name, f"{error} (inputs: {', '.join(shapes)})", type(error))
 
 
-def _check_finite(name, phase, array, where):
-    if isinstance(array, np.ndarray) and array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = "nan" if np.isnan(array).any() else "inf"
-        where = where or ("an unknown line: turn detect_anomaly() on before the forward "
-                          "pass to record it")
-        raise FloatingPointError(
-            f"{name} produced {bad} in its {phase} pass (op created at {where}). "
-            f"Look at the inputs of this op; detect_anomaly() stopped at the first one.")
+def _nonfinite_kinds(values) -> set:
+    """Which of "nan" and "inf" occur among `values` (arrays and numbers)."""
+    kinds = set()
+    for value in values:
+        if isinstance(value, (float, np.floating)) or (
+                isinstance(value, np.ndarray) and value.dtype.kind == "f"):
+            if np.isnan(value).any():
+                kinds.add("nan")
+            if np.isinf(value).any():
+                kinds.add("inf")
+    return kinds
+
+
+def _check_finite(name, phase, array, where, carried=frozenset()):
+    """Raise FloatingPointError if `array` holds a NaN (or inf) that is not in `carried`.
+    `where` is the op's creation site, or a function that finds it (only called on
+    failure: walking the stack is slow)."""
+    if not (isinstance(array, np.ndarray) and array.dtype.kind == "f") or np.isfinite(array).all():
+        return
+    bad = "nan" if np.isnan(array).any() else "inf"
+    if bad in carried or (bad == "inf" and "nan" in carried):
+        return
+    where = where() if callable(where) else where
+    where = where or ("an unknown line: turn detect_anomaly() on before the forward "
+                      "pass to record it")
+    raise FloatingPointError(
+        f"{name} produced {bad} in its {phase} pass (op created at {where}). "
+        f"Look at the inputs of this op; detect_anomaly() stopped at the first one.")
 
 
 def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:

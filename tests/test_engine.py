@@ -428,3 +428,15 @@ def test_inputs_passed_by_keyword_are_recorded():
     x, bias = f64(np.arange(6.0).reshape(2, 3)), f64(np.zeros(3))
     F.layer_norm(x, bias=bias).sum().backward()
     np.testing.assert_array_equal(bias.grad, [2.0, 2.0, 2.0])
+
+
+def test_detect_anomaly_allows_an_intentional_minus_inf_mask_but_not_a_nan_row():
+    scores = f64([[1.0, 2.0], [3.0, 4.0]])
+    with mt.detect_anomaly():
+        weights = F.softmax(scores.masked_fill(np.array([[False, True]] * 2), -np.inf))
+        weights.sum().backward()
+        assert np.isfinite(scores.grad).all()
+        everything_masked = scores.masked_fill(np.ones((2, 2), bool), -np.inf)
+        with pytest.raises(FloatingPointError, match="softmax produced nan"), \
+                np.errstate(invalid="ignore"):
+            F.softmax(everything_masked)
