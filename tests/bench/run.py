@@ -1,0 +1,89 @@
+"""Run every benchmark in one process, print a table, and write the results as JSON.
+
+    python tests/bench/run.py [--out bench-results.json] [--quick]
+
+Ratios compare figures measured in this same run on this machine. Install the `bench`
+extra (PyTorch, CPU) to get the PyTorch columns.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_chain  # noqa: E402
+import bench_decode  # noqa: E402
+import bench_draw  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_small_ops  # noqa: E402
+import bench_train  # noqa: E402
+from common import environment  # noqa: E402
+
+
+def table(results: dict) -> str:
+    train, decode = results["train_step"], results["decode"]
+    small, chain = results["small_ops"], results["chain"]
+    memory, draw = results["memory"], results["draw"]
+
+    def ratio(value, goal):
+        return "n/a" if value is None else f"{value:.2f} (goal {goal})"
+
+    rows = [
+        ("train step (ms)", f"{train['microtensor_ms']:.1f}",
+         f"{train.get('torch_ms', float('nan')):.1f}", f"{train['numpy_gemm_floor_ms']:.1f}",
+         "vs torch " + ratio(train.get("ratio_vs_torch"), "<= 1.0") + "; vs floor "
+         + ratio(train["ratio_vs_floor"], "<= 1.5")),
+        ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
+         f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
+         "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 1.0") + "; vs uncached "
+         f"({decode['uncached_tokens_per_s']:.1f}/s) "
+         + ratio(decode["cached_over_uncached"], ">= 4")),
+        ("4x4 add (us)", f"{small['add_4x4_us']['microtensor']:.2f}",
+         f"{small['add_4x4_us'].get('torch', float('nan')):.2f}",
+         f"{small['add_4x4_numpy_us']:.2f}",
+         ratio(small["add_4x4_us"].get("ratio_vs_torch"), "<= 1.0")),
+        ("mul+sum+backward (us)", f"{small['mul_sum_backward_us']['microtensor']:.1f}",
+         f"{small['mul_sum_backward_us'].get('torch', float('nan')):.1f}", "",
+         ratio(small["mul_sum_backward_us"].get("ratio_vs_torch"), "<= 1.0")),
+        ("100k-op chain (s)", f"{chain['ops_100k_s']:.2f}", "", "",
+         f"100k/10k = {chain['ratio_100k_over_10k']:.1f} (linear: ~10)"),
+        (f"RSS over {memory['steps']} steps (MB)",
+         " -> ".join(f"{v:.0f}" for v in memory["rss_mb_at_step"].values()), "", "",
+         f"growth after warm-up {memory['growth_after_warmup_mb']:+.1f} MB (goal ~0)"),
+        ("draw+render 4-layer graph (s)",
+         f"{draw['folded']['draw_s'] + (draw['folded']['render_s'] or 0):.2f} folded, "
+         f"{draw['unfolded']['draw_s'] + (draw['unfolded']['render_s'] or 0):.2f} full",
+         "", "", ""),
+    ]
+    header = ("benchmark", "microtensor", "torch", "numpy floor", "ratio")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(5)]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths))
+             for row in [header] + rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-results.json")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 7
+    results = {"environment": environment()}
+    for module, kwargs in ((bench_train, {"repeat": repeat}),
+                           (bench_decode, {"repeat": max(1, repeat // 2)}),
+                           (bench_small_ops, {}), (bench_chain, {}),
+                           (bench_memory, {"steps": 100 if args.quick else 500}),
+                           (bench_draw, {})):
+        record = module.run(**kwargs)
+        results[record.pop("benchmark")] = record
+    print()
+    print(table(results))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
