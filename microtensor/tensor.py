@@ -158,7 +158,11 @@ class Tensor:
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None and dtype != self.data.dtype:
+        """`np.asarray(t)` is `t.data` itself (no copy) unless a dtype or copy is asked for."""
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"cannot convert a {self.data.dtype} tensor to {dtype} "
+                                 f"without a copy (copy=False)")
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
 

@@ -371,6 +371,7 @@ def test_np_asarray_of_a_tensor_is_its_data():
     assert isinstance(array, np.ndarray) and array.dtype == np.float32
     np.testing.assert_array_equal(array, [[1.0, 2.0]])
     assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert array is t.data and np.array(t) is not t.data  # asarray shares, array copies
 
 
 def test_requires_grad_on_int_tensor_raises_type_error():
