@@ -157,6 +157,9 @@ def save(obj: dict, path: str | os.PathLike) -> None:
     index = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree})
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise op_error("save", f"'{path}' is a folder", IsADirectoryError,
+                       "give a file name, e.g. os.path.join(folder, 'ckpt.npz')")
     if not os.path.isdir(folder):
         raise op_error("save", f"the folder of '{path}' does not exist", FileNotFoundError,
                        f"create it first: os.makedirs({folder!r}, exist_ok=True)")

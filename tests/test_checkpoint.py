@@ -108,6 +108,9 @@ def test_save_refuses_what_it_cannot_store_without_pickle(bad, kind, message, tm
 def test_save_into_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="save: the folder of .* does not exist"):
         mt.save({"a": 1}, tmp_path / "nope" / "ckpt.npz")
+    with pytest.raises(IsADirectoryError, match=f"save: '{tmp_path}' is a folder"):
+        mt.save({"a": 1}, tmp_path)
+    assert os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------------- refusals on load
