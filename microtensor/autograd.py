@@ -239,7 +239,9 @@ def _reworded(name, error, arrays):
         return op_error(name, f"shapes {' and '.join(shapes)} cannot be broadcast together",
                         ValueError, "sizes must match or be 1, aligned from the last axis; "
                         "reshape or unsqueeze one operand")
-    return op_error(name, f"{error} (inputs: {', '.join(shapes)})", type(error))
+    # NumPy's own subclasses (AxisError, UFuncTypeError) take other constructor arguments.
+    kind = next(k for k in (IndexError, ValueError, TypeError) if isinstance(error, k))
+    return op_error(name, f"{error} (inputs: {', '.join(shapes)})", kind)
 
 
 def _nonfinite_kinds(values) -> set:

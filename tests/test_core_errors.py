@@ -238,3 +238,17 @@ def test_gradcheck_reports_the_worst_element():
     with pytest.raises(mt.GradcheckError, match=r"gradcheck: gradient of input 0 \(shape "
                                                 r"\(2,\)\) is wrong at index \(1,\)"):
         mt.gradcheck(wrong_square, [x])
+
+
+def test_expand_to_an_incompatible_shape():
+    for shape in [(4, 4), (3,), (-1, 3, 1)]:
+        with pytest.raises(ValueError, match=r"expand: cannot expand a tensor of shape \(3, 1\) "
+                                             r"to .*Only axes of size 1 can grow"):
+            mt.randn(3, 1).expand(*shape)
+
+
+def test_operand_of_an_unsupported_type():
+    with pytest.raises(TypeError, match=r"add: .*\(inputs: float32 \(3,\), None\)"):
+        mt.randn(3) + None
+    with pytest.raises(TypeError, match=r"mul: .*\(inputs: float32 \(3,\), <U1 \(\)\)"):
+        mt.randn(3) * "a"

@@ -101,8 +101,19 @@ def squeeze(x, axis=None):
 @primitive("expand", rule="dx = sum of g over the expanded axes")
 def expand(x, *, shape):
     """Broadcast to `shape` (-1 keeps a size). The backward is the decorator's reduction."""
-    shape = tuple(n if n != -1 else x.shape[i - (len(shape) - x.ndim)]
-                  for i, n in enumerate(shape))
+    lead = len(shape) - x.ndim  # new axes go in front
+
+    def fits(i, n):
+        if i < lead:
+            return n >= 0
+        old = x.shape[i - lead]
+        return n == -1 or n == old or old == 1  # only size-1 axes can grow
+
+    if lead < 0 or not all(fits(i, n) for i, n in enumerate(shape)):
+        raise op_error("expand", f"cannot expand a tensor of shape {x.shape} to {shape}",
+                       fix="only axes of size 1 can grow; new axes go in front "
+                       "(-1 keeps a size)")
+    shape = tuple(n if n != -1 else x.shape[i - lead] for i, n in enumerate(shape))
     def backward(g):
         return (g,)  # summed back to x.shape by the decorator
     return np.broadcast_to(x, shape), backward
