@@ -188,13 +188,14 @@ def train(opts: dict, log=print) -> dict:
         if done % opts["log_every"] == 0 or done == end:
             now = time.perf_counter()
             rate = (done - start) / (now - began)
-            log(f"step {done:6d}/{opts['steps']} | loss {np.mean(losses):.4f} | lr "
+            log(f"step {done:6d}/{opts['steps']} | loss {np.mean(losses):.4g} | lr "
                 f"{opt.lr:.2e} | {tokens / (now - last_time):8,.0f} tok/s | "
                 f"{_clock(now - began)} elapsed, ~{_clock((opts['steps'] - done) / rate)} left")
             losses, tokens, last_time = [], 0, now
         if opts["eval_every"] and done % opts["eval_every"] == 0 and done != end:
             log(f"step {done:6d}: {evaluate(model, task)}")
             model.train()
+            last_time = time.perf_counter()  # tok/s counts training time only
         if done % opts["ckpt_every"] == 0 and done != end:
             save_run(folder, model, opt, schedule, done, opts, tokenizer)
     final_step = max(end, start)
