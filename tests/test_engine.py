@@ -441,3 +441,31 @@ def test_detect_anomaly_allows_an_intentional_minus_inf_mask_but_not_a_nan_row()
         with pytest.raises(FloatingPointError, match="softmax produced nan"), \
                 np.errstate(invalid="ignore"):
             F.softmax(everything_masked)
+
+
+def test_custom_primitive_gets_broadcast_reduction_and_dtype_cast():
+    @mt.primitive("scaled_add", rule="da = g ;  db = 2 g")
+    def scaled_add(a, b, *, scale=2.0):
+        def backward(g):
+            return g.astype(np.float64), scale * g  # wrong dtype, broadcast shape
+        return a + scale * b, backward
+
+    a = mt.tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    b = mt.tensor(np.ones((3,), np.float32), requires_grad=True)
+    out = scaled_add(a, b)
+    assert out.op.name == "scaled_add" and out.op.config == {}
+    out.sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.shape == (3,)
+    np.testing.assert_array_equal(b.grad, [4.0, 4.0, 4.0])
+    assert scaled_add(a, b, 3.0).op.config == {"scale": 3.0}  # extra positional -> config
+
+
+def test_backward_returning_a_wrong_shape_is_caught():
+    @mt.primitive("broken", rule="dx = g")
+    def broken(x):
+        return x * 2, lambda g: (g.T,)
+
+    x = f64(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match=r"internal: a gradient of shape \(3, 2\) cannot "
+                                           r"belong to an input of shape \(2, 3\)"):
+        broken(x).sum().backward()
