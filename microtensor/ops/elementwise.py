@@ -126,14 +126,34 @@ def gelu(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     c, k = _GELU_C, 0.044715
+    # Written with in-place updates: on large activations each temporary array costs
+    # more (allocation, page faults) than the arithmetic itself. In-place needs real
+    # arrays, so a 0-d input is treated as shape (1,) and reshaped back.
+    shape = np.shape(x)
+    x = np.atleast_1d(x)
     x2 = x * x
-    t = np.tanh(c * x * (1 + k * x2))
-    out = 0.5 * x * (1 + t)
+    t = x2 * (c * k)
+    t += c
+    t *= x
+    np.tanh(t, out=t)                     # t = tanh(c (x + k x^3))
+    out = t + 1
+    out *= x
+    out *= 0.5
     def backward(g):
         # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,
         # with inner = c (x + k x^3), so d(inner)/dx = c (1 + 3 k x^2).
-        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x2)),)
-    return out, backward
+        grad = t * t
+        np.subtract(1, grad, out=grad)
+        grad *= x
+        slope = x2 * (1.5 * c * k)
+        slope += 0.5 * c
+        grad *= slope                     # 0.5 x (1 - t^2) c (1 + 3k x^2)
+        np.multiply(t, 0.5, out=slope)
+        grad += slope
+        grad += 0.5
+        grad *= g
+        return (grad.reshape(shape),)
+    return out.reshape(shape), backward
 
 
 @primitive("abs", rule="dx = g * sign(x)")
