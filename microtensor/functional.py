@@ -10,21 +10,13 @@ from .ops import (
     embedding,
     gelu,
     layer_norm,
+    linear,
     log_softmax,
     relu,
     sigmoid,
     softmax,
     tanh,
 )
-from .tensor import Tensor
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight + bias, with weight shaped (in_features, out_features) as in the paper.
-    (PyTorch stores the transpose, (out, in), and computes x @ W^T.)"""
-    out = x @ weight
-    return out if bias is None else out + bias
-
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear",
            "log_softmax", "relu", "sigmoid", "softmax", "tanh"]

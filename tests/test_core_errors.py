@@ -252,3 +252,11 @@ def test_operand_of_an_unsupported_type():
         mt.randn(3) + None
     with pytest.raises(TypeError, match=r"mul: .*\(inputs: float32 \(3,\), <U1 \(\)\)"):
         mt.randn(3) * "a"
+
+
+def test_linear_with_a_transposed_weight_says_our_weight_is_in_by_out():
+    with pytest.raises(ValueError, match=r"linear: input \(2, 3\) and weight \(5, 3\).*"
+                                         r"transpose of PyTorch"):
+        F.linear(mt.randn(2, 3), mt.randn(5, 3))
+    with pytest.raises(ValueError, match=r"linear: bias has shape \(3,\), expected \(5,\)"):
+        F.linear(mt.randn(2, 3), mt.randn(3, 5), mt.randn(3))

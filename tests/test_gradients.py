@@ -400,3 +400,20 @@ def test_embedding_repeated_id_accumulates():
     W = leaf(np.arange(6.0).reshape(3, 2))
     F.embedding(np.array([[2, 0], [2, 2]]), W).sum().backward()
     np.testing.assert_array_equal(W.grad, [[1, 1], [0, 0], [3, 3]])
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@given(lead=shapes(min_dims=0, max_dims=3), n_in=st.integers(1, 4), n_out=st.integers(1, 4),
+       seed=seeds)
+def test_linear_gradient(with_bias, lead, n_in, n_out, seed):
+    x = normal(seed, lead + (n_in,))
+    weight, bias = normal(seed + 1, (n_in, n_out)), normal(seed + 2, (n_out,))
+    if with_bias:
+        check(lambda x, w, b: F.linear(x, w, b), x, weight, bias)
+    else:
+        check(lambda x, w: F.linear(x, w), x, weight)
+
+
+def test_linear_equals_matmul_plus_bias():
+    x, w, b = normal(0, (2, 3, 4)), normal(1, (4, 5)), normal(2, (5,))
+    np.testing.assert_allclose(F.linear(x, w, b).data, (x @ w + b).data, rtol=1e-12)

@@ -28,7 +28,7 @@ from .elementwise import (
     tanh,
     where,
 )
-from .linalg import matmul
+from .linalg import linear, matmul
 from .nn import cross_entropy, dropout, embedding, layer_norm, log_softmax, softmax
 from .reduce import max, mean, min, sum, var
 from .shape import (
@@ -69,7 +69,7 @@ __all__ = [
     "log",
     "log_softmax",
     "masked_fill",
-    "matmul",
+    "linear", "matmul",
     "max",
     "maximum",
     "mean",

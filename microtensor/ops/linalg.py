@@ -73,3 +73,34 @@ def _result_shape(a, b, out_shape):
     if b.ndim == 1:
         return out_shape[:-1]
     return out_shape
+
+
+@primitive("linear", rule="dx = g @ W^T ;  dW = x^T @ g ;  db = sum of g over rows")
+def linear(x, weight, bias=None):
+    """x @ weight + bias in one node, weight shaped (in_features, out_features).
+
+    Every leading axis of x is a batch of rows, so forward and both weight gradients are
+    single 2-D GEMMs, and the bias is added in place (no second activation-sized array).
+    """
+    if np.ndim(weight) != 2 or np.ndim(x) == 0 or x.shape[-1] != weight.shape[0]:
+        raise op_error("linear", f"input {np.shape(x)} and weight {np.shape(weight)} do not "
+                       f"match: the weight must be 2-D (in_features, out_features) with "
+                       f"in_features equal to the input's last axis",
+                       fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
+    if bias is not None and np.shape(bias) != weight.shape[1:]:
+        raise op_error("linear", f"bias has shape {np.shape(bias)}, expected "
+                       f"{weight.shape[1:]} (one per output feature)")
+    rows = x.reshape(-1, x.shape[-1])                  # (N, in)
+    out = rows @ weight                                # (N, out)
+    if bias is not None:
+        if bias.dtype == out.dtype:
+            out += bias
+        else:
+            out = out + bias                           # let NumPy promote mixed dtypes
+    def backward(g):
+        g_rows = g.reshape(-1, g.shape[-1])            # (N, out)
+        grad_x = (g_rows @ weight.T).reshape(x.shape)
+        grad_weight = rows.T @ g_rows                  # sums x_i^T g_i over all rows
+        grad_bias = None if bias is None else g_rows.sum(axis=0)
+        return grad_x, grad_weight, grad_bias
+    return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
