@@ -375,23 +375,23 @@ def _new(array, requires_grad, name):
     return result
 
 
-def _shape(shape):
+def _shape(shape, where: str = "shape"):
     shape = _shape_arg(shape)
     if any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape):
-        raise op_error("shape", f"sizes must be non-negative integers, got {shape}")
+        raise op_error(where, f"sizes must be non-negative integers, got {shape}")
     return shape
 
 
 def zeros(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.zeros(_shape(shape), dtype=dtype), requires_grad, name)
+    return _new(np.zeros(_shape(shape, "zeros"), dtype=dtype), requires_grad, name)
 
 
 def ones(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.ones(_shape(shape), dtype=dtype), requires_grad, name)
+    return _new(np.ones(_shape(shape, "ones"), dtype=dtype), requires_grad, name)
 
 
 def full(shape, fill_value, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.full(_shape((shape,)), fill_value, dtype=dtype), requires_grad, name)
+    return _new(np.full(_shape((shape,), "full"), fill_value, dtype=dtype), requires_grad, name)
 
 
 def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
@@ -404,16 +404,19 @@ def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
 
 def randn(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
     """Standard normal samples from the global generator (see `manual_seed`)."""
-    return _new(_rng.standard_normal(_shape(shape)).astype(dtype), requires_grad, name)
+    return _new(_rng.standard_normal(_shape(shape, "randn")).astype(dtype), requires_grad, name)
 
 
 def rand(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
     """Uniform samples in [0, 1) from the global generator."""
-    return _new(_rng.random(_shape(shape)).astype(dtype), requires_grad, name)
+    return _new(_rng.random(_shape(shape, "rand")).astype(dtype), requires_grad, name)
 
 
 def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
     """Like np.arange; integer arguments give int64, float arguments float32."""
+    if step == 0:
+        raise op_error("arange", "step must not be 0", fix="use a positive step to count up, "
+                       "a negative one to count down")
     array = np.arange(start, stop, step) if stop is not None else np.arange(start)
     if dtype is None and array.dtype.kind == "f":
         dtype = DEFAULT_FLOAT
@@ -421,6 +424,7 @@ def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
 
 
 def eye(n, m=None, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    _shape((n,) if m is None else (n, m), "eye")
     return _new(np.eye(n, m, dtype=dtype), requires_grad, None)
 
 

@@ -13,6 +13,11 @@ def _check_axis(name, x, axis):
         raise op_error(name, f"axis {axis} is out of range for a tensor with shape {x.shape}",
                        IndexError, f"use an axis in [{-x.ndim}, {x.ndim - 1}]"
                        if x.ndim else "this needs at least a 1-D tensor")
+    if x.shape[axis] == 0:
+        # NumPy would fail later with "zero-size array to reduction operation maximum".
+        raise op_error(name, f"axis {axis} of a tensor with shape {x.shape} is empty: there "
+                       f"is nothing to normalise over", fix="check for an empty sequence "
+                       "or vocabulary upstream")
 
 
 @primitive("softmax", rule="dx = y * (g - sum(g * y, axis))")
@@ -108,6 +113,10 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean"):
         raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
                        f"{logits.shape[:-1]} (one class id per row), got {np.shape(target)}")
     n_classes = logits.shape[-1]
+    if n_classes == 0:
+        raise op_error("cross_entropy", f"logits {logits.shape} have 0 classes (an empty "
+                       f"last axis)", fix="the last axis of the logits must hold one score "
+                       "per class")
     valid = _check_targets("cross_entropy", target, n_classes, ignore_index)
     safe_target = np.where(valid, target, 0)
 
