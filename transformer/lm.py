@@ -23,7 +23,7 @@ from .layers import (
     key_mask,
     positions_from_valid,
 )
-from .model import as_ids
+from .model import as_ids, check_sizes
 
 
 class DecoderLM(Module):
@@ -38,7 +38,10 @@ class DecoderLM(Module):
                  tie_weights: bool = False, positional: str = "learned",
                  activation: str = "gelu"):
         super().__init__()
+        check_sizes("DecoderLM", vocab=vocab, d_model=d_model, n_heads=n_heads,
+                    n_layers=n_layers, max_len=max_len)
         d_ff = d_ff or 4 * d_model
+        check_sizes("DecoderLM", d_ff=d_ff)
         self.config = {"vocab": vocab, "d_model": d_model, "n_heads": n_heads,
                        "n_layers": n_layers, "d_ff": d_ff, "max_len": max_len,
                        "dropout": dropout, "tie_weights": tie_weights,

@@ -30,6 +30,15 @@ def as_ids(ids, where: str) -> np.ndarray:
     return array
 
 
+def check_sizes(where: str, **sizes) -> None:
+    """Refuse a size that is not a positive integer, naming the constructor argument
+    (otherwise a layer deep inside reports it under its own name, or n_layers=-1 silently
+    builds no layers)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise op_error(where, f"{name} must be a positive integer, got {value!r}")
+
+
 class Transformer(Module):
     """Encoder-decoder Transformer. Embeddings are scaled by sqrt(d_model) and added to the
     sinusoidal positional encoding, as in the paper. `pad_id` tokens are masked as keys on
@@ -41,6 +50,8 @@ class Transformer(Module):
                  n_layers: int = 2, d_ff: int = 512, dropout: float = 0.1, max_len: int = 256,
                  pad_id: int = 0, norm_first: bool = False, activation: str = "relu"):
         super().__init__()
+        check_sizes("Transformer", src_vocab=src_vocab, tgt_vocab=tgt_vocab, d_model=d_model,
+                    n_heads=n_heads, n_layers=n_layers, d_ff=d_ff, max_len=max_len)
         self.config = {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "d_model": d_model,
                        "n_heads": n_heads, "n_layers": n_layers, "d_ff": d_ff,
                        "dropout": dropout, "max_len": max_len, "pad_id": pad_id,
