@@ -233,18 +233,28 @@ def load(path: str | os.PathLike) -> dict:
         if index.get("format") != FORMAT_NAME:
             raise ValueError(f"format {index.get('format')!r}")
         version = int(index["version"])
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise op_error("load", f"'{path}' is not a microtensor checkpoint: its "
                        f"'{FORMAT_KEY}' entry is not ours ({error})", CheckpointError) from None
     if version > FORMAT_VERSION:
         raise op_error("load", f"'{path}' has checkpoint format version {version}, newer "
                        f"than this microtensor reads ({FORMAT_VERSION})", CheckpointError,
                        "upgrade microtensor")
-    return _rebuild(index["tree"], arrays, path)
+    try:
+        return _rebuild(index.get("tree"), arrays, path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError) as error:
+        if getattr(error, "microtensor", False):
+            raise
+        # A tampered or damaged index: wrong kinds, missing fields, absurd nesting.
+        raise op_error("load", f"'{path}' is damaged: its '{FORMAT_KEY}' index does not "
+                       f"describe a checkpoint ({type(error).__name__}: {error})",
+                       CheckpointError, "restore it from a backup or re-save it") from None
 
 
-# What NumPy and zipfile raise on damaged or pickled files.
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+# What NumPy and zipfile raise on damaged or pickled files (MemoryError: a damaged .npy
+# header can declare an array far larger than the file, and NumPy allocates it first).
+_READ_ERRORS = (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def _read_members(path: str) -> dict[str, np.ndarray]:

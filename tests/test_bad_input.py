@@ -7,6 +7,8 @@ missing and corrupt files for mt.load, unknown lesson names, missing `dot` for r
 This file covers the same mistakes made through the models, the command lines and the
 remaining ops, plus the guarantee that loading a checkpoint never runs code.
 """
+import io
+import json
 import os
 import pickle
 import re
@@ -302,6 +304,57 @@ def test_missing_dot_in_a_lesson_that_draws(tmp_path, monkeypatch, capsys):
     assert "render: Graphviz's `dot` program was not found on PATH" in err
     assert "apt-get install graphviz" in err and "Traceback" not in err
     assert (tmp_path / "out" / "backprop-graph.dot").read_text().startswith("digraph")
+
+
+def write_members(path, members):
+    """A .npz written member by member: arrays, or raw bytes for hand-made damage."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in members.items():
+            with archive.open(name + ".npy", "w") as member:
+                if isinstance(value, bytes):
+                    member.write(value)
+                else:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
+
+
+def index(tree):
+    return np.array(json.dumps({"format": "microtensor.checkpoint", "version": 1,
+                                "tree": tree}))
+
+
+@pytest.mark.parametrize("tree", [
+    [1, 2],                                                              # not a node
+    {"kind": "dict", "items": [["w"]]},                                  # a key without value
+    {"kind": "tuple", "items": 5},                                       # items not a list
+    {"kind": "dict", "items": [["w", {"kind": "array", "entry": ["x"]}]]},
+    {"kind": "dict", "items": [["w", {"kind": "int", "entry": "w"}]]},   # int of 3 numbers
+], ids=["list", "missing-value", "items-int", "entry-list", "int-of-array"])
+def test_a_tampered_index_is_a_checkpoint_error(tmp_path, tree):
+    path = tmp_path / "tampered.npz"
+    write_members(path, {"__microtensor__": index(tree), "w": np.ones(3)})
+    with raises(mt.CheckpointError, rf"load: '{re.escape(str(path))}' is damaged: its "
+                                    r"'__microtensor__' index does not describe a checkpoint"):
+        mt.load(path)
+
+
+def test_absurdly_nested_index_and_a_header_that_lies_about_its_size(tmp_path):
+    path = tmp_path / "nested.npz"
+    nested = '{"kind": "list", "items": [' * 5000 + '{"kind": "none"}' + "]}" * 5000
+    text = '{"format": "microtensor.checkpoint", "version": 1, "tree": ' + nested + "}"
+    write_members(path, {"__microtensor__": np.array(text)})
+    with raises(mt.CheckpointError, r"load: .* is not a microtensor checkpoint: its "
+                                    r"'__microtensor__' entry is not ours \(maximum recursion"):
+        mt.load(path)
+    # A damaged .npy header declaring 10^12 float64s: NumPy would try to allocate 7 TiB.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**12,)})
+    path = tmp_path / "liar.npz"
+    tree = {"kind": "dict", "items": [["w", {"kind": "array", "entry": "w"}]]}
+    write_members(path, {"__microtensor__": index(tree), "w": header.getvalue() + bytes(64)})
+    with raises(mt.CheckpointError, rf"load: '{re.escape(str(path))}' \(entry 'w'\) is corrupt "
+                                    r"or truncated .*MemoryError"):
+        mt.load(path)
 
 
 # ---------------------------------------------------------------------- loading runs no code

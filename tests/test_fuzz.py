@@ -467,3 +467,54 @@ def test_nan_and_inf_never_pass_silently_under_detect_anomaly(arrays, data):
         + ("a NaN/inf appeared without anomaly mode, yet detect_anomaly() said nothing"
            if silent else f"detect_anomaly() raised, yet no NaN/inf appears: {raised}"))
 
+
+
+# ---------------------------------------------------------------------- damaged checkpoints
+CHECKPOINT = {"model": {"layers.0.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
+                        "layers.0.bias": np.zeros(4, np.float64)},
+              "optimizer": {"state": {"0": {"step": 7, "exp_avg": np.ones(3)}}, "lr": 1e-3},
+              "names": ["a", "b c"], "step": 100, "note": None}
+
+
+def same_tree(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same_tree, a, b))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return a == b and type(a) is type(b)
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")), deadline=None)
+@given(damage=st.lists(st.tuples(st.sampled_from(["flip", "cut", "zero", "insert"]),
+                                 st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
+                       min_size=1, max_size=3))
+def test_a_damaged_checkpoint_loads_intact_or_is_refused_clearly(tmp_path_factory, damage):
+    """Flipped, zeroed, inserted or cut bytes anywhere in a checkpoint: `mt.load` gives back
+    exactly what was saved (the damage hit bytes nothing reads) or raises CheckpointError
+    naming the file, never a bare NumPy/zipfile/JSON error, a MemoryError or a wrong value."""
+    path = tmp_path_factory.mktemp("damaged") / "ckpt.npz"
+    mt.save(CHECKPOINT, path)
+    data = bytearray(path.read_bytes())
+    for kind, where, value in damage:
+        at = int(where * len(data))
+        if kind == "flip":
+            data[at] ^= value
+        elif kind == "zero":
+            data[at:at + value] = bytes(len(data[at:at + value]))
+        elif kind == "insert":
+            data[at:at] = bytes([value]) * value
+        else:
+            del data[at:]
+        if not data:
+            break
+    path.write_bytes(bytes(data))
+    try:
+        loaded = mt.load(path)
+    except mt.CheckpointError as error:
+        assert getattr(error, "microtensor", False)
+        assert str(error).startswith(f"load: '{path}'"), error
+        return
+    assert same_tree(CHECKPOINT, loaded), "damage changed the loaded values silently"
