@@ -197,6 +197,24 @@ def make_matmul_self(draw, xs, guarded):
     return (lambda x: x @ x.swapaxes(-1, -2)) if x.ndim >= 2 else (lambda x: x @ x)
 
 
+def make_linear(draw, xs, guarded):
+    """x @ W + b in one node, W from the pool (often the wrong shape) and b constant."""
+    weight = xs[1]
+    out_features = weight.shape[-1] if weight.ndim else 1
+    bias_shape = draw(st.sampled_from([None, (out_features,), (out_features + 1,)]))
+    bias = None if bias_shape is None else mt.tensor(np.linspace(-1, 1, bias_shape[0]))
+    return lambda x, weight: mt.functional.linear(x, weight, bias)
+
+
+def make_linear_const(draw, xs, guarded):
+    """x @ W + b with constant W (in_features from x, so it usually fits)."""
+    (x,) = xs
+    features = x.shape[-1] if x.ndim else 1
+    weight = mt.tensor(np.random.default_rng(draw(st.integers(0, 2**16))).uniform(
+        -1, 1, (features, draw(st.integers(1, 3)))), requires_grad=draw(st.booleans()))
+    return lambda x: mt.functional.linear(x, weight)
+
+
 def make_reduce(name):
     def make(draw, xs, guarded):
         (x,) = xs
@@ -326,6 +344,8 @@ OPS = dict(
         ("masked_fill", (1, make_masked_fill)),
         ("embedding", (1, make_embedding)),
         ("matmul_self", (1, make_matmul_self)),
+        ("linear", (2, make_linear)),
+        ("linear_const", (1, make_linear_const)),
         ("sum", (1, make_reduce("sum"))),
         ("mean", (1, make_reduce("mean"))),
         ("max", (1, make_reduce("max"))),
@@ -411,8 +431,8 @@ def leaves(draw, low=-2.0, high=2.0, special=()):
 PRIMITIVES = {
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu",
     "gelu", "abs", "clip", "maximum", "minimum", "where", "masked_fill", "matmul", "sum",
-    "mean", "max", "min", "var", "softmax", "log_softmax", "layer_norm", "cross_entropy",
-    "embedding", "reshape", "permute", "swapaxes", "expand", "getitem", "concat", "stack"}
+    "mean", "max", "min", "var", "linear", "softmax", "log_softmax", "layer_norm",
+    "cross_entropy", "embedding", "reshape", "permute", "swapaxes", "expand", "getitem", "concat", "stack"}
 
 
 @FUZZ

@@ -126,9 +126,10 @@ def test_random_kills_always_leave_a_loadable_checkpoint_and_resume_exactly(
     folder = tmp_path / "killed"
     chance = random.Random(1234)
     steps_seen, interrupted, mid_save = [], 0, 0
-    for attempt in range(12):
-        # Start-up takes ~0.25 s, then a step (and every 2nd a save) about every 13 ms: delays over this range land
-        # before the first step, mid-run, during saves and during the final evaluation.
+    for _ in range(12):
+        # Start-up takes ~0.25 s, then a step (and every 2nd a save) about every 13 ms:
+        # delays over this range land before the first step, mid-run, during saves and
+        # during the final evaluation.
         leftovers = len(temporary_files(folder))
         process = start([*ARGS, "--resume"], folder, stdout=subprocess.DEVNULL)
         time.sleep(chance.uniform(0.25, 0.75))
