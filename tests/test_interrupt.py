@@ -188,3 +188,24 @@ def test_kill_in_the_middle_of_a_checkpoint_write(reference, tmp_path):
     process = start([*ARGS, "--resume"], folder, stdout=subprocess.DEVNULL)
     assert process.wait(timeout=60) == 0, process.stderr.read()
     assert_same_run(reference, load_checkpoint(str(folder)))
+
+
+def test_ctrl_c_during_a_checkpoint_write_leaves_no_temporary_file(reference, tmp_path):
+    """SIGINT (Ctrl-C) can be caught: the interrupted save removes its temporary file, the
+    previous checkpoint stays, and --resume still ends exactly where it should."""
+    folder = tmp_path / "ctrl-c"
+    process = start([*ARGS], folder, wrapper=SLOW_SAVE, stdout=subprocess.PIPE)
+    saves = 0
+    for line in process.stdout:
+        saves += line == "saving\n"
+        if saves == 2:
+            break
+    assert saves == 2 and temporary_files(folder)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) != 0
+    assert "KeyboardInterrupt" in process.stderr.read()
+    assert temporary_files(folder) == []
+    assert check_loadable(folder) == 2          # the first save; the second never landed
+    process = start([*ARGS, "--resume"], folder, stdout=subprocess.DEVNULL)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    assert_same_run(reference, load_checkpoint(str(folder)))
