@@ -286,6 +286,10 @@ class LayerNorm(Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         _check_sizes("LayerNorm", dim=dim)
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            # eps <= 0 turns a constant row into sqrt(0) or sqrt(negative): inf or NaN.
+            raise op_error("LayerNorm", f"eps must be a positive number, got {eps!r}",
+                           fix="the usual value is 1e-5")
         self.dim, self.eps = dim, eps
         self.weight = Parameter(np.ones(dim, DEFAULT_FLOAT))
         self.bias = Parameter(np.zeros(dim, DEFAULT_FLOAT))

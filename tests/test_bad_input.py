@@ -101,6 +101,9 @@ def test_wrong_ranks_name_the_expected_layout(lm):
     with raises(ValueError, r"LayerNorm: expected the last axis to have size 3, got input of "
                             r"shape \(2, 4\)"):
         nn.LayerNorm(3)(mt.randn(2, 4))
+    with raises(ValueError, r"reshape: invalid size in shape \(-2, 3\) for a tensor of shape "
+                            r"\(2, 3\)\. Sizes must be >= 0, or -1"):
+        mt.randn(2, 3).reshape(-2, 3)            # NumPy would read -2 as -1
 
 
 # ---------------------------------------------------------------------- empty tensors
@@ -136,6 +139,10 @@ def test_temperature_must_be_a_finite_number_at_least_zero(lm, temperature):
 def test_nan_settings_and_nan_gradients_are_refused():
     with raises(ValueError, r"Dropout: p must be in \[0, 1\), got nan"):
         nn.Dropout(float("nan"))
+    for eps in (float("nan"), 0.0, -1e-5):   # a constant row would become NaN or inf
+        with raises(ValueError, rf"LayerNorm: eps must be a positive number, got {eps!r}\. "
+                                r"The usual value is 1e-5"):
+            nn.LayerNorm(4, eps=eps)
     with raises(ValueError, r"dropout: p must be in \[0, 1\), got nan"):
         F.dropout(mt.ones(3), p=float("nan"))
     param = nn.Parameter(np.ones(3, np.float32))

@@ -11,6 +11,10 @@ from ..errors import op_error
 
 @primitive("reshape", rule="dx = reshape(g, x.shape)")
 def reshape(x, *, shape):
+    if any(isinstance(n, (int, np.integer)) and n < -1 for n in shape):
+        # NumPy quietly reads any negative size as -1; PyTorch refuses it.
+        raise op_error("reshape", f"invalid size in shape {tuple(shape)} for a tensor of shape "
+                       f"{x.shape}", fix="sizes must be >= 0, or -1 for the one size to infer")
     try:
         out = np.reshape(x, shape)
     except ValueError:
