@@ -153,8 +153,8 @@ def test_charlm_full_on_gpl3_falls_and_prints_words(tmp_path):
     val = [float(line.split("validation loss ")[1]) for line in result.stdout.splitlines()
            if "validation loss" in line]
     assert val[-1] < val[0] - 1.5
-    sample = result.stdout.split("sample: ")[1]
-    assert sum(word in sample.split() for word in ("the", "of", "to", "or", "and")) >= 2
+    sample = result.stdout.split("sample: ")[1].lower().split()
+    assert sum(word in sample for word in ("the", "of", "to", "or", "and", "program")) >= 3
 
 
 @pytest.mark.slow

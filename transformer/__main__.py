@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
     run.add_argument("--ckpt-every", type=int, default=500)
 
-    gen = commands.add_parser("generate", help="generate from a trained checkpoint")
+    gen = commands.add_parser("generate", help="generate from a trained checkpoint (charlm "
+                              "samples; reverse/copy models decode greedily)")
     gen.add_argument("--ckpt", required=True, help="run folder (or its checkpoint.npz)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=200)
