@@ -1,7 +1,8 @@
-"""The training command line: learning (fast versions in the suite, full ones marked slow),
+"""The training command line: learning (the reverse bar in full; the character LM's full run
+is marked slow, with a fast version here),
 checkpoints, exact resume, generation, and clear errors.
 
-The slow tests train the full configurations; run them with RUN_SLOW=1:
+The slow tests (GPL-3 character LM, a killed full run) take minutes; run them with:
     RUN_SLOW=1 python -m pytest -q tests/test_train_cli.py -m slow
 """
 import json
@@ -130,13 +131,12 @@ def test_missing_checkpoint_and_missing_text(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- full runs (slow)
-@pytest.mark.slow
-@needs_run_slow
 def test_reverse_full_reaches_99_percent_on_held_out(tmp_path):
-    """The stated bar: length-10 sequences over 10 symbols, >= 99% exact on 1000 held-out."""
+    """The stated bar: length-10 sequences over 10 symbols, >= 99% exact on 1000 held-out
+    sequences never trained on (about 40 s on 2 cores: 700 steps reach 100%)."""
     began = time.perf_counter()
-    result = run_module("train", "--task", "reverse", "--steps", "1500", "--out",
-                        str(tmp_path), "--log-every", "250")
+    result = run_module("train", "--task", "reverse", "--steps", "700", "--out",
+                        str(tmp_path), "--log-every", "350", "--eval-every", "700")
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("final: held-out exact-sequence accuracy ")[1]
                      .split("%")[0])
