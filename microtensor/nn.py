@@ -332,29 +332,6 @@ class GELU(Module):
         return F.gelu(x)
 
 
-class Sequential(Module):
-    """Modules applied in order: Sequential(a, b)(x) == b(a(x))."""
-
-    def __init__(self, *modules: Module):
-        super().__init__()
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-
 class ModuleList(Module):
     """A list of modules whose parameters are registered (a plain list's are not)."""
 
@@ -375,6 +352,18 @@ class ModuleList(Module):
 
     def __getitem__(self, i):
         return list(self._modules.values())[i]
+
+
+class Sequential(ModuleList):
+    """Modules applied in order: Sequential(a, b)(x) == b(a(x))."""
+
+    def __init__(self, *modules: Module):
+        super().__init__(modules)
+
+    def forward(self, x):
+        for module in self:
+            x = module(x)
+        return x
 
 
 def _check_sizes(where: str, **sizes):

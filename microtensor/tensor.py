@@ -64,27 +64,24 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
-        self.data = _as_array(data, dtype)
+        self._start(_as_array(data, dtype), name)
+        self.requires_grad = requires_grad  # validated: only float tensors may require grad
+
+    @classmethod
+    def _wrap(cls, array) -> Tensor:
+        """Wrap an op's output without copying or validating (internal, hot path)."""
+        tensor = cls.__new__(cls)
+        tensor._start(array if isinstance(array, np.ndarray) else np.asarray(array), None)
+        return tensor
+
+    def _start(self, array: np.ndarray, name: str | None) -> None:
+        self.data = array
         self.grad = None
         self._requires_grad = False
         self.name = name
         self.op = None
         self._hooks = []
         self._retains_grad = False
-        self.requires_grad = requires_grad
-
-    @classmethod
-    def _wrap(cls, array) -> Tensor:
-        """Wrap an op's output without copying (internal, hot path)."""
-        tensor = cls.__new__(cls)
-        tensor.data = array if isinstance(array, np.ndarray) else np.asarray(array)
-        tensor.grad = None
-        tensor._requires_grad = False
-        tensor.name = None
-        tensor.op = None
-        tensor._hooks = []
-        tensor._retains_grad = False
-        return tensor
 
     # ------------------------------------------------------------------ attributes
     @property
