@@ -32,7 +32,7 @@ def attention_loss(seed=0, dtype=np.float64):
                                requires_grad=True, name=n) for n in ("W_q", "W_k", "W_v"))
     scores = (X @ W_q) @ (X @ W_k).T / math.sqrt(2)
     loss = (scores.softmax(axis=-1) @ (X @ W_v)).sum()
-    return loss, dict(X=X, W_q=W_q, W_k=W_k, W_v=W_v)
+    return loss, {"X": X, "W_q": W_q, "W_k": W_k, "W_v": W_v}
 
 
 NODE = re.compile(r"^\s*(t\d+|op\d+|m\d+) \[(.*)\]$")

@@ -21,7 +21,7 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.ge
 
 
 def embedded_steps(page: str) -> dict:
-    found = re.search(r'<script type="application/json" id="steps">(.*?)</script>', page, re.S)
+    found = re.search(r'<script type="application/json" id="steps">(.*?)</script>', page, re.DOTALL)
     return json.loads(found[1])
 
 

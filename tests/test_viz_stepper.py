@@ -24,7 +24,7 @@ def test_one_block_per_backward_step_in_engine_order():
     twin, _ = attention_example(dtype=np.float64)
     expected = [(s.index, s.node.name if s.node else "leaf") for s in backward_steps(twin)]
     total = len(mt.autograd.topological_order(twin))
-    headers = re.findall(r"^step (\d+)/(\d+)  (\w+)", text, flags=re.M)
+    headers = re.findall(r"^step (\d+)/(\d+)  (\w+)", text, flags=re.MULTILINE)
     assert [(int(k) - 1, name) for k, _, name in headers] == expected
     assert {int(n) for _, n, _ in headers} == {total}
     assert [(s.index, s.node.name if s.node else "leaf") for s in steps] == expected

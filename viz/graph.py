@@ -28,9 +28,19 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
+from .labels import (
+    GRAD_PALETTE,
+    VALUE_PALETTE,
+    as_grid,
+    diverging,
+    escape,
+    fmt,
+    norm,
+    stats,
+    text_colour,
+    wrap,
+)
 from .layout import DEFAULT_MAX_NODES, Layout, plan_layout
-from .labels import (GRAD_PALETTE, VALUE_PALETTE, as_grid, diverging, escape, fmt, norm,
-                     stats, text_colour, wrap)
 
 HIGHLIGHT = "#e6550d"   # the route from the root to the highlighted tensor(s)
 DIM = "#c4c4c4"         # everything off that route

@@ -26,8 +26,8 @@ from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
 from .graph import draw, require_dot, to_svg
-from .layout import DEFAULT_MAX_NODES, Layout
 from .labels import summary
+from .layout import DEFAULT_MAX_NODES, Layout
 
 
 def step_record(step: BackwardStep, layout: Layout, max_values: int = 64) -> dict:
@@ -58,8 +58,8 @@ def step_record(step: BackwardStep, layout: Layout, max_values: int = 64) -> dic
 def _inline_svg(svg: str) -> str:
     """Graphviz's SVG without the XML prolog, DOCTYPE and comments (it goes inside HTML)."""
     svg = re.sub(r"<\?xml[^>]*\?>", "", svg)
-    svg = re.sub(r"<!DOCTYPE[^>]*>", "", svg, flags=re.S)
-    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r"<!DOCTYPE[^>]*>", "", svg, flags=re.DOTALL)
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL)
     return svg.strip()
 
 

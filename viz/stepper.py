@@ -23,8 +23,8 @@ from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
-from .layout import Layout, plan_layout
 from .labels import preview as _preview
+from .layout import Layout, plan_layout
 
 
 def preview(array, max_values: int) -> str:

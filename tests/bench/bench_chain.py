@@ -4,8 +4,9 @@
 """
 import time
 
-import microtensor as mt
 from common import emit
+
+import microtensor as mt
 
 
 def chain_seconds(n_ops: int) -> float:

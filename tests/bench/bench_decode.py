@@ -5,10 +5,10 @@ usual concatenating cache, in one run.
     python tests/bench/bench_decode.py
 """
 import numpy as np
-
-import microtensor as mt
 from common import best_of, emit, torch
 from reference import CONFIG
+
+import microtensor as mt
 from transformer import DecoderLM
 
 NEW_TOKENS, PROMPT = 256, 16

@@ -6,11 +6,12 @@ import shutil
 import tempfile
 import time
 
+from common import emit
+from reference import CONFIG, batch
+
 import microtensor as mt
 import microtensor.functional as F
 import viz
-from common import emit
-from reference import CONFIG, batch
 from transformer import DecoderLM
 
 

@@ -2,10 +2,10 @@
 
     python tests/bench/bench_small_ops.py
 """
-import numpy as np
+
+from common import best_of, emit, torch
 
 import microtensor as mt
-from common import best_of, emit, torch
 
 
 def run() -> dict:

@@ -5,13 +5,13 @@ beat.
 
     python tests/bench/bench_train.py
 """
-import numpy as np
+
+from common import best_of, emit, torch
+from reference import CONFIG, batch, numpy_gemm_floor_step
 
 import microtensor as mt
 import microtensor.functional as F
-from common import best_of, emit, torch
 from microtensor.optim import AdamW
-from reference import CONFIG, batch, numpy_gemm_floor_step
 from transformer import DecoderLM
 
 

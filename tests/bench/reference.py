@@ -6,10 +6,9 @@ matmul, scale, mask, softmax, matmul -> residual; LayerNorm -> Linear, GELU (tan
 -> residual), a final LayerNorm and a Linear head.
 """
 import numpy as np
-
 from common import torch
 
-CONFIG = dict(vocab=96, d_model=128, n_heads=4, n_layers=4, d_ff=512, seq=64, batch=16)
+CONFIG = {"vocab": 96, "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 512, "seq": 64, "batch": 16}
 
 
 def batch(config=CONFIG, seed=0):

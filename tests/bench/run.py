@@ -12,13 +12,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_chain  # noqa: E402
-import bench_decode  # noqa: E402
-import bench_draw  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_small_ops  # noqa: E402
-import bench_train  # noqa: E402
-from common import environment  # noqa: E402
+import bench_chain
+import bench_decode
+import bench_draw
+import bench_memory
+import bench_small_ops
+import bench_train
+from common import environment
 
 
 def table(results: dict) -> str:
@@ -52,8 +52,8 @@ def table(results: dict) -> str:
          " -> ".join(f"{v:.0f}" for v in memory["rss_mb_at_step"].values()), "", "",
          f"growth after warm-up {memory['growth_after_warmup_mb']:+.1f} MB (goal ~0)"),
         ("draw+render 4-layer graph (s)",
-         f"{draw['folded']['draw_s'] + (draw['folded']['render_s'] or 0):.2f} folded, "
-         f"{draw['unfolded']['draw_s'] + (draw['unfolded']['render_s'] or 0):.2f} full",
+         (f"{draw['folded']['draw_s'] + (draw['folded']['render_s'] or 0):.2f} folded, "
+         f"{draw['unfolded']['draw_s'] + (draw['unfolded']['render_s'] or 0):.2f} full"),
          "", "", ""),
     ]
     header = ("benchmark", "microtensor", "torch", "numpy floor", "ratio")
