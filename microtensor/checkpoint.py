@@ -253,8 +253,10 @@ def load(path: str | os.PathLike) -> dict:
 
 
 # What NumPy and zipfile raise on damaged or pickled files (MemoryError: a damaged .npy
-# header can declare an array far larger than the file, and NumPy allocates it first).
-_READ_ERRORS = (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error)
+# header can declare an array far larger than the file, and NumPy allocates it first;
+# NotImplementedError: zipfile on a damaged version or compression-method field).
+_READ_ERRORS = (ValueError, OSError, EOFError, MemoryError, NotImplementedError,
+                zipfile.BadZipFile, zlib.error)
 
 
 def _read_members(path: str) -> dict[str, np.ndarray]:
@@ -287,6 +289,11 @@ def _read_members(path: str) -> dict[str, np.ndarray]:
                 arrays[key] = content[key]
             except _READ_ERRORS as error:  # CRC errors, truncated members, pickles
                 raise _unreadable(path, error, key) from None
+            if not isinstance(arrays[key], np.ndarray):
+                # NumPy hands back raw bytes for a member it does not see as .npy: a damaged
+                # zip directory can make an array's member look like that (with a valid
+                # CRC when its sizes were zeroed too), so it would load as b''.
+                raise _unreadable(path, ValueError("the entry is not a .npy array"), key)
     return arrays
 
 

@@ -364,6 +364,31 @@ def test_absurdly_nested_index_and_a_header_that_lies_about_its_size(tmp_path):
         mt.load(path)
 
 
+def damage_directory_entry(path, name, offset, new_bytes):
+    """Overwrite bytes of the zip central-directory record of member `name`."""
+    data = bytearray(path.read_bytes())
+    record = data.rfind(name.encode()) - 46      # the record's fixed part precedes the name
+    assert data[record:record + 4] == b"PK\x01\x02"
+    data[record + offset:record + offset + len(new_bytes)] = new_bytes
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("offset, new_bytes, cause", [
+    (12, bytes(13), "not a .npy array"),          # time, CRC, sizes zeroed: read as b''
+    (6, bytes([109]), "NotImplementedError"),      # "needs zip version 10.9"
+    (10, bytes([99]), "NotImplementedError"),      # an unknown compression method
+], ids=["zeroed-sizes", "zip-version", "compression-method"])
+def test_a_damaged_zip_directory_is_a_checkpoint_error(tmp_path, offset, new_bytes, cause):
+    """Found by fuzzing damaged files: these loaded b'' as an array, or raised a bare
+    NotImplementedError from zipfile."""
+    path = tmp_path / "ckpt.npz"
+    mt.save({"model": {"w": np.arange(12, dtype=np.float32)}}, path)
+    damage_directory_entry(path, "model/w.npy", offset, new_bytes)
+    with raises(mt.CheckpointError, rf"load: '{re.escape(str(path))}'( \(entry 'model/w'\))? "
+                                    rf"is corrupt or truncated .*{cause}"):
+        mt.load(path)
+
+
 # ---------------------------------------------------------------------- loading runs no code
 class Payload:
     """Unpickling this object creates the file `marker` (a stand-in for any code)."""

@@ -177,7 +177,7 @@ def make_where(draw, xs, guarded):
 def make_embedding(draw, xs, guarded):
     """The operand is the table; ids are drawn for its first axis (sometimes out of range)."""
     (weight,) = xs
-    rows = weight.shape[0] if weight.ndim else 1
+    rows = max(weight.shape[0], 1) if weight.ndim else 1   # an empty table: id 0
     seed = draw(st.integers(0, 2**16))
     ids = np.random.default_rng(seed).integers(0, rows + (draw(st.integers(0, 9)) == 0),
                                                draw(st.sampled_from([(2,), (2, 3), ()])))

@@ -176,7 +176,8 @@ def embedding(ids, weight):
         bad = ids.min() if ids.min() < 0 else ids.max()
         raise op_error("embedding", f"id {bad} is out of range for a table of "
                        f"{weight.shape[0]} rows", IndexError,
-                       f"ids must be in [0, {weight.shape[0] - 1}]")
+                       f"ids must be in [0, {weight.shape[0] - 1}]" if weight.shape[0]
+                       else "the table is empty: give it at least one row")
     flat = ids.reshape(-1)
     def backward(g):
         # Repeated ids must accumulate. Sort the ids so equal ones sit together, then one
