@@ -254,9 +254,10 @@ def load(path: str | os.PathLike) -> dict:
 
 # What NumPy and zipfile raise on damaged or pickled files (MemoryError: a damaged .npy
 # header can declare an array far larger than the file, and NumPy allocates it first;
-# NotImplementedError: zipfile on a damaged version or compression-method field).
+# NotImplementedError: zipfile on a damaged version or compression-method field;
+# RuntimeError: zipfile on a damaged flags field that marks a member encrypted).
 _READ_ERRORS = (ValueError, OSError, EOFError, MemoryError, NotImplementedError,
-                zipfile.BadZipFile, zlib.error)
+                RuntimeError, zipfile.BadZipFile, zlib.error)
 
 
 def _read_members(path: str) -> dict[str, np.ndarray]:

@@ -377,10 +377,11 @@ def damage_directory_entry(path, name, offset, new_bytes):
     (12, bytes(13), "not a .npy array"),          # time, CRC, sizes zeroed: read as b''
     (6, bytes([109]), "NotImplementedError"),      # "needs zip version 10.9"
     (10, bytes([99]), "NotImplementedError"),      # an unknown compression method
-], ids=["zeroed-sizes", "zip-version", "compression-method"])
+    (8, bytes([1]), "RuntimeError: .*encrypted"),   # flags: "encrypted, password required"
+], ids=["zeroed-sizes", "zip-version", "compression-method", "encrypted-flag"])
 def test_a_damaged_zip_directory_is_a_checkpoint_error(tmp_path, offset, new_bytes, cause):
     """Found by fuzzing damaged files: these loaded b'' as an array, or raised a bare
-    NotImplementedError from zipfile."""
+    NotImplementedError or RuntimeError from zipfile."""
     path = tmp_path / "ckpt.npz"
     mt.save({"model": {"w": np.arange(12, dtype=np.float32)}}, path)
     damage_directory_entry(path, "model/w.npy", offset, new_bytes)
