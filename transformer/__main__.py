@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
-from .train import generate, train
+from .train import CHECKPOINT, generate, train
 
 # Defaults per task:
 # (d_model, n_heads, n_layers, d_ff, seq_len, batch_size, lr, warmup, dropout)
@@ -23,6 +25,37 @@ TASK_DEFAULTS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 would divide by zero or train on nothing)."""
+    return _int_at_least(text, 1)
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, smallest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < smallest:
+        raise argparse.ArgumentTypeError(f"must be >= {smallest}, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m transformer", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,31 +64,34 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("train", help="train on a task, with checkpoints and resume")
     run.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="reverse")
     run.add_argument("--text", help="plain-text file for --task charlm")
-    run.add_argument("--steps", type=int, default=2000, help="total optimizer steps")
+    run.add_argument("--steps", type=positive_int, default=2000, help="total optimizer steps")
     run.add_argument("--out", default="runs/run", help="folder for the checkpoint")
     run.add_argument("--resume", action="store_true",
                      help="continue from OUT/checkpoint.npz (same result as never stopping)")
-    run.add_argument("--stop-after", type=int, help="stop after this many steps in this "
+    run.add_argument("--stop-after", type=positive_int, help="stop after this many steps in this "
                      "session (checkpoint saved; continue later with --resume)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--d-model", type=int)
-    run.add_argument("--n-heads", type=int)
-    run.add_argument("--n-layers", type=int)
-    run.add_argument("--d-ff", type=int)
+    run.add_argument("--d-model", type=positive_int)
+    run.add_argument("--n-heads", type=positive_int)
+    run.add_argument("--n-layers", type=positive_int)
+    run.add_argument("--d-ff", type=positive_int)
     run.add_argument("--dropout", type=float)
     run.add_argument("--norm-first", action="store_true", help="pre-LN (default post-LN)")
-    run.add_argument("--seq-len", type=int, help="sequence length (reverse/copy: longest "
+    run.add_argument("--seq-len", type=positive_int, help="sequence length (reverse/copy: longest "
                      "source; charlm: context window)")
-    run.add_argument("--min-len", type=int, help="shortest source (reverse/copy)")
-    run.add_argument("--n-symbols", type=int, default=10, help="alphabet size (reverse/copy)")
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine schedule)")
-    run.add_argument("--warmup", type=int)
+    run.add_argument("--min-len", type=positive_int, help="shortest source (reverse/copy)")
+    run.add_argument("--n-symbols", type=positive_int, default=10, help="alphabet size (reverse/copy)")
+    run.add_argument("--batch-size", type=positive_int)
+    run.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW, cosine schedule)")
+    run.add_argument("--warmup", type=count)
     run.add_argument("--weight-decay", type=float, default=0.01)
     run.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping")
-    run.add_argument("--log-every", type=int, default=50)
-    run.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
-    run.add_argument("--ckpt-every", type=int, default=500)
+    run.add_argument("--log-every", type=positive_int, default=50,
+                     help="print the loss every N steps")
+    run.add_argument("--eval-every", type=count, default=0,
+                     help="evaluate every N steps (0: only at the end)")
+    run.add_argument("--ckpt-every", type=positive_int, default=500,
+                     help="save the checkpoint every N steps (and at the end)")
 
     gen = commands.add_parser("generate", help="generate from a trained checkpoint (charlm "
                               "samples; reverse/copy models decode greedily)")
@@ -90,12 +126,29 @@ def main(argv: list[str] | None = None) -> int:
             train(opts, log=lambda line: print(line, flush=True))
         else:
             print(generate(opts))
-    except (ValueError, TypeError, IndexError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, TypeError, IndexError, FileNotFoundError, RuntimeError,
+            FloatingPointError) as error:
         if not getattr(error, "microtensor", False):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        print(interrupted_message(args, interrupt), file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report a Ctrl-C
     return 0
+
+
+def interrupted_message(args: argparse.Namespace, interrupt: KeyboardInterrupt) -> str:
+    """One line for Ctrl-C: where the run stands and how to continue it."""
+    if args.command != "train":
+        return "interrupted (KeyboardInterrupt)"
+    step = getattr(interrupt, "checkpoint_step", None)
+    if step is None:
+        return ("interrupted (KeyboardInterrupt) before the first checkpoint was saved: "
+                "run the same command again to start over")
+    path = os.path.join(args.out, CHECKPOINT)
+    return (f"interrupted (KeyboardInterrupt): {path} holds step {step}; run the same "
+            f"command with --resume to continue from step {step}")
 
 
 if __name__ == "__main__":

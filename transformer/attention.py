@@ -17,6 +17,8 @@ import microtensor.functional as F
 from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
+from .dropout import dropout_active
+
 
 def _mask_array(mask, where: str) -> np.ndarray | None:
     """The boolean array behind a mask given as a Tensor, an ndarray or None."""
@@ -167,7 +169,7 @@ class MultiHeadAttention(Module):
             k, v = cache.update(self.project_keys_values, source)
         out, weights = scaled_dot_product_attention(
             q, k, v, mask=mask, causal=causal, dropout_p=self.dropout_p,
-            training=self.training)
+            training=dropout_active(self))
         self.last_weights = weights
         return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
 

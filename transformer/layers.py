@@ -11,9 +11,10 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.errors import op_error
-from microtensor.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, ReLU
+from microtensor.nn import GELU, Embedding, LayerNorm, Linear, Module, ModuleList, ReLU
 
 from .attention import MultiHeadAttention
+from .dropout import Dropout
 
 
 class FeedForward(Module):

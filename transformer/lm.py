@@ -13,9 +13,10 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.errors import op_error
-from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+from microtensor.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
+from .dropout import Dropout, dropout_off
 from .layers import (
     EncoderLayer,
     PositionalEncoding,
@@ -23,7 +24,7 @@ from .layers import (
     key_mask,
     positions_from_valid,
 )
-from .model import as_ids, check_sizes
+from .model import as_ids, check_count, check_mask, check_not_empty, check_sizes
 
 
 class DecoderLM(Module):
@@ -71,11 +72,8 @@ class DecoderLM(Module):
         `mt.no_grad()`), `ids` are the positions after the cached ones."""
         ids = as_ids(ids, "DecoderLM")
         check_cache_mode("DecoderLM", cache)
-        valid = (np.ones(ids.shape, dtype=bool) if attention_mask is None
-                 else np.asarray(attention_mask, dtype=bool))
-        if valid.shape != ids.shape:
-            raise op_error("DecoderLM", f"attention_mask {valid.shape} must have the shape of "
-                           f"the ids {ids.shape}")
+        check_not_empty("DecoderLM", "input", ids)
+        valid = check_mask("DecoderLM", attention_mask, ids)
         if cache is None:
             if ids.shape[1] > self.max_len:
                 raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
@@ -107,7 +105,8 @@ class DecoderLM(Module):
         the model re-reads the last max_len // 2 tokens and continues (cached and
         uncached generation make the same choice, so they give the same tokens).
         Returns ids (B, T + max_new_tokens), and the logits of each new step
-        (B, max_new_tokens, vocab) with `return_logits=True`.
+        (B, max_new_tokens, vocab) with `return_logits=True`. Dropout is off while
+        generating; `self.training` is left as it is (safe with other threads).
         """
         where = "DecoderLM.generate"
         ids = as_ids(ids, where)
@@ -123,16 +122,16 @@ class DecoderLM(Module):
             raise op_error(where, f"temperature must be a finite number >= 0, got "
                            f"{temperature!r}", fix="use 0 for greedy decoding, 1 to sample "
                            "from the model's distribution")
+        check_count(where, "max_new_tokens", max_new_tokens, smallest=0)
         if top_k is not None and not (isinstance(top_k, (int, np.integer))
+                                      and not isinstance(top_k, bool)
                                       and 1 <= top_k <= self.vocab):
             raise op_error(where, f"top_k must be an integer in [1, {self.vocab}] (the "
                            f"vocabulary size), got {top_k!r}", fix="or None for no limit")
-        valid = (np.ones(ids.shape, dtype=bool) if attention_mask is None
-                 else np.asarray(attention_mask, dtype=bool).reshape(ids.shape))
+        valid = check_mask(where, attention_mask, ids)
         rng = np.random.default_rng(seed)
-        was_training = self.training
-        self.eval()
-        try:
+        # dropout_off, not self.eval(): `training` is shared with every other thread
+        with dropout_off():
             start, cache, step_logits = 0, None, []
             for _ in range(max_new_tokens):
                 if ids.shape[1] - start > self.max_len:
@@ -149,8 +148,6 @@ class DecoderLM(Module):
                 next_token = self._choose(last, temperature, top_k, rng)
                 ids = np.concatenate([ids, next_token[:, None]], axis=1)
                 valid = np.concatenate([valid, np.ones((ids.shape[0], 1), bool)], axis=1)
-        finally:
-            self.train(was_training)
         if return_logits:
             empty = np.zeros((ids.shape[0], 0, self.vocab), np.float32)
             return ids, np.stack(step_logits, axis=1) if step_logits else empty

@@ -13,9 +13,10 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.errors import op_error
-from microtensor.nn import Dropout, Embedding, Linear, Module
+from microtensor.nn import Embedding, Linear, Module
 
 from .cache import KVCache
+from .dropout import Dropout, dropout_off
 from .layers import Decoder, Encoder, PositionalEncoding, check_cache_mode, key_mask
 
 
@@ -37,6 +38,40 @@ def check_sizes(where: str, **sizes) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise op_error(where, f"{name} must be a positive integer, got {value!r}")
+
+
+def check_count(where: str, name: str, value, smallest: int = 1) -> None:
+    """Refuse a count (of tokens, steps) that is not an integer >= `smallest`; bools too,
+    which Python counts as integers (True would silently mean 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise op_error(where, f"{name} must be an integer, got {type(value).__name__} "
+                       f"{value!r}", TypeError, fix=f"pass a whole number >= {smallest}")
+    if value < smallest:
+        raise op_error(where, f"{name} must be >= {smallest}, got {value}",
+                       fix=f"pass a whole number >= {smallest}")
+
+
+def check_mask(where: str, mask, ids: np.ndarray) -> np.ndarray:
+    """A (B, T) boolean mask of the real tokens of `ids` (all True when `mask` is None);
+    a 1-D mask goes with 1-D ids, as `as_ids` does."""
+    if mask is None:
+        return np.ones(ids.shape, dtype=bool)
+    valid = np.asarray(mask.data if isinstance(mask, mt.Tensor) else mask, dtype=bool)
+    if valid.ndim == 1:
+        valid = valid[None, :]
+    if valid.shape != ids.shape:
+        raise op_error(where, f"attention_mask {tuple(np.shape(mask))} must have the shape "
+                       f"of the ids {ids.shape}",
+                       fix="pass one True/False per token: True at real tokens, False at "
+                       "padding")
+    return valid
+
+
+def check_not_empty(where: str, name: str, ids: np.ndarray) -> None:
+    """Refuse a (B, 0) batch here, rather than have softmax report an empty axis."""
+    if ids.shape[1] == 0:
+        raise op_error(where, f"the {name} ids {ids.shape} hold no tokens",
+                       fix="pass at least one token per row, shaped (B, T) with T >= 1")
 
 
 class Transformer(Module):
@@ -78,6 +113,7 @@ class Transformer(Module):
         """Source ids (B, S) -> memory (B, S, d_model). `src_mask` (B, S) or broadcastable
         to (B, h, S, S), True = may attend; default: every non-pad token."""
         src = as_ids(src, "Transformer.encode")
+        check_not_empty("Transformer.encode", "source", src)
         mask = self.source_mask(src) if src_mask is None else key_mask(src_mask)
         return self.encoder(self._embed(self.src_embed, src), mask=mask)
 
@@ -92,6 +128,11 @@ class Transformer(Module):
         """
         tgt = as_ids(tgt, "Transformer.decode")
         check_cache_mode("Transformer.decode", cache)
+        check_not_empty("Transformer.decode", "target", tgt)
+        if tgt.shape[0] != memory.shape[0]:
+            raise op_error("Transformer.decode", f"target ids {tgt.shape} and memory "
+                           f"{tuple(memory.shape)} have different batch sizes",
+                           fix="decode each source's memory with its own target row")
         if src_mask is None and src is not None:
             src_mask = self.source_mask(src)
         memory_mask = None if src_mask is None else key_mask(src_mask)
@@ -108,6 +149,13 @@ class Transformer(Module):
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
         """Teacher forcing: logits (B, T, tgt_vocab) for target inputs `tgt`."""
+        src, tgt = as_ids(src, "Transformer"), as_ids(tgt, "Transformer")
+        if src.shape[0] != tgt.shape[0]:
+            raise op_error("Transformer", f"src {src.shape} and tgt {tgt.shape} have "
+                           f"different batch sizes ({src.shape[0]} and {tgt.shape[0]})",
+                           fix="pass one target row per source row")
+        check_not_empty("Transformer", "source", src)
+        check_not_empty("Transformer", "target", tgt)
         if src_mask is None:
             src_mask = self.source_mask(src)
         return self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask)
@@ -126,16 +174,17 @@ class Transformer(Module):
         Returns the generated ids (B, n) without the leading `bos`; a row that emitted
         `eos` is padded with `pad_id` after it. With `return_logits=True`, also the logits
         of every step, (B, n, tgt_vocab). `use_cache=False` recomputes the whole prefix at
-        every step (same tokens and logits, slower).
+        every step (same tokens and logits, slower). Dropout is off while decoding;
+        `self.training` is left as it is (safe with other threads).
         """
         src = as_ids(src, "Transformer.greedy_decode")
+        check_count("Transformer.greedy_decode", "max_len", max_len)
         if max_len + 1 > self.max_len:
             raise op_error("Transformer.greedy_decode", f"max_len={max_len} plus the bos "
                            f"token exceeds the model's max_len={self.max_len}",
                            fix=f"ask for at most {self.max_len - 1} tokens")
-        was_training = self.training
-        self.eval()
-        try:
+        # dropout_off, not self.eval(): `training` is shared with every other thread
+        with dropout_off():
             src_mask = self.source_mask(src)
             memory = self.encode(src, src_mask)
             batch = src.shape[0]
@@ -155,8 +204,6 @@ class Transformer(Module):
                 finished |= next_token == eos
                 if finished.all():
                     break
-        finally:
-            self.train(was_training)
         generated = tokens[:, 1:]
         if return_logits:
             return generated, np.stack(step_logits, axis=1)

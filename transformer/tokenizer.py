@@ -15,9 +15,37 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 from microtensor.errors import op_error
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+def check_text(where: str, text) -> None:
+    """Refuse anything but a str (a number or None would fail somewhere less clear)."""
+    if not isinstance(text, str):
+        raise op_error(where, f"text must be a str, got {type(text).__name__} {text!r}",
+                       TypeError, fix="pass a string, e.g. str(value)")
+
+
+def as_id_list(where: str, ids) -> list[int]:
+    """`ids` (a list, tuple or 1-D array of integers) as a list of Python ints."""
+    try:
+        items = list(ids)
+    except TypeError:
+        items = None
+    if items is None or isinstance(ids, (str, bytes)):
+        raise op_error(where, f"ids must be a sequence of integer ids, got "
+                       f"{type(ids).__name__} {ids!r}", TypeError,
+                       fix="pass a list or 1-D array of ints, e.g. tok.encode(text)")
+    for position, id_ in enumerate(items):
+        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
+            raise op_error(where, f"ids must be integers, got {type(id_).__name__} "
+                           f"{id_!r} at position {position}", TypeError,
+                           fix="pass integer ids, e.g. the output of encode; to encode "
+                           "text use encode(text)")
+    return [int(id_) for id_ in items]
 
 
 class CharTokenizer:
@@ -47,6 +75,7 @@ class CharTokenizer:
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        check_text("CharTokenizer.encode", text)
         ids = [self.bos_id] if bos else []
         for position, ch in enumerate(text):
             id_ = self.stoi.get(ch, self.unk_id)
@@ -65,7 +94,7 @@ class CharTokenizer:
         """Text of `ids`; special tokens are dropped (or shown as '<bos>' etc.);
         `<unk>` decodes as U+FFFD."""
         pieces = []
-        for id_ in (int(i) for i in ids):
+        for id_ in as_id_list("CharTokenizer.decode", ids):
             if not 0 <= id_ < len(self.itos):
                 raise op_error("CharTokenizer.decode", f"id {id_} is out of range for a "
                                f"vocabulary of {len(self.itos)}", IndexError)
@@ -100,12 +129,13 @@ class ByteTokenizer:
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        check_text("ByteTokenizer.encode", text)
         ids = list(text.encode("utf-8"))
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids, skip_specials: bool = True) -> str:
         out, pieces = bytearray(), []
-        for id_ in (int(i) for i in ids):
+        for id_ in as_id_list("ByteTokenizer.decode", ids):
             if not 0 <= id_ < self.vocab_size:
                 raise op_error("ByteTokenizer.decode", f"id {id_} is out of range for a "
                                f"vocabulary of {self.vocab_size}", IndexError)

@@ -9,6 +9,7 @@ ends with the same parameters as an uninterrupted run: batches are a function of
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -20,6 +21,7 @@ from microtensor import optim
 from microtensor.errors import op_error
 
 from .data import CharLMTask, SequenceTask
+from .dropout import dropout_off
 from .lm import DecoderLM
 from .model import Transformer
 from .tokenizer import tokenizer_from_dict
@@ -99,13 +101,11 @@ def sequence_accuracy(model, task: SequenceTask, seqs=None, batch_size: int = 50
 
 @mt.no_grad()
 def validation_loss(model, task: CharLMTask, batch_size: int = 32) -> float:
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for inputs, targets in task.validation_batches(batch_size):
-        total += float(F.cross_entropy(model(inputs), targets, reduction="sum").item())
-        count += targets.size
-    model.train(was_training)
+    with dropout_off():
+        for inputs, targets in task.validation_batches(batch_size):
+            total += float(F.cross_entropy(model(inputs), targets, reduction="sum").item())
+            count += targets.size
     return total / count
 
 
@@ -131,8 +131,41 @@ def save_run(folder, model, opt, schedule, step, opts, tokenizer) -> None:
             os.path.join(folder, CHECKPOINT))
 
 
+def diverged(what: str, step: int, opts: dict, progress: dict) -> FloatingPointError:
+    """The error that stops a run whose loss or parameters stopped being finite."""
+    path = os.path.join(opts["out"], CHECKPOINT)
+    kept = ("no checkpoint was saved" if progress["saved_step"] is None
+            else f"{path} still holds step {progress['saved_step']}")
+    return op_error("train", f"{what} at step {step}: the run diverged. Stopped without "
+                    f"saving, so {kept}", FloatingPointError,
+                    fix=f"start a new run (without --resume) with a lower --lr (now "
+                    f"{opts['lr']:g}) or --clip (now {opts['clip']:g})")
+
+
+def check_finite_parameters(model, step: int, opts: dict, progress: dict) -> None:
+    """Refuse to save NaN or inf parameters over the last good checkpoint."""
+    for name, param in model.named_parameters():
+        if not np.isfinite(param.data).all():
+            raise diverged(f"parameter {name} is not finite", step, opts, progress)
+
+
 def train(opts: dict, log=print) -> dict:
-    """Train as `opts` says (the CLI's options as a dict); returns a summary dict."""
+    """Train as `opts` says (the CLI's options as a dict); returns a summary dict.
+
+    A loss or parameter that is NaN or inf stops the run with a FloatingPointError
+    before it can overwrite the last good checkpoint. A KeyboardInterrupt (Ctrl-C) passes
+    through with `checkpoint_step` set: the step the checkpoint on disk holds (None if
+    this run saved none), where `--resume` continues.
+    """
+    progress = {"saved_step": None}
+    try:
+        return _train(opts, log, progress)
+    except KeyboardInterrupt as interrupt:
+        interrupt.checkpoint_step = progress["saved_step"]
+        raise
+
+
+def _train(opts: dict, log, progress: dict) -> dict:
     folder = opts["out"]
     ckpt = None
     if opts.get("resume") and os.path.exists(os.path.join(folder, CHECKPOINT)):
@@ -161,7 +194,7 @@ def train(opts: dict, log=print) -> dict:
             schedule.total = opts["steps"]
             opt.lr = schedule.get_lr()
         mt.generator().bit_generator.state = json.loads(ckpt["rng"])
-        start = int(ckpt["step"])
+        start = progress["saved_step"] = int(ckpt["step"])
         log(f"resumed from {os.path.join(folder, CHECKPOINT)} at step {start}")
     n_params = sum(p.size for p in model.parameters())
     log(f"{opts['task']}: {type(model).__name__} with {n_params:,} parameters, vocab "
@@ -175,8 +208,16 @@ def train(opts: dict, log=print) -> dict:
     model.train()
     began = last_time = time.perf_counter()
     losses, tokens = [], 0
+
+    def save(step: int) -> None:
+        check_finite_parameters(model, step, opts, progress)
+        save_run(folder, model, opt, schedule, step, opts, tokenizer)
+        progress["saved_step"] = step
+
     for step in range(start, end):
         loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
+        if not math.isfinite(loss.item()):
+            raise diverged(f"the loss is {loss.item()}", step + 1, opts, progress)
         loss.backward()
         optim.clip_grad_norm_(model.parameters(), opts["clip"])
         opt.step()
@@ -197,9 +238,9 @@ def train(opts: dict, log=print) -> dict:
             model.train()
             last_time = time.perf_counter()  # tok/s counts training time only
         if done % opts["ckpt_every"] == 0 and done != end:
-            save_run(folder, model, opt, schedule, done, opts, tokenizer)
+            save(done)
     final_step = max(end, start)
-    save_run(folder, model, opt, schedule, final_step, opts, tokenizer)
+    save(final_step)
     summary = {"step": final_step, "seconds": time.perf_counter() - began}
     if final_step == opts["steps"]:
         if isinstance(task, SequenceTask):
