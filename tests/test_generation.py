@@ -171,3 +171,96 @@ def test_generate_errors_are_clear(lm):
         lm.generate([[3, 4]], 2, top_k=0)
     with pytest.raises(ValueError, match="the prompt is empty"):
         lm.generate(np.zeros((1, 0), np.int64), 2)
+
+
+def test_generate_refuses_bad_counts_masks_and_bools(lm):
+    with pytest.raises(ValueError, match=r"DecoderLM.generate: max_new_tokens must be >= 0, "
+                                         r"got -1\. Pass a whole number >= 0"):
+        lm.generate([[3, 4]], -1)
+    with pytest.raises(TypeError, match=r"DecoderLM.generate: max_new_tokens must be an "
+                                        r"integer, got float 2.5"):
+        lm.generate([[3, 4]], 2.5)
+    with pytest.raises(TypeError, match=r"max_new_tokens must be an integer, got bool True"):
+        lm.generate([[3, 4]], True)
+    with pytest.raises(ValueError, match=r"DecoderLM.generate: top_k must be an integer in "
+                                         r"\[1, 14\] \(the vocabulary size\), got True"):
+        lm.generate([[3, 4]], 2, temperature=1.0, top_k=True)
+    with pytest.raises(ValueError, match=r"DecoderLM.generate: attention_mask \(1, 3\) must "
+                                         r"have the shape of the ids \(1, 2\)\. Pass one "
+                                         r"True/False per token"):
+        lm.generate([[3, 4]], 2, attention_mask=[[True, True, True]])
+    # zero new tokens is a valid request: the prompt comes back unchanged
+    np.testing.assert_array_equal(lm.generate([[3, 4]], 0), [[3, 4]])
+    # a 1-D mask goes with 1-D ids
+    assert lm.generate([3, 4], 1, temperature=0, attention_mask=[True, True]).shape == (1, 3)
+
+
+@pytest.mark.parametrize("max_len, kind, message", [
+    (0, ValueError, r"max_len must be >= 1, got 0\. Pass a whole number >= 1"),
+    (-1, ValueError, r"max_len must be >= 1, got -1"),
+    (2.0, TypeError, r"max_len must be an integer, got float 2.0"),
+])
+def test_greedy_decode_refuses_a_max_len_below_one(seq2seq, max_len, kind, message):
+    with pytest.raises(kind, match=r"Transformer.greedy_decode: " + message):
+        seq2seq.greedy_decode(SOURCES, max_len=max_len, bos=BOS, eos=EOS)
+
+
+# ---------------------------------------------------------------------- shared model, threads
+def test_generation_leaves_a_training_model_in_training_mode(lm, seq2seq):
+    lm.train()
+    seq2seq.train()
+    tokens = lm.generate([[3, 4, 5]], 4, temperature=0)
+    seq2seq.greedy_decode(SOURCES, max_len=5, bos=BOS, eos=EOS)
+    assert lm.training and all(m.training for m in lm.modules())
+    assert seq2seq.training and all(m.training for m in seq2seq.modules())
+    # and dropout (p=0.1) was off while generating: same tokens as in eval mode
+    np.testing.assert_array_equal(tokens, lm.eval().generate([[3, 4, 5]], 4, temperature=0))
+
+
+def test_concurrent_generation_matches_sequential_and_never_flips_training(lm, seq2seq):
+    """Two threads generate from one model in train mode while a third keeps reading
+    `training`: the tokens are those of sequential calls, and training never reads False."""
+    import threading
+    lm.train()
+    seq2seq.train()
+    prompts = [np.array([[3, 4, 5]]), np.array([[6, 7, 8, 9]])]
+    expected_lm = [lm.generate(p, 6, temperature=0.7, seed=i) for i, p in enumerate(prompts)]
+    expected_s2s = [seq2seq.greedy_decode(SOURCES[i:i + 2], 5, BOS, EOS) for i in range(2)]
+    got_lm, got_s2s, seen_training, failures = {}, {}, [], []
+    start = threading.Barrier(3)
+    stop = threading.Event()
+
+    def generating(i):
+        try:
+            start.wait(10)
+            for _ in range(15):
+                got_lm.setdefault(i, []).append(
+                    lm.generate(prompts[i], 6, temperature=0.7, seed=i))
+                got_s2s.setdefault(i, []).append(
+                    seq2seq.greedy_decode(SOURCES[i:i + 2], 5, BOS, EOS))
+        except BaseException as error:  # noqa: BLE001 - reported in the main thread
+            failures.append(error)
+
+    def watching():
+        start.wait(10)
+        while not stop.is_set():
+            seen_training.append(lm.training and lm.blocks[0].dropout.training
+                                 and seq2seq.training and seq2seq.decoder.training)
+
+    threads = [threading.Thread(target=generating, args=(i,)) for i in range(2)]
+    watcher = threading.Thread(target=watching)
+    for thread in (*threads, watcher):
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stop.set()
+    watcher.join(10)
+    assert not failures, failures
+    for i in range(2):
+        assert len(got_lm[i]) == len(got_s2s[i]) == 15
+        for tokens in got_lm[i]:
+            np.testing.assert_array_equal(tokens, expected_lm[i])
+        for tokens in got_s2s[i]:
+            np.testing.assert_array_equal(tokens, expected_s2s[i])
+    assert seen_training and all(seen_training)
+    assert lm.training and seq2seq.training

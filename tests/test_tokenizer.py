@@ -73,3 +73,37 @@ def test_save_and_load(tmp_path):
         assert loaded.vocab_size == tok.vocab_size
     with pytest.raises(ValueError, match="tokenizer_from_dict: unknown tokenizer kind 'bpe'"):
         tokenizer_from_dict({"kind": "bpe"})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: CharTokenizer("ab").encode(5),
+     r"CharTokenizer.encode: text must be a str, got int 5\. Pass a string"),
+    (lambda: CharTokenizer("ab").encode(None),
+     r"CharTokenizer.encode: text must be a str, got NoneType None"),
+    (lambda: ByteTokenizer().encode(None),
+     r"ByteTokenizer.encode: text must be a str, got NoneType None\. Pass a string"),
+    (lambda: ByteTokenizer().encode(b"ab"),
+     r"ByteTokenizer.encode: text must be a str, got bytes"),
+    (lambda: CharTokenizer("ab").decode(["a"]),
+     (r"CharTokenizer.decode: ids must be integers, got str 'a' at position 0\. Pass integer "
+      r"ids, e.g. the output of encode")),
+    (lambda: CharTokenizer("ab").decode([3, 4.0]),
+     r"CharTokenizer.decode: ids must be integers, got float 4.0 at position 1"),
+    (lambda: CharTokenizer("ab").decode(5),
+     r"CharTokenizer.decode: ids must be a sequence of integer ids, got int 5"),
+    (lambda: ByteTokenizer().decode("ab"),
+     r"ByteTokenizer.decode: ids must be a sequence of integer ids, got str 'ab'"),
+    (lambda: ByteTokenizer().decode([True]),
+     r"ByteTokenizer.decode: ids must be integers, got bool True at position 0"),
+])
+def test_wrong_types_are_clear_type_errors(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_numpy_ids_still_decode():
+    import numpy as np
+    tok = CharTokenizer("hello")
+    ids = np.array(tok.encode("hello", bos=True, eos=True))
+    assert tok.decode(ids) == "hello"
+    assert ByteTokenizer().decode(np.array(ByteTokenizer().encode("né"))) == "né"

@@ -183,3 +183,32 @@ def test_bad_ids_and_lengths_are_reported():
     with pytest.raises(ValueError, match=r"DecoderLM: sequence of 5 tokens is longer than "
                                          r"max_len=4"):
         lm(np.array([[3, 4, 5, 6, 7]]))
+
+
+def test_empty_sequences_and_mismatched_batches_are_reported_at_the_model():
+    """Checked at the model's entry, naming both shapes, not by softmax or matmul inside."""
+    model = small_transformer()
+    src, tgt = np.array([[3, 4, 5], [6, 7, 8]]), np.array([[1, 3], [1, 4]])
+    with pytest.raises(ValueError, match=r"Transformer: src \(2, 3\) and tgt \(1, 2\) have "
+                                         r"different batch sizes \(2 and 1\)\. Pass one "
+                                         r"target row per source row"):
+        model(src, tgt[:1])
+    with pytest.raises(ValueError, match=r"Transformer: the source ids \(2, 0\) hold no "
+                                         r"tokens\. Pass at least one token per row"):
+        model(src[:, :0], tgt)
+    with pytest.raises(ValueError, match=r"Transformer: the target ids \(2, 0\) hold no tokens"):
+        model(src, tgt[:, :0])
+    with pytest.raises(ValueError, match=r"Transformer.encode: the source ids \(1, 0\) hold "
+                                         r"no tokens"):
+        model.encode(np.zeros((1, 0), np.int64))
+    memory = model.encode(src)
+    with pytest.raises(ValueError, match=r"Transformer.decode: target ids \(3, 2\) and memory "
+                                         r"\(2, 3, 16\) have different batch sizes"):
+        model.decode(np.ones((3, 2), np.int64), memory)
+    lm = DecoderLM(12, d_model=16, n_heads=2, n_layers=1, max_len=4)
+    with pytest.raises(ValueError, match=r"DecoderLM: the input ids \(2, 0\) hold no tokens\. "
+                                         r"Pass at least one token per row"):
+        lm(np.zeros((2, 0), np.int64))
+    with pytest.raises(ValueError, match=r"DecoderLM: attention_mask \(2, 2\) must have the "
+                                         r"shape of the ids \(2, 3\)"):
+        lm(np.ones((2, 3), np.int64), attention_mask=np.ones((2, 2), bool))
