@@ -8,6 +8,7 @@ The slow tests (GPL-3 character LM, a killed full run) take minutes; run them wi
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +186,146 @@ def test_held_out_set_may_not_swallow_short_lengths(tmp_path, capsys):
     assert not folder.exists()
     assert ("SequenceTask: 1000 held-out sequences would take more than 10% of the 36 "
             "sequences of length 2 over 6 symbols") in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- bad settings
+TINY = ["train", "--task", "reverse", "--seq-len", "6", "--n-symbols", "8", "--d-model", "16",
+        "--n-heads", "2", "--n-layers", "1", "--d-ff", "32", "--batch-size", "16",
+        "--warmup", "5", "--seed", "3"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--ckpt-every", "0", "argument --ckpt-every: must be >= 1, got 0"),
+    ("--log-every", "0", "argument --log-every: must be >= 1, got 0"),
+    ("--steps", "0", "argument --steps: must be >= 1, got 0"),
+    ("--batch-size", "0", "argument --batch-size: must be >= 1, got 0"),
+    ("--eval-every", "-1", "argument --eval-every: must be >= 0, got -1"),
+    ("--stop-after", "-2", "argument --stop-after: must be >= 1, got -2"),
+    ("--steps", "1.5", "argument --steps: expected a whole number, got '1.5'"),
+    ("--lr", "0", "argument --lr: must be a finite number > 0, got 0"),
+    ("--lr", "nan", "argument --lr: must be a finite number > 0, got nan"),
+])
+def test_out_of_range_options_are_refused_by_the_parser(tmp_path, capsys, option, value,
+                                                        message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, option, value, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_every_zero_still_means_only_at_the_end(tmp_path, capsys):
+    assert main([*TINY, "--steps", "4", "--eval-every", "0", "--log-every", "2",
+                 "--out", str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert output.count("accuracy") == 1 and "final: held-out" in output
+
+
+def test_bad_option_from_the_shell_exits_2_without_a_traceback(tmp_path):
+    result = run_module(*TINY, "--ckpt-every", "0", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "argument --ckpt-every: must be >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr and "ZeroDivisionError" not in result.stderr
+
+
+# ---------------------------------------------------------------------- divergence
+@pytest.mark.filterwarnings("ignore:overflow|invalid value:RuntimeWarning")
+def test_a_diverging_run_stops_before_overwriting_the_last_good_checkpoint(tmp_path, capsys):
+    folder = tmp_path / "diverged"
+    assert main([*TINY, "--lr", "1e9", "--steps", "40", "--ckpt-every", "2", "--log-every",
+                 "1", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    found = re.search(r"error: train: the loss is (nan|inf|-inf) at step (\d+): the run "
+                      r"diverged\. Stopped without saving, so (\S+) still holds step (\d+)\. "
+                      r"Start a new run \(without --resume\) with a lower --lr \(now 1e\+09\) "
+                      r"or --clip \(now 1\)", err)
+    assert found, err
+    failed_at, kept = int(found.group(2)), int(found.group(4))
+    assert found.group(3) == str(folder / "checkpoint.npz")
+    assert 2 <= kept < failed_at <= 40
+    ckpt = load_checkpoint(str(folder))
+    assert ckpt["step"] == kept
+    for name, value in ckpt["model"].items():
+        assert np.isfinite(value).all(), name
+    model_from_checkpoint(ckpt)  # and it still rebuilds a model
+
+
+def test_non_finite_parameters_are_never_saved(tmp_path):
+    from transformer.train import check_finite_parameters, make_model
+    opts = {"task": "reverse", "d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16,
+            "dropout": 0.0, "seq_len": 4, "norm_first": False, "lr": 0.5, "clip": 2.0,
+            "out": str(tmp_path)}
+    model = make_model(opts, vocab_size=7)
+    check_finite_parameters(model, 3, opts, {"saved_step": None})  # finite: no error
+    model.out.bias.data[1] = np.inf
+    with pytest.raises(FloatingPointError, match=r"train: parameter out.bias is not finite "
+                                                 r"at step 3: the run diverged\. Stopped "
+                                                 r"without saving, so no checkpoint was saved\. "
+                                                 r"Start a new run .* --lr \(now 0.5\) or "
+                                                 r"--clip \(now 2\)"):
+        check_finite_parameters(model, 3, opts, {"saved_step": None})
+
+
+# ---------------------------------------------------------------------- Ctrl-C
+def interrupt_at(monkeypatch, stop_step):
+    """Make training raise KeyboardInterrupt (as Ctrl-C does) when it reaches `stop_step`."""
+    import transformer.train as train_module
+    real_batch_loss = train_module.batch_loss
+
+    def batch_loss(model, task, step, batch_size):
+        if step == stop_step:
+            raise KeyboardInterrupt
+        return real_batch_loss(model, task, step, batch_size)
+
+    monkeypatch.setattr(train_module, "batch_loss", batch_loss)
+
+
+def test_ctrl_c_prints_a_resume_hint_and_exits_130(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "run"
+    args = [*TINY, "--steps", "12", "--ckpt-every", "4", "--log-every", "100",
+            "--out", str(folder)]
+    interrupt_at(monkeypatch, 6)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err == (f"interrupted (KeyboardInterrupt): {folder / 'checkpoint.npz'} holds "
+                   f"step 4; run the same command with --resume to continue from step 4\n")
+    assert load_checkpoint(str(folder))["step"] == 4
+    # interrupted again after resuming: the hint counts from the resumed checkpoint
+    monkeypatch.undo()
+    interrupt_at(monkeypatch, 9)
+    assert main([*args, "--resume"]) == 130
+    assert "continue from step 8\n" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert load_checkpoint(str(folder))["step"] == 12
+
+
+def test_ctrl_c_before_the_first_checkpoint(tmp_path, capsys, monkeypatch):
+    interrupt_at(monkeypatch, 1)
+    assert main([*TINY, "--steps", "12", "--ckpt-every", "4", "--out",
+                 str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == ("interrupted (KeyboardInterrupt) before the first "
+                                       "checkpoint was saved: run the same command again to "
+                                       "start over\n")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs POSIX signals")
+def test_real_ctrl_c_leaves_a_loadable_checkpoint_and_no_traceback(tmp_path):
+    folder = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "transformer", *TINY, "--steps", "3000",
+                                "--ckpt-every", "3", "--log-every", "1", "--out", str(folder)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logged = 0
+    for line in process.stdout:
+        logged += "| loss " in line
+        if logged >= 10:
+            break
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    err = process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    step = int(re.search(r"--resume to continue from step (\d+)\n$", err).group(1))
+    assert step >= 9 and step % 3 == 0
+    assert load_checkpoint(str(folder))["step"] == step
