@@ -7,6 +7,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import describe, op_error
+from .parallel import for_row_blocks
 
 
 def _is_array(x):
@@ -127,31 +128,44 @@ def gelu(x):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     c, k = _GELU_C, 0.044715
     # Written with in-place updates: on large activations each temporary array costs
-    # more (allocation, page faults) than the arithmetic itself. In-place needs real
-    # arrays, so a 0-d input is treated as shape (1,) and reshaped back.
+    # more (allocation, page faults) than the arithmetic itself. Row blocks keep the
+    # temporaries in cache and let two threads share a large activation. Any shape
+    # (0-d included) is viewed as a column of elements, so it splits into row blocks.
     shape = np.shape(x)
-    x = np.atleast_1d(x)
-    x2 = x * x
-    t = x2 * (c * k)
-    t += c
-    t *= x
-    np.tanh(t, out=t)                     # t = tanh(c (x + k x^3))
-    out = t + 1
-    out *= x
-    out *= 0.5
+    x = np.reshape(x, (-1, 1))
+    t = np.empty(x.shape, np.result_type(x, 0.5))
+    out = np.empty_like(t)
+
+    def forward_block(x, t, out):
+        np.multiply(x, x, out=t)
+        t *= c * k
+        t += c
+        t *= x
+        np.tanh(t, out=t)                     # t = tanh(c (x + k x^3))
+        np.add(t, 1, out=out)
+        out *= x
+        out *= 0.5                            # 0.5 x (1 + t)
+    for_row_blocks(forward_block, x, t, out)
+
     def backward(g):
-        # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,
-        # with inner = c (x + k x^3), so d(inner)/dx = c (1 + 3 k x^2).
-        grad = t * t
-        np.subtract(1, grad, out=grad)
-        grad *= x
-        slope = x2 * (1.5 * c * k)
-        slope += 0.5 * c
-        grad *= slope                     # 0.5 x (1 - t^2) c (1 + 3k x^2)
-        np.multiply(t, 0.5, out=slope)
-        grad += slope
-        grad += 0.5
-        grad *= g
+        g = np.reshape(g, x.shape)
+        grad = np.empty_like(t)
+
+        def backward_block(x, t, g, grad):
+            # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,
+            # with inner = c (x + k x^3), so d(inner)/dx = c (1 + 3 k x^2).
+            np.multiply(t, t, out=grad)
+            np.subtract(1, grad, out=grad)
+            grad *= x
+            slope = x * x
+            slope *= 1.5 * c * k
+            slope += 0.5 * c
+            grad *= slope                     # 0.5 x (1 - t^2) c (1 + 3k x^2)
+            np.multiply(t, 0.5, out=slope)
+            grad += slope
+            grad += 0.5
+            grad *= g
+        for_row_blocks(backward_block, x, t, g, grad)
         return (grad.reshape(shape),)
     return out.reshape(shape), backward
 

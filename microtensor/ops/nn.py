@@ -6,6 +6,7 @@ import numpy as np
 from ..autograd import primitive
 from ..errors import describe, op_error
 from ..tensor import generator
+from .parallel import for_row_blocks
 
 
 def _check_axis(name, x, axis):
@@ -25,14 +26,40 @@ def softmax(x, *, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; the max is subtracted first so exp never
     overflows (the result is unchanged: the factor exp(-max) cancels)."""
     _check_axis("softmax", x, axis)
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    y = np.exp(shifted)
-    y /= np.sum(y, axis=axis, keepdims=True)
+    # The kernels work on the last axis, over blocks of rows (see `for_row_blocks`).
+    x_rows = _rows_along(x, axis)
+    y = np.empty(x_rows.shape, np.result_type(x_rows, 0.5))
+
+    def forward_block(x, y):
+        np.subtract(x, np.max(x, axis=-1, keepdims=True), out=y)
+        np.exp(y, out=y)
+        y /= np.sum(y, axis=-1, keepdims=True)
+    for_row_blocks(forward_block, x_rows, y)
+
     def backward(g):
-        # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
-        # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
-        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
-    return y, backward
+        grad = np.empty_like(y)
+
+        def backward_block(y, g, grad):
+            # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
+            # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
+            np.multiply(g, y, out=grad)
+            np.subtract(g, np.sum(grad, axis=-1, keepdims=True), out=grad)
+            grad *= y
+        for_row_blocks(backward_block, y, _rows_along(g, axis), grad)
+        return (_unrows(grad, x.shape, axis),)
+    return _unrows(y, x.shape, axis), backward
+
+
+def _rows_along(a, axis):
+    """`a` with `axis` moved last and the other axes flattened: (rows, a.shape[axis])."""
+    return np.moveaxis(np.asarray(a), axis, -1).reshape(-1, np.shape(a)[axis])
+
+
+def _unrows(rows, shape, axis):
+    """Undo `_rows_along`: (rows, n) back to `shape`, with the last axis back at `axis`."""
+    moved_shape = list(shape)
+    moved_shape.append(moved_shape.pop(axis))
+    return np.moveaxis(rows.reshape(moved_shape), -1, axis)
 
 
 @primitive("log_softmax", rule="dx = g - softmax(x) * sum(g, axis)")
@@ -57,26 +84,45 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
             raise op_error("layer_norm", f"{label} has shape {np.shape(param)} but the "
                            f"input {x.shape} is normalised over its last axis, so it must "
                            f"have shape {x.shape[-1:]}")
-    mean = np.mean(x, axis=-1, keepdims=True)
-    centered = x - mean
-    var = np.mean(centered * centered, axis=-1, keepdims=True)
-    rstd = 1 / np.sqrt(var + eps)
-    x_hat = centered * rstd
-    out = x_hat if weight is None else x_hat * weight
-    if bias is not None:
-        out = out + bias
+    # The kernels work in place over blocks of rows (see `for_row_blocks`).
+    x_rows = _rows_along(x, -1)
+    dtype = np.result_type(x_rows, 0.5)
+    x_hat = np.empty(x_rows.shape, dtype)
+    rstd = np.empty((len(x_rows), 1), dtype)
+    out = np.empty(x_rows.shape, np.result_type(dtype, *(p for p in (weight, bias)
+                                                         if p is not None)))
+
+    def forward_block(x, x_hat, rstd, out):
+        centered = np.subtract(x, np.mean(x, axis=-1, keepdims=True), out=x_hat)
+        var = np.mean(centered * centered, axis=-1, keepdims=True)
+        np.divide(1, np.sqrt(var + eps), out=rstd)
+        x_hat *= rstd                                     # x_hat = (x - mean) * rstd
+        np.multiply(x_hat, 1 if weight is None else weight, out=out)
+        if bias is not None:
+            out += bias
+    for_row_blocks(forward_block, x_rows, x_hat, rstd, out)
+
     def backward(g):
-        # g_hat = g * weight is the gradient at the normalised x_hat.
-        # Normalising subtracts the mean and divides by std, so the gradient loses its
-        # mean and its projection on x_hat: two reductions over the last axis.
-        g_hat = g if weight is None else g * weight
-        grad_x = rstd * (g_hat - np.mean(g_hat, axis=-1, keepdims=True)
-                         - x_hat * np.mean(g_hat * x_hat, axis=-1, keepdims=True))
-        rows = tuple(range(g.ndim - 1))
-        grad_weight = None if weight is None else np.sum(g * x_hat, axis=rows)
-        grad_bias = None if bias is None else np.sum(g, axis=rows)
-        return grad_x, grad_weight, grad_bias
-    return out, backward
+        g = _rows_along(g, -1)
+        grad_x = np.empty(x_hat.shape, np.result_type(g, x_hat))
+        g_x_hat = np.empty_like(grad_x)
+
+        def backward_block(g, x_hat, rstd, grad_x, g_x_hat):
+            # g_hat = g * weight is the gradient at the normalised x_hat.
+            # Normalising subtracts the mean and divides by std, so the gradient loses its
+            # mean and its projection on x_hat: two reductions over the last axis.
+            np.multiply(g, x_hat, out=g_x_hat)            # summed over rows: grad_weight
+            g_hat = grad_x                                # computed in place in grad_x
+            np.multiply(g, 1 if weight is None else weight, out=g_hat)
+            projection = np.mean(g_hat * x_hat, axis=-1, keepdims=True)
+            g_hat -= np.mean(g_hat, axis=-1, keepdims=True)
+            g_hat -= x_hat * projection
+            g_hat *= rstd
+        for_row_blocks(backward_block, g, x_hat, rstd, grad_x, g_x_hat)
+        grad_weight = None if weight is None else np.sum(g_x_hat, axis=0)
+        grad_bias = None if bias is None else np.sum(g, axis=0)
+        return grad_x.reshape(x.shape), grad_weight, grad_bias
+    return out.reshape(x.shape), backward
 
 
 def _check_targets(name, target, n_classes, ignore_index):
