@@ -1,8 +1,9 @@
 """Row-block kernels: large inputs, split over threads, give exactly (bit for bit) the
 forward and backward of the serial path; small inputs never touch the thread pool.
 
-MICROTENSOR_THREADS=1 forces the serial path. Row counts are odd so the last block is
-short, and the inputs are above the size at which threads start.
+MICROTENSOR_THREADS=2 turns the threads on; =1 (the default) keeps the serial path. Row
+counts are odd so the last block is short, and the inputs are above the size at which
+threads start.
 """
 import threading
 import time
@@ -48,7 +49,7 @@ DTYPES = [np.float32, np.float64]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gelu_threads_match_serial(dtype, monkeypatch):
-    x = normal((ROWS, 3, 97), dtype)
+    x = normal((ROWS, 5, 103), dtype)
     assert x.size >= LARGE
     assert_threads_match_serial(F.gelu, [x], monkeypatch)
 
@@ -56,10 +57,10 @@ def test_gelu_threads_match_serial(dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_threads_match_serial(dtype, affine, monkeypatch):
-    x = normal((ROWS, 129), dtype)
+    x = normal((ROWS, 515), dtype)
     assert x.size >= LARGE
     if affine:
-        weight, bias = normal((129,), dtype, 1), normal((129,), dtype, 2)
+        weight, bias = normal((515,), dtype, 1), normal((515,), dtype, 2)
         assert_threads_match_serial(F.layer_norm, [x, weight, bias], monkeypatch)
     else:
         assert_threads_match_serial(F.layer_norm, [x], monkeypatch)
@@ -68,7 +69,7 @@ def test_layer_norm_threads_match_serial(dtype, affine, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_softmax_threads_match_serial(dtype, axis, monkeypatch):
-    x = normal((ROWS, 5, 67), dtype)
+    x = normal((ROWS, 5, 103), dtype)
     assert x.size >= LARGE
     assert_threads_match_serial(lambda x: F.softmax(x, axis=axis), [x], monkeypatch)
 
@@ -113,6 +114,7 @@ def record_threads(arrays, min_size, monkeypatch, threads):
 
 
 def test_large_arrays_use_two_threads_and_cover_every_row(monkeypatch):
+    monkeypatch.setattr(parallel, "PARALLEL_BLOCK_SIZE", 64 * 64)
     x = np.arange(ROWS * 64, dtype=np.float64).reshape(ROWS, 64)
     y = np.full_like(x, np.nan)
     names = record_threads((x, y), x.size, monkeypatch, threads=2)
@@ -127,10 +129,17 @@ def test_small_arrays_and_threads_1_stay_in_the_calling_thread(monkeypatch):
     assert set(record_threads((x, np.empty_like(x)), 0, monkeypatch, 1)) == {me}
 
 
+def test_threads_are_off_unless_asked_for(monkeypatch):
+    monkeypatch.delenv("MICROTENSOR_THREADS", raising=False)
+    assert parallel.n_threads() == 1
+    monkeypatch.setenv("MICROTENSOR_THREADS", "2")
+    assert parallel.n_threads() == 2
+
+
 def test_many_callers_at_once_finish_with_the_right_results(monkeypatch):
     # Four user threads share the one pool: no deadlock, no mixed-up rows.
     monkeypatch.setenv("MICROTENSOR_THREADS", "2")
-    x = normal((ROWS, 129), np.float32)
+    x = normal((ROWS, 515), np.float32)
     expected = F.gelu(mt.tensor(x)).numpy()
     results, errors = [], []
 
@@ -166,4 +175,4 @@ def test_a_bad_threads_setting_says_what_to_set(setting, monkeypatch):
     monkeypatch.setenv("MICROTENSOR_THREADS", setting)
     with pytest.raises(ValueError, match=r"MICROTENSOR_THREADS: must be a whole number >= 1, "
                                          rf"got '{setting}'. Set it to 1"):
-        F.gelu(mt.tensor(np.ones((ROWS, 129))))
+        F.gelu(mt.tensor(np.ones((ROWS, 515))))
