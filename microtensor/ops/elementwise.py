@@ -129,7 +129,7 @@ def gelu(x):
     c, k = _GELU_C, 0.044715
     # Written with in-place updates: on large activations each temporary array costs
     # more (allocation, page faults) than the arithmetic itself. Row blocks keep the
-    # temporaries in cache and let two threads share a large activation. Any shape
+    # temporaries in cache (and can go to two threads: see `for_row_blocks`). Any shape
     # (0-d included) is viewed as a column of elements, so it splits into row blocks.
     shape = np.shape(x)
     x = np.reshape(x, (-1, 1))
@@ -149,7 +149,7 @@ def gelu(x):
 
     def backward(g):
         g = np.reshape(g, x.shape)
-        grad = np.empty_like(t)
+        grad = np.empty(x.shape, np.result_type(g, t))
 
         def backward_block(x, t, g, grad):
             # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,

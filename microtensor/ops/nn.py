@@ -32,12 +32,13 @@ def softmax(x, *, axis=-1):
 
     def forward_block(x, y):
         np.subtract(x, np.max(x, axis=-1, keepdims=True), out=y)
-        np.exp(y, out=y)
+        np.exp(y, out=y)                                  # exp(x - max) <= 1
         y /= np.sum(y, axis=-1, keepdims=True)
     for_row_blocks(forward_block, x_rows, y)
 
     def backward(g):
-        grad = np.empty_like(y)
+        g = _rows_along(g, axis)
+        grad = np.empty(y.shape, np.result_type(g, y))
 
         def backward_block(y, g, grad):
             # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
@@ -45,7 +46,7 @@ def softmax(x, *, axis=-1):
             np.multiply(g, y, out=grad)
             np.subtract(g, np.sum(grad, axis=-1, keepdims=True), out=grad)
             grad *= y
-        for_row_blocks(backward_block, y, _rows_along(g, axis), grad)
+        for_row_blocks(backward_block, y, g, grad)
         return (_unrows(grad, x.shape, axis),)
     return _unrows(y, x.shape, axis), backward
 
