@@ -1,6 +1,8 @@
 """Fused neural-network primitives: one node each, with a closed-form backward that is
 both faster and more stable than the same function built from exp, sum and divide.
 """
+import math
+
 import numpy as np
 
 from ..autograd import primitive
@@ -26,41 +28,14 @@ def softmax(x, *, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; the max is subtracted first so exp never
     overflows (the result is unchanged: the factor exp(-max) cancels)."""
     _check_axis("softmax", x, axis)
-    # The kernels work on the last axis, over blocks of rows (see `for_row_blocks`).
-    x_rows = _rows_along(x, axis)
-    y = np.empty(x_rows.shape, np.result_type(x_rows, 0.5))
-
-    def forward_block(x, y):
-        np.subtract(x, np.max(x, axis=-1, keepdims=True), out=y)
-        np.exp(y, out=y)                                  # exp(x - max) <= 1
-        y /= np.sum(y, axis=-1, keepdims=True)
-    for_row_blocks(forward_block, x_rows, y)
-
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    y = np.exp(shifted)
+    y /= np.sum(y, axis=axis, keepdims=True)
     def backward(g):
-        g = _rows_along(g, axis)
-        grad = np.empty(y.shape, np.result_type(g, y))
-
-        def backward_block(y, g, grad):
-            # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
-            # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
-            np.multiply(g, y, out=grad)
-            np.subtract(g, np.sum(grad, axis=-1, keepdims=True), out=grad)
-            grad *= y
-        for_row_blocks(backward_block, y, g, grad)
-        return (_unrows(grad, x.shape, axis),)
-    return _unrows(y, x.shape, axis), backward
-
-
-def _rows_along(a, axis):
-    """`a` with `axis` moved last and the other axes flattened: (rows, a.shape[axis])."""
-    return np.moveaxis(np.asarray(a), axis, -1).reshape(-1, np.shape(a)[axis])
-
-
-def _unrows(rows, shape, axis):
-    """Undo `_rows_along`: (rows, n) back to `shape`, with the last axis back at `axis`."""
-    moved_shape = list(shape)
-    moved_shape.append(moved_shape.pop(axis))
-    return np.moveaxis(rows.reshape(moved_shape), -1, axis)
+        # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
+        # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
+        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+    return y, backward
 
 
 @primitive("log_softmax", rule="dx = g - softmax(x) * sum(g, axis)")
@@ -80,13 +55,16 @@ def log_softmax(x, *, axis=-1):
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis)."""
+    if x.ndim == 0:
+        raise op_error("layer_norm", "got a 0-d tensor, but layer_norm normalises over "
+                       "the last axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
     for label, param in (("weight", weight), ("bias", bias)):
         if param is not None and np.shape(param) != x.shape[-1:]:
             raise op_error("layer_norm", f"{label} has shape {np.shape(param)} but the "
                            f"input {x.shape} is normalised over its last axis, so it must "
                            f"have shape {x.shape[-1:]}")
     # The kernels work in place over blocks of rows (see `for_row_blocks`).
-    x_rows = _rows_along(x, -1)
+    x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     dtype = np.result_type(x_rows, 0.5)
     x_hat = np.empty(x_rows.shape, dtype)
     rstd = np.empty((len(x_rows), 1), dtype)
@@ -104,7 +82,7 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     for_row_blocks(forward_block, x_rows, x_hat, rstd, out)
 
     def backward(g):
-        g = _rows_along(g, -1)
+        g = np.reshape(g, x_rows.shape)
         grad_x = np.empty(x_hat.shape, np.result_type(g, x_hat))
         g_x_hat = np.empty_like(grad_x)
 
