@@ -8,8 +8,9 @@ and gradcheck use) stay serial: handing work to a thread costs ~20 us.
 
 Threads are off unless MICROTENSOR_THREADS=2 (or N) asks for them: in a training step
 the matrix products already run on both cores (OpenBLAS), and on a 2-core machine the
-reference DecoderLM step measured 2-3% slower with two threads (85.0 against 87.0 ms). The blocks alone pay off: each one's temporaries stay in cache (gelu forward +
-backward on (16, 64, 512) float32: 2.6 ms -> 1.6 ms).
+reference DecoderLM step measured 2-3% slower with two threads (85.0 against 87.0 ms).
+The blocks alone pay off: each one's temporaries stay in cache (gelu forward + backward
+on (16, 64, 512) float32: 2.6 ms -> 1.6 ms).
 
     >>> x, y = np.ones((4096, 64)), np.empty((4096, 64))
     >>> for_row_blocks(lambda x, y: np.exp(x, out=y), x, y)
@@ -79,6 +80,9 @@ def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray,
     them and must only touch its own rows. Blocks run on several threads when
     `arrays[0].size >= min_size`, else one after another in this thread.
     """
+    if arrays[0].size <= BLOCK_SIZE:
+        kernel(*arrays)  # one block: the common case for small tensors, kept cheap
+        return
     n_rows = len(arrays[0])
     row_size = max(1, arrays[0].size // max(n_rows, 1))
     threads = 1
