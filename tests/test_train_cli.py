@@ -1,9 +1,6 @@
-"""The training command line: learning (the reverse bar in full; the character LM's full run
-is marked slow, with a fast version here),
-checkpoints, exact resume, generation, and clear errors.
-
-The slow tests (GPL-3 character LM, a killed full run) take minutes; run them with:
-    RUN_SLOW=1 python -m pytest -q tests/test_train_cli.py -m slow
+"""The training command line: learning (the reverse task and the GPL-3 character LM to
+their stated bars, plus tiny fast versions), checkpoints, exact resume, generation, and
+clear errors. Killing a run at random moments is tested in test_interrupt.py.
 """
 import json
 import math
@@ -17,13 +14,10 @@ import time
 import numpy as np
 import pytest
 
-import microtensor as mt
 from transformer.__main__ import main
 from transformer.train import load_checkpoint, model_from_checkpoint
 
 GPL = "/usr/share/common-licenses/GPL-3"
-needs_run_slow = pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1",
-                                    reason="slow (minutes): set RUN_SLOW=1 to run")
 TINY_REVERSE = ["train", "--task", "reverse", "--seq-len", "6", "--n-symbols", "8",
                 "--d-model", "32", "--n-heads", "4", "--n-layers", "1",
                 "--d-ff", "64", "--batch-size", "32", "--lr", "3e-3", "--warmup", "30",
@@ -131,7 +125,7 @@ def test_missing_checkpoint_and_missing_text(tmp_path, capsys):
     assert "--task charlm needs --text FILE" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------- full runs (slow)
+# ------------------------------------------------ full runs (about 40 s and 60 s)
 def test_reverse_full_reaches_99_percent_on_held_out(tmp_path):
     """The stated bar: length-10 sequences over 10 symbols, >= 99% exact on 1000 held-out
     sequences never trained on (about 40 s on 2 cores: 700 steps reach 100%)."""
@@ -145,38 +139,23 @@ def test_reverse_full_reaches_99_percent_on_held_out(tmp_path):
     assert accuracy >= 99.0
 
 
-@pytest.mark.slow
-@needs_run_slow
-def test_charlm_full_on_gpl3_falls_and_prints_words(tmp_path):
-    result = run_module("train", "--task", "charlm", "--text", GPL, "--steps", "1500",
+def test_charlm_on_gpl3_falls_and_writes_english_words(tmp_path):
+    """The stated bar on a real English text (GPL-3, 35 KB, shipped with Debian): validation
+    loss falls clearly, and greedy generation writes recognisable words (about 60 s)."""
+    if not os.path.exists(GPL):
+        pytest.skip(f"{GPL} is not on this machine")
+    result = run_module("train", "--task", "charlm", "--text", GPL, "--steps", "500",
                         "--eval-every", "500", "--log-every", "250", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     val = [float(line.split("validation loss ")[1]) for line in result.stdout.splitlines()
            if "validation loss" in line]
-    assert val[-1] < val[0] - 1.5
-    sample = result.stdout.split("sample: ")[1].lower().split()
-    assert sum(word in sample for word in ("the", "of", "to", "or", "and", "program")) >= 3
-
-
-@pytest.mark.slow
-@needs_run_slow
-def test_killed_run_resumes_exactly(tmp_path):
-    args = ["train", "--task", "reverse", "--steps", "400", "--ckpt-every", "50",
-            "--dropout", "0.1", "--log-every", "50"]
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    assert run_module(*args, "--out", straight).returncode == 0
-    process = subprocess.Popen([sys.executable, "-m", "transformer", *args, "--out", killed],
-                               stdout=subprocess.DEVNULL)
-    path = os.path.join(killed, "checkpoint.npz")
-    while not os.path.exists(path):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert mt.load(path)["step"] < 400
-    assert run_module(*args, "--out", killed, "--resume").returncode == 0
-    a, b = load_checkpoint(straight), load_checkpoint(killed)
-    for name, value in a["model"].items():
-        np.testing.assert_array_equal(value, b["model"][name], err_msg=name)
+    assert val[-1] < val[0] - 1.5, val
+    generated = run_module("generate", "--ckpt", str(tmp_path), "--prompt", "You may ",
+                           "--temperature", "0", "--max-new-tokens", "120")
+    assert generated.returncode == 0, generated.stderr
+    words = set(generated.stdout.lower().replace(",", " ").split())
+    assert len(words & {"the", "of", "to", "or", "and", "work", "program", "covered",
+                        "license", "in", "with", "you", "that"}) >= 4, generated.stdout
 
 
 def test_held_out_set_may_not_swallow_short_lengths(tmp_path, capsys):
