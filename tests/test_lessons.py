@@ -115,7 +115,6 @@ def test_kv_cache_matches_the_notes_table(tmp_path):
     for n_new, cached, uncached, _ in result["rows"]:
         assert cached == 2 * (3 + n_new - 1)                       # 2 layers, O(n)
         assert uncached == 2 * sum(3 + i for i in range(n_new))    # O(n^2)
-    assert result["speedup"] > 1
 
 
 def test_multi_head_batched_equals_loop(tmp_path):

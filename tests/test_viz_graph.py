@@ -5,7 +5,6 @@ import math
 import os
 import re
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -291,13 +290,12 @@ def test_graphs_over_max_nodes_fold_by_default_and_say_so():
 
 
 @needs_dot
-def test_a_four_layer_language_model_renders_to_svg_in_seconds(tmp_path):
+def test_a_four_layer_language_model_renders_to_svg(tmp_path):
+    # How long it takes is measured in tests/bench/bench_draw.py, not asserted here.
     loss, model = lm_loss(n_layers=4)
     for collapse in (None, False):
-        start = time.perf_counter()
         path = viz.render(loss, tmp_path / f"lm-{collapse}.svg", params=model,
                           collapse=collapse, highlight=model.layers[0].W_q.weight)
-        assert time.perf_counter() - start < 20
         assert "<svg" in path.read_text()
 
 
@@ -311,9 +309,8 @@ def test_decoder_lm_from_transformer_renders(tmp_path):
                                   max_len=16)
     ids = np.arange(16).reshape(2, 8) % 16
     loss = mt.cross_entropy(model(ids).reshape(-1, 16), ids.reshape(-1))
-    start = time.perf_counter()
     path = viz.render(loss, tmp_path / "decoder.svg", params=model)
-    assert time.perf_counter() - start < 20 and "<svg" in path.read_text()
+    assert "<svg" in path.read_text()
 
 
 # --------------------------------------------------------------------------- errors

@@ -167,7 +167,8 @@ def real_model(echo, out) -> dict:
     echo(f"{n_new} tokens: cached {timings[True] * 1000:.0f} ms "
          f"({n_new / timings[True]:.0f} tokens/s), uncached {timings[False] * 1000:.0f} ms "
          f"({n_new / timings[False]:.0f} tokens/s): {speedup:.1f}x faster with the cache")
-    check(speedup > 1.0, "the cache makes decoding faster", f"{speedup:.1f}x", echo)
+    # Reported, not checked: wall-clock time depends on what else the machine is doing.
+    # The claim itself (O(n) against O(n^2) work) is checked above by counting rows.
     counts = np.array([[r[1] for r in rows], [r[2] for r in rows]], dtype=float)
     picture = heatmap_svg(counts, out / "kv-cache-rows.svg",
                           title="K/V rows projected: cached vs uncached",
