@@ -195,3 +195,18 @@ def test_repr_shows_the_tree_with_shapes_and_counts():
     big = nn.Linear(1000, 1000)
     assert repr(big).endswith("[1,001,000 params]")
 
+
+
+def test_dropout_drops_while_training_and_is_the_identity_otherwise():
+    mt.manual_seed(0)
+    x = mt.ones(200, 50, requires_grad=True)
+    drop = nn.Dropout(0.5)
+    y = drop(x)
+    kept = y.data != 0
+    assert y.op.name == "dropout" and 0.4 < kept.mean() < 0.6
+    np.testing.assert_array_equal(y.data[kept], 2.0)          # survivors scaled by 1/(1-p)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.where(kept, 2.0, 0.0))
+    # Nothing to drop: the input itself comes back, so graphs get no identity node.
+    assert drop.eval()(x) is x
+    assert nn.Dropout(0.0)(x) is x

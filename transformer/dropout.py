@@ -45,4 +45,6 @@ class Dropout(nn.Dropout):
     """`microtensor.nn.Dropout` that also honours `dropout_off()`."""
 
     def forward(self, x):
-        return F.dropout(x, p=self.p, training=dropout_active(self))
+        if self.p == 0 or not dropout_active(self):
+            return x  # nothing to drop: no node in the graph
+        return F.dropout(x, p=self.p, training=True)
