@@ -2,7 +2,9 @@
 
 Profiles: "dev" (default) keeps example counts modest so the whole suite stays fast on
 two cores; "ci" runs a few more. Choose with HYPOTHESIS_PROFILE=ci. No deadline: timing
-on a shared machine is noisy and gradcheck's cost grows with the drawn shape.
+on a shared machine is noisy and gradcheck's cost grows with the drawn shape. Under CI
+(CI set) the examples are derandomized, so a run is reproducible; local runs explore new
+examples each time.
 """
 import os
 
@@ -12,9 +14,10 @@ from hypothesis import HealthCheck, settings
 
 import microtensor as mt
 
-settings.register_profile("dev", max_examples=20, deadline=None,
+_reproducible = bool(os.environ.get("CI"))
+settings.register_profile("dev", max_examples=20, deadline=None, derandomize=_reproducible,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("ci", max_examples=40, deadline=None,
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=_reproducible,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
