@@ -166,6 +166,19 @@ def _grad_state(tensor, recorded: bool) -> str | None:
 # --------------------------------------------------------------------------- draw
 
 
+def computed_from(order: list[Tensor], targets) -> list[Tensor]:
+    """The tensors of `order` (a `topological_order`, root first) computed from any of
+    `targets`, inputs before their users: the route the gradient takes back to them."""
+    reached = {id(t) for t in targets}
+    route = []
+    for tensor in reversed(order):
+        if tensor.op is not None and any(id(i) in reached for i in tensor.op.inputs
+                                         if isinstance(i, Tensor)):
+            reached.add(id(tensor))
+            route.append(tensor)
+    return route
+
+
 def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir: str = "BT",
          max_nodes: int = DEFAULT_MAX_NODES, collapse=None, steps=None,
          title: str | None = None) -> Graph:
@@ -202,11 +215,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
             raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
                            f"root", ValueError,
                            "highlight a tensor the root was computed from, e.g. a weight")
-    on_path = {id(t) for t in targets}
-    for tensor in reversed(order):
-        if tensor.op is not None and any(id(t) in on_path for t in tensor.op.inputs
-                                         if isinstance(t, Tensor)):
-            on_path.add(id(tensor))
+    on_path = {id(t) for t in targets} | {id(t) for t in computed_from(order, targets)}
     op_on_path = {k for k, t in enumerate(order) if t.op is not None and any(
         id(i) in on_path for i in t.op.inputs if isinstance(i, Tensor))}
 

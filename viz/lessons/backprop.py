@@ -19,6 +19,7 @@ import microtensor as mt
 import viz
 from microtensor.autograd import backward_steps, topological_order
 from transformer.attention import scaled_dot_product_attention
+from viz.graph import computed_from
 
 from .common import EchoStream, check, fmt, heading, output_dir
 
@@ -67,14 +68,8 @@ def fresh_graph():
 
 def route_to(root, target) -> list[str]:
     """The ops on the way from `target` up to `root`, in forward order."""
-    reaches = {id(target)}
-    route = []
-    for tensor in reversed(topological_order(root)):   # inputs before their users
-        if tensor.op is not None and any(id(i) in reaches for i in tensor.op.inputs
-                                         if isinstance(i, mt.Tensor)):
-            reaches.add(id(tensor))
-            route.append(f"{tensor.op.name} ({tensor.name})" if tensor.name else tensor.op.name)
-    return route
+    return [f"{t.op.name} ({t.name})" if t.name else t.op.name
+            for t in computed_from(topological_order(root), [target])]
 
 
 def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
