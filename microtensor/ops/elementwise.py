@@ -16,6 +16,9 @@ def _is_array(x):
 
 # ----------------------------------------------------------------- arithmetic
 
+# A Python number operand (scores * 0.125) gets no gradient: it would be a full-size
+# product summed to a scalar and then thrown away.
+
 @primitive("add", rule="da = g ;  db = g")
 def add(a, b):
     def backward(g):
@@ -26,14 +29,14 @@ def add(a, b):
 @primitive("sub", rule="da = g ;  db = -g")
 def sub(a, b):
     def backward(g):
-        return g, -g
+        return (g if _is_array(a) else None), (-g if _is_array(b) else None)
     return a - b, backward
 
 
 @primitive("mul", rule="da = g * b ;  db = g * a")
 def mul(a, b):
     def backward(g):
-        return g * b, g * a
+        return (g * b if _is_array(a) else None), (g * a if _is_array(b) else None)
     return a * b, backward
 
 
@@ -41,7 +44,7 @@ def mul(a, b):
 def div(a, b):
     def backward(g):
         grad_a = g / b
-        return grad_a, -grad_a * a / b
+        return (grad_a if _is_array(a) else None), (-grad_a * a / b if _is_array(b) else None)
     return a / b, backward
 
 
