@@ -8,6 +8,7 @@ Masks follow one convention everywhere: a boolean mask where True means "may att
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ def _mask_array(mask, where: str) -> np.ndarray | None:
     return array
 
 
+@functools.lru_cache(maxsize=64)
 def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
     """(n_queries, n_keys) boolean mask, True where query i may see key j.
 
@@ -43,7 +45,9 @@ def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
     array([[ True,  True, False],
            [ True,  True,  True]])
     """
-    return np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
+    lower = np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
+    lower.flags.writeable = False  # one array shared by every call (lru_cache)
+    return lower
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
@@ -86,7 +90,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
                            f"scores' shape {scores.shape} (..., Tq, Tk)",
                            fix="a key-padding mask of shape (B, Tk) becomes "
                            "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
-    if causal:
+        if allowed.all():
+            allowed = None  # nothing is masked (no padding): skip the masking ops
+    if causal and n_queries > 1:  # one query (cached decoding) may see every key
         lower = causal_mask(n_queries, n_keys)
         allowed = lower if allowed is None else allowed & lower
 
