@@ -82,7 +82,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     allowed = _mask_array(mask, where)
     if allowed is not None:
         try:
-            broadcast = np.broadcast_shapes(allowed.shape, scores.shape)
+            broadcast = np.broadcast(allowed, scores.data).shape
         except ValueError:
             broadcast = None
         if broadcast != scores.shape:

@@ -8,6 +8,7 @@ import numpy as np
 from ..autograd import primitive
 from ..errors import describe, op_error
 from ..tensor import generator
+from .linalg import sum_over_rows
 
 
 def _check_axis(name, x, axis):
@@ -80,10 +81,11 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     averager = np.full(x.shape[-1], inv_features, dtype)
     x_hat = np.subtract(x_rows, (x_rows @ averager)[:, None], dtype=dtype)   # x - mean
     var = np.einsum("ij,ij->i", x_hat, x_hat) * inv_features      # mean of squares, no temp
-    rstd = (1 / np.sqrt(var + eps))[:, None]
+    rstd = ((var + eps) ** -0.5)[:, None]
     x_hat *= rstd                                                   # (x - mean) / std
     out = np.multiply(x_hat, 1 if weight is None else weight,
-                      dtype=np.result_type(x_hat, *(p for p in (weight, bias) if p is not None)))
+                      dtype=np.result_type(x_hat, 1 if weight is None else weight,
+                                           0 if bias is None else bias))
     if bias is not None:
         out += bias
 
@@ -100,8 +102,8 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
         grad_x -= mean_g_hat
         grad_x -= x_hat * projection
         grad_x *= rstd
-        grad_weight = None if weight is None else np.sum(g_x_hat, axis=0)
-        grad_bias = None if bias is None else np.sum(g, axis=0)
+        grad_weight = None if weight is None else sum_over_rows(g_x_hat)
+        grad_bias = None if bias is None else sum_over_rows(g)
         return grad_x.reshape(x.shape), grad_weight, grad_bias
     return out.reshape(x.shape), backward
 

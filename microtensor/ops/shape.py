@@ -11,10 +11,6 @@ from ..errors import op_error
 
 @primitive("reshape", rule="dx = reshape(g, x.shape)")
 def reshape(x, *, shape):
-    if any(isinstance(n, (int, np.integer)) and n < -1 for n in shape):
-        # NumPy quietly reads any negative size as -1; PyTorch refuses it.
-        raise op_error("reshape", f"invalid size in shape {tuple(shape)} for a tensor of shape "
-                       f"{x.shape}", fix="sizes must be >= 0, or -1 for the one size to infer")
     try:
         out = np.reshape(x, shape)
     except ValueError:
@@ -22,6 +18,10 @@ def reshape(x, *, shape):
                        f"({x.size} elements) into {tuple(shape)}",
                        fix="the product of the new sizes must equal the number of elements "
                        "(use -1 for one size to be inferred)") from None
+    if min(shape, default=0) < -1:  # (every size is an integer once NumPy accepted them)
+        # NumPy quietly reads any negative size as -1; PyTorch refuses it.
+        raise op_error("reshape", f"invalid size in shape {tuple(shape)} for a tensor of shape "
+                       f"{x.shape}", fix="sizes must be >= 0, or -1 for the one size to infer")
     def backward(g):
         return (g.reshape(x.shape),)
     return out, backward
@@ -29,11 +29,11 @@ def reshape(x, *, shape):
 
 def _axis(name, axis, ndim, shape):
     """`axis` as a non-negative int, or an IndexError naming the op and the shape."""
-    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
-        raise op_error(name, f"axis {axis} is out of range for a tensor with shape "
+    if isinstance(axis, (int, np.integer)) and -ndim <= axis < ndim:
+        return int(axis) % ndim
+    raise op_error(name, f"axis {axis} is out of range for a tensor with shape "
                        f"{tuple(shape)}", IndexError,
                        f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else None)
-    return int(axis) % ndim
 
 
 @primitive("permute", rule="dx = permute(g, inverse(axes))")
@@ -55,7 +55,8 @@ def permute(x, *, axes=None):
 
 @primitive("swapaxes", rule="dx = swapaxes(g, axis1, axis2)")
 def swapaxes(x, *, axis1, axis2):
-    axis1, axis2 = (_axis("swapaxes", a, x.ndim, x.shape) for a in (axis1, axis2))
+    axis1 = _axis("swapaxes", axis1, x.ndim, x.shape)
+    axis2 = _axis("swapaxes", axis2, x.ndim, x.shape)
     def backward(g):
         return (np.swapaxes(g, axis1, axis2),)
     return np.swapaxes(x, axis1, axis2), backward
