@@ -104,7 +104,7 @@ class KVCache:
         self.check_room(n_new)
         end = self.length + n_new
         self.key_valid[:, self.length:end] = valid_new
-        positions = self.n_valid[:, None] + np.cumsum(valid_new, axis=1) - 1
+        positions = self.n_valid[:, None] + valid_new.cumsum(axis=1) - 1
         return self.key_valid[:, None, None, :end], np.maximum(positions, 0)
 
     def advance(self, valid_new: np.ndarray) -> None:

@@ -131,23 +131,28 @@ class DecoderLM(Module):
         valid = check_mask(where, attention_mask, ids)
         rng = np.random.default_rng(seed)
         # dropout_off, not self.eval(): `training` is shared with every other thread
+        # The new tokens go into preallocated arrays: no copy of the history per token.
+        batch, length = ids.shape
+        all_ids = np.empty((batch, length + max_new_tokens), ids.dtype)
+        all_valid = np.ones((batch, length + max_new_tokens), bool)
+        all_ids[:, :length], all_valid[:, :length] = ids, valid
         with dropout_off():
             start, cache, step_logits = 0, None, []
-            for _ in range(max_new_tokens):
-                if ids.shape[1] - start > self.max_len:
-                    start, cache = ids.shape[1] - self.max_len // 2, None  # slide the window
+            for end in range(length, length + max_new_tokens):
+                ids, valid = all_ids[:, :end], all_valid[:, :end]
+                if end - start > self.max_len:
+                    start, cache = end - self.max_len // 2, None  # slide the window
                 if not use_cache:
                     logits = self(ids[:, start:], attention_mask=valid[:, start:])
                 elif cache is None:
-                    cache = self.new_cache(ids.shape[0])
+                    cache = self.new_cache(batch)
                     logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
                 else:
                     logits = self(ids[:, -1:], cache=cache, attention_mask=valid[:, -1:])
                 last = logits.data[:, -1].astype(np.float64)               # (B, vocab)
                 step_logits.append(logits.data[:, -1])
-                next_token = self._choose(last, temperature, top_k, rng)
-                ids = np.concatenate([ids, next_token[:, None]], axis=1)
-                valid = np.concatenate([valid, np.ones((ids.shape[0], 1), bool)], axis=1)
+                all_ids[:, end] = self._choose(last, temperature, top_k, rng)
+        ids = all_ids
         if return_logits:
             empty = np.zeros((ids.shape[0], 0, self.vocab), np.float32)
             return ids, np.stack(step_logits, axis=1) if step_logits else empty
