@@ -77,10 +77,9 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     dtype = np.result_type(x_rows, 0.5)
     # Means over the last axis are matrix-vector products with a vector of 1/features:
     # BLAS reads each row once, where np.mean over many short rows is ~4x slower.
-    inv_features = 1 / max(x.shape[-1], 1)       # a Python float: float32 stays float32
-    averager = np.full(x.shape[-1], inv_features, dtype)
+    averager = np.full(x.shape[-1], 1 / max(x.shape[-1], 1), dtype)
     x_hat = np.subtract(x_rows, (x_rows @ averager)[:, None], dtype=dtype)   # x - mean
-    var = np.einsum("ij,ij->i", x_hat, x_hat) * inv_features      # mean of squares, no temp
+    var = np.square(x_hat) @ averager                              # mean of squares
     rstd = ((var + eps) ** -0.5)[:, None]
     x_hat *= rstd                                                   # (x - mean) / std
     out = np.multiply(x_hat, 1 if weight is None else weight,
