@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microtensor as mt
+from microtensor.autograd import topological_order
 from transformer import MultiHeadAttention, PositionalEncoding, causal_mask
 from transformer import scaled_dot_product_attention as sdpa
 
@@ -82,6 +83,34 @@ def test_causal_mask_is_aligned_bottom_right():
     # one new query after 4 cached keys sees all 5 keys; 2 queries over 4 keys
     assert causal_mask(1, 5).all()
     np.testing.assert_array_equal(causal_mask(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])
+
+
+def test_causal_masks_are_shared_and_read_only():
+    # cached per shape, so a caller cannot change the mask every later call uses
+    assert causal_mask(4, 6) is causal_mask(4, 6)
+    with pytest.raises(ValueError, match="read-only"):
+        causal_mask(4, 6)[0, 5] = True
+
+
+def op_names(out):
+    return {t.op.name for t in topological_order(out) if t.op is not None}
+
+
+def test_nothing_masked_means_no_masking_ops_and_the_same_result():
+    q, k, v = f64(2, 1, 4), f64(2, 5, 4), f64(2, 5, 4)
+    plain, plain_w = sdpa(q, k, v)
+    # one query under a causal mask sees every key; an all-True padding mask hides nothing
+    for kwargs in ({"causal": True}, {"mask": np.ones((2, 1, 5), bool)},
+                   {"mask": np.ones((2, 1, 5), bool), "causal": True}):
+        out, weights = sdpa(q, k, v, **kwargs)
+        assert "masked_fill" not in op_names(out)
+        np.testing.assert_array_equal(out.data, plain.data)
+        np.testing.assert_array_equal(weights.data, plain_w.data)
+    # but one masked key still goes through masked_fill
+    mask = np.ones((2, 1, 5), bool)
+    mask[1, 0, 2] = False
+    out, weights = sdpa(q, k, v, mask=mask)
+    assert "masked_fill" in op_names(out) and weights.data[1, 0, 2] == 0
 
 
 def test_last_queries_of_causal_attention_equal_a_cached_step():

@@ -145,6 +145,18 @@ def test_greedy_is_argmax_and_top_k_1_is_greedy(lm):
                                   lm.generate(prompt, 5, temperature=0))
 
 
+def test_generate_returns_a_new_array_starting_with_the_prompt(lm):
+    prompt = np.array([[3, 4, 5], [6, 7, 8]], dtype=np.int32)
+    before = prompt.copy()
+    for use_cache in (True, False):
+        ids = lm.generate(prompt, 4, temperature=0, use_cache=use_cache)
+        assert ids.shape == (2, 7) and ids.dtype == np.int32
+        np.testing.assert_array_equal(ids[:, :3], prompt)
+        assert not np.shares_memory(ids, prompt)
+    np.testing.assert_array_equal(prompt, before)
+    assert lm.generate(prompt, 0).shape == (2, 3)
+
+
 def test_sampling_is_reproducible_and_respects_top_k(lm):
     prompt = np.array([[3, 4, 5]])
     a = lm.generate(prompt, 8, temperature=1.5, seed=7)
