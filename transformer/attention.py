@@ -39,7 +39,8 @@ def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
 
     Aligned bottom-right: the last query sees every key, so query i sees keys
     j <= i + n_keys - n_queries. With n_queries == n_keys this is the usual lower triangle;
-    with one new query and a cache of n_keys keys, that query sees all of them.
+    with one new query and a cache of n_keys keys, that query sees all of them. The
+    array is cached per shape and read-only (copy it to change it).
 
     >>> causal_mask(2, 3)
     array([[ True,  True, False],

@@ -6,11 +6,15 @@ through the same operations whichever thread does the block, and reductions stay
 a row, so the result is bit-identical to the serial path. Small arrays (the ones lessons
 and gradcheck use) stay serial: handing work to a thread costs ~20 us.
 
-Threads are off unless MICROTENSOR_THREADS=2 (or N) asks for them: in a training step
-the matrix products already run on both cores (OpenBLAS), and on a 2-core machine the
-reference DecoderLM step measured 2-3% slower with two threads (85.0 against 87.0 ms).
-The blocks alone pay off: each one's temporaries stay in cache (gelu forward + backward
-on (16, 64, 512) float32: 2.6 ms -> 1.6 ms).
+Threads are off unless MICROTENSOR_THREADS=2 (or N) asks for them. In a training step
+the matrix products run on both cores (OpenBLAS), and OpenBLAS's worker threads keep
+spinning for a while after each product, waiting for the next one: right after a matmul,
+a second Python thread finds no free core (GELU on (1024, 2048) float32: 4.1 ms serial,
+4.3 ms on two threads after a matmul, 2.2 ms on two idle cores). Setting OpenBLAS to one
+thread and splitting each product over our own threads instead made the products ~30%
+slower (a hand-off to a Python thread costs 30-100 us here). The blocks alone pay off:
+each one's temporaries stay in cache (gelu forward + backward on (16, 64, 512) float32:
+2.6 ms -> 1.6 ms).
 
     >>> x, y = np.ones((4096, 64)), np.empty((4096, 64))
     >>> for_row_blocks(lambda x, y: np.exp(x, out=y), x, y)

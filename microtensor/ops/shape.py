@@ -32,8 +32,8 @@ def _axis(name, axis, ndim, shape):
     if isinstance(axis, (int, np.integer)) and -ndim <= axis < ndim:
         return int(axis) % ndim
     raise op_error(name, f"axis {axis} is out of range for a tensor with shape "
-                       f"{tuple(shape)}", IndexError,
-                       f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else None)
+                   f"{tuple(shape)}", IndexError,
+                   f"use an axis in [{-ndim}, {ndim - 1}]" if ndim else None)
 
 
 @primitive("permute", rule="dx = permute(g, inverse(axes))")
