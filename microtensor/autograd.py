@@ -396,11 +396,13 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Itera
 
 def _deliver(node, pending, inp, grad, anomaly):
     """Shape one input gradient and add it to what that input has received so far."""
-    if grad is None or not (isinstance(inp, Tensor) and inp.requires_grad):
+    if grad is None or not (isinstance(inp, Tensor) and inp._requires_grad):
         return None
-    grad = sum_to_shape(np.asarray(grad), inp.shape)
-    if grad.dtype != inp.dtype:
-        grad = grad.astype(inp.dtype)
+    grad = np.asarray(grad)
+    if grad.shape != inp.data.shape:
+        grad = sum_to_shape(grad, inp.data.shape)
+    if grad.dtype != inp.data.dtype:
+        grad = grad.astype(inp.data.dtype)
     if anomaly:
         _check_finite(node.name, "backward", grad, node.created_at)
     earlier = pending.get(id(inp))

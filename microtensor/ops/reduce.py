@@ -26,8 +26,8 @@ def _axes(name, axis, ndim):
 
 def _spread(g, x_shape, axes, keepdims):
     """The output gradient, re-expanded over the reduced axes (a broadcast view)."""
-    if not keepdims:
-        g = np.expand_dims(g, axes)
+    if not keepdims:  # put back the reduced axes, as size 1
+        g = np.reshape(g, tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
     return np.broadcast_to(g, x_shape)
 
 
