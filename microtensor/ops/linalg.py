@@ -18,7 +18,8 @@ def swap_last(x):
 
 @primitive("matmul", rule="dA = G @ B^T ;  dB = A^T @ G")
 def matmul(a, b):
-    if np.ndim(a) == 0 or np.ndim(b) == 0:
+    # getattr, not np.ndim: this runs for every product, and np.ndim costs a microsecond
+    if getattr(a, "ndim", 0) == 0 or getattr(b, "ndim", 0) == 0:
         raise op_error("matmul", f"operands must have at least 1 dimension, got shapes "
                        f"{np.shape(a)} and {np.shape(b)}", fix="use * for a scalar product")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
@@ -68,7 +69,9 @@ def matmul(a, b):
             grad_b = grad_b.sum(axis=tuple(range(grad_b.ndim - 2))).reshape(b.shape)
         return grad_a, grad_b
 
-    return out.reshape(_result_shape(a, b, out_shape)), backward
+    if a.ndim == 1 or b.ndim == 1:
+        out = out.reshape(_result_shape(a, b, out_shape))
+    return out, backward
 
 
 def _result_shape(a, b, out_shape):
@@ -89,12 +92,13 @@ def linear(x, weight, bias=None):
     Every leading axis of x is a batch of rows, so forward and both weight gradients are
     single 2-D GEMMs, and the bias is added in place (no second activation-sized array).
     """
-    if np.ndim(weight) != 2 or np.ndim(x) == 0 or x.shape[-1] != weight.shape[0]:
+    if getattr(weight, "ndim", 0) != 2 or getattr(x, "ndim", 0) == 0 \
+            or x.shape[-1] != weight.shape[0]:
         raise op_error("linear", f"input {np.shape(x)} and weight {np.shape(weight)} do not "
                        f"match: the weight must be 2-D (in_features, out_features) with "
                        f"in_features equal to the input's last axis",
                        fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
-    if bias is not None and np.shape(bias) != weight.shape[1:]:
+    if bias is not None and getattr(bias, "shape", ()) != weight.shape[1:]:
         raise op_error("linear", f"bias has shape {np.shape(bias)}, expected "
                        f"{weight.shape[1:]} (one per output feature)")
     rows = x.reshape(-1, x.shape[-1])                  # (N, in)
