@@ -134,8 +134,9 @@ def gelu(x):
     # more (allocation, page faults) than the arithmetic itself. Row blocks keep the
     # temporaries in cache (and can go to two threads: see `for_row_blocks`). Any shape
     # (0-d included) is viewed as a column of elements, so it splits into row blocks.
-    shape = np.shape(x)
-    x = np.reshape(x, (-1, 1))
+    x = np.asarray(x)
+    shape = x.shape
+    x = x.reshape(-1, 1)
     t = np.empty(x.shape, np.result_type(x, 0.5))
     out = np.empty_like(t)
 

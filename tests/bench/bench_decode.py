@@ -5,7 +5,7 @@ usual concatenating cache, in one run.
     python tests/bench/bench_decode.py
 """
 import numpy as np
-from common import best_of, emit, torch
+from common import emit, side_by_side, torch
 from reference import CONFIG
 
 import microtensor as mt
@@ -25,21 +25,23 @@ def run(repeat: int = 3) -> dict:
     def decode(use_cache):
         return lambda: model.generate(prompt, NEW_TOKENS, temperature=0, use_cache=use_cache)
 
-    cached = best_of(decode(True), repeat=repeat)
-    uncached = best_of(decode(False), repeat=1)
-    results = {"new_tokens": NEW_TOKENS, "prompt": PROMPT,
-               "cached_tokens_per_s": NEW_TOKENS / cached,
-               "uncached_tokens_per_s": NEW_TOKENS / uncached,
-               "cached_over_uncached": uncached / cached}
+    contenders = {"cached": decode(True)}
     if torch is not None:
         from reference import TorchDecoderLM
         torch.manual_seed(0)
         twin = TorchDecoderLM(c["vocab"], c["d_model"], c["n_heads"], c["n_layers"],
                               c["d_ff"], MAX_LEN).eval()
         torch_prompt = torch.from_numpy(prompt)
-        seconds = best_of(lambda: twin.greedy(torch_prompt, NEW_TOKENS), repeat=repeat)
-        results["torch_concat_cache_tokens_per_s"] = NEW_TOKENS / seconds
-        results["ratio_vs_torch"] = results["cached_tokens_per_s"] / (NEW_TOKENS / seconds)
+        contenders["torch"] = lambda: twin.greedy(torch_prompt, NEW_TOKENS)
+    seconds = side_by_side(contenders, rounds=repeat)
+    uncached = side_by_side({"uncached": decode(False)}, rounds=1, warmup=0)["uncached"]
+    results = {"new_tokens": NEW_TOKENS, "prompt": PROMPT,
+               "cached_tokens_per_s": NEW_TOKENS / seconds["cached"],
+               "uncached_tokens_per_s": NEW_TOKENS / uncached,
+               "cached_over_uncached": uncached / seconds["cached"]}
+    if torch is not None:
+        results["torch_concat_cache_tokens_per_s"] = NEW_TOKENS / seconds["torch"]
+        results["ratio_vs_torch"] = seconds["torch"] / seconds["cached"]
     return emit("decode", results)
 
 

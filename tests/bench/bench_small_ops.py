@@ -3,34 +3,27 @@
     python tests/bench/bench_small_ops.py
 """
 
-from common import best_of, emit, torch
+from common import emit, side_by_side, torch
 
 import microtensor as mt
 
 
-def run() -> dict:
-    results = {}
+def run(repeat: int = 7) -> dict:
     a = mt.randn(4, 4, requires_grad=True)
     b = mt.randn(4, 4, requires_grad=True)
-
-    def mt_mul_sum_backward():
-        (a * b).sum().backward()
-
-    results["add_4x4_us"] = {"microtensor": 1e6 * best_of(lambda: a + b, number=20000)}
-    results["mul_sum_backward_us"] = {
-        "microtensor": 1e6 * best_of(mt_mul_sum_backward, number=5000)}
-    results["add_4x4_numpy_us"] = 1e6 * best_of(lambda: a.data + b.data, number=20000)
-
+    adds = {"microtensor": lambda: a + b, "numpy": lambda: a.data + b.data}
+    backwards = {"microtensor": lambda: (a * b).sum().backward()}
     if torch is not None:
         ta = torch.randn(4, 4, requires_grad=True)
         tb = torch.randn(4, 4, requires_grad=True)
-
-        def torch_mul_sum_backward():
-            (ta * tb).sum().backward()
-
-        results["add_4x4_us"]["torch"] = 1e6 * best_of(lambda: ta + tb, number=20000)
-        results["mul_sum_backward_us"]["torch"] = 1e6 * best_of(torch_mul_sum_backward,
-                                                               number=5000)
+        adds["torch"] = lambda: ta + tb
+        backwards["torch"] = lambda: (ta * tb).sum().backward()
+    add_us = {k: 1e6 * v for k, v in side_by_side(adds, rounds=repeat, number=20000).items()}
+    backward_us = {k: 1e6 * v for k, v in side_by_side(backwards, rounds=repeat, number=5000).items()}
+    results = {"add_4x4_us": {k: v for k, v in add_us.items() if k != "numpy"},
+               "mul_sum_backward_us": backward_us,
+               "add_4x4_numpy_us": add_us["numpy"]}
+    if torch is not None:
         for key in ("add_4x4_us", "mul_sum_backward_us"):
             pair = results[key]
             pair["ratio_vs_torch"] = pair["microtensor"] / pair["torch"]

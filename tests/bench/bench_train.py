@@ -6,7 +6,7 @@ beat.
     python tests/bench/bench_train.py
 """
 
-from common import best_of, emit, torch
+from common import emit, side_by_side, torch
 from reference import CONFIG, batch, numpy_gemm_floor_step
 
 import microtensor as mt
@@ -51,12 +51,15 @@ def torch_step(config=CONFIG):
 
 
 def run(repeat: int = 7) -> dict:
-    results = {"config": CONFIG,
-               "microtensor_ms": 1e3 * best_of(microtensor_step(), repeat=repeat, warmup=2),
-               "numpy_gemm_floor_ms": 1e3 * best_of(numpy_gemm_floor_step(), repeat=repeat)}
+    contenders = {"microtensor": microtensor_step(), "floor": numpy_gemm_floor_step()}
+    if torch is not None:
+        contenders["torch"] = torch_step()
+    seconds = side_by_side(contenders, rounds=3, repeat=repeat, warmup=2)
+    results = {"config": CONFIG, "microtensor_ms": 1e3 * seconds["microtensor"],
+               "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
     if torch is not None:
-        results["torch_ms"] = 1e3 * best_of(torch_step(), repeat=repeat, warmup=2)
+        results["torch_ms"] = 1e3 * seconds["torch"]
         results["ratio_vs_torch"] = results["microtensor_ms"] / results["torch_ms"]
     return emit("train_step", results)
 

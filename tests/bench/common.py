@@ -28,6 +28,29 @@ def best_of(fn, repeat: int = 5, number: int = 1, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int = 1,
+                 warmup: int = 1) -> dict:
+    """Median seconds per call of each function in `contenders` ({name: fn}).
+
+    The contenders take turns for `rounds` rounds (a, b, c, a, b, c, ...), so a slow
+    spell of a busy machine falls on all of them alike. Each turn starts with `warmup`
+    untimed calls: a library's idle worker threads (OpenBLAS's, PyTorch's) keep spinning
+    for a while after its last call and must not be timed against the next contender.
+    Then `repeat` timings of `number` calls each are taken.
+    """
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            for _ in range(warmup):
+                fn()
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def environment() -> dict:
     import microtensor
     info = {

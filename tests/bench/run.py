@@ -72,7 +72,7 @@ def main():
     repeat = 3 if args.quick else 7
     results = {"environment": environment()}
     for module, kwargs in ((bench_train, {"repeat": repeat}),
-                           (bench_decode, {"repeat": max(1, repeat // 2)}),
+                           (bench_decode, {"repeat": max(3, repeat - 2)}),
                            (bench_small_ops, {}), (bench_chain, {}),
                            (bench_memory, {"steps": 100 if args.quick else 500}),
                            (bench_draw, {})):
