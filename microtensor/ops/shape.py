@@ -12,7 +12,7 @@ from ..errors import op_error
 @primitive("reshape", rule="dx = reshape(g, x.shape)")
 def reshape(x, *, shape):
     try:
-        out = np.reshape(x, shape)
+        out = np.asarray(x).reshape(shape)   # the method: np.reshape costs a microsecond more
     except ValueError:
         raise op_error("reshape", f"cannot reshape a tensor of shape {x.shape} "
                        f"({x.size} elements) into {tuple(shape)}",
@@ -58,8 +58,8 @@ def swapaxes(x, *, axis1, axis2):
     axis1 = _axis("swapaxes", axis1, x.ndim, x.shape)
     axis2 = _axis("swapaxes", axis2, x.ndim, x.shape)
     def backward(g):
-        return (np.swapaxes(g, axis1, axis2),)
-    return np.swapaxes(x, axis1, axis2), backward
+        return (g.swapaxes(axis1, axis2),)
+    return x.swapaxes(axis1, axis2), backward
 
 
 def flatten(x, start_axis=0, end_axis=-1):
