@@ -201,14 +201,14 @@ def dropout(x, *, p=0.5, training=True):
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
 def embedding(ids, weight):
     """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d)."""
-    if np.asarray(ids).dtype.kind not in "iu":
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
         raise op_error("embedding", f"ids must be integers, got {describe(ids)}", TypeError)
-    if np.ndim(weight) != 2:
+    if getattr(weight, "ndim", 0) != 2:
         # Checked here: with another rank the forward would run and only backward fail.
         raise op_error("embedding", f"weight must be a 2-D table (vocab, dim), got "
                        f"{describe(weight)}", ValueError,
                        "reshape it to (vocab, dim), e.g. weight.reshape(-1, 1)")
-    ids = np.asarray(ids)
     if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
         bad = ids.min() if ids.min() < 0 else ids.max()
         raise op_error("embedding", f"id {bad} is out of range for a table of "
