@@ -358,6 +358,14 @@ def test_dtype_is_preserved_through_every_op(name, dtype):
     assert x.grad.dtype == dtype
 
 
+@pytest.mark.parametrize("op", [F.softmax, F.log_softmax, F.layer_norm, F.gelu])
+def test_integer_inputs_give_float64_as_numpy_would(op):
+    ids = np.array([[1, 2, 3], [4, 0, -2]])
+    out = op(mt.tensor(ids))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out.data, op(mt.tensor(ids.astype(np.float64))).data)
+
+
 def test_ndarray_plus_tensor_is_a_tensor():
     t = mt.tensor([1.0, 2.0], requires_grad=True)
     for result in (np.ones(2, np.float32) + t, np.ones(2, np.float32) * t,

@@ -34,7 +34,8 @@ def softmax(x, *, axis=-1):
         x = np.moveaxis(x, axis, -1)      # the kernels work along the last axis (a view)
     # fmax skips NaN where max would return it, but a NaN still reaches its whole row
     # through the sum below; over short rows (attention) fmax is ~30% faster.
-    y = x - np.fmax.reduce(x, axis=-1, keepdims=True)
+    y = np.subtract(x, np.fmax.reduce(x, axis=-1, keepdims=True),
+                    dtype=np.result_type(x, 0.5))   # integer scores give float64
     np.exp(y, out=y)
     y *= (1 / sum_over_last_axis(y))[..., None]
     def backward(g):
