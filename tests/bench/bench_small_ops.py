@@ -18,8 +18,10 @@ def run(repeat: int = 7) -> dict:
         tb = torch.randn(4, 4, requires_grad=True)
         adds["torch"] = lambda: ta + tb
         backwards["torch"] = lambda: (ta * tb).sum().backward()
-    add_us = {k: 1e6 * v for k, v in side_by_side(adds, rounds=repeat, number=20000).items()}
-    backward_us = {k: 1e6 * v for k, v in side_by_side(backwards, rounds=repeat, number=5000).items()}
+    add_us = {name: 1e6 * seconds for name, seconds
+              in side_by_side(adds, rounds=repeat, number=20000).items()}
+    backward_us = {name: 1e6 * seconds for name, seconds
+                   in side_by_side(backwards, rounds=repeat, number=5000).items()}
     results = {"add_4x4_us": {k: v for k, v in add_us.items() if k != "numpy"},
                "mul_sum_backward_us": backward_us,
                "add_4x4_numpy_us": add_us["numpy"]}

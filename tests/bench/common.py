@@ -15,19 +15,6 @@ except ImportError:  # the `bench` extra is optional
     torch = None
 
 
-def best_of(fn, repeat: int = 5, number: int = 1, warmup: int = 1) -> float:
-    """Median seconds per call of `fn` over `repeat` timings of `number` calls each."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - start) / number)
-    return statistics.median(times)
-
-
 def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int = 1,
                  warmup: int = 1) -> dict:
     """Median seconds per call of each function in `contenders` ({name: fn}).
