@@ -9,6 +9,8 @@ import numpy as np
 from common import torch
 
 CONFIG = {"vocab": 96, "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 512, "seq": 64, "batch": 16}
+# A lesson-sized model, where per-op overhead rather than arithmetic sets the pace.
+SMALL_CONFIG = dict(CONFIG, d_model=32, n_layers=2, d_ff=128, seq=32, batch=8)
 
 
 def batch(config=CONFIG, seed=0):

@@ -34,6 +34,11 @@ def table(results: dict) -> str:
          f"{train.get('torch_ms', float('nan')):.1f}", f"{train['numpy_gemm_floor_ms']:.1f}",
          "vs torch " + ratio(train.get("ratio_vs_torch"), "<= 1.0") + "; vs floor "
          + ratio(train["ratio_vs_floor"], "<= 1.5")),
+        ("train step, small model (ms)", f"{train['small_model']['microtensor_ms']:.2f}",
+         f"{train['small_model'].get('torch_ms', float('nan')):.2f}",
+         f"{train['small_model']['numpy_gemm_floor_ms']:.2f}",
+         (f"vs torch {train['small_model'].get('ratio_vs_torch', float('nan')):.2f} "
+          "(d_model 32, 2 layers, seq 32, batch 8; no goal)")),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
          "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 1.0") + "; vs uncached "
