@@ -8,7 +8,6 @@ Masks follow one convention everywhere: a boolean mask where True means "may att
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -33,22 +32,18 @@ def _mask_array(mask, where: str) -> np.ndarray | None:
     return array
 
 
-@functools.lru_cache(maxsize=64)
 def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
     """(n_queries, n_keys) boolean mask, True where query i may see key j.
 
     Aligned bottom-right: the last query sees every key, so query i sees keys
     j <= i + n_keys - n_queries. With n_queries == n_keys this is the usual lower triangle;
-    with one new query and a cache of n_keys keys, that query sees all of them. The
-    array is cached per shape and read-only (copy it to change it).
+    with one new query and a cache of n_keys keys, that query sees all of them.
 
     >>> causal_mask(2, 3)
     array([[ True,  True, False],
            [ True,  True,  True]])
     """
-    lower = np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
-    lower.flags.writeable = False  # one array shared by every call (lru_cache)
-    return lower
+    return np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
