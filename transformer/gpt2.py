@@ -161,7 +161,7 @@ def _without_prefix_and_buffers(tensors: dict, tied: bool) -> dict:
     and without lm_head.weight when the head is tied (it is wte.weight)."""
     kept = {}
     for name, array in tensors.items():
-        name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        name = name.removeprefix(PREFIX)
         if name.endswith((".attn.bias", ".attn.masked_bias")) or (
                 tied and name == "lm_head.weight"):
             continue
