@@ -14,9 +14,10 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import nn
 from microtensor.safetensors_io import SafetensorsFileError, load_safetensors, save_safetensors
-from transformer import DecoderLM
+from transformer import BPETokenizer, DecoderLM
 from transformer import pretrained as pretrained_module
 from transformer.__main__ import main
+from transformer.bpe import byte_to_char
 from transformer.pretrained import read_pretrained_dir, write_pretrained_dir
 
 SIZES = {"vocab": 61, "d_model": 32, "n_heads": 4, "n_layers": 2, "max_len": 16}
@@ -333,6 +334,26 @@ def test_generate_command_on_a_directory(saved, capsys):
     assert printed == list(expected)
     assert main(["generate", "--ckpt", str(path), "--prompt", "hello"]) == 2
     assert "--prompt-ids" in capsys.readouterr().err
+
+
+def test_generate_command_with_text_on_a_directory_with_tokenizer_files(tmp_path, capsys):
+    vocab = {char: byte for byte, char in byte_to_char().items()}
+    merges = [("Ġ", "c"), ("Ġc", "a"), ("Ġca", "t")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    model = random_model(vocab=len(vocab))
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "m" / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in merges))
+    tokenizer = BPETokenizer.from_pretrained(tmp_path / "m")
+    assert tokenizer.encode("a cat") == [ord("a"), 258]
+    assert main(["generate", "--ckpt", str(tmp_path / "m"), "--prompt", "a cat",
+                 "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    expected = model.generate([[ord("a"), 258]], max_new_tokens=5, temperature=0)[0]
+    assert capsys.readouterr().out == tokenizer.decode(expected) + "\n"
+    with pytest.raises(SystemExit):
+        main(["generate", "--ckpt", str(tmp_path / "m"), "--prompt-ids", "1,x"])
+    assert "comma-separated" in capsys.readouterr().err
 
 
 def test_drawing_a_loaded_block_shows_both_names(saved):
