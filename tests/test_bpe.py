@@ -66,6 +66,9 @@ def test_bad_input(by_hand, tmp_path):
         by_hand.decode(["a"])
     with pytest.raises(FileNotFoundError, match="merges.txt"):
         BPETokenizer.from_files(tmp_path / "vocab.json", tmp_path / "nowhere" / "merges.txt")
+    no_bytes = BPETokenizer({"a": 0}, [])
+    with pytest.raises(ValueError, match="'b'.*not in vocab.json"):
+        no_bytes.encode("ab")
     (tmp_path / "merges.txt").write_text("#version: 0.2\na b c\n")
     with pytest.raises(ValueError, match="line 2"):
         BPETokenizer.from_pretrained(tmp_path)

@@ -281,6 +281,11 @@ def test_architecture_gpt2_cannot_express_is_refused(tmp_path):
     mixed.norm.eps = 1e-6
     with pytest.raises(ValueError, match="layer_norm_epsilon"):
         mixed.save_pretrained(tmp_path / "c")
+    extended = random_model()
+    extended.blocks[0].gate = nn.Parameter(np.ones(32, np.float32))
+    del extended.blocks[1].ffn.W_2.bias
+    with pytest.raises(ValueError, match="extra blocks.0.gate; without blocks.1.ffn.W_2.bias"):
+        extended.save_pretrained(tmp_path / "d")
     assert sorted(os.listdir(tmp_path)) == []   # nothing half-written
 
 

@@ -138,7 +138,7 @@ class BPETokenizer:
                 for token in self.bpe(spelled):
                     if token not in self.vocab:
                         raise op_error("BPETokenizer.encode", f"token {token!r} (from "
-                                       f"{word!r}) is not in vocab.json", KeyError,
+                                       f"{word!r}) is not in vocab.json", ValueError,
                                        "vocab.json must hold all 256 byte characters and "
                                        "every merge result")
                     ids.append(self.vocab[token])
