@@ -71,11 +71,11 @@ def test_greedy_generate_gives_transformers_tokens(gpt2_dir):
                                   expected)
 
 
-@pytest.mark.parametrize("tie_weights", [True, False])
-def test_model_trained_here_loads_in_transformers(tmp_path, tie_weights):
+@pytest.mark.parametrize("tie_weights, activation", [(True, "gelu"), (False, "relu")])
+def test_model_trained_here_loads_in_transformers(tmp_path, tie_weights, activation):
     mt.manual_seed(1)
     ours = DecoderLM(vocab=VOCAB, d_model=64, n_heads=4, n_layers=2, max_len=32,
-                     tie_weights=tie_weights)
+                     tie_weights=tie_weights, activation=activation)
     opt = optim.AdamW(ours.parameters(), lr=3e-3)
     batch = np.random.default_rng(1).integers(0, VOCAB, (4, 17))
     losses = []

@@ -129,6 +129,14 @@ def _options_from_config(config: dict, where: str) -> dict:
     if missing:
         raise op_error(where, f"config.json lacks {', '.join(missing)}",
                        fix="a GPT-2 config names every size: " + ", ".join(SIZES))
+    bad = [f"{key}={config[key]!r}" for key in SIZES if isinstance(config[key], bool)
+           or not isinstance(config[key], int) or config[key] <= 0]
+    if bad:
+        raise op_error(where, f"config has {', '.join(bad)}",
+                       fix="sizes are positive integers")
+    if config["n_embd"] % config["n_head"]:
+        raise op_error(where, f"config has n_embd={config['n_embd']} not divisible by "
+                       f"n_head={config['n_head']}", fix="each head gets n_embd / n_head")
     for key, (value, why) in REQUIRED.items():
         if config.get(key, value) != value:
             raise op_error(where, f"config {key}={config[key]!r} is not supported ({why}); "
