@@ -48,12 +48,14 @@ def save_safetensors(tensors, path: str | os.PathLike,
                            "safetensors holds numeric arrays under string names", TypeError,
                            "store only a state_dict (name -> numeric array)")
         arrays[name] = array
-    try:
-        data = safetensors.numpy.save(arrays, metadata=metadata)
-    except (SafetensorError, ValueError, TypeError) as error:
-        raise op_error("save_safetensors", f"cannot write '{path}': {error}",
-                       ValueError) from None
-    write_atomically(path, data, where="save_safetensors")
+
+    def write(temporary: str) -> None:
+        try:   # straight to the file: no second copy of the weights in memory
+            safetensors.numpy.save_file(arrays, temporary, metadata=metadata)
+        except (SafetensorError, ValueError, TypeError) as error:
+            raise op_error("save_safetensors", f"cannot write '{path}': {error}",
+                           ValueError) from None
+    write_atomically(path, write, where="save_safetensors")
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -67,21 +69,21 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise op_error("load_safetensors", f"no file at '{path}'", FileNotFoundError,
                        "check the path")
-    with open(path, "rb") as file:
-        data = file.read()
     try:
-        # A copy of each array: the ones safetensors returns may view a read-only buffer.
-        return {name: np.array(array) for name, array in safetensors.numpy.load(data).items()}
+        # A copy of each array: safetensors may hand out views of the file mapped into
+        # memory, which must not outlive a later rewrite of the file.
+        return {name: np.array(array)
+                for name, array in safetensors.numpy.load_file(path).items()}
     except (SafetensorError, ValueError, TypeError, OverflowError) as error:
         raise op_error("load_safetensors", f"'{path}' is damaged, truncated or not a "
-                       f"safetensors file ({len(data):,} bytes; {error})",
+                       f"safetensors file ({os.path.getsize(path):,} bytes; {error})",
                        SafetensorsFileError, "download or save it again") from None
 
 
-def write_atomically(path: str, data: bytes, where: str) -> None:
-    """Write `data` to a temporary file in `path`'s folder, fsync it, then rename it over
-    `path` (atomic on POSIX and Windows): a crash leaves the old file or the new one,
-    never half of one, and no temporary file behind."""
+def write_atomically(path: str, write, where: str) -> None:
+    """Call `write(temporary)` to write a temporary file in `path`'s folder, fsync it,
+    then rename it over `path` (atomic on POSIX and Windows): a crash leaves the old file
+    or the new one, never half of one, and no temporary file behind."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise op_error(where, f"'{path}' is a folder", IsADirectoryError,
@@ -90,12 +92,13 @@ def write_atomically(path: str, data: bytes, where: str) -> None:
         raise op_error(where, f"the folder of '{path}' does not exist", FileNotFoundError,
                        f"create it first: os.makedirs({folder!r}, exist_ok=True)")
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        write(temporary)
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:  # KeyboardInterrupt too: never leave the temporary file
         try:

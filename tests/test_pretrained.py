@@ -330,6 +330,21 @@ def test_module_state_dict_as_safetensors(tmp_path):
         nn.Linear(3, 4).load(tmp_path / "w.safetensors")
 
 
+def test_why_training_checkpoints_stay_npz(tmp_path):
+    """A flipped byte inside the weights: the .npz's CRC-32 refuses it, while safetensors
+    (no checksum) loads a different number. Resuming must never continue from that."""
+    state = {"weight": np.arange(64, dtype=np.float32)}
+    save_safetensors(state, tmp_path / "w.safetensors")
+    mt.save(state, tmp_path / "w.npz")
+    for name in ("w.safetensors", "w.npz"):
+        data = bytearray((tmp_path / name).read_bytes())
+        data[data.index(np.float32(40).tobytes()) + 3] ^= 0x01
+        (tmp_path / name).write_bytes(bytes(data))
+    assert load_safetensors(tmp_path / "w.safetensors")["weight"][40] != 40
+    with pytest.raises(ValueError, match="corrupt"):
+        mt.load(tmp_path / "w.npz")
+
+
 # ---------------------------------------------------------------------- command line, drawing
 def test_generate_command_on_a_directory(saved, capsys):
     model, path = saved
