@@ -136,7 +136,10 @@ def write_pretrained_dir(path: str | os.PathLike, config: dict,
                          tensors: dict[str, np.ndarray]) -> None:
     """Write `config.json` and `model.safetensors` as the directory `path`, atomically:
     everything goes into a new directory beside it, which then replaces `path` by
-    rename. Files of an existing `path` that are not weights or config are kept."""
+    rename. Files of an existing `path` that are not weights or config are kept. An
+    existing `path` is renamed aside just before and deleted just after; a crash between
+    those two renames leaves it whole as `.NAME.*.old` beside the new one's staging
+    directory, never a half-written model at `path`."""
     where = "save_pretrained"
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
