@@ -22,6 +22,8 @@ import numpy as np
 from . import checkpoint
 from . import functional as F
 from .errors import op_error
+from .safetensors_io import EXTENSION as SAFETENSORS_EXTENSION
+from .safetensors_io import load_safetensors, save_safetensors
 from .tensor import DEFAULT_FLOAT, Tensor, generator
 
 
@@ -187,16 +189,22 @@ class Module:
         return LoadResult(missing, unexpected)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write `state_dict()` to `path` as a `.npz` (atomic, no pickle; see
-        `microtensor.checkpoint`).
+        """Write `state_dict()` to `path`, atomically and without pickle: as
+        `.safetensors` when the path ends so (the format PyTorch users exchange weights
+        in), otherwise as a `.npz` (see `microtensor.checkpoint`).
 
             >>> model.save("model.npz"); fresh.load("model.npz")
+            >>> model.save("model.safetensors"); fresh.load("model.safetensors")
         """
-        checkpoint.save(dict(self.state_dict()), path)
+        if _is_safetensors(path):
+            save_safetensors(self.state_dict(), path)
+        else:
+            checkpoint.save(dict(self.state_dict()), path)
 
     def load(self, path: str | os.PathLike, strict: bool = True) -> Module:
-        """Load a file written by `save` into this module (in place); returns self."""
-        state = checkpoint.load(path)
+        """Load a file written by `save` (.npz or .safetensors, by the extension) into
+        this module (in place); returns self."""
+        state = load_safetensors(path) if _is_safetensors(path) else checkpoint.load(path)
         try:
             self.load_state_dict(state, strict=strict)
         except ValueError as error:
@@ -366,6 +374,10 @@ class Sequential(ModuleList):
         for module in self:
             x = module(x)
         return x
+
+
+def _is_safetensors(path) -> bool:
+    return os.fspath(path).lower().endswith(SAFETENSORS_EXTENSION)
 
 
 def _check_sizes(where: str, **sizes):

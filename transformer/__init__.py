@@ -7,6 +7,7 @@ command line (`python -m transformer train ...`).
     >>> lm.generate([[5, 6, 7]], max_new_tokens=10, temperature=0)
 """
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from .bpe import BPETokenizer
 from .cache import KVCache
 from .layers import (
     Decoder,
@@ -21,7 +22,7 @@ from .lm import DecoderLM
 from .model import Transformer
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
-__all__ = ["ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
+__all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
            "Encoder", "EncoderLayer", "FeedForward", "KVCache", "MultiHeadAttention",
            "PositionalEncoding", "Transformer", "causal_mask", "scaled_dot_product_attention",
            "sinusoidal_table", "tokenizer_from_dict"]

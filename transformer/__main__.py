@@ -5,6 +5,7 @@
         --steps 2000 --out runs/gpl
     python -m transformer train --out runs/gpl --steps 4000 --resume
     python -m transformer generate --ckpt runs/gpl --prompt "The licenses " --top-k 10
+    python -m transformer generate --ckpt gpt2 --prompt "Hello, I'm" --temperature 0
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def _int_at_least(text: str, smallest: int) -> int:
     if value < smallest:
         raise argparse.ArgumentTypeError(f"must be >= {smallest}, got {value}")
     return value
+
+
+def id_list(text: str) -> list[int]:
+    """argparse type: comma-separated token ids, e.g. '1,2,3'."""
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like "
+                                         f"1,2,3, got {text!r}") from None
+    if any(id_ < 0 for id_ in ids):
+        raise argparse.ArgumentTypeError(f"token ids are >= 0, got {text!r}")
+    return ids
 
 
 def positive_float(text: str) -> float:
@@ -95,8 +108,13 @@ def parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate from a trained checkpoint (charlm "
                               "samples; reverse/copy models decode greedily)")
-    gen.add_argument("--ckpt", required=True, help="run folder (or its checkpoint.npz)")
-    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--ckpt", required=True, help="run folder (or its checkpoint.npz), or a "
+                     "Hugging Face GPT-2 directory (config.json + model.safetensors)")
+    prompt = gen.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="text (a GPT-2 directory needs vocab.json and "
+                        "merges.txt for this)")
+    prompt.add_argument("--prompt-ids", type=id_list, help="token ids, e.g. 464,2068,7586; "
+                        "without a tokenizer the output is ids too")
     gen.add_argument("--max-new-tokens", type=int, default=200)
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int)

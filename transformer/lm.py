@@ -62,6 +62,22 @@ class DecoderLM(Module):
             for linear in (block.self_attn.W_o, block.ffn.W_2):
                 linear.weight.data *= 1 / math.sqrt(2 * n_layers)
 
+    @classmethod
+    def from_pretrained(cls, path) -> DecoderLM:
+        """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2 model,
+        in eval mode. See `transformer.pretrained` and `transformer.gpt2`.
+
+            >>> lm = DecoderLM.from_pretrained("gpt2")      # a downloaded directory
+        """
+        from .pretrained import from_pretrained  # imported here: it imports this module
+        return from_pretrained(path)
+
+    def save_pretrained(self, path) -> None:
+        """Write this model as a Hugging Face directory that
+        `transformers.GPT2LMHeadModel.from_pretrained(path)` loads (atomically)."""
+        from .pretrained import save_pretrained
+        save_pretrained(self, path)
+
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for `batch` sequences of up to `max_len` (default: the model's)."""
         return KVCache(len(self.blocks), batch, self.n_heads, self.d_model // self.n_heads,

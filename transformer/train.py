@@ -20,6 +20,8 @@ import microtensor.functional as F
 from microtensor import optim
 from microtensor.errors import op_error
 
+from . import pretrained
+from .bpe import MERGES, VOCAB, BPETokenizer
 from .data import CharLMTask, SequenceTask
 from .dropout import dropout_off
 from .lm import DecoderLM
@@ -266,16 +268,20 @@ def task_prompt(task: CharLMTask) -> str:
 
 # ---------------------------------------------------------------------- generation
 def generate(opts: dict) -> str:
-    """Text generated from a checkpoint for `opts['prompt']` (the CLI's generate)."""
+    """Text generated from a checkpoint for `opts['prompt']` (or `opts['prompt_ids']`)
+    (the CLI's generate). `opts['ckpt']` is a run folder or a Hugging Face directory."""
+    if os.path.isfile(os.path.join(opts["ckpt"], pretrained.CONFIG)):
+        return generate_pretrained(opts)
     ckpt = load_checkpoint(opts["ckpt"])
     model, tokenizer, run = model_from_checkpoint(ckpt)
     model.eval()
+    prompt_ids = opts.get("prompt_ids")
     if run["task"] == "charlm":
-        ids = tokenizer.encode(opts["prompt"])
+        ids = prompt_ids or tokenizer.encode(opts["prompt"])
         out = model.generate([ids], opts["max_new_tokens"], temperature=opts["temperature"],
                              top_k=opts["top_k"], seed=opts["seed"])
         return tokenizer.decode(out[0])
-    ids = tokenizer.encode(opts["prompt"])
+    ids = prompt_ids or tokenizer.encode(opts["prompt"])
     if not 1 <= len(ids) <= run["seq_len"]:
         raise op_error("generate", f"the {run['task']} model takes 1 to {run['seq_len']} "
                        f"symbols, got a prompt of {len(ids)}")
@@ -283,3 +289,26 @@ def generate(opts: dict) -> str:
                               eos=tokenizer.eos_id)
     return tokenizer.decode(out[0])
 
+
+
+def generate_pretrained(opts: dict) -> str:
+    """Generation from a Hugging Face GPT-2 directory: text in and out when it has
+    vocab.json and merges.txt, otherwise ids in (--prompt-ids) and ids out."""
+    folder = opts["ckpt"]
+    model = DecoderLM.from_pretrained(folder)
+    has_tokenizer = all(os.path.isfile(os.path.join(folder, name)) for name in (VOCAB, MERGES))
+    tokenizer = BPETokenizer.from_pretrained(folder) if has_tokenizer else None
+    if opts.get("prompt_ids") is not None:
+        ids = opts["prompt_ids"]
+    elif tokenizer is None:
+        raise op_error("generate", f"'{folder}' has no {VOCAB} and {MERGES} to encode the "
+                       "prompt with", FileNotFoundError,
+                       "add the tokenizer files, or give token ids: --prompt-ids 1,2,3")
+    else:
+        ids = tokenizer.encode(opts["prompt"])
+    if not ids or max(ids) >= model.vocab:
+        raise op_error("generate", f"the prompt's ids must be 0..{model.vocab - 1} (the "
+                       f"model's vocabulary), got {ids[:20]}")
+    out = model.generate([ids], opts["max_new_tokens"], temperature=opts["temperature"],
+                         top_k=opts["top_k"], seed=opts["seed"])[0]
+    return tokenizer.decode(out) if tokenizer else ",".join(str(int(i)) for i in out)

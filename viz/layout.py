@@ -94,6 +94,14 @@ def named_tensors(params) -> dict:
                    f"{type(params).__name__}", TypeError, "pass params=model")
 
 
+def _display_name(path: str | None, own_name: str | None) -> str | None:
+    """A parameter's path, or its own .name when that extends the path with a note
+    (a loaded checkpoint's name: 'norm.weight (GPT-2: ln_f.weight)')."""
+    if path and own_name and own_name.startswith(path + " "):
+        return own_name
+    return path or own_name
+
+
 def _module_of_name(name: str) -> str:
     return name.rpartition(".")[0]
 
@@ -130,7 +138,7 @@ def plan_layout(root: Tensor, params=None, collapse=None,
     order = topological_order(root, every_input=True)
     index = {id(t): k for k, t in enumerate(order)}
     param_names = named_tensors(params)
-    names = {id(t): param_names.get(id(t), t.name) for t in order}
+    names = {id(t): _display_name(param_names.get(id(t)), t.name) for t in order}
     modules = {}
     for tensor in reversed(order):  # inputs before the ops that use them
         if id(tensor) in param_names:

@@ -1,0 +1,248 @@
+"""GPT-2's names and shapes, mapped onto a `DecoderLM` and back.
+
+Our DecoderLM already is GPT-2's architecture: pre-LN blocks, learned positions, tanh
+GELU (`gelu_new`), a final LayerNorm and a tied head. GPT-2's `Conv1D` stores its weight
+(in, out), as our `Linear` does, so weights copy over without a transpose. The one real
+difference is attention: GPT-2 computes Q, K and V with one fused projection `c_attn`
+of width 3 * d_model, which splits column-wise into our `W_q`, `W_k`, `W_v`.
+
+    GPT-2 (transformers)              DecoderLM
+    wte.weight                        tok_embed.weight
+    wpe.weight                        position.table.weight
+    h.{i}.ln_1                        blocks.{i}.norm1
+    h.{i}.attn.c_attn (d, 3d)         blocks.{i}.self_attn.W_q | W_k | W_v   (d, d) each
+    h.{i}.attn.c_proj                 blocks.{i}.self_attn.W_o
+    h.{i}.ln_2                        blocks.{i}.norm2
+    h.{i}.mlp.c_fc                    blocks.{i}.ffn.W_1
+    h.{i}.mlp.c_proj                  blocks.{i}.ffn.W_2
+    ln_f                              norm
+    lm_head.weight (vocab, d)         head.weight (d, vocab), only when not tied
+
+Dropout: GPT-2 has three rates (`resid_pdrop`, `embd_pdrop`, `attn_pdrop`) and we have
+one, so they must agree. Our feed-forward also drops its hidden activations while
+training, which GPT-2 does not; at inference (and with dropout 0) the two compute the same.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from microtensor.errors import op_error
+from microtensor.nn import GELU, LayerNorm, ReLU
+
+from .layers import FeedForward
+from .lm import DecoderLM
+
+# HF activation_function -> ours. "gelu" in transformers is the exact erf form, which we
+# do not have; "gelu_new" and "gelu_pytorch_tanh" are both the tanh form we compute.
+ACTIVATIONS_FROM_HF = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
+ACTIVATIONS_TO_HF = {"gelu": "gelu_new", "relu": "relu"}
+# Settings that must have GPT-2's default value for the model to compute what ours does.
+REQUIRED = {"scale_attn_weights": (True, "we always scale scores by 1/sqrt(d_k)"),
+            "scale_attn_by_inverse_layer_idx": (False, "we do not scale scores by layer"),
+            "add_cross_attention": (False, "a DecoderLM has no cross-attention")}
+SIZES = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+PREFIX = "transformer."  # GPT2LMHeadModel's body; files saved from GPT2Model lack it
+
+
+def parameter_pairs(n_layers: int, d_model: int):
+    """(our name, GPT-2 name, columns) for every weight: `columns` is the slice of a fused
+    c_attn tensor's last axis that is ours, or None for a tensor copied whole."""
+    pairs = [("tok_embed.weight", "wte.weight", None),
+             ("position.table.weight", "wpe.weight", None)]
+    for i in range(n_layers):
+        ours, theirs = f"blocks.{i}.", f"h.{i}."
+        for kind in ("weight", "bias"):
+            pairs.append((f"{ours}norm1.{kind}", f"{theirs}ln_1.{kind}", None))
+            for k, W in enumerate(("W_q", "W_k", "W_v")):
+                pairs.append((f"{ours}self_attn.{W}.{kind}", f"{theirs}attn.c_attn.{kind}",
+                              slice(k * d_model, (k + 1) * d_model)))
+            pairs += [(f"{ours}self_attn.W_o.{kind}", f"{theirs}attn.c_proj.{kind}", None),
+                      (f"{ours}norm2.{kind}", f"{theirs}ln_2.{kind}", None),
+                      (f"{ours}ffn.W_1.{kind}", f"{theirs}mlp.c_fc.{kind}", None),
+                      (f"{ours}ffn.W_2.{kind}", f"{theirs}mlp.c_proj.{kind}", None)]
+    pairs += [("norm.weight", "ln_f.weight", None), ("norm.bias", "ln_f.bias", None)]
+    return pairs
+
+
+def gpt2_name(hf_name: str, columns: slice | None) -> str:
+    """How the drawing shows where a weight came from: 'h.0.attn.c_attn.weight[..., 0:64]'."""
+    return hf_name if columns is None else f"{hf_name}[..., {columns.start}:{columns.stop}]"
+
+
+# ---------------------------------------------------------------------- reading
+def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
+    """A DecoderLM with the architecture of a transformers GPT-2 `config` and the weights
+    in `tensors` (names as in its model.safetensors). Each parameter's `.name` records
+    its GPT-2 name, which `viz.draw` shows beside ours."""
+    where = "from_pretrained (gpt2)"
+    model = DecoderLM(**_options_from_config(config, where))
+    eps = config.get("layer_norm_epsilon", 1e-5)
+    for module in model.modules():
+        if isinstance(module, LayerNorm):
+            module.eps = eps
+
+    tensors = _without_prefix_and_buffers(tensors, model.tie_weights)
+    expected = _gpt2_shapes(model)
+    problems = [f"missing tensor {name} {shape}" for name, shape in expected.items()
+                if name not in tensors]
+    problems += [f"unexpected tensor {name} {tensors[name].shape}" for name in tensors
+                 if name not in expected]
+    problems += [f"{name} has shape {tensors[name].shape}, the config implies {shape}"
+                 for name, shape in expected.items()
+                 if name in tensors and tensors[name].shape != shape]
+    if problems:
+        raise op_error(where, f"the weights do not fit the config ({len(problems)} "
+                       "problem(s)):" + "".join(f"\n  - {p}" for p in problems[:20]),
+                       fix="check that config.json and model.safetensors belong together "
+                       "and are a GPT2LMHeadModel (or GPT2Model)")
+
+    state, hf_names = {}, {}
+    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+        array = tensors[theirs]
+        state[ours] = array if columns is None else array[..., columns]
+        hf_names[ours] = gpt2_name(theirs, columns)
+    if not model.tie_weights:
+        state["head.weight"] = tensors["lm_head.weight"].T   # torch Linear stores (out, in)
+        hf_names["head.weight"] = "lm_head.weight (transposed)"
+    model.load_state_dict(state)
+    for ours, param in model.named_parameters():
+        param.name = f"{ours} (GPT-2: {hf_names[ours]})"
+    return model.eval()
+
+
+def _gpt2_shapes(model: DecoderLM) -> dict[str, tuple]:
+    """The shape of every tensor a GPT-2 file of this model's size holds, by GPT-2 name."""
+    params = dict(model.named_parameters())
+    shapes = {}
+    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+        shape = params[ours].shape
+        shapes[theirs] = shape if columns is None else (*shape[:-1], 3 * model.d_model)
+    if not model.tie_weights:
+        shapes["lm_head.weight"] = params["head.weight"].shape[::-1]
+    return shapes
+
+
+def _options_from_config(config: dict, where: str) -> dict:
+    """DecoderLM's constructor arguments from a GPT-2 config, refusing what we cannot
+    compute by the config key and value."""
+    missing = [key for key in SIZES if key not in config]
+    if missing:
+        raise op_error(where, f"config.json lacks {', '.join(missing)}",
+                       fix="a GPT-2 config names every size: " + ", ".join(SIZES))
+    bad = [f"{key}={config[key]!r}" for key in SIZES if isinstance(config[key], bool)
+           or not isinstance(config[key], int) or config[key] <= 0]
+    if bad:
+        raise op_error(where, f"config has {', '.join(bad)}",
+                       fix="sizes are positive integers")
+    if config["n_embd"] % config["n_head"]:
+        raise op_error(where, f"config has n_embd={config['n_embd']} not divisible by "
+                       f"n_head={config['n_head']}", fix="each head gets n_embd / n_head")
+    for key, (value, why) in REQUIRED.items():
+        if config.get(key, value) != value:
+            raise op_error(where, f"config {key}={config[key]!r} is not supported ({why}); "
+                           f"only {key}={value!r}")
+    activation = config.get("activation_function", "gelu_new")
+    if activation not in ACTIVATIONS_FROM_HF:
+        raise op_error(where, f"config activation_function={activation!r} is not supported",
+                       fix=f"supported: {sorted(ACTIVATIONS_FROM_HF)} (transformers' 'gelu' "
+                       "is the exact erf form; ours is the tanh form, 'gelu_new')")
+    rates = {key: config.get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+    if len(set(rates.values())) > 1:
+        raise op_error(where, "config has different dropout rates "
+                       f"{', '.join(f'{k}={v}' for k, v in rates.items())}; a DecoderLM has "
+                       "one", fix="set the three to one value in config.json (dropout only "
+                       "acts while training)")
+    eps = config.get("layer_norm_epsilon", 1e-5)
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise op_error(where, f"config layer_norm_epsilon={eps!r} must be a positive number")
+    return {"vocab": config["vocab_size"], "d_model": config["n_embd"],
+            "n_heads": config["n_head"], "n_layers": config["n_layer"],
+            "d_ff": config.get("n_inner") or 4 * config["n_embd"],
+            "max_len": config["n_positions"], "dropout": float(rates["resid_pdrop"]),
+            "tie_weights": bool(config.get("tie_word_embeddings", True)),
+            "positional": "learned", "activation": ACTIVATIONS_FROM_HF[activation]}
+
+
+def _without_prefix_and_buffers(tensors: dict, tied: bool) -> dict:
+    """Tensor names without the 'transformer.' prefix, without the causal-mask buffers
+    old files store (h.{i}.attn.bias, h.{i}.attn.masked_bias: constants, not weights),
+    and without lm_head.weight when the head is tied (it is wte.weight)."""
+    kept = {}
+    for name, array in tensors.items():
+        name = name.removeprefix(PREFIX)
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or (
+                tied and name == "lm_head.weight"):
+            continue
+        kept[name] = array
+    return kept
+
+
+# ---------------------------------------------------------------------- writing
+def gpt2_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config, tensors) of `model` as transformers' GPT2LMHeadModel stores them. An
+    architecture GPT-2 cannot express is refused, naming the difference."""
+    config = _config_of(model)
+    state = model.state_dict()
+    expected = {ours for ours, _, _ in parameter_pairs(len(model.blocks), model.d_model)}
+    expected |= set() if model.tie_weights else {"head.weight"}
+    extra, absent = sorted(set(state) - expected), sorted(expected - set(state))
+    if extra or absent:
+        raise op_error("save_pretrained (gpt2)", "the model's parameters differ from "
+                       f"GPT-2's: {'extra ' + ', '.join(extra) if extra else ''}"
+                       f"{'; ' if extra and absent else ''}"
+                       f"{'without ' + ', '.join(absent) if absent else ''}")
+    fused: dict[str, list] = {}
+    tensors = {}
+    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+        if columns is None:
+            tensors[PREFIX + theirs] = state[ours]
+        else:
+            fused.setdefault(PREFIX + theirs, []).append(state[ours])
+    for name, parts in fused.items():               # W_q | W_k | W_v side by side
+        tensors[name] = np.concatenate(parts, axis=-1)
+    if not model.tie_weights:
+        tensors["lm_head.weight"] = np.ascontiguousarray(state["head.weight"].T)
+    return config, tensors
+
+
+def _config_of(model: DecoderLM) -> dict:
+    where = "save_pretrained (gpt2)"
+    if not isinstance(model, DecoderLM):
+        raise op_error(where, f"expected a DecoderLM, got {type(model).__name__}", TypeError)
+    options = model.config
+    if options["positional"] != "learned":
+        raise op_error(where, f"the model has positional={options['positional']!r}; GPT-2 "
+                       "can only learn its position table (wpe)",
+                       fix="build the DecoderLM with positional='learned'")
+    if options["activation"] not in ACTIVATIONS_TO_HF:
+        raise op_error(where, f"the model has activation={options['activation']!r}, which "
+                       f"GPT-2 configs cannot name (they can: {sorted(ACTIVATIONS_TO_HF)})")
+    for i, block in enumerate(model.blocks):
+        if not block.norm_first:
+            raise op_error(where, f"block {i} is post-LN (norm after the residual add); "
+                           "GPT-2 blocks are pre-LN", fix="build it with norm_first=True")
+        if not (type(block.norm1) is type(block.norm2) is LayerNorm
+                and type(block.ffn) is FeedForward
+                and type(block.ffn.activation) in (GELU, ReLU)):
+            raise op_error(where, f"block {i} has {type(block.norm1).__name__} / "
+                           f"{type(block.ffn).__name__} where GPT-2 has LayerNorm / "
+                           "FeedForward (Linear, GELU, Linear)")
+    eps = {m.eps for m in model.modules() if isinstance(m, LayerNorm)}
+    if len(eps) != 1 or type(model.norm) is not LayerNorm:
+        raise op_error(where, f"GPT-2 has one layer_norm_epsilon; the model's LayerNorms "
+                       f"use {sorted(eps)}")
+    vocab = options["vocab"]
+    end_of_text = vocab - 1 if vocab == 50257 else None   # GPT-2's <|endoftext|>
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+            "vocab_size": vocab, "n_positions": options["max_len"],
+            "n_embd": options["d_model"], "n_layer": options["n_layers"],
+            "n_head": options["n_heads"], "n_inner": options["d_ff"],
+            "activation_function": ACTIVATIONS_TO_HF[options["activation"]],
+            "layer_norm_epsilon": eps.pop(), "resid_pdrop": options["dropout"],
+            "embd_pdrop": options["dropout"], "attn_pdrop": options["dropout"],
+            "tie_word_embeddings": bool(options["tie_weights"]),
+            "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False, "add_cross_attention": False,
+            "initializer_range": 0.02, "bos_token_id": end_of_text,
+            "eos_token_id": end_of_text,
+            "dtype": str(model.tok_embed.weight.dtype)}

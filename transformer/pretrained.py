@@ -1,0 +1,190 @@
+"""Hugging Face model directories: read them into a `DecoderLM`, write a `DecoderLM` as one.
+
+A directory holds `config.json` (the architecture: sizes, activation, LayerNorm epsilon,
+...) and `model.safetensors` (the weights by name), the layout `transformers`'
+`save_pretrained` writes and the Hugging Face Hub serves. This module does the file work
+and picks the mapping by `config["model_type"]`; each mapping (`gpt2.py`) turns names and
+shapes into ours and back.
+
+    >>> lm = DecoderLM.from_pretrained("gpt2-dir")        # config.json + model.safetensors
+    >>> lm.save_pretrained("my-model")                    # transformers can load this
+
+Weights are read only from safetensors, which cannot run code. `pytorch_model.bin` files
+are pickles: loading one can execute anything its author wrote, so they are refused
+(never unpickled) with the command that converts them. Writing builds the whole
+directory beside the target and renames it into place, so a crash never leaves half a
+model; files of an existing directory that are not weights (a tokenizer's vocab.json and
+merges.txt, say) are carried over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+
+from microtensor.errors import op_error
+from microtensor.safetensors_io import load_safetensors, save_safetensors
+
+from .gpt2 import gpt2_from_hf, gpt2_to_hf
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+# model_type -> (from_hf(config, tensors) -> model, to_hf(model) -> (config, tensors))
+MODEL_TYPES = {"gpt2": (gpt2_from_hf, gpt2_to_hf)}
+
+
+def from_pretrained(path: str | os.PathLike):
+    """The model stored in the Hugging Face directory `path`, by its `model_type`."""
+    config, tensors = read_pretrained_dir(path)
+    model_type = config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise op_error("from_pretrained", f"{os.path.join(os.fspath(path), CONFIG)} has "
+                       f"model_type={model_type!r}; supported: {sorted(MODEL_TYPES)}",
+                       fix="load a directory of a supported architecture")
+    from_hf, _ = MODEL_TYPES[model_type]
+    return from_hf(config, tensors)
+
+
+def save_pretrained(model, path: str | os.PathLike) -> None:
+    """Write `model` to the directory `path` in the layout its architecture has on the
+    Hub (config.json + model.safetensors), atomically."""
+    _, to_hf = MODEL_TYPES[model_type_of(model)]
+    config, tensors = to_hf(model)
+    write_pretrained_dir(path, config, tensors)
+
+
+def model_type_of(model) -> str:
+    """The Hugging Face `model_type` a model is saved as. A DecoderLM is GPT-2's
+    architecture; `gpt2_to_hf` refuses one built with parts GPT-2 cannot express."""
+    return "gpt2"
+
+
+# ---------------------------------------------------------------------- reading
+def read_pretrained_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config, tensors) of a Hugging Face directory: `config.json` parsed, and every
+    tensor of `model.safetensors` (or of the shards its index lists) as a NumPy array.
+    Refuses a missing directory or file, pickled weights, and damaged files by name."""
+    where = "from_pretrained"
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        what = "is a file, not a directory" if os.path.exists(path) else "does not exist"
+        raise op_error(where, f"'{path}' {what}", FileNotFoundError,
+                       f"pass the directory that holds {CONFIG} and {WEIGHTS}")
+    files = sorted(os.listdir(path))
+    config_path = os.path.join(path, CONFIG)
+    if CONFIG not in files:
+        raise op_error(where, f"'{path}' has no {CONFIG} (it holds: "
+                       f"{', '.join(files) or 'nothing'})", FileNotFoundError,
+                       "download config.json with the weights")
+    config = _read_json(config_path, where)
+    if not isinstance(config, dict):
+        raise op_error(where, f"{config_path} holds a {type(config).__name__}, not an "
+                       "object of settings")
+    if WEIGHTS in files:
+        return config, load_safetensors(os.path.join(path, WEIGHTS))
+    if SHARD_INDEX in files:
+        return config, _read_shards(path, where)
+    pickled = [name for name in files if name in PICKLED_WEIGHTS]
+    if pickled:
+        raise op_error(where, f"'{path}' has its weights only in {pickled[0]}, a Python "
+                       "pickle: loading it could run any code its author put in it, so it "
+                       "is refused and never unpickled", ValueError,
+                       "convert it to safetensors where you trust it, e.g. `python -c \"from "
+                       "transformers import AutoModelForCausalLM as M; M.from_pretrained("
+                       f"'{path}').save_pretrained('{path}-safetensors')\"`, or download "
+                       "model.safetensors, which the Hub serves for GPT-2")
+    raise op_error(where, f"'{path}' has no {WEIGHTS} (it holds: {', '.join(files)})",
+                   FileNotFoundError, f"download {WEIGHTS} into it")
+
+
+def _read_json(path: str, where: str):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise op_error(where, f"{path} is not valid JSON ({error})") from None
+
+
+def _read_shards(path: str, where: str) -> dict[str, np.ndarray]:
+    """A model split over several files: the index maps each tensor name to its file."""
+    index_path = os.path.join(path, SHARD_INDEX)
+    weight_map = _read_json(index_path, where)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict):
+        raise op_error(where, f"{index_path} has no 'weight_map' object")
+    tensors = {}
+    for shard in sorted(set(weight_map.values())):
+        if not isinstance(shard, str) or os.path.basename(shard) != shard:
+            raise op_error(where, f"{index_path} names the shard {shard!r}, which is not a "
+                           "file name in the directory")
+        tensors.update(load_safetensors(os.path.join(path, shard)))
+    missing = sorted(set(weight_map) - set(tensors))
+    if missing:
+        raise op_error(where, f"{index_path} lists {len(missing)} tensor(s) that no shard "
+                       f"holds: {', '.join(missing[:8])}")
+    return tensors
+
+
+# ---------------------------------------------------------------------- writing
+def write_pretrained_dir(path: str | os.PathLike, config: dict,
+                         tensors: dict[str, np.ndarray]) -> None:
+    """Write `config.json` and `model.safetensors` as the directory `path`, atomically:
+    everything goes into a new directory beside it, which then replaces `path` by
+    rename. Files of an existing `path` that are not weights or config are kept. An
+    existing `path` is renamed aside just before and deleted just after; a crash between
+    those two renames leaves it whole as `.NAME.*.old` beside the new one's staging
+    directory, never a half-written model at `path`."""
+    where = "save_pretrained"
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise op_error(where, f"'{path}' is a file", FileExistsError,
+                       "give a directory name (it is created)")
+    if not os.path.isdir(parent):
+        raise op_error(where, f"the folder of '{path}' does not exist", FileNotFoundError,
+                       f"create it first: os.makedirs({parent!r}, exist_ok=True)")
+    name = os.path.basename(path)
+    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
+    retired = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.old")
+    os.mkdir(staging)
+    try:
+        with open(os.path.join(staging, CONFIG), "w", encoding="utf-8") as file:
+            json.dump(config, file, indent=2, sort_keys=True)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        # transformers refuses safetensors whose metadata lacks a "format" it knows
+        save_safetensors(tensors, os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
+        if os.path.isdir(path):
+            for kept in os.listdir(path):
+                if not _is_weights_or_config(kept):
+                    _copy(os.path.join(path, kept), os.path.join(staging, kept))
+            os.rename(path, retired)  # kept until the new directory is in place
+            os.rename(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, path)
+    except BaseException:  # KeyboardInterrupt too: put the old directory back if moved
+        if os.path.isdir(retired) and not os.path.exists(path):
+            os.rename(retired, path)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _is_weights_or_config(name: str) -> bool:
+    """Files a new save replaces (stale shards or pickles would shadow the new weights)."""
+    return (name == CONFIG or name.endswith((".safetensors", ".bin", ".h5", ".msgpack"))
+            or name in (SHARD_INDEX, *PICKLED_WEIGHTS))
+
+
+def _copy(source: str, target: str) -> None:
+    if os.path.isdir(source):
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
