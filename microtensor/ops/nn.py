@@ -232,7 +232,8 @@ def embedding(ids, weight):
     return weight[ids], backward
 
 
-@primitive("rms_norm", rule="dx = rstd * (g_hat - x_hat * mean(g_hat * x_hat)),  g_hat = g * weight")
+@primitive("rms_norm", rule="dx = rstd * (g_hat - x_hat * mean(g_hat * x_hat)),"
+                            "  g_hat = g * weight")
 def rms_norm(x, weight=None, *, eps=1e-6):
     """Divide by the root mean square over the last axis, then scale by `weight` (shaped
     like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
