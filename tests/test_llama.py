@@ -276,8 +276,8 @@ def test_llama_block_gradient():
 # ---------------------------------------------------------------------- the Llama-style model
 def small_llama(n_kv_heads=2, **overrides):
     mt.manual_seed(5)
-    config = dict(vocab=17, d_model=16, n_heads=4, n_layers=2, max_len=14, style="llama",
-                  n_kv_heads=n_kv_heads, rope_theta=100.0)
+    config = {"vocab": 17, "d_model": 16, "n_heads": 4, "n_layers": 2, "max_len": 14,
+              "style": "llama", "n_kv_heads": n_kv_heads, "rope_theta": 100.0}
     config.update(overrides)
     return DecoderLM(**config)
 

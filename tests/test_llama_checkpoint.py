@@ -62,8 +62,8 @@ def test_mapping_round_trips_exactly(tie):
     assert back.config == lm.config
     ours, theirs = dict(lm.named_parameters()), dict(back.named_parameters())
     assert ours.keys() == theirs.keys()
-    for name in ours:
-        np.testing.assert_array_equal(ours[name].data, theirs[name].data, err_msg=name)
+    for name, param in ours.items():
+        np.testing.assert_array_equal(param.data, theirs[name].data, err_msg=name)
     np.testing.assert_array_equal(logits(back), logits(lm))
 
 

@@ -211,10 +211,12 @@ class MultiHeadAttention(Module):
         q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
         if rotation is not None:
             q = apply_rotary(q, rotation)
-        if cache is None:
-            k, v = self.project_keys_values(source, rotation)           # (B, h_kv, Tk, d_k)
-        else:
-            k, v = cache.update(lambda s: self.project_keys_values(s, rotation), source)
+        project = self.project_keys_values
+        if rotation is not None:
+            def project(source):
+                return self.project_keys_values(source, rotation)
+        # K and V: (B, n_kv_heads, Tk, d_k), from this call alone or appended to the cache
+        k, v = project(source) if cache is None else cache.update(project, source)
         out, weights = scaled_dot_product_attention(
             q, self.repeat_kv_heads(k), self.repeat_kv_heads(v), mask=mask, causal=causal,
             dropout_p=self.dropout_p, training=dropout_active(self))
