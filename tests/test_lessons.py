@@ -16,6 +16,7 @@ from viz.lessons import common, kv_cache, qkv
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
 CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过滤器", "苹果"],
              "kv-cache": ["我想吃", "苹果", "为什么不缓存 Q"], "positional-encoding": ["苹果吃想我"],
+             "rope": ["q_吃", "k_苹果"],
              "softmax": ["先取指数"], "backprop": ["我 想 吃", "更新 W 的方向和大小"]}
 
 

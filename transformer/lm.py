@@ -144,14 +144,15 @@ class DecoderLM(Module):
             mask, positions = cache.begin(valid)
         if self.rotary is None:
             x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
-            rope = {}
+            block_args = {}
         else:
-            # One rotation for every layer: the angles depend on the positions alone.
+            # Llama style: nothing is added to the embeddings; every block rotates its q and
+            # k by the same angles (they depend on the positions alone), computed once here.
             x = self.dropout(self.tok_embed(ids))
-            rope = {"rotation": self.rotary(positions, dtype=x.dtype)}
+            block_args = {"rotation": self.rotary(positions, dtype=x.dtype)}
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, causal=True,
-                      cache=None if cache is None else cache.layers[i], **rope)
+                      cache=None if cache is None else cache.layers[i], **block_args)
         x = self.norm(x)
         if cache is not None:
             cache.advance(valid)
