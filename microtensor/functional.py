@@ -13,10 +13,11 @@ from .ops import (
     linear,
     log_softmax,
     relu,
+    rms_norm,
     sigmoid,
     softmax,
     tanh,
 )
 
 __all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear",
-           "log_softmax", "relu", "sigmoid", "softmax", "tanh"]
+           "log_softmax", "relu", "rms_norm", "sigmoid", "softmax", "tanh"]

@@ -16,6 +16,7 @@ from viz.lessons import common, kv_cache, qkv
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
 CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过滤器", "苹果"],
              "kv-cache": ["我想吃", "苹果", "为什么不缓存 Q"], "positional-encoding": ["苹果吃想我"],
+             "rope": ["q_吃", "k_苹果"],
              "softmax": ["先取指数"], "backprop": ["我 想 吃", "更新 W 的方向和大小"]}
 
 
@@ -32,9 +33,10 @@ def run_lesson(name, tmp_path, **kwargs):
     return result, "\n".join(lines)
 
 
-def test_registry_lists_nine_lessons_in_syllabus_order():
+def test_registry_lists_ten_lessons_in_syllabus_order():
     assert lessons.names() == ["architecture", "self-attention", "qkv", "kv-cache", "scaling",
-                               "multi-head", "positional-encoding", "backprop", "softmax"]
+                               "multi-head", "positional-encoding", "rope", "backprop",
+                               "softmax"]
     for name, summary in lessons.catalog():
         assert lessons.get(name).NAME == name
         assert summary and "\n" not in summary
@@ -130,6 +132,21 @@ def test_positional_encoding_numbers(tmp_path):
     assert result["order_effect"] > 1e-2
     assert result["formula_error"] < 1e-6 and result["rotation_error"] < 1e-5
     assert result["table_slice"][1][0] == pytest.approx(math.sin(1), abs=1e-6)
+
+
+def test_rope_numbers(tmp_path):
+    result, text = run_lesson("rope", tmp_path)
+    assert result["rotation_error"] < 1e-12
+    assert result["shift_error"] < 1e-9 and result["diagonal_error"] < 1e-9
+    assert result["diagonal_spread"] > 0.1
+    assert result["rotary_gap"] < 1e-5 and result["sinusoidal_gap"] > 1e-3
+    # Llama-3-8B: 2 x 32 layers x 8 K/V heads x 128 dims x 2 bytes per token
+    assert result["bytes_per_token"] == 2 * 32 * 8 * 128 * 2
+    assert result["gib"] == [4.0, 1.0, 0.125] and result["logits_gap"] < 1e-5
+    assert result["zero_mean_gap"] < 1e-12 and result["offset_gap"] > 0.1
+    assert [os.path.basename(f) for f in result["files"]] == ["rope-scores.svg",
+                                                              "sinusoidal-scores.svg"]
+    assert "Llama-3-8B" in text
 
 
 def test_architecture_numbers(tmp_path):

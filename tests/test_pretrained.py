@@ -193,7 +193,7 @@ def edit_config(path, **changes):
     ("add_cross_attention", True, ["add_cross_attention=True"]),
     ("attn_pdrop", 0.3, ["attn_pdrop=0.3", "resid_pdrop=0.0"]),
     ("layer_norm_epsilon", -1, ["layer_norm_epsilon=-1"]),
-    ("model_type", "bert", ["model_type='bert'", "['gpt2']"]),
+    ("model_type", "bert", ["model_type='bert'", "['gpt2', 'llama']"]),
     ("n_head", 5, ["n_embd=32 not divisible by n_head=5"]),
     ("n_layer", 0, ["n_layer=0"]),
     ("n_embd", 48, ["wte.weight", "(61, 32)", "(61, 48)"]),

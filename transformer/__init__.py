@@ -1,6 +1,7 @@
 """A Transformer built on microtensor: attention, the encoder-decoder of "Attention Is All
-You Need", a GPT-style decoder-only language model, a KV cache, tokenizers and a training
-command line (`python -m transformer train ...`).
+You Need", a decoder-only language model (GPT-style, or Llama-style with RMSNorm, rotary
+positions, SwiGLU and grouped-query attention), a KV cache, Llama checkpoint conversion,
+tokenizers and a training command line (`python -m transformer train ...`).
 
     >>> from transformer import DecoderLM
     >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, max_len=128)
@@ -18,11 +19,14 @@ from .layers import (
     PositionalEncoding,
     sinusoidal_table,
 )
+from .llama_layers import LlamaBlock, RMSNorm, SwiGLU
 from .lm import DecoderLM
 from .model import Transformer
+from .rope import RotaryEmbedding, apply_rotary
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
-           "Encoder", "EncoderLayer", "FeedForward", "KVCache", "MultiHeadAttention",
-           "PositionalEncoding", "Transformer", "causal_mask", "scaled_dot_product_attention",
+           "Encoder", "EncoderLayer", "FeedForward", "KVCache", "LlamaBlock",
+           "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
+           "Transformer", "apply_rotary", "causal_mask", "scaled_dot_product_attention",
            "sinusoidal_table", "tokenizer_from_dict"]

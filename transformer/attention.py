@@ -18,6 +18,7 @@ from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
 from .dropout import dropout_active
+from .rope import apply_rotary
 
 
 def _mask_array(mask, where: str) -> np.ndarray | None:
@@ -115,11 +116,20 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
 class MultiHeadAttention(Module):
     """h attention heads in parallel on d_k = d_model / h dimensional projections.
 
-    `W_q, W_k, W_v, W_o` are Linear(d_model, d_model) layers (x @ W + b). Heads are split
-    by reshape + transpose to (B, h, T, d_k), never by a loop over heads. Self-attention
-    when `context` is None, cross-attention on `context` otherwise. `mask` is boolean
-    (True = may attend), broadcastable to (B, h, Tq, Tk). `last_weights` holds the attention
-    weights (B, h, Tq, Tk) of the last call.
+    `W_q, W_k, W_v, W_o` are Linear layers (x @ W + b); W_q and W_o are (d_model, d_model).
+    Heads are split by reshape + transpose to (B, h, T, d_k), never by a loop over heads.
+    Self-attention when `context` is None, cross-attention on `context` otherwise. `mask` is
+    boolean (True = may attend), broadcastable to (B, h, Tq, Tk). `last_weights` holds the
+    attention weights (B, h, Tq, Tk) of the last call.
+
+    Grouped-query attention: `n_kv_heads` (default n_heads) K/V heads, so W_k and W_v are
+    (d_model, n_kv_heads * d_k), and each group of n_heads / n_kv_heads query heads shares
+    one K/V head (query head i uses K/V head i // (n_heads / n_kv_heads), as in Llama).
+    `n_kv_heads=1` is multi-query attention. Inside attention the K/V heads are repeated
+    to the query heads (`repeat_kv_heads`); the cache keeps only the n_kv_heads.
+
+    `rotation` (a `Rotation` from `RotaryEmbedding`) rotates queries and keys by their
+    positions (RoPE), self-attention only; cached keys are stored rotated.
 
     `cache` (from `KVCache`) is for inference under `mt.no_grad()`: self-attention appends
     this call's K and V to preallocated buffers; cross-attention projects `context` once
@@ -128,52 +138,91 @@ class MultiHeadAttention(Module):
     >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
     >>> mha(mt.randn(2, 5, 16), causal=True).shape
     (2, 5, 16)
+    >>> MultiHeadAttention(16, n_heads=4, n_kv_heads=2, bias=False).W_k.weight.shape
+    (16, 8)
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 n_kv_heads: int | None = None):
         super().__init__()
         if not isinstance(n_heads, int) or n_heads <= 0 or d_model % n_heads:
             raise op_error("MultiHeadAttention", f"d_model={d_model} must split evenly into "
                            f"n_heads={n_heads} heads",
                            fix="choose n_heads that divides d_model (e.g. "
                            f"{[h for h in (1, 2, 4, 8, 16) if d_model % h == 0]})")
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) \
+                or n_kv_heads <= 0 or n_heads % n_kv_heads:
+            raise op_error("MultiHeadAttention", f"n_kv_heads={n_kv_heads!r} must be a positive "
+                           f"integer dividing n_heads={n_heads}: each K/V head serves an "
+                           f"equal group of query heads",
+                           fix="choose one of "
+                           f"{[k for k in range(1, n_heads + 1) if n_heads % k == 0]}")
         self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
+        self.n_kv_heads = n_kv_heads
+        kv_dim = n_kv_heads * self.d_k
         self.W_q = Linear(d_model, d_model, bias=bias)
-        self.W_k = Linear(d_model, d_model, bias=bias)
-        self.W_v = Linear(d_model, d_model, bias=bias)
+        self.W_k = Linear(d_model, kv_dim, bias=bias)
+        self.W_v = Linear(d_model, kv_dim, bias=bias)
         self.W_o = Linear(d_model, d_model, bias=bias)
         self.dropout_p = dropout  # on the attention weights, while training
         self.last_weights = None
 
-    def split_heads(self, x):
-        """(B, T, d_model) -> (B, h, T, d_k)."""
+    def split_heads(self, x, n_heads: int | None = None):
+        """(B, T, n_heads * d_k) -> (B, n_heads, T, d_k); n_heads defaults to the queries'."""
         batch, length, _ = x.shape
-        return x.reshape(batch, length, self.n_heads, self.d_k).swapaxes(1, 2)
+        return x.reshape(batch, length, n_heads or self.n_heads, self.d_k).swapaxes(1, 2)
 
     def merge_heads(self, x):
         """(B, h, T, d_k) -> (B, T, d_model): the heads' outputs side by side."""
         batch, _, length, _ = x.shape
         return x.swapaxes(1, 2).reshape(batch, length, self.d_model)
 
-    def project_keys_values(self, source):
-        """K and V of `source`, split into heads: two (B, h, Tk, d_k) tensors."""
-        return self.split_heads(self.W_k(source)), self.split_heads(self.W_v(source))
+    def project_keys_values(self, source, rotation=None):
+        """K and V of `source`, split into heads: two (B, n_kv_heads, Tk, d_k) tensors;
+        K rotated by `rotation` when given (RoPE)."""
+        k = self.split_heads(self.W_k(source), self.n_kv_heads)
+        v = self.split_heads(self.W_v(source), self.n_kv_heads)
+        if rotation is not None:
+            k = apply_rotary(k, rotation)
+        return k, v
 
-    def forward(self, x, context=None, mask=None, causal: bool = False, cache=None):
+    def repeat_kv_heads(self, x):
+        """(B, n_kv_heads, Tk, d_k) -> (B, n_heads, Tk, d_k): each K/V head repeated for
+        the n_heads / n_kv_heads query heads of its group (unsqueeze, expand, reshape; the
+        backward sums each group's gradients onto its shared head)."""
+        if self.n_kv_heads == self.n_heads:
+            return x
+        batch, n_kv_heads, length, d_k = x.shape
+        group = self.n_heads // n_kv_heads
+        return (x.unsqueeze(2).expand(batch, n_kv_heads, group, length, d_k)
+                .reshape(batch, self.n_heads, length, d_k))
+
+    def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
+                rotation=None):
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise op_error("MultiHeadAttention", f"expected x of shape (B, T, {self.d_model}), "
                            f"got {tuple(x.shape)}")
+        if rotation is not None and context is not None:
+            raise op_error("MultiHeadAttention", "rotary positions apply to self-attention, "
+                           "but a context was given (cross-attention)",
+                           fix="pass rotation only without context")
         source = x if context is None else context
         q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
-        if cache is None:
-            k, v = self.project_keys_values(source)                     # (B, h, Tk, d_k)
-        else:
-            k, v = cache.update(self.project_keys_values, source)
+        if rotation is not None:
+            q = apply_rotary(q, rotation)
+        project = self.project_keys_values
+        if rotation is not None:
+            def project(source):
+                return self.project_keys_values(source, rotation)
+        # K and V: (B, n_kv_heads, Tk, d_k), from this call alone or appended to the cache
+        k, v = project(source) if cache is None else cache.update(project, source)
         out, weights = scaled_dot_product_attention(
-            q, k, v, mask=mask, causal=causal, dropout_p=self.dropout_p,
-            training=dropout_active(self))
+            q, self.repeat_kv_heads(k), self.repeat_kv_heads(v), mask=mask, causal=causal,
+            dropout_p=self.dropout_p, training=dropout_active(self))
         self.last_weights = weights
         return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
 
     def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}"
+        kv = "" if self.n_kv_heads == self.n_heads else f", n_kv_heads={self.n_kv_heads}"
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{kv}"

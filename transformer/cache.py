@@ -1,7 +1,8 @@
 """The KV cache: keys and values of past positions, kept so decoding one more token costs
 one position's work instead of recomputing the whole prefix.
 
-Per layer, self-attention K and V live in buffers preallocated at (B, h, max_len, d_k);
+Per layer, self-attention K and V live in buffers preallocated at (B, n_kv_heads, max_len,
+d_k) (with grouped-query attention, only the shared K/V heads, not one per query head);
 each step writes its new positions in place (no concatenation of the history). The
 cross-attention K and V of the encoder memory depend only on the source, so they are
 projected once per source and reused at every step.
@@ -20,7 +21,7 @@ from microtensor.errors import op_error
 
 
 class SelfAttentionCache:
-    """One self-attention layer's K and V buffers, (B, h, max_len, d_k) each."""
+    """One self-attention layer's K and V buffers, (B, n_kv_heads, max_len, d_k) each."""
 
     def __init__(self, owner: KVCache, shape: tuple, dtype):
         self.owner = owner
@@ -30,7 +31,7 @@ class SelfAttentionCache:
     def update(self, project, x):
         """Project this step's positions, write them after the cached ones, and return
         K and V of every position so far (views into the buffers, not copies)."""
-        keys, values = project(x)                                # (B, h, T, d_k)
+        keys, values = project(x)                                # (B, h_kv, T, d_k)
         start = self.owner.length
         end = start + keys.shape[2]
         self.owner.check_room(keys.shape[2])
@@ -64,7 +65,8 @@ class LayerCache:
 
 class KVCache:
     """Cached keys and values for `n_layers` decoder layers and `batch` sequences, up to
-    `max_len` positions.
+    `max_len` positions, `n_kv_heads` K/V heads of size `d_k` per layer (the model's
+    n_heads without grouped-query attention).
 
     `length` counts the positions written so far (the same for every row). `key_valid`
     (B, max_len) records which cached positions are real tokens (False for padding), so a
@@ -72,13 +74,13 @@ class KVCache:
     each row's real tokens, from which left-padded rows get their positions.
     """
 
-    def __init__(self, n_layers: int, batch: int, n_heads: int, d_k: int, max_len: int,
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, d_k: int, max_len: int,
                  dtype=np.float32, cross: bool = False):
         self.max_len = max_len
         self.length = 0
         self.key_valid = np.zeros((batch, max_len), dtype=bool)
         self.n_valid = np.zeros(batch, dtype=np.int64)
-        shape = (batch, n_heads, max_len, d_k)
+        shape = (batch, n_kv_heads, max_len, d_k)
         self.layers = [LayerCache(self, shape, dtype, cross) for _ in range(n_layers)]
 
     @property

@@ -1,9 +1,13 @@
-"""A decoder-only language model (GPT-style): token + position embeddings, pre-LN causal
-blocks, a final LayerNorm and a projection to the vocabulary.
+"""A decoder-only language model. GPT-style (the default): token + position embeddings,
+pre-LN causal blocks, a final LayerNorm and a projection to the vocabulary. Llama-style
+(`style="llama"`): token embeddings only, RMSNorm, rotary positions, SwiGLU, grouped-query
+attention and no biases (`llama_layers.py`).
 
     >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128)
     >>> logits = lm(ids)                                   # (B, T, 96)
     >>> out = lm.generate(ids, max_new_tokens=50, temperature=0.8, top_k=10, seed=0)
+    >>> llama = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, style="llama",
+    ...                   n_kv_heads=2, rope_theta=10000.0)
 """
 from __future__ import annotations
 
@@ -24,48 +28,98 @@ from .layers import (
     key_mask,
     positions_from_valid,
 )
+from .llama_layers import LlamaBlock, RMSNorm
 from .model import as_ids, check_count, check_mask, check_not_empty, check_sizes
+from .rope import RotaryEmbedding
 
 
 class DecoderLM(Module):
-    """GPT-style language model. `tie_weights=True` uses the token embedding (transposed)
-    as the output projection. `attention_mask` (B, T), True at real tokens, supports
-    left-padded batches: padding is never attended to, and each row's positions count its
-    real tokens only, so a padded row gives the same logits as the row alone.
+    """A decoder-only language model. `tie_weights=True` uses the token embedding
+    (transposed) as the output projection. `attention_mask` (B, T), True at real tokens,
+    supports left-padded batches: padding is never attended to, and each row's positions
+    count its real tokens only, so a padded row gives the same logits as the row alone.
+
+    `style="gpt"` (default): learned (or `positional="sinusoidal"`) positions added to the
+    embeddings, pre-LN blocks with LayerNorm, a GELU (or `activation="relu"`) feed-forward,
+    biases, d_ff = 4 d_model by default.
+
+    `style="llama"`: no added positions (queries and keys are rotated instead, RoPE with
+    `rope_theta`, default 10000), `LlamaBlock`s (RMSNorm with `norm_eps`, default 1e-6;
+    SwiGLU; grouped-query attention with `n_kv_heads` K/V heads, default n_heads), a final
+    RMSNorm, no biases. d_ff defaults to 8/3 d_model rounded up to a multiple of 8 (three
+    matrices cost what GPT's two do at 4 d_model). `n_kv_heads`, `rope_theta` and
+    `norm_eps` belong to this style only.
     """
+
+    STYLES = ("gpt", "llama")
 
     def __init__(self, vocab: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 4,
                  d_ff: int | None = None, max_len: int = 256, dropout: float = 0.0,
-                 tie_weights: bool = False, positional: str = "learned",
-                 activation: str = "gelu"):
+                 tie_weights: bool = False, positional: str | None = None,
+                 activation: str | None = None, style: str = "gpt",
+                 n_kv_heads: int | None = None, rope_theta: float | None = None,
+                 norm_eps: float | None = None):
         super().__init__()
         check_sizes("DecoderLM", vocab=vocab, d_model=d_model, n_heads=n_heads,
                     n_layers=n_layers, max_len=max_len)
-        d_ff = d_ff or 4 * d_model
+        if style not in self.STYLES:
+            raise op_error("DecoderLM", f"style must be one of {self.STYLES}, got {style!r}")
+        llama = style == "llama"
+        if llama:
+            positional = self._llama_choice("positional", positional, "rope")
+            activation = self._llama_choice("activation", activation, "silu")
+            d_ff = d_ff or -(-8 * d_model // 3 // 8) * 8       # ceil(8/3 d / 8) * 8
+            n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+            rope_theta = 10000.0 if rope_theta is None else rope_theta
+            norm_eps = 1e-6 if norm_eps is None else norm_eps
+        else:
+            given = [name for name, value in (("n_kv_heads", n_kv_heads),
+                     ("rope_theta", rope_theta), ("norm_eps", norm_eps)) if value is not None]
+            if given:
+                raise op_error("DecoderLM", f"{', '.join(given)} belong to the Llama style, "
+                               f"but style={style!r}", fix="pass style='llama'")
+            positional, activation = positional or "learned", activation or "gelu"
+            d_ff = d_ff or 4 * d_model
         check_sizes("DecoderLM", d_ff=d_ff)
         self.config = {"vocab": vocab, "d_model": d_model, "n_heads": n_heads,
                        "n_layers": n_layers, "d_ff": d_ff, "max_len": max_len,
                        "dropout": dropout, "tie_weights": tie_weights,
-                       "positional": positional, "activation": activation}
+                       "positional": positional, "activation": activation, "style": style}
+        if llama:
+            self.config.update(n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
+                               norm_eps=float(norm_eps))
         self.vocab, self.d_model, self.n_heads, self.max_len = vocab, d_model, n_heads, max_len
+        self.style = style
+        self.n_kv_heads = n_kv_heads if llama else n_heads
         self.tok_embed = Embedding(vocab, d_model, std=0.02)
-        self.position = PositionalEncoding(d_model, max_len, kind=positional)
-        self.dropout = Dropout(dropout)
-        self.blocks = ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first=True,
-                                              activation=activation) for _ in range(n_layers))
-        self.norm = LayerNorm(d_model)
+        if llama:
+            self.position = None
+            self.rotary = RotaryEmbedding(d_model // n_heads, rope_theta)
+            self.dropout = Dropout(dropout)
+            self.blocks = ModuleList(LlamaBlock(d_model, n_heads, d_ff, n_kv_heads, norm_eps,
+                                                dropout) for _ in range(n_layers))
+            self.norm = RMSNorm(d_model, norm_eps)
+        else:
+            self.position = PositionalEncoding(d_model, max_len, kind=positional)
+            self.rotary = None
+            self.dropout = Dropout(dropout)
+            self.blocks = ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout,
+                                                  norm_first=True, activation=activation)
+                                     for _ in range(n_layers))
+            self.norm = LayerNorm(d_model)
         self.tie_weights = tie_weights
         self.head = None if tie_weights else Linear(d_model, vocab, bias=False)
         # GPT-2: scale the projections that write into the residual stream by
         # 1/sqrt(2 n_layers), so the stream's variance does not grow with depth.
         for block in self.blocks:
-            for linear in (block.self_attn.W_o, block.ffn.W_2):
+            for linear in (block.self_attn.W_o, block.ffn.W_down if llama else block.ffn.W_2):
                 linear.weight.data *= 1 / math.sqrt(2 * n_layers)
 
     @classmethod
     def from_pretrained(cls, path) -> DecoderLM:
-        """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2 model,
-        in eval mode. See `transformer.pretrained` and `transformer.gpt2`.
+        """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2
+        (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode. See
+        `transformer.pretrained`, `transformer.gpt2` and `transformer.llama`.
 
             >>> lm = DecoderLM.from_pretrained("gpt2")      # a downloaded directory
         """
@@ -73,14 +127,22 @@ class DecoderLM(Module):
         return from_pretrained(path)
 
     def save_pretrained(self, path) -> None:
-        """Write this model as a Hugging Face directory that
-        `transformers.GPT2LMHeadModel.from_pretrained(path)` loads (atomically)."""
+        """Write this model as a Hugging Face directory (atomically) that
+        `transformers.GPT2LMHeadModel.from_pretrained(path)` loads, or
+        `LlamaForCausalLM.from_pretrained(path)` for `style="llama"`."""
         from .pretrained import save_pretrained
         save_pretrained(self, path)
 
+    @staticmethod
+    def _llama_choice(name: str, value, only: str) -> str:
+        if value not in (None, only):
+            raise op_error("DecoderLM", f"style='llama' uses {name}={only!r}, got {value!r}",
+                           fix=f"leave {name} out (or use style='gpt')")
+        return only
+
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for `batch` sequences of up to `max_len` (default: the model's)."""
-        return KVCache(len(self.blocks), batch, self.n_heads, self.d_model // self.n_heads,
+        return KVCache(len(self.blocks), batch, self.n_kv_heads, self.d_model // self.n_heads,
                        max_len or self.max_len, dtype=self.tok_embed.weight.dtype)
 
     def forward(self, ids, cache: KVCache | None = None, attention_mask=None):
@@ -98,10 +160,17 @@ class DecoderLM(Module):
             mask, positions = key_mask(valid), positions_from_valid(valid)
         else:
             mask, positions = cache.begin(valid)
-        x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
+        if self.rotary is None:
+            x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
+            block_args = {}
+        else:
+            # Llama style: nothing is added to the embeddings; every block rotates its q and
+            # k by the same angles (they depend on the positions alone), computed once here.
+            x = self.dropout(self.tok_embed(ids))
+            block_args = {"rotation": self.rotary(positions, dtype=x.dtype)}
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, causal=True,
-                      cache=None if cache is None else cache.layers[i])
+                      cache=None if cache is None else cache.layers[i], **block_args)
         x = self.norm(x)
         if cache is not None:
             cache.advance(valid)
@@ -161,7 +230,10 @@ class DecoderLM(Module):
                 if not use_cache:
                     logits = self(ids[:, start:], attention_mask=valid[:, start:])
                 elif cache is None:
-                    cache = self.new_cache(batch)
+                    # Room for what is left to feed, not max_len: a loaded model's
+                    # max_len can be 131,072 positions.
+                    cache = self.new_cache(batch, min(self.max_len,
+                                                      length + max_new_tokens - start))
                     logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
                 else:
                     logits = self(ids[:, -1:], cache=cache, attention_mask=valid[:, -1:])

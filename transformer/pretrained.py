@@ -3,7 +3,7 @@
 A directory holds `config.json` (the architecture: sizes, activation, LayerNorm epsilon,
 ...) and `model.safetensors` (the weights by name), the layout `transformers`'
 `save_pretrained` writes and the Hugging Face Hub serves. This module does the file work
-and picks the mapping by `config["model_type"]`; each mapping (`gpt2.py`) turns names and
+and picks the mapping by `config["model_type"]`; each mapping (`gpt2.py`, `llama.py`) turns names and
 shapes into ours and back.
 
     >>> lm = DecoderLM.from_pretrained("gpt2-dir")        # config.json + model.safetensors
@@ -29,6 +29,7 @@ from microtensor.errors import op_error
 from microtensor.safetensors_io import load_safetensors, save_safetensors
 
 from .gpt2 import gpt2_from_hf, gpt2_to_hf
+from .llama import llama_from_hf, llama_to_hf
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -36,7 +37,7 @@ SHARD_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 # model_type -> (from_hf(config, tensors) -> model, to_hf(model) -> (config, tensors))
-MODEL_TYPES = {"gpt2": (gpt2_from_hf, gpt2_to_hf)}
+MODEL_TYPES = {"gpt2": (gpt2_from_hf, gpt2_to_hf), "llama": (llama_from_hf, llama_to_hf)}
 
 
 def from_pretrained(path: str | os.PathLike):
@@ -60,9 +61,10 @@ def save_pretrained(model, path: str | os.PathLike) -> None:
 
 
 def model_type_of(model) -> str:
-    """The Hugging Face `model_type` a model is saved as. A DecoderLM is GPT-2's
-    architecture; `gpt2_to_hf` refuses one built with parts GPT-2 cannot express."""
-    return "gpt2"
+    """The Hugging Face `model_type` a model is saved as: "llama" for a
+    `DecoderLM(style="llama")`, otherwise "gpt2" (`gpt2_to_hf` refuses a model built with
+    parts GPT-2 cannot express)."""
+    return "llama" if getattr(model, "style", "gpt") == "llama" else "gpt2"
 
 
 # ---------------------------------------------------------------------- reading

@@ -29,7 +29,7 @@ from .elementwise import (
     where,
 )
 from .linalg import linear, matmul
-from .nn import cross_entropy, dropout, embedding, layer_norm, log_softmax, softmax
+from .nn import cross_entropy, dropout, embedding, layer_norm, log_softmax, rms_norm, softmax
 from .reduce import max, mean, min, sum, var
 from .shape import (
     concat,
@@ -83,6 +83,7 @@ __all__ = [
     "pow",
     "relu",
     "reshape",
+    "rms_norm",
     "sigmoid",
     "softmax",
     "split",

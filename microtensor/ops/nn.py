@@ -230,3 +230,41 @@ def embedding(ids, weight):
             grad[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
         return None, grad
     return weight[ids], backward
+
+
+@primitive("rms_norm", rule="dx = rstd * (g_hat - x_hat * mean(g_hat * x_hat)),"
+                            "  g_hat = g * weight")
+def rms_norm(x, weight=None, *, eps=1e-6):
+    """Divide by the root mean square over the last axis, then scale by `weight` (shaped
+    like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
+    subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use)."""
+    if x.ndim == 0:
+        raise op_error("rms_norm", "got a 0-d tensor, but rms_norm normalises over the last "
+                       "axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
+    if weight is not None and getattr(weight, "shape", ()) != x.shape[-1:]:
+        raise op_error("rms_norm", f"weight has shape {np.shape(weight)} but the input "
+                       f"{x.shape} is normalised over its last axis, so it must have shape "
+                       f"{x.shape[-1:]}")
+    x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
+    dtype = np.result_type(x_rows, 0.5)
+    averager = _averager(x.shape[-1], dtype)
+    mean_square = np.square(x_rows, dtype=dtype) @ averager
+    rstd = ((mean_square + eps) ** -0.5)[:, None]
+    x_hat = x_rows * rstd                                          # x / rms
+    out = x_hat if weight is None else np.multiply(x_hat, weight,
+                                                   dtype=np.result_type(x_hat, weight))
+
+    def backward(g):
+        g = np.reshape(g, x_rows.shape)
+        # y = x * r with r = (mean(x^2) + eps)^(-1/2), and dr/dx_j = -r^3 x_j / n, so
+        # dx_j = r g_hat_j - r^3 x_j mean(g_hat * x) = r (g_hat_j - x_hat_j mean(g_hat * x_hat)):
+        # the gradient loses its projection on x_hat (one reduction; no mean to remove).
+        weight_avg = averager if weight is None else weight * averager
+        g_x_hat = g * x_hat                               # summed over rows: grad_weight
+        projection = (g_x_hat @ weight_avg)[:, None]      # mean(g_hat * x_hat) per row
+        grad_x = g * (1 if weight is None else weight)    # g_hat
+        grad_x -= x_hat * projection
+        grad_x *= rstd
+        grad_weight = None if weight is None else sum_over_rows(g_x_hat)
+        return grad_x.reshape(x.shape), grad_weight
+    return out.reshape(x.shape), backward

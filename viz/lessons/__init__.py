@@ -31,6 +31,7 @@ _MODULES = {
     "scaling": "scaling",
     "multi-head": "multi_head",
     "positional-encoding": "positional_encoding",
+    "rope": "rope",
     "backprop": "backprop",
     "softmax": "softmax",
 }
