@@ -121,8 +121,10 @@ def printable(text) -> str:
 
 
 def escape(text: str) -> str:
-    """Text for a Graphviz HTML-like label: printable, with &, <, >, quotes escaped."""
-    return html.escape(printable(text), quote=True)
+    """Text for a Graphviz HTML-like label: printable, with &, <, >, quotes escaped, and
+    backslashes doubled (Graphviz would read `\\N` or `\\G` in a label as the node's or
+    the graph's name)."""
+    return html.escape(printable(text), quote=True).replace("\\", "\\\\")
 
 
 def dot_string(text: str) -> str:
