@@ -73,7 +73,7 @@ class Engine:
             return "system dot"
         if self.kind == "bundled":
             return "bundled graphviz-pure"
-        return f"{ENV_VAR}/engine= {self.path}"
+        return f"{Path(self.path).name} at {self.path}"
 
     def __str__(self) -> str:
         return self.label
