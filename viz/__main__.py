@@ -2,6 +2,11 @@
 
     python -m viz example --out viz/assets          # attention_backprop.svg (+ .dot)
     python -m viz example --out out --html --step   # also the HTML player, and the steps
+    python -m viz lesson backprop --html            # a lesson: narrated, checked, drawn
+    python -m viz lesson backprop --notebook        # the lesson as backprop.ipynb
+
+Pictures are laid out by `viz.find_engine()`: MICROTENSOR_DOT if set, else Graphviz's
+`dot` if installed, else the bundled graphviz-pure; the "wrote" lines say which.
 
 Each command is one `add_<name>(subparsers)` function that defines its arguments and sets
 `handler` to a `run_<name>(args) -> int` function; `COMMANDS` lists them. Commands that

@@ -85,11 +85,15 @@ class Engine:
         character widths are dropped (the labels are padded for them), any other warning
         is passed on to stderr."""
         try:
-            done = subprocess.run([self.path, f"-T{format}"], check=False, input=source.encode("utf-8"),
-                                  capture_output=True, timeout=600)
+            done = subprocess.run([self.path, f"-T{format}"], input=source.encode("utf-8"),
+                                  capture_output=True, timeout=600, check=False)
         except OSError as error:
             raise op_error(where, f"the layout program {self.path} ({self.label}) could not "
                            f"run: {error}", DotNotFoundError, INSTALL_HINT) from None
+        except subprocess.TimeoutExpired:
+            raise op_error(where, f"{self.label} took over 10 minutes to lay out the graph",
+                           DotFailedError, "draw fewer nodes: collapse=True folds modules, "
+                           "or lower max_nodes") from None
         notes = [line for line in done.stderr.decode("utf-8", "replace").splitlines()
                  if line.strip() and not _NOISE.search(line)]
         if done.returncode != 0 or not done.stdout:

@@ -354,8 +354,9 @@ def _emit_clusters(graph, clusters, layout, dim):
         name = f"cluster_{path}" if re.fullmatch(r"[\w.]+", path, re.ASCII) else \
             f"cluster_module{number}"
         bodies[path] = Graph(name=name, graph_attr={
-            "label": text_label([path]), "style": "rounded,dashed", "color": DIM if dim else "#9090b0",
-            "fontcolor": "#666688", "fontsize": "10", "labeljust": "l"})
+            "label": text_label([path]), "style": "rounded,dashed",
+            "color": DIM if dim else "#9090b0", "fontcolor": "#666688", "fontsize": "10",
+            "labeljust": "l"})
     for path, nodes in clusters.items():
         while path in layout.containers:
             path = path.rpartition(".")[0]
