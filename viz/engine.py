@@ -99,7 +99,9 @@ class Engine:
         if done.returncode != 0 or not done.stdout:
             raise op_error(where, f"{self.label} ({self.path}) failed with exit status "
                            f"{done.returncode}: " + " / ".join(notes[-5:]), DotFailedError,
-                           "save the source with graph.save('g.dot') and report it")
+                           f"ask for a format it writes (svg and png always; pdf only with "
+                           f"system Graphviz), or choose the other engine with {ENV_VAR}="
+                           f"system or {ENV_VAR}=bundled")
         for note in notes:
             print(f"{self.label}: {note}", file=sys.stderr)
         return done.stdout
