@@ -109,6 +109,16 @@ def test_a_wrong_choice_says_what_to_do(monkeypatch):
         find_engine("/no/such/dot")
 
 
+def test_a_format_the_engine_cannot_write_is_one_clear_error(tmp_path):
+    loss, _ = attention_example()
+    with pytest.raises(engines.DotFailedError, match=r"render: bundled graphviz-pure .* failed"
+                                                     r".*pdf.*MICROTENSOR_DOT=system"):
+        viz.render(loss, tmp_path / "g.pdf", format="pdf", engine="bundled")
+    assert not (tmp_path / "g.pdf").exists()
+    png = viz.render(loss, tmp_path / "g.png", format="png", engine="bundled")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 # --------------------------------------------------------------------------- every path
 
 
