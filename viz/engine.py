@@ -57,7 +57,8 @@ class DotNotFoundError(RuntimeError):
 
 
 class DotFailedError(RuntimeError):
-    """The layout program ran and refused the graph (a bug: every label is escaped)."""
+    """The layout program ran and failed: a format it cannot write, or a graph it refused
+    (which would be a bug: every user-supplied string is escaped)."""
 
 
 @dataclass(frozen=True)
