@@ -303,13 +303,27 @@ def test_unknown_lesson_through_the_cli(capsys):
     assert "backprop" in err and "Traceback" not in err
 
 
-def test_missing_dot_in_a_lesson_that_draws(tmp_path, monkeypatch, capsys):
+def test_no_layout_engine_in_a_lesson_that_draws(tmp_path, monkeypatch, capsys):
     from viz.__main__ import main as viz_main
+    # Neither system `dot` on PATH nor the bundled graphviz-pure (as if uninstalled).
     monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    monkeypatch.delenv("MICROTENSOR_DOT", raising=False)
+    monkeypatch.setattr("viz.engine.bundled_path", lambda: None)
     assert viz_main(["lesson", "backprop", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert "render: Graphviz's `dot` program was not found on PATH" in err
-    assert "apt-get install graphviz" in err and "Traceback" not in err
+    assert "render: no Graphviz layout engine could run" in err
+    assert "pip install graphviz-pure" in err and "apt-get install graphviz" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "out" / "backprop-graph.dot").read_text().startswith("digraph")
+
+
+def test_a_wrong_engine_choice_in_a_lesson(tmp_path, monkeypatch, capsys):
+    from viz.__main__ import main as viz_main
+    monkeypatch.setenv("MICROTENSOR_DOT", str(tmp_path / "no-such-dot"))
+    assert viz_main(["lesson", "backprop", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"'{tmp_path / 'no-such-dot'}' (from engine= or MICROTENSOR_DOT)" in err
+    assert "Traceback" not in err
     assert (tmp_path / "out" / "backprop-graph.dot").read_text().startswith("digraph")
 
 

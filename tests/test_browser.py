@@ -1,17 +1,22 @@
 """The HTML player in headless Chromium: keys and buttons move the highlight through the
-backward pass in the engine's order, and the page fetches nothing from the network."""
+backward pass in the engine's order, and the page fetches nothing from the network; with
+either layout engine, inline in a notebook's iframe, and whatever the tensors are called."""
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import microtensor as mt
 from microtensor.autograd import backward_steps
 from viz.examples import attention_example
 from viz.layout import plan_layout
-from viz.player import write_player
+from viz.player import play, write_player
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -33,7 +38,6 @@ def browser():
         sync_playwright = None
     _require(sync_playwright is not None, "playwright is not installed")
     _require(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed")
-    _require(shutil.which("dot") is not None, "Graphviz `dot` is not installed")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield chromium
@@ -47,9 +51,17 @@ def expected_nodes() -> list:
     return [layout.step_node(step) for step in backward_steps(twin)]
 
 
-def test_player_steps_through_backward_in_engine_order(browser, tmp_path):
+@pytest.fixture(params=["system", "bundled"])
+def engine(request):
+    """The page laid out by Graphviz's `dot` (where installed) and by graphviz-pure."""
+    if request.param == "system":
+        _require(shutil.which("dot") is not None, "Graphviz `dot` is not installed")
+    return request.param
+
+
+def test_player_steps_through_backward_in_engine_order(browser, tmp_path, engine):
     loss, _ = attention_example()
-    path = write_player(loss, tmp_path / "attention.html", title="attention")
+    path = write_player(loss, tmp_path / "attention.html", title="attention", engine=engine)
     order = expected_nodes()
     n = len(order)
 
@@ -99,3 +111,94 @@ def test_player_steps_through_backward_in_engine_order(browser, tmp_path):
     assert not errors
     assert all(url.startswith("file://") for url in requests), requests
     page.close()
+
+
+def test_player_works_inline_in_a_notebook_iframe(browser, tmp_path):
+    # What Jupyter shows for viz.play(loss): the page inside <iframe srcdoc=...>.
+    order = expected_nodes()
+    host = tmp_path / "notebook.html"
+    host.write_text("<!DOCTYPE html><meta charset='utf-8'><h1>notebook</h1>"
+                    + play(attention_example()[0])._repr_html_(), encoding="utf-8")
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(host.as_uri())
+    frame = page.frame_locator("iframe")
+    counter = frame.locator("#counter")
+    assert counter.inner_text() == f"1 / {len(order)}"
+    frame.locator("#next").click()
+    assert counter.inner_text() == f"2 / {len(order)}"
+    frame.locator("#graph").click()            # focus inside the frame; then the keys work
+    page.keyboard.press("ArrowRight")
+    assert counter.inner_text() == f"3 / {len(order)}"
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    assert counter.inner_text() == f"1 / {len(order)}"
+    assert frame.locator("g.node.current").get_attribute("id") == order[0]
+    assert not errors
+    page.close()
+
+
+NASTY_NAMES = ["</script><script>window.pwned=1</script>", "<img src=x onerror=window.pwned=2>",
+               '"><svg onload=window.pwned=3>', "back\\slash\\N {braces} & &amp;",
+               "\u202eRTL עברית العربية", "emoji 🦜👩‍🔬", "苹果 line\nbreak", "\x00\x1b ctrl"]
+
+
+def load_named_player(browser, folder: Path, names: list[str], kind: str):
+    """Write and open a player whose tensors, parameters, modules and title carry
+    `names` (8 of them); step through it; return (page, step titles seen, errors)."""
+    X = mt.randn(2, 3, name=names[0])
+    W = mt.randn(3, 2, requires_grad=True, name=names[1])
+    b = mt.randn(2, requires_grad=True, name=names[2])
+    loss = ((X @ W + b).softmax(axis=-1) * 2.0).sum()
+    params = {f"{names[3]}.{names[4]}": W, f"{names[5]}.{names[6]}!": b}
+    path = write_player(loss, folder / "names.html", params=params, engine=kind,
+                        title=names[7] + names[0])
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(path.as_uri())
+    steps = int(page.get_attribute("body", "data-steps"))
+    seen = set()
+    for _ in range(steps):
+        seen.add(page.text_content("#step-title"))
+        page.keyboard.press("ArrowRight")
+    return page, seen, errors
+
+
+def assert_nothing_injected(page, errors):
+    assert page.evaluate("window.pwned") is None
+    assert page.evaluate("document.querySelectorAll('img, iframe, svg svg, object, embed, "
+                         "[onload], [onerror], [onclick]').length") == 0
+    assert page.evaluate("document.scripts.length") == 2      # the step data and the player
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("kind", ["system", "bundled"])
+def test_nasty_names_load_in_the_player_with_nothing_injected(browser, tmp_path, kind):
+    if kind == "system":
+        _require(shutil.which("dot") is not None, "Graphviz `dot` is not installed")
+    page, seen, errors = load_named_player(browser, tmp_path, NASTY_NAMES, kind)
+    assert_nothing_injected(page, errors)
+    assert f"leaf {NASTY_NAMES[3]}.{NASTY_NAMES[4]}: its gradient is complete" in seen, seen
+    assert NASTY_NAMES[0] in page.inner_text("h1")
+    graph_text = page.inner_text("#graph")
+    assert "苹果" in graph_text and "🦜" in graph_text and "עברית" in graph_text
+    page.close()
+
+
+NAMES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=16) | st.sampled_from(
+    NASTY_NAMES)
+ENGINES = ["system", "bundled"] if shutil.which("dot") else ["bundled"]
+
+
+@settings(max_examples=8)
+@given(st.lists(NAMES, min_size=8, max_size=8), st.sampled_from(ENGINES))
+def test_any_name_loads_in_the_player_with_nothing_injected(browser, names, kind):
+    with tempfile.TemporaryDirectory() as folder:
+        page, seen, errors = load_named_player(browser, Path(folder), names, kind)
+        assert_nothing_injected(page, errors)
+        assert len(seen) > 1
+        page.close()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 
 from viz import lessons
 from viz.__main__ import main
+from viz.engine import DotNotFoundError, find_engine
 from viz.lessons import common, kv_cache, qkv
 
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
@@ -21,10 +21,13 @@ CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过�
 
 
 def require_dot():
-    if shutil.which("dot") is None:
+    """Lessons that draw graphs need a layout engine: system `dot` or the bundled one."""
+    try:
+        find_engine()
+    except DotNotFoundError as error:
         if os.environ.get("CI"):
-            pytest.fail("Graphviz's `dot` is missing under CI")
-        pytest.skip("Graphviz's `dot` is not installed (apt-get install graphviz)")
+            pytest.fail(f"no layout engine under CI: {error}")
+        pytest.skip(f"no layout engine: {error}")
 
 
 def run_lesson(name, tmp_path, **kwargs):

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -15,10 +13,6 @@ from microtensor import nn
 from microtensor.autograd import backward_steps
 from viz.graph import DIM, HIGHLIGHT, DotNotFoundError
 from viz.labels import fmt, norm
-
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.get("CI"),
-                               reason="Graphviz `dot` is not installed")
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -289,7 +283,6 @@ def test_graphs_over_max_nodes_fold_by_default_and_say_so():
     assert "pass params=model" in unnamed.source
 
 
-@needs_dot
 def test_a_four_layer_language_model_renders_to_svg(tmp_path):
     # How long it takes is measured in tests/bench/bench_draw.py, not asserted here.
     loss, model = lm_loss(n_layers=4)
@@ -299,7 +292,6 @@ def test_a_four_layer_language_model_renders_to_svg(tmp_path):
         assert "<svg" in path.read_text()
 
 
-@needs_dot
 def test_decoder_lm_from_transformer_renders(tmp_path):
     transformer = pytest.importorskip("transformer")
     if not hasattr(transformer, "DecoderLM"):
@@ -342,7 +334,6 @@ def test_params_as_a_mapping_names_tensors():
 # --------------------------------------------------------------------------- rendering
 
 
-@needs_dot
 def test_render_writes_svg_and_dot_source(tmp_path):
     loss, t = attention_loss()
     path = viz.render(loss, tmp_path / "deep" / "attention.svg", highlight=t["W_q"])
@@ -350,7 +341,6 @@ def test_render_writes_svg_and_dot_source(tmp_path):
     assert (tmp_path / "deep" / "attention.dot").read_text().startswith("digraph")
 
 
-@needs_dot
 def test_jupyter_display_is_inline_svg():
     loss, _ = attention_loss()
     graph = viz.draw(loss)
@@ -359,14 +349,18 @@ def test_jupyter_display_is_inline_svg():
     assert "<svg" in graph._repr_svg_()
 
 
-def test_missing_dot_writes_the_source_then_says_how_to_install(tmp_path, monkeypatch):
+def test_no_engine_at_all_writes_the_source_then_says_how_to_install(tmp_path, monkeypatch):
+    # Neither system `dot` on PATH nor the bundled graphviz-pure (as if uninstalled).
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("MICROTENSOR_DOT", raising=False)
+    monkeypatch.setattr("viz.engine.bundled_path", lambda: None)
     loss, _ = attention_loss()
     with pytest.raises(DotNotFoundError) as error:
         viz.render(loss, tmp_path / "g.svg")
     message = str(error.value)
-    assert message.startswith("render: Graphviz's `dot` program was not found")
-    for command in ("apt-get install graphviz", "brew install graphviz", "conda install"):
+    assert message.startswith("render: no Graphviz layout engine could run")
+    for command in ("pip install graphviz-pure", "apt-get install graphviz",
+                    "brew install graphviz", "conda install", "MICROTENSOR_DOT"):
         assert command in message
     assert str(tmp_path / "g.dot") in message
     assert (tmp_path / "g.dot").read_text().startswith("digraph")
@@ -380,16 +374,22 @@ def test_missing_dot_writes_the_source_then_says_how_to_install(tmp_path, monkey
         graph._repr_svg_()
 
 
-def test_cli_example_writes_the_attention_picture(tmp_path, monkeypatch):
+def test_cli_example_writes_the_attention_picture(tmp_path, capsys):
     from viz.__main__ import main
-    if shutil.which("dot") is None and not os.environ.get("CI"):
-        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-        assert main(["example", "--out", str(tmp_path)]) == 1  # the clear error, no crash
-        assert (tmp_path / "attention_backprop.dot").exists()
-        return
     assert main(["example", "--out", str(tmp_path)]) == 0
     svg = (tmp_path / "attention_backprop.svg").read_text()
     assert "softmax" in svg and "W_q" in svg and HIGHLIGHT in svg
+    assert f"(laid out by {viz.find_engine().label})" in capsys.readouterr().out
+
+
+def test_cli_example_without_any_engine_fails_clearly(tmp_path, monkeypatch, capsys):
+    from viz.__main__ import main
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("MICROTENSOR_DOT", raising=False)
+    monkeypatch.setattr("viz.engine.bundled_path", lambda: None)
+    assert main(["example", "--out", str(tmp_path)]) == 1  # the clear error, no crash
+    assert (tmp_path / "attention_backprop.dot").exists()
+    assert "no Graphviz layout engine could run" in capsys.readouterr().err
 
 
 def test_committed_example_picture_exists():

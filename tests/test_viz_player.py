@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -12,12 +11,9 @@ import pytest
 import microtensor as mt
 import viz
 from microtensor.autograd import backward_steps
+from viz.engine import DotNotFoundError
 from viz.examples import attention_example
-from viz.graph import DotNotFoundError
 from viz.player import write_player
-
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None and not os.environ.get("CI"),
-                               reason="Graphviz `dot` is not installed")
 
 
 def embedded_steps(page: str) -> dict:
@@ -25,7 +21,6 @@ def embedded_steps(page: str) -> dict:
     return json.loads(found[1])
 
 
-@needs_dot
 def test_page_holds_the_graph_and_every_backward_step_in_engine_order(tmp_path):
     loss, tensors = attention_example()
     path = write_player(loss, tmp_path / "attention.html", title="attention head")
@@ -50,7 +45,6 @@ def test_page_holds_the_graph_and_every_backward_step_in_engine_order(tmp_path):
     assert tensors["W_q"].grad is not None
 
 
-@needs_dot
 def test_page_is_self_contained(tmp_path):
     path = write_player(attention_example()[0], tmp_path / "p.html")
     page = path.read_text(encoding="utf-8")
@@ -61,7 +55,6 @@ def test_page_is_self_contained(tmp_path):
     assert "default-src 'none'" in page  # and the browser is told to fetch nothing
 
 
-@needs_dot
 def test_names_cannot_break_out_of_the_page(tmp_path):
     W = mt.tensor([[1.0, -2.0]], requires_grad=True, name="</script><b>W & co")
     loss = (W * W).sum()
@@ -71,7 +64,6 @@ def test_names_cannot_break_out_of_the_page(tmp_path):
     assert any(s["name"] == "</script><b>W & co" for s in embedded_steps(page)["steps"])
 
 
-@needs_dot
 def test_non_finite_gradients_still_give_valid_json(tmp_path):
     x = mt.tensor([0.0, 1.0], requires_grad=True, name="x")
     with np.errstate(divide="ignore"):
@@ -81,7 +73,6 @@ def test_non_finite_gradients_still_give_valid_json(tmp_path):
     assert leaf["grad_out"]["values"][0] == "inf"
 
 
-@needs_dot
 def test_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "p.html"
     path.write_text("previous page")
@@ -102,13 +93,17 @@ def test_written_atomically(tmp_path, monkeypatch):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like open(), not mkstemp's 0600
 
 
-def test_missing_dot_fails_clearly_and_leaves_the_graph_usable(tmp_path, monkeypatch):
+def test_no_engine_fails_clearly_and_leaves_the_graph_usable(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("MICROTENSOR_DOT", raising=False)
+    monkeypatch.setattr("viz.engine.bundled_path", lambda: None)
     loss, tensors = attention_example()
     with pytest.raises(DotNotFoundError) as error:
         write_player(loss, tmp_path / "p.html")
-    assert str(error.value).startswith("write_player: Graphviz's `dot` program was not found")
+    assert str(error.value).startswith("write_player: no Graphviz layout engine could run")
+    assert "pip install graphviz-pure" in str(error.value)
     assert "apt-get install graphviz" in str(error.value)
+    assert str(tmp_path / "p.dot") in str(error.value)
     assert (tmp_path / "p.dot").exists() and not (tmp_path / "p.html").exists()
     assert tensors["W_q"].grad is None  # nothing ran: backward still works
     loss.backward()
@@ -123,7 +118,6 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     assert not (tmp_path / "p.html").exists()
 
 
-@needs_dot
 def test_folded_modules_map_their_steps_to_the_box(tmp_path):
     from microtensor import nn
     mt.manual_seed(0)

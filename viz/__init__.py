@@ -4,16 +4,21 @@
     >>> W_q = mt.randn(4, 2, requires_grad=True, name="W_q")
     >>> loss = (mt.randn(3, 4) @ W_q).softmax().sum()
     >>> graph = viz.draw(loss, highlight=W_q)        # graphviz.Digraph, inline in Jupyter
-    >>> viz.render(graph, "out/loss.svg")             # needs Graphviz's `dot`
+    >>> viz.render(graph, "out/loss.svg")             # system `dot` or bundled graphviz-pure
     >>> steps = viz.step_through(loss, pause=True)    # runs the backward pass, printing it
     >>> graph = viz.draw(loss, steps=steps)           # every gradient, |g| on every edge
     >>> viz.write_player(new_loss, "out/backprop.html")  # backward of a fresh graph, in HTML
+    >>> viz.play(another_loss)                        # the same player inline in Jupyter
 
-`viz` needs only `microtensor` (and the `graphviz` Python package; `dot` for pictures).
-The lessons in `viz.lessons` build on the `transformer` package as well.
+`viz` needs only `microtensor`, the `graphviz` Python package (to build DOT source) and a
+layout engine: Graphviz's `dot` if installed, else graphviz-pure, which pip installs with
+microtensor (`viz.find_engine` says which; MICROTENSOR_DOT chooses). The lessons in
+`viz.lessons` build on the `transformer` package as well.
 """
-from .graph import DotNotFoundError, Graph, draw, render
-from .player import write_player
+from .engine import DotNotFoundError, Engine, find_engine
+from .graph import Graph, draw, render
+from .player import Player, play, write_player
 from .stepper import step_through
 
-__all__ = ["DotNotFoundError", "Graph", "draw", "render", "step_through", "write_player"]
+__all__ = ["DotNotFoundError", "Engine", "Graph", "Player", "draw", "find_engine", "play",
+           "render", "step_through", "write_player"]

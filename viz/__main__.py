@@ -2,6 +2,11 @@
 
     python -m viz example --out viz/assets          # attention_backprop.svg (+ .dot)
     python -m viz example --out out --html --step   # also the HTML player, and the steps
+    python -m viz lesson backprop --html            # a lesson: narrated, checked, drawn
+    python -m viz lesson backprop --notebook        # the lesson as backprop.ipynb
+
+Pictures are laid out by `viz.find_engine()`: MICROTENSOR_DOT if set, else Graphviz's
+`dot` if installed, else the bundled graphviz-pure; the "wrote" lines say which.
 
 Each command is one `add_<name>(subparsers)` function that defines its arguments and sets
 `handler` to a `run_<name>(args) -> int` function; `COMMANDS` lists them. Commands that
@@ -16,7 +21,8 @@ from pathlib import Path
 
 from microtensor.autograd import backward_steps
 
-from .graph import DotNotFoundError, draw, render
+from .engine import DotNotFoundError, find_engine
+from .graph import draw, render
 
 
 def add_example(subparsers) -> None:
@@ -44,12 +50,14 @@ def run_example(args) -> int:
     graph = draw(loss, highlight=tensors["W_q"], steps=steps,
                  title="How dL/dW_q flows back: mean, out*out, weights@V, softmax, "
                        "/sqrt(d_k), Q K^T, X W_q")
-    print(f"wrote {render(graph, out / 'attention_backprop.svg')}")
+    picture = render(graph, out / "attention_backprop.svg")   # writes the .dot source first
+    engine = find_engine()
+    print(f"wrote {picture}  (laid out by {engine.label})")
     if args.html:
         loss, _ = attention_example()
-        page = write_player(loss, out / "attention_backprop.html",
+        page = write_player(loss, out / "attention_backprop.html", engine=engine,
                             title="One attention head, backward step by step")
-        print(f"wrote {page}")
+        print(f"wrote {page}  (laid out by {engine.label})")
     if args.step:
         loss, _ = attention_example()
         step_through(loss)
@@ -66,7 +74,7 @@ def run_lessons(args) -> int:
 
     for name, summary in lessons.catalog():
         print(f"{name:<21}{summary}")
-    print("\nrun one: python -m viz lesson NAME [--out DIR] [--step] [--html]")
+    print("\nrun one: python -m viz lesson NAME [--out DIR] [--step] [--html] [--notebook]")
     return 0
 
 
@@ -81,6 +89,9 @@ def add_lesson(subparsers) -> None:
                         help="pause between backward steps (Enter: next, q: run to the end)")
     parser.add_argument("--html", action="store_true",
                         help="also write the HTML step-through player where the lesson has one")
+    parser.add_argument("--notebook", action="store_true",
+                        help="instead of running it, write the lesson as a Jupyter notebook, "
+                             "NAME.ipynb, to --out (default: the current directory)")
     parser.set_defaults(handler=run_lesson)
 
 
@@ -92,6 +103,12 @@ def run_lesson(args) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.notebook:
+        from .notebook import write_notebook
+
+        path = write_notebook(args.name, Path(args.out or ".") / f"{args.name}.ipynb")
+        print(f"wrote {path}  (open it with Jupyter, e.g. `jupyter lab {path}`)")
+        return 0
     try:
         module.run(out_dir=args.out, step=args.step, html=args.html)
     except lessons.LessonCheckError as error:

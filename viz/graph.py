@@ -4,7 +4,7 @@
     >>> W = mt.randn(3, 2, requires_grad=True, name="W")
     >>> loss = (mt.randn(4, 3) @ W).softmax().sum()
     >>> graph = viz.draw(loss, highlight=W)     # a graphviz.Digraph; shows inline in Jupyter
-    >>> viz.render(graph, "out/softmax.svg")    # needs Graphviz's `dot`
+    >>> viz.render(graph, "out/softmax.svg")    # laid out by viz.engine.find_engine()
 
 Tensor nodes show a name, shape and dtype, then the values and (after backward) the
 gradient: small tensors as heatmaps, large ones as statistics. Before backward a gradient
@@ -19,7 +19,7 @@ can be folded into one box each; `viz.layout` says which module each tensor belo
 """
 from __future__ import annotations
 
-import shutil
+import re
 from pathlib import Path
 
 import graphviz
@@ -28,47 +28,38 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
+from .engine import DotNotFoundError, find_engine, write_atomic
 from .labels import (
     GRAD_PALETTE,
     VALUE_PALETTE,
     as_grid,
     diverging,
+    dot_string,
     escape,
     fmt,
     norm,
+    pad_width,
+    printable,
     stats,
     text_colour,
     wrap,
 )
 from .layout import DEFAULT_MAX_NODES, Layout, plan_layout
 
+__all__ = ["DotNotFoundError", "Graph", "draw", "render", "to_svg"]
+
 HIGHLIGHT = "#e6550d"   # the route from the root to the highlighted tensor(s)
 DIM = "#c4c4c4"         # everything off that route
 OP_FILL, TENSOR_BORDER, PARAM_FILL = "#fff4d6", "#555555", "#eef5ff"
 SHOW_ITEMS = ("shape", "values", "grad")
 
-INSTALL_DOT = ("install Graphviz, which provides `dot`: `sudo apt-get install graphviz` "
-               "(Debian/Ubuntu), `brew install graphviz` (macOS), or `conda install -c "
-               "conda-forge graphviz`; then check that `dot -V` runs")
-
-
-class DotNotFoundError(RuntimeError):
-    """Graphviz's `dot` program is not installed (or not on PATH)."""
-
-
-def require_dot(where: str, source_path: Path | str | None = None) -> str:
-    """The path of `dot`, or one clear `DotNotFoundError` saying how to install it."""
-    dot = shutil.which("dot")
-    if dot is None:
-        saved = f" The graph source was written to {source_path}." if source_path else ""
-        raise op_error(where, f"Graphviz's `dot` program was not found on PATH, so the graph "
-                       f"cannot be rendered.{saved}", DotNotFoundError, INSTALL_DOT)
-    return dot
 
 
 class Graph(graphviz.Digraph):
-    """A `graphviz.Digraph` that renders as SVG inline in Jupyter and explains a missing
-    `dot` instead of failing obscurely. `node_ids` maps id(tensor) to its node's name."""
+    """A `graphviz.Digraph` laid out by `viz.engine.find_engine()` (system `dot` or the
+    bundled graphviz-pure), never by the `graphviz` package's own call of `dot`: it shows
+    as SVG inline in Jupyter, and `pipe()`/`render()` work without system Graphviz.
+    `node_ids` maps id(tensor) to its node's name."""
 
     layout: Layout
     node_ids: dict
@@ -78,13 +69,26 @@ class Graph(graphviz.Digraph):
         return {"image/svg+xml": self._repr_svg_()}
 
     def _repr_svg_(self) -> str:
-        require_dot("Graph display")
-        return self.pipe(format="svg", encoding="utf-8")
+        return to_svg(self, "Graph display")
 
-    def render(self, filename=None, directory=None, **kwargs):
-        if shutil.which("dot") is None:
-            require_dot("Graph.render", self.save(filename, directory=directory))
-        return super().render(filename, directory=directory, **kwargs)
+    def pipe(self, format: str | None = None, *args, engine=None, encoding: str | None = None,
+             **kwargs):
+        """The laid-out graph as bytes (str with `encoding`); `engine` as in find_engine."""
+        output = find_engine(engine, where="Graph.pipe").run(
+            self.source, format or self.format, "Graph.pipe")
+        return output.decode(encoding) if encoding else output
+
+    def render(self, filename=None, directory=None, *args, format: str | None = None,
+               engine=None, **kwargs) -> str:
+        """Save the source to `filename` (in `directory`), then write `filename.FORMAT`
+        beside it; returns that path. The source is saved first, so an error still leaves
+        the graph on disk."""
+        source_path = Path(self.save(filename, directory=directory))
+        chosen = find_engine(engine, where="Graph.render", source_path=source_path)
+        format = format or self.format
+        target = source_path.with_name(f"{source_path.name}.{format}")
+        write_atomic(target, chosen.run(self.source, format, "Graph.render"))
+        return str(target)
 
 
 # --------------------------------------------------------------------------- labels
@@ -107,7 +111,9 @@ def _text_row(text: str, columns: int, size: int = 10, bold: bool = False,
               dimmed: bool = False) -> str:
     body = f"<B>{escape(text)}</B>" if bold else escape(text)
     colour = DIM if dimmed else "#000000"
-    return (f'<TR><TD COLSPAN="{columns}" BORDER="0" ALIGN="LEFT">'
+    width = pad_width(text, size, bold)
+    width = f' WIDTH="{width + 4}"' if width else ""   # + CELLPADDING on both sides
+    return (f'<TR><TD COLSPAN="{columns}" BORDER="0" ALIGN="LEFT"{width}>'
             f'<FONT POINT-SIZE="{size}" COLOR="{colour}">{body}</FONT></TD></TR>')
 
 
@@ -139,12 +145,39 @@ def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, li
             f'CELLPADDING="2" COLOR="{colour}">{"".join(rows)}</TABLE>>')
 
 
-def _op_label(node) -> str:
+def _op_label(node) -> tuple[str, dict]:
+    """The op node's label (name, config, derivative rule) and the node attributes that
+    make room for characters the layout engine cannot measure."""
     config = ", ".join(f"{key}={_short(value)}" for key, value in (node.config or {}).items()
                        if value is not None and value is not False)
+    head = f"{node.name} ({config})" if config else node.name
+    rule = wrap(printable(node.rule))
     lines = [f"<B>{escape(node.name)}</B>" + (f" ({escape(config)})" if config else "")]
-    lines += [f'<FONT POINT-SIZE="9">{escape(line)}</FONT>' for line in wrap(node.rule)]
-    return "<" + "<BR/>".join(lines) + ">"
+    lines += [f'<FONT POINT-SIZE="9">{escape(line)}</FONT>' for line in rule]
+    return "<" + "<BR/>".join(lines) + ">", _room_for([(head, 10, True)]
+                                                      + [(line, 9, False) for line in rule])
+
+
+def _room_for(lines) -> dict:
+    """`width` (inches, a minimum) for a plain node whose `lines` ((text, size, bold) each)
+    hold characters the engine cannot measure; {} when all are ASCII."""
+    widths = [pad_width(text, size, bold) or 0 for text, size, bold in lines]
+    if not any(widths):
+        return {}
+    return {"width": f"{max(widths) / 72 + 0.3:.2f}"}   # + the node's margins
+
+
+def text_label(lines, size: int = 10) -> str:
+    """Plain lines of text (user-supplied or not) as an HTML-like label: escaped, so
+    nothing in them is read as markup, and with room for characters the engine cannot
+    measure (a title with → or √, a module called 苹果)."""
+    rows = []
+    for line in lines:
+        width = pad_width(line, size)
+        width = f' WIDTH="{width}"' if width else ""
+        rows.append(f'<TR><TD{width}>{escape(line)}</TD></TR>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">'
+            + "".join(rows) + "</TABLE>>")
 
 
 def _short(value) -> str:
@@ -230,9 +263,9 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         "nodesep": "0.25", "ranksep": "0.35", "labelloc": "t"},
         node_attr={"fontname": "Helvetica", "fontsize": "10"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
-    label = "\\n".join(x for x in (title, layout.note) if x)
-    if label:
-        graph.attr(label=label)
+    title_lines = [line for x in (title, layout.note) if x for line in str(x).split("\n")]
+    if title_lines:
+        graph.attr(label=text_label(title_lines, 12))
     graph.layout = layout
     graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(order)}
     graph.highlighted = set()
@@ -265,13 +298,16 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
                                   fan_out.get(id(tensor), 0), dim and not lit, lit),
               style="filled", fillcolor=PARAM_FILL if is_param and not (dim and not lit)
               else "white", color=HIGHLIGHT if lit else (DIM if dim else TENSOR_BORDER),
-              penwidth="2.5" if lit else "1", id=f"t{k}", tooltip=layout.label_of(tensor))
+              penwidth="2.5" if lit else "1", id=f"t{k}",
+              tooltip=dot_string(layout.label_of(tensor)))
         if lit:
             graph.highlighted.add(f"t{k}")
         if tensor.op is not None:
             lit_op = k in op_on_path
-            place(layout.modules[id(tensor)], f"op{k}", label=_op_label(tensor.op),
-                  shape="box", style="rounded,filled", id=f"op{k}", tooltip=tensor.op.rule,
+            label, room = _op_label(tensor.op)
+            place(layout.modules[id(tensor)], f"op{k}", label=label, **room,
+                  shape="box", style="rounded,filled", id=f"op{k}",
+                  tooltip=dot_string(tensor.op.rule),
                   fillcolor=OP_FILL if not (dim and not lit_op) else "#f6f6f6",
                   color=HIGHLIGHT if lit_op else (DIM if dim else "#8a6d1f"),
                   fontcolor=DIM if dim and not lit_op else "black",
@@ -285,11 +321,13 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
             continue
         lit = box["hit"]
         owners = sorted({p[len(path) + 1:].split(".")[0] for p in box["params"]})
-        text = f"{path}\\n{box['ops']} ops, {box['tensors']} tensors"
+        lines = [path, f"{box['ops']} ops, {box['tensors']} tensors"]
         if box["params"]:
             count = len(box["params"])
-            text += f"\\n{count} parameter{'s' * (count != 1)}: " + ", ".join(owners)
-        place(path.rpartition(".")[0], f"m{j}", label=graphviz.nohtml(text), shape="box3d",
+            lines.append(f"{count} parameter{'s' * (count != 1)}: " + ", ".join(owners))
+        label = graphviz.nohtml("\\n".join(dot_string(line) for line in lines))
+        place(path.rpartition(".")[0], f"m{j}", label=label, **_room_for(
+                  [(line, 10, False) for line in lines]), shape="box3d",
               style="filled", fillcolor="#e8e8f4" if not (dim and not lit) else "#f6f6f6",
               color=HIGHLIGHT if lit else (DIM if dim else "#444466"), id=f"m{j}",
               fontcolor=DIM if dim and not lit else "black", penwidth="2.5" if lit else "1")
@@ -310,10 +348,15 @@ def _emit_clusters(graph, clusters, layout, dim):
             if path not in layout.containers:
                 every.add(path)
             path = path.rpartition(".")[0]
-    for path in every:
-        bodies[path] = Graph(name=f"cluster_{path}", graph_attr={
-            "label": path, "style": "rounded,dashed", "color": DIM if dim else "#9090b0",
-            "fontcolor": "#666688", "fontsize": "10", "labeljust": "l"})
+    for number, path in enumerate(sorted(every)):
+        # Module paths come from attribute names: any text. The subgraph's name keeps to
+        # a plain identifier; the label is escaped.
+        name = f"cluster_{path}" if re.fullmatch(r"[\w.]+", path, re.ASCII) else \
+            f"cluster_module{number}"
+        bodies[path] = Graph(name=name, graph_attr={
+            "label": text_label([path]), "style": "rounded,dashed",
+            "color": DIM if dim else "#9090b0", "fontcolor": "#666688", "fontsize": "10",
+            "labeljust": "l"})
     for path, nodes in clusters.items():
         while path in layout.containers:
             path = path.rpartition(".")[0]
@@ -359,12 +402,14 @@ def _emit_edges(graph, layout, on_path, op_on_path, recorded, dim):
 # --------------------------------------------------------------------------- render
 
 
-def render(graph_or_root, path, format: str = "svg", **draw_kwargs) -> Path:
-    """Write the drawing to `path` (e.g. "out/graph.svg") with `dot`; returns the path.
+def render(graph_or_root, path, format: str = "svg", *, engine=None,
+           **draw_kwargs) -> Path:
+    """Write the drawing to `path` (e.g. "out/graph.svg"); returns the path.
 
-    Accepts a drawn graph or a tensor (drawn with `draw_kwargs`). The `.dot` source is
-    written next to it first, so a missing `dot` still leaves the graph on disk, and the
-    error says how to install Graphviz.
+    Accepts a drawn graph or a tensor (drawn with `draw_kwargs`). The layout engine is
+    `viz.engine.find_engine(engine)`: MICROTENSOR_DOT or `engine=` if given, else
+    Graphviz's `dot` if installed, else the bundled graphviz-pure. The `.dot` source is
+    written next to the picture first, so even an error leaves the graph on disk.
 
     >>> viz.render(loss, "out/loss.svg", highlight=W_q)
     """
@@ -373,13 +418,12 @@ def render(graph_or_root, path, format: str = "svg", **draw_kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     source_path = path.with_suffix(".dot")
-    source_path.write_text(graph.source, encoding="utf-8")
-    require_dot("render", source_path)
-    path.write_bytes(graphviz.Source(graph.source).pipe(format=format, engine="dot"))
+    write_atomic(source_path, graph.source)
+    chosen = find_engine(engine, where="render", source_path=source_path)
+    write_atomic(path, chosen.run(graph.source, format, "render"))
     return path
 
 
-def to_svg(graph: graphviz.Digraph, where: str = "render") -> str:
-    """The SVG text of a drawn graph (needs `dot`)."""
-    require_dot(where)
-    return graph.pipe(format="svg", encoding="utf-8")
+def to_svg(graph: graphviz.Digraph, where: str = "render", engine=None) -> str:
+    """The SVG text of a drawn graph, laid out by `find_engine(engine)`."""
+    return find_engine(engine, where=where).run(graph.source, "svg", where).decode("utf-8")

@@ -8,6 +8,8 @@ use these, so the three views of one backward pass read the same.
 from __future__ import annotations
 
 import html
+import math
+import unicodedata
 
 import numpy as np
 
@@ -104,9 +106,72 @@ def text_colour(value: float, scale: float, dimmed: bool) -> str:
     return "#ffffff" if strong or not np.isfinite(value) else "#000000"
 
 
+def printable(text) -> str:
+    """`text` with line breaks as spaces and other control characters (and anything XML
+    cannot hold) shown as escapes like `\\x1b`: a name can hold anything, an SVG cannot."""
+    out = []
+    for char in str(text):
+        if char in "\n\r\t":
+            out.append(" ")
+        elif unicodedata.category(char) in ("Cc", "Cs") or char in "\ufffe\uffff":
+            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def escape(text: str) -> str:
-    """Text for a Graphviz HTML-like label (escapes &, <, >, quotes)."""
-    return html.escape(str(text), quote=True)
+    """Text for a Graphviz HTML-like label: printable, with &, <, >, quotes escaped, and
+    backslashes doubled (Graphviz would read `\\N` or `\\G` in a label as the node's or
+    the graph's name)."""
+    return html.escape(printable(text), quote=True).replace("\\", "\\\\")
+
+
+def dot_string(text: str) -> str:
+    """Text for a plain (non-HTML) Graphviz attribute such as a tooltip: printable, its
+    backslashes literal, and never read as an HTML label even when it looks like `<b>`."""
+    import graphviz  # the drawing's dependency; labels.py itself needs only NumPy
+
+    return graphviz.escape(printable(text))
+
+
+# Advance widths of Helvetica's printable ASCII characters (space .. ~), in 1/1000 em, from
+# its font metrics: what both layout engines assume for the drawings' font.
+_HELVETICA = [278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278,
+    556, 556, 556, 556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667,
+    667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778, 667, 778, 722, 667,
+    611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556, 556,
+    278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722,
+    500, 500, 500, 334, 260, 334, 584]
+
+
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """A generous estimate of `text`'s width in points at font `size`: Helvetica's widths
+    for ASCII, a full em for CJK, emoji and symbols, 0.65 em for other letters."""
+    ems = 0.0
+    for char in printable(text):
+        code = ord(char)
+        if 32 <= code <= 126:
+            ems += _HELVETICA[code - 32] / 1000
+        elif unicodedata.combining(char):
+            continue
+        elif unicodedata.east_asian_width(char) in "WF" or code > 0x2000:
+            ems += 1.0
+        else:
+            ems += 0.65
+    return ems * size * (1.08 if bold else 1.0)
+
+
+def pad_width(text: str, size: float, bold: bool = False) -> int | None:
+    """The width in points that a label holding `text` needs, when `text` has characters
+    outside ASCII; else None (the engines measure ASCII themselves).
+
+    Layout engines without metrics for a character guess its width (the bundled engine
+    takes a space per UTF-8 byte, a CJK character comes out 0.8 em wide), so labels with
+    such characters are given this width explicitly, in both engines."""
+    if str(text).isascii():
+        return None
+    return math.ceil(text_width(text, size, bold)) + 2
 
 
 def wrap(text: str, width: int = 44) -> list[str]:

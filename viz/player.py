@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
-from .graph import draw, require_dot, to_svg
+from .engine import DotNotFoundError, find_engine, write_atomic
+from .graph import draw
 from .labels import summary
 from .layout import DEFAULT_MAX_NODES, Layout
 
@@ -95,36 +93,45 @@ def player_html(svg: str, steps: list[dict], title: str) -> str:
         f"<script>\n{_asset('player.js')}\n</script>\n</body>\n</html>\n")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`: a crash
-    never leaves a half-written page."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def player_page(root: Tensor, *, params=None, title: str | None = None, grad=None,
+                collapse=None, max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
+                engine=None, source_path: Path | None = None, where: str = "player_page") -> str:
+    """Run the backward pass of `root` and return the step-through page as one string.
+
+    The layout engine (`viz.engine.find_engine(engine)`) is found before backward runs:
+    when none can run, nothing is run, the graph's source is saved to `source_path` (if
+    given) and one error says how to get an engine."""
+    if not isinstance(root, Tensor):
+        raise op_error(where, f"expected the Tensor to backpropagate from, got "
+                       f"{type(root).__name__}", TypeError, f"pass e.g. {where}(loss, ...)")
+    graph = draw(root, params=params, show=("shape", "values"), collapse=collapse,
+                 max_nodes=max_nodes)
+    if not root.requires_grad:
+        # Let the engine word this error, before any file is written.
+        next(backward_steps(root, grad))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it 0600; pages are for sharing
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        chosen = find_engine(engine, where=where)
+    except DotNotFoundError:
+        if source_path is None:
+            raise
+        write_atomic(source_path, graph.source)       # keep the graph, and say where
+        find_engine(engine, where=where, source_path=source_path)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    svg = chosen.run(graph.source, "svg", where).decode("utf-8")
+    layout = graph.layout
+    records = [step_record(step, layout, max_values) for step in backward_steps(root, grad)]
+    return player_html(svg, records, title or "backward pass, step by step")
 
 
 def write_player(root: Tensor, path, *, params=None, title: str | None = None, grad=None,
                  collapse=None, max_nodes: int = DEFAULT_MAX_NODES,
-                 max_values: int = 64) -> Path:
+                 max_values: int = 64, engine=None) -> Path:
     """Run the backward pass of `root` and write a step-through page to `path`.
 
     Like `root.backward()`, this fills the leaves' `.grad` (call it instead of backward,
-    not after). Needs Graphviz's `dot` to lay out the graph; without it, nothing is run
-    and one error says how to install it. Returns the path written.
+    not after). The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
+    or the bundled graphviz-pure); when no engine runs, nothing is run, the `.dot` source
+    is saved beside `path` and one error says how to get one. Returns the path written.
 
     >>> viz.write_player(loss, "backprop.html", title="softmax attention")
     """
@@ -133,25 +140,47 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
                        f"{type(root).__name__}", TypeError, "pass e.g. write_player(loss, path)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = draw(root, params=params, show=("shape", "values"), collapse=collapse,
-                 max_nodes=max_nodes)
-    if not root.requires_grad:
-        # Let the engine word this error, before any file is written.
-        next(backward_steps(root, grad))
-    # Check `dot` before running backward: a failure must not consume the graph.
-    require_dot("write_player", _save_source(graph, path))
-    svg = to_svg(graph, "write_player")
-    layout = graph.layout
-    records = [step_record(step, layout, max_values)
-               for step in backward_steps(root, grad)]
-    write_atomic(path, player_html(svg, records, title or "backward pass, step by step"))
+    page = player_page(root, params=params, title=title, grad=grad, collapse=collapse,
+                       max_nodes=max_nodes, max_values=max_values, engine=engine,
+                       source_path=path.with_suffix(".dot"), where="write_player")
+    write_atomic(path, page)
     return path
 
 
-def _save_source(graph, path: Path) -> Path | None:
-    """Keep the .dot source next to the page only when `dot` is missing (for the error)."""
-    if shutil.which("dot") is not None:
-        return None
-    source = path.with_suffix(".dot")
-    source.write_text(graph.source, encoding="utf-8")
-    return source
+class Player:
+    """A step-through page, shown inline in Jupyter: an <iframe> whose `srcdoc` is the
+    whole self-contained page (buttons and ←/→ keys work once you click into it).
+
+    >>> viz.play(loss)                    # the last expression of a cell: shows the player
+    >>> viz.play(loss).save("page.html")  # the same page as a file
+    """
+
+    def __init__(self, page: str, height: int = 640):
+        self.html, self.height = page, height
+
+    def _repr_html_(self) -> str:
+        # srcdoc is an attribute: escaping the page (&, <, >, quotes) is all it takes. The
+        # sandbox lets the page's own script run and nothing else (no same-origin access).
+        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" '
+                f'sandbox="allow-scripts" title="backward pass, step by step" '
+                f'style="width: 100%; height: {int(self.height)}px; border: 1px solid #ccc">'
+                f'</iframe>')
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, self.html)
+        return path
+
+
+def play(root: Tensor, *, params=None, title: str | None = None, grad=None, collapse=None,
+         max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64, engine=None,
+         height: int = 640) -> Player:
+    """Run the backward pass of `root` and return the step-through player for Jupyter
+    (what `write_player` writes to a file). Fills the leaves' `.grad` like backward.
+
+    >>> viz.play(loss, title="attention")
+    """
+    return Player(player_page(root, params=params, title=title, grad=grad, collapse=collapse,
+                              max_nodes=max_nodes, max_values=max_values, engine=engine,
+                              where="play"), height)

@@ -13,7 +13,7 @@ import microtensor.functional as F
 import viz
 from transformer import Transformer
 
-from .common import check, heading, no_player, output_dir
+from .common import check, heading, laid_out_by, no_player, output_dir
 
 NAME = "architecture"
 SUMMARY = "encoder-decoder: module tree with shapes and parameter counts, residual + LayerNorm, the collapsed graph"
@@ -148,7 +148,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     check(folded == layers, "the graph shows every encoder and decoder layer as one box",
           "", echo)
     picture = viz.render(graph, out / "architecture-graph.svg")
-    echo(f"wrote {picture}  (open it in a browser)")
+    echo(f"wrote {picture}  (open it in a browser; {laid_out_by()})")
     return {"total_params": total, "expected_params": expected["total"],
             "residual_error": residual_error, "logits_shape": logits.shape,
             "loss": loss.item(), "folded": folded, "files": [str(picture)]}

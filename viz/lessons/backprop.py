@@ -21,7 +21,7 @@ from microtensor.autograd import backward_steps, topological_order
 from transformer.attention import scaled_dot_product_attention
 from viz.graph import computed_from
 
-from .common import EchoStream, check, fmt, heading, output_dir
+from .common import EchoStream, check, fmt, heading, laid_out_by, output_dir
 
 NAME = "backprop"
 SUMMARY = "forward and backward through attention: every backward step with its rule, dW_q via softmax, the graph and the HTML player"
@@ -148,8 +148,10 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
                             title="Attention over 我 想 吃: the backward pass, step by step")
     for path in (svg, page):
         check(path.exists() and path.stat().st_size > 0, f"wrote {path}", "", None)
-    echo(f"graph (route to W_q highlighted): {svg.resolve()}")
-    echo(f"step-through player (open in a browser; ←/→ keys step): {page.resolve()}")
+    engine = laid_out_by()
+    echo(f"graph (route to W_q highlighted; {engine}): {svg.resolve()}")
+    echo(f"step-through player (open in a browser; ←/→ keys step; {engine}): "
+         f"{page.resolve()}")
     return {"loss": loss_of(t["W_q"], t["W_k"], t["W_v"]).item(), "loss_after": loss_after,
             "n_steps": len(steps), "dW_q": dW_q.tolist(),
             "dW_q_error": float(np.abs(dW_q - dW_q_by_hand).max()), "route": route,

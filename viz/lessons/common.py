@@ -52,7 +52,7 @@ def step_and_play(build: Callable, path, *, step: bool, html: bool, echo: Echo,
     """The lesson's optional extras, on a fresh graph from `build()` (a scalar loss) each:
     --step walks its backward pass, pausing between steps; --html writes the step-through
     page to `path`. Returns the files written."""
-    import viz  # the lessons' parent package; drawing needs Graphviz's `dot`
+    import viz  # the lessons' parent package
 
     files = []
     if step:
@@ -60,9 +60,16 @@ def step_and_play(build: Callable, path, *, step: bool, html: bool, echo: Echo,
         viz.step_through(build(), pause=True, file=EchoStream(echo))
     if html:
         page = viz.write_player(build(), path, title=title)
-        echo(f"step-through player (open in a browser): {page}")
+        echo(f"step-through player (open in a browser): {page}  ({laid_out_by()})")
         files.append(page)
     return files
+
+
+def laid_out_by() -> str:
+    """'laid out by system dot' (or 'bundled graphviz-pure'): which engine drew the graphs."""
+    import viz
+
+    return f"laid out by {viz.find_engine().label}"
 
 
 def no_player(name: str, step: bool, html: bool, echo: Echo) -> None:
