@@ -324,14 +324,27 @@ def _shape_arg(shape):
 
 
 def _index_data(index):
-    """Indices may contain Tensors (integer or boolean arrays): use their data."""
-    if isinstance(index, Tensor):
-        return index.data
+    """The index as NumPy reads it, with every array part an ndarray: Tensors give their
+    data, and lists or tuples *inside* a tuple become arrays (x[(0, 0), :] is x[[0, 0], :]),
+    so that getitem sees each integer array and adds the gradient of repeated picks."""
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
+        return tuple(_index_part(part, index) for part in index)
+    return _index_part(index, index)
+
+
+def _index_part(part, whole):
+    if isinstance(part, Tensor):
+        return part.data
+    if not isinstance(part, (list, tuple)):
+        return part
+    try:
+        return np.asarray([p.data if isinstance(p, Tensor) else p for p in part])
+    except ValueError:  # NumPy's "inhomogeneous shape" for ragged nested lists
+        raise op_error("getitem", f"the index {whole!r} holds a ragged list {part!r}: "
+                       f"its items are lists of different lengths, or lists mixed with "
+                       f"numbers", IndexError, "give every item the same length; to index "
+                       "several axes, pass a tuple: x[[0, 1], 1] rather than x[[[0, 1], "
+                       "1]]") from None
 
 
 # ---------------------------------------------------------------------- creation

@@ -196,20 +196,31 @@ def clip(x, *, min=None, max=None):
     return out, backward
 
 
-@primitive("maximum", rule="da = g * (a >= b) ;  db = g * (a < b)")
+def _tie_shares(a_wins, tie, dtype):
+    """The share of g that goes to `a`: 1 where it wins, 1/2 at a tie, 0 where it loses.
+    `b` gets the rest, so the two always add up to g."""
+    share_a = a_wins.astype(dtype)
+    share_a[tie] = 0.5
+    return share_a
+
+
+@primitive("maximum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a > b, 1/2 if a == b, "
+                           "else 0")
 def maximum(a, b):
-    # Ties send the gradient to `a`, so the two shares always add up to g.
+    # Ties split the gradient evenly, as PyTorch does and as the max reduction does
+    # (so maximum(x, 0) used as a ReLU sends 1/2 at x == 0).
     def backward(g):
-        a_wins = a >= b
-        return g * a_wins, g * ~a_wins
+        share_a = _tie_shares(np.asarray(a > b), np.asarray(a == b), g.dtype)
+        return g * share_a, g * (1 - share_a)
     return np.maximum(a, b), backward
 
 
-@primitive("minimum", rule="da = g * (a <= b) ;  db = g * (a > b)")
+@primitive("minimum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a < b, 1/2 if a == b, "
+                           "else 0")
 def minimum(a, b):
     def backward(g):
-        a_wins = a <= b
-        return g * a_wins, g * ~a_wins
+        share_a = _tie_shares(np.asarray(a < b), np.asarray(a == b), g.dtype)
+        return g * share_a, g * (1 - share_a)
     return np.minimum(a, b), backward
 
 

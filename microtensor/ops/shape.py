@@ -125,12 +125,18 @@ def expand(x, *, shape):
 
 
 def _needs_scatter_add(index):
-    """True when the index may pick one element twice (an integer array): then the
-    backward must add with np.add.at. Basic slices and boolean masks pick each element
+    """True when the index may pick one element twice (an integer array, however it was
+    spelled: array, list, tuple inside a tuple, nested lists): then the backward must add
+    with np.add.at. Integers, slices, None, Ellipsis and boolean masks pick each element
     at most once, so a plain assignment scatters their gradient (and is much faster)."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype != bool
-               for p in parts)
+    for part in parts:
+        if part is None or part is Ellipsis or isinstance(part, (slice, int, np.integer,
+                                                                 bool, np.bool_)):
+            continue
+        if np.asarray(part).dtype != bool:
+            return True
+    return False
 
 
 @primitive("getitem", rule="dx = zeros like x, with g scattered (added) into x[index]")
