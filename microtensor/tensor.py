@@ -276,7 +276,17 @@ class Tensor:
     def tanh(self): return ops.tanh(self)
     def sigmoid(self): return ops.sigmoid(self)
     def relu(self): return ops.relu(self)
-    def gelu(self): return ops.gelu(self)
+    def gelu(self, approximate="tanh"): return ops.gelu(self, approximate=approximate)
+    def silu(self): return ops.silu(self)
+    def erf(self): return ops.erf(self)
+    def rsqrt(self): return ops.rsqrt(self)
+    def sign(self): return ops.sign(self)
+    def sin(self): return ops.sin(self)
+    def cos(self): return ops.cos(self)
+    def square(self): return ops.square(self)
+    def isnan(self): return ops.isnan(self)
+    def isinf(self): return ops.isinf(self)
+    def isfinite(self): return ops.isfinite(self)
     def abs(self): return ops.abs(self)
     def neg(self): return ops.neg(self)
     def clip(self, min=None, max=None): return ops.clip(self, min=min, max=max)
@@ -291,6 +301,21 @@ class Tensor:
 
     def var(self, axis=None, keepdims=False, correction=1):
         return ops.var(self, axis=axis, keepdims=keepdims, correction=correction)
+
+    def std(self, axis=None, keepdims=False, correction=1):
+        return ops.std(self, axis=axis, keepdims=keepdims, correction=correction)
+
+    def prod(self, axis=None, keepdims=False):
+        return ops.prod(self, axis=axis, keepdims=keepdims)
+    def logsumexp(self, axis=None, keepdims=False):
+        return ops.logsumexp(self, axis=axis, keepdims=keepdims)
+    def argmax(self, axis=None, keepdims=False):
+        return ops.argmax(self, axis=axis, keepdims=keepdims)
+    def argmin(self, axis=None, keepdims=False):
+        return ops.argmin(self, axis=axis, keepdims=keepdims)
+    def any(self, axis=None, keepdims=False): return ops.any(self, axis=axis, keepdims=keepdims)
+    def all(self, axis=None, keepdims=False): return ops.all(self, axis=axis, keepdims=keepdims)
+    def cumsum(self, axis=None): return ops.cumsum(self, axis=axis)
 
     def softmax(self, axis=-1): return ops.softmax(self, axis=axis)
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis=axis)
@@ -314,6 +339,28 @@ class Tensor:
     def squeeze(self, axis=None): return ops.squeeze(self, axis=axis)
     def expand(self, *shape): return ops.expand(self, shape=_shape_arg(shape))
     def split(self, sections, axis=0): return ops.split(self, sections, axis=axis)
+    def chunk(self, chunks, axis=0): return ops.chunk(self, chunks, axis=axis)
+    def unflatten(self, axis, sizes): return ops.unflatten(self, axis, sizes)
+    def flip(self, axis): return ops.flip(self, axis=axis)
+    def roll(self, shifts, axis=None): return ops.roll(self, shifts=shifts, axis=axis)
+    def tril(self, diagonal=0): return ops.tril(self, diagonal=diagonal)
+    def triu(self, diagonal=0): return ops.triu(self, diagonal=diagonal)
+    def tile(self, *reps): return ops.tile(self, reps=_shape_arg(reps))
+
+    def repeat(self, *reps):
+        """PyTorch's `repeat`: copies side by side, the same as `tile` (NumPy's `repeat`,
+        which repeats each element in place, is `repeat_interleave` here)."""
+        return ops.tile(self, reps=_shape_arg(reps))
+
+    def repeat_interleave(self, repeats, axis=None):
+        return ops.repeat_interleave(self, repeats=repeats, axis=axis)
+    def gather(self, axis, index): return ops.gather(self, axis, index)
+    def scatter_add(self, axis, index, src): return ops.scatter_add(self, axis, index, src)
+    def masked_select(self, mask): return ops.masked_select(self, mask)
+    def sort(self, axis=-1, descending=False): return ops.sort(self, axis, descending)
+    def argsort(self, axis=-1, descending=False):
+        return ops.argsort(self, axis=axis, descending=descending)
+    def topk(self, k, axis=-1, largest=True): return ops.topk(self, k, axis, largest)
 
 
 def _shape_arg(shape):
@@ -400,8 +447,41 @@ def ones(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
     return _new(np.ones(_shape(shape, "ones"), dtype=dtype), requires_grad, name)
 
 
-def full(shape, fill_value, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.full(_shape((shape,), "full"), fill_value, dtype=dtype), requires_grad, name)
+def _fill_dtype(fill_value, dtype):
+    """The dtype of `full`/`full_like` when none is given: that of the fill value, as
+    NumPy and PyTorch infer it (int -> int64, bool -> bool), with floats float32."""
+    if dtype is not None:
+        return dtype
+    kind = np.asarray(fill_value).dtype.kind
+    return DEFAULT_FLOAT if kind == "f" and not isinstance(fill_value, np.floating) \
+        else np.asarray(fill_value).dtype
+
+
+def full(shape, fill_value, dtype=None, requires_grad=False, name=None) -> Tensor:
+    """A tensor of `shape` filled with `fill_value`; the dtype follows the value unless
+    given: mt.full((2, 2), 4) is int64, mt.full((2, 2), 0.5) is float32."""
+    return _new(np.full(_shape((shape,), "full"), fill_value,
+                        dtype=_fill_dtype(fill_value, dtype)), requires_grad, name)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    """Like `t` in shape, filled with `fill_value`; the dtype is t's unless given."""
+    return _new(np.full_like(np.asarray(t), fill_value, dtype=dtype), requires_grad, None)
+
+
+def empty(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    """A tensor of `shape` whose values are not set (whatever the memory held): fill it
+    before reading it. Use zeros unless the allocation itself matters."""
+    return _new(np.empty(_shape(shape, "empty"), dtype=dtype), requires_grad, name)
+
+
+def linspace(start, stop, num: int, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    """`num` evenly spaced values from start to stop, both included (np.linspace,
+    torch.linspace); float32 unless a dtype is given."""
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
+        raise op_error("linspace", f"num must be a non-negative integer, got {num!r}",
+                       fix="num counts the values, both ends included")
+    return _new(np.linspace(start, stop, int(num), dtype=dtype), requires_grad, None)
 
 
 def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
