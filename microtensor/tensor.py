@@ -460,13 +460,29 @@ def _fill_dtype(fill_value, dtype):
 def full(shape, fill_value, dtype=None, requires_grad=False, name=None) -> Tensor:
     """A tensor of `shape` filled with `fill_value`; the dtype follows the value unless
     given: mt.full((2, 2), 4) is int64, mt.full((2, 2), 0.5) is float32."""
-    return _new(np.full(_shape((shape,), "full"), fill_value,
-                        dtype=_fill_dtype(fill_value, dtype)), requires_grad, name)
+    shape = _shape((shape,), "full")
+    try:
+        array = np.full(shape, fill_value, dtype=_fill_dtype(fill_value, dtype))
+    except (ValueError, TypeError):
+        raise _bad_fill("full", fill_value, dtype) from None
+    if array.dtype.kind not in "biufc":   # a string or object: not a tensor's data
+        raise _bad_fill("full", fill_value, dtype)
+    return _new(array, requires_grad, name)
 
 
 def full_like(t, fill_value, dtype=None, requires_grad=False) -> Tensor:
     """Like `t` in shape, filled with `fill_value`; the dtype is t's unless given."""
-    return _new(np.full_like(np.asarray(t), fill_value, dtype=dtype), requires_grad, None)
+    try:
+        array = np.full_like(np.asarray(t), fill_value, dtype=dtype)
+    except (ValueError, TypeError):
+        raise _bad_fill("full_like", fill_value, dtype or np.asarray(t).dtype) from None
+    return _new(array, requires_grad, None)
+
+
+def _bad_fill(where, fill_value, dtype):
+    return op_error(where, f"cannot fill a {np.dtype(dtype) if dtype else 'tensor'} "
+                    f"with {fill_value!r}", TypeError, "give a number (or pass a dtype "
+                    "that holds the value)")
 
 
 def empty(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:

@@ -158,6 +158,14 @@ def _einsum_specs(subscripts, shapes):
             raise fail(f"a letter repeated within one operand ({spec!r}, a diagonal) is not "
                        f"supported", fix="take the diagonal explicitly first")
         specs.append(spec)
+    sizes = {}
+    for number, (spec, shape) in enumerate(zip(specs, shapes)):
+        for letter, n in zip(spec, shape):
+            seen, first = sizes.setdefault(letter, (n, number))
+            if n != seen and 1 not in (n, seen):
+                raise fail(f"letter {letter!r} has size {seen} in operand {first} but {n} in "
+                           f"operand {number}", fix="a letter names one axis size (or 1, "
+                           "which broadcasts) in every operand")
     if arrow:
         output = output.replace("...", filler)
     else:   # NumPy's implicit output: the ellipsis, then letters used once, sorted

@@ -120,6 +120,8 @@ def prod(x, *, axis=None, keepdims=False):
     def backward(g):
         # prod / x_i fails where x_i == 0, so build "product of all the others" from an
         # exclusive running product from the left times one from the right.
+        if x.size == 0:
+            return (np.zeros(x.shape, g.dtype),)
         kept = [a for a in range(x.ndim) if a not in axes]
         rows = np.transpose(x, kept + list(axes)).reshape(
             [x.shape[a] for a in kept] + [-1])                       # (..., n)

@@ -238,6 +238,8 @@ def pad(x, *, pad, value=0.0):
                        f"pairs, at most one pair per axis of shape {np.shape(x)}",
                        fix="e.g. (1, 1) pads the last axis by one on each side; to crop, "
                        "slice instead")
+    if not sizes:
+        return np.array(x), lambda g: (g,)
     widths = [(0, 0)] * np.ndim(x)
     for pair in range(len(sizes) // 2):            # pair 0 is the last axis
         widths[np.ndim(x) - 1 - pair] = (int(sizes[2 * pair]), int(sizes[2 * pair + 1]))
