@@ -292,3 +292,15 @@ def test_creation():
         assert ours.dtype == theirs.numpy().dtype
         np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
     assert mt.empty(2, 3).shape == tuple(torch.empty(2, 3).shape)
+
+
+@given(seed=seeds, tq=st.integers(1, 4), tk=st.integers(1, 4))
+def test_attention_with_a_float_mask(seed, tq, tk):
+    from transformer import scaled_dot_product_attention as sdpa
+    rng = np.random.default_rng(seed)
+    bias = np.where(rng.random((tq, tk)) < 0.2, -np.inf, rng.standard_normal((tq, tk)))
+    bias[:, 0] = 0.0                                  # every row keeps a key (torch: no NaN)
+    agree(lambda q, k, v: sdpa(q, k, v, mask=bias)[0],
+          lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(bias)),
+          normal(seed, (2, tq, 3)), normal(seed + 1, (2, tk, 3)), normal(seed + 2, (2, tk, 2)),
+          seed=seed)
