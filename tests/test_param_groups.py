@@ -129,12 +129,12 @@ def test_a_state_saved_without_groups_still_loads():
 
 @pytest.mark.parametrize("make, kind, message", [
     (lambda ps: optim.SGD([{"params": ps[:2], "momentun": 0.9}], lr=0.1), ValueError,
-     r"SGD: parameter group 0 has unknown setting\(s\) \['momentun'\]\. A group may set: "
-     r"lr, momentum, nesterov, weight_decay"),
-    (lambda ps: optim.Adam([{"lr": 0.1}]), ValueError, r"Adam: parameter group 0 has no "
-                                                        r"'params'"),
-    (lambda ps: optim.Adam({"params": ps}), TypeError, r"Adam: got one dict; parameter groups "
-                                                       r"are a list of dicts"),
+     (r"SGD: parameter group 0 has unknown setting\(s\) \['momentun'\]\. A group may set: "
+     r"lr, momentum, nesterov, weight_decay")),
+    (lambda ps: optim.Adam([{"lr": 0.1}]), ValueError, (r"Adam: parameter group 0 has no "
+                                                        r"'params'")),
+    (lambda ps: optim.Adam({"params": ps}), TypeError, (r"Adam: got one dict; parameter groups "
+                                                       r"are a list of dicts")),
     (lambda ps: optim.Adam([{"params": ps[:2]}, ps[2]]), TypeError,
      r"Adam: mixes parameter groups \(dicts\) with tensors"),
     (lambda ps: optim.Adam([{"params": ps[:2]}, {"params": ps[1:]}]), ValueError,
