@@ -277,7 +277,16 @@ def make_cross_entropy_options(draw, xs, guarded):
     return lambda x: F.cross_entropy(x, target, label_smoothing=smoothing, reduction=reduction)
 
 
+def make_creation(draw, xs, guarded):
+    """x scaled by a linspace along its last axis, plus a full_like (float64 like x)."""
+    (x,) = xs
+    n = x.shape[-1] if x.ndim else 1
+    fill = draw(st.sampled_from([0.25, -1.0]))
+    return lambda x: x * mt.linspace(0.5, 1.5, n, dtype=np.float64) + mt.full_like(x, fill)
+
+
 MORE_OPS = {
+    "linspace/full_like": (1, make_creation),
     "std": make_axis_reduction("std"),
     "logsumexp": make_axis_reduction("logsumexp"),
     "prod": make_axis_reduction("prod"),
