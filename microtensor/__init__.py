@@ -19,6 +19,22 @@ from .autograd import (
     primitive,
 )
 from .checkpoint import CheckpointError, load, save
+from .creation import (
+    arange,
+    empty,
+    eye,
+    from_numpy,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    tensor,
+    zeros,
+    zeros_like,
+)
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (
     abs,
@@ -102,25 +118,7 @@ from .ops import (
     var,
     where,
 )
-from .tensor import (
-    Tensor,
-    arange,
-    empty,
-    eye,
-    from_numpy,
-    full,
-    full_like,
-    generator,
-    linspace,
-    manual_seed,
-    ones,
-    ones_like,
-    rand,
-    randn,
-    tensor,
-    zeros,
-    zeros_like,
-)
+from .tensor import Tensor, generator, manual_seed
 
 __version__ = "0.1.0"
 
