@@ -27,7 +27,7 @@ def far_from(x, points=(0.0,), gap=0.02):
 
 def no_near_ties(x, axis, gap=0.02):
     """No two values that one sort/argmax along `axis` compares are within `gap`."""
-    if x.ndim == 0 or not -x.ndim <= axis < x.ndim or x.shape[axis] < 2:
+    if x.size == 0 or x.ndim == 0 or not -x.ndim <= axis < x.ndim or x.shape[axis] < 2:
         return True
     ordered = np.sort(x, axis=axis)
     return np.diff(ordered, axis=axis).min() > gap

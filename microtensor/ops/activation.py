@@ -16,11 +16,12 @@ def _sigmoid(z):
 
 
 def _check_number(name, label, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or (positive and value <= 0):
-        raise op_error(name, f"{label} must be a {'positive ' if positive else ''}finite "
-                       f"number, got {value!r}", TypeError if not isinstance(
-                           value, (int, float, np.integer, np.floating)) else ValueError)
+    """A finite number (positive if asked), or an error naming the op and the setting."""
+    wanted = f"a {'positive ' if positive else ''}finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise op_error(name, f"{label} must be {wanted}, got {value!r}", TypeError)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise op_error(name, f"{label} must be {wanted}, got {value!r}")
 
 
 @primitive("silu", rule="dx = g * s * (1 + x (1 - s)),  s = sigmoid(x)")
