@@ -267,7 +267,7 @@ class Tensor:
                            "grad would silently break its gradient", RuntimeError,
                            "build a new tensor (e.g. mt.where or masked_fill), or assign "
                            "to .data inside mt.no_grad() if you mean to edit values")
-        self.data[_index_data(index)] = value.data if isinstance(value, Tensor) else value
+        self.data[_index_data(index, "setitem")] = value.data if isinstance(value, Tensor) else value
 
     # ------------------------------------------------------------------ methods
     def exp(self): return ops.exp(self)
@@ -370,16 +370,16 @@ def _shape_arg(shape):
     return tuple(shape)
 
 
-def _index_data(index):
+def _index_data(index, where="getitem"):
     """The index as NumPy reads it, with every array part an ndarray: Tensors give their
     data, and lists or tuples *inside* a tuple become arrays (x[(0, 0), :] is x[[0, 0], :]),
     so that getitem sees each integer array and adds the gradient of repeated picks."""
     if isinstance(index, tuple):
-        return tuple(_index_part(part, index) for part in index)
-    return _index_part(index, index)
+        return tuple(_index_part(part, index, where) for part in index)
+    return _index_part(index, index, where)
 
 
-def _index_part(part, whole):
+def _index_part(part, whole, where):
     if isinstance(part, Tensor):
         return part.data
     if not isinstance(part, (list, tuple)):
@@ -387,7 +387,7 @@ def _index_part(part, whole):
     try:
         return np.asarray([p.data if isinstance(p, Tensor) else p for p in part])
     except ValueError:  # NumPy's "inhomogeneous shape" for ragged nested lists
-        raise op_error("getitem", f"the index {whole!r} holds a ragged list {part!r}: "
+        raise op_error(where, f"the index {whole!r} holds a ragged list {part!r}: "
                        f"its items are lists of different lengths, or lists mixed with "
                        f"numbers", IndexError, "give every item the same length; to index "
                        "several axes, pass a tuple: x[[0, 1], 1] rather than x[[[0, 1], "
