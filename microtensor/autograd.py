@@ -208,6 +208,10 @@ def primitive(name: str, rule: str) -> Callable:
                     raise  # already worded by the op itself
                 raise _reworded(name, error, arrays) from error
 
+            if out.dtype == np.float64 and not _any_float_array(arrays):
+                # Floats made from integer tensors and Python numbers (0.7 ** ints,
+                # ints / 2) are the default float32, as Python floats are.
+                out = np.asarray(out, dtype=np.float32)
             result = Tensor._wrap(out)
             anomaly = _mode.anomaly
             if anomaly:
@@ -230,6 +234,11 @@ def primitive(name: str, rule: str) -> Callable:
         return op
 
     return decorate
+
+
+def _any_float_array(arrays) -> bool:
+    return any(isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind in "fc"
+               for a in arrays)
 
 
 def _reworded(name, error, arrays):

@@ -26,7 +26,10 @@ Safety: files are written and read with `allow_pickle=False`, so loading a check
 never runs code; a file holding pickled objects is refused. Writing goes to a temporary
 file in the same folder, is fsync'ed, then renamed over the target with `os.replace`
 (atomic on POSIX and Windows): a crash or Ctrl-C mid-save leaves the previous file
-intact and no temporary file behind.
+intact and no temporary file behind. A save killed outright (SIGKILL, power loss) cannot
+clean up, so the temporary file is named `.NAME.PID.RANDOM.tmp` after the writer's
+process id, and the next save to the same path removes those whose process is gone
+(never one of a save still running).
 """
 from __future__ import annotations
 
@@ -166,7 +169,11 @@ def save(obj: dict, path: str | os.PathLike) -> None:
     # The temporary file lives in the target's folder so os.replace is a same-filesystem
     # rename, which is atomic; O_EXCL with a random name means concurrent saves never
     # share a temporary file; mode 0o666 lets the umask decide permissions as for open().
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    # Its name carries the writer's process id, so a later save can tell the leftovers of
+    # a killed save (their process is gone) from a save still running.
+    _remove_leftover_temporaries(folder, os.path.basename(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}."
+                                     f"{uuid.uuid4().hex[:12]}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -181,6 +188,39 @@ def save(obj: dict, path: str | os.PathLike) -> None:
             pass
         raise
     _fsync_folder(folder)
+
+
+def _remove_leftover_temporaries(folder: str, name: str) -> None:
+    """Delete the temporary files that killed saves to `name` left in `folder`: those
+    whose writer process no longer exists. A save still running (in this process or
+    another) keeps its file. Skipped where a process cannot be probed safely (Windows,
+    where os.kill(pid, 0) would send Ctrl-C)."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[0-9a-f]{12}\.tmp")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        if match and not _process_exists(int(match.group(1))):
+            try:
+                os.unlink(os.path.join(folder, entry))
+            except OSError:
+                pass  # another save removed it first, or it is not ours to remove
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)          # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True              # it exists (another user's), or is not a pid: keep the file
+    return True
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:

@@ -5,19 +5,30 @@
     >>> loss = F.cross_entropy(logits, targets, ignore_index=0)
 """
 from .ops import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
     cross_entropy,
     dropout,
+    elu,
     embedding,
     gelu,
     layer_norm,
+    leaky_relu,
     linear,
     log_softmax,
+    nll_loss,
+    one_hot,
+    pad,
     relu,
     rms_norm,
     sigmoid,
+    silu,
     softmax,
+    softplus,
     tanh,
 )
 
-__all__ = ["cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear",
-           "log_softmax", "relu", "rms_norm", "sigmoid", "softmax", "tanh"]
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+           "dropout", "elu", "embedding", "gelu", "layer_norm", "leaky_relu", "linear",
+           "log_softmax", "nll_loss", "one_hot", "pad", "relu", "rms_norm", "sigmoid", "silu",
+           "softmax", "softplus", "tanh"]

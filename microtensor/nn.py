@@ -50,6 +50,7 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})      # name -> (Tensor or None, persistent)
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -57,6 +58,14 @@ class Module:
             raise op_error(type(self).__name__, "assigned an attribute before "
                            "Module.__init__ ran", RuntimeError,
                            "call super().__init__() first in __init__")
+        buffers = self.__dict__.get("_buffers", {})
+        if name in buffers and not isinstance(value, (Parameter, Module)):
+            # Assigning to a buffer's name replaces the buffer (as in PyTorch).
+            value = _buffer_tensor(type(self).__name__, name, value)
+            buffers[name] = (value, buffers[name][1])
+            object.__setattr__(self, name, value)
+            return
+        buffers.pop(name, None)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -68,7 +77,45 @@ class Module:
     def __delattr__(self, name):
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self.__dict__.get("_buffers", {}).pop(name, None)
         object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        """Keep `tensor` on the module as state that is not learned (running statistics,
+        a fixed table, a counter): an attribute that `state_dict` saves and
+        `load_state_dict` restores (unless `persistent=False`), and that is never a
+        parameter, so no optimizer updates it. Assigning to the name later replaces it.
+
+            >>> self.register_buffer("steps_seen", mt.zeros((), dtype=np.int64))
+        """
+        where = f"{type(self).__name__}.register_buffer"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise op_error(where, f"name must be an identifier, got {name!r}", TypeError)
+        if name in self._parameters or name in self._modules:
+            raise op_error(where, f"'{name}' is already a "
+                           f"{'parameter' if name in self._parameters else 'sub-module'}",
+                           fix="choose another name, or delete the attribute first")
+        tensor = _buffer_tensor(where, name, tensor)
+        if "_buffers" not in self.__dict__:   # a module built before buffers existed
+            object.__setattr__(self, "_buffers", {})
+        self._buffers[name] = (tensor, bool(persistent))
+        object.__setattr__(self, name, tensor)
+
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        """Every buffer (None ones skipped), with dotted paths."""
+        for path, module in self.named_modules():
+            for name, (tensor, _) in module.__dict__.get("_buffers", {}).items():
+                if tensor is not None:
+                    yield (f"{path}.{name}" if path else name), tensor
+
+    def buffers(self) -> Iterator[Tensor]:
+        return (tensor for _, tensor in self.named_buffers())
+
+    def _persistent_buffers(self) -> dict[str, Tensor]:
+        return {(f"{path}.{name}" if path else name): tensor
+                for path, module in self.named_modules()
+                for name, (tensor, persistent) in module.__dict__.get("_buffers", {}).items()
+                if persistent and tensor is not None}
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -135,12 +182,15 @@ class Module:
             >>> nn.Linear(2, 3).state_dict()["weight"].shape
             (2, 3)
         """
-        return OrderedDict((name, param.data.copy()) for name, param in
-                           self.named_parameters())
+        state = OrderedDict((name, param.data.copy()) for name, param in
+                            self.named_parameters())
+        state.update((name, buffer.data.copy()) for name, buffer in
+                     self._persistent_buffers().items())   # after the parameters
+        return state
 
     def load_state_dict(self, state, strict: bool = True) -> LoadResult:
-        """Copy values from `state` (name -> array) into the parameters, in place (so an
-        optimizer holding them stays valid). Checks everything before changing anything:
+        """Copy values from `state` (name -> array) into the parameters and persistent
+        buffers, in place (so an optimizer holding them stays valid). Checks everything before changing anything:
         one error lists every missing, unexpected and mis-shaped name. With
         `strict=False`, missing and unexpected names are allowed and returned; mis-shaped
         ones are always an error.
@@ -153,7 +203,7 @@ class Module:
             raise op_error(where, f"expected a dict of name -> array, got "
                            f"{type(state).__name__}", TypeError,
                            "pass model.state_dict() or mt.load(path)")
-        params = dict(self.named_parameters())
+        params = {**dict(self.named_parameters()), **self._persistent_buffers()}
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]
         problems, values = [], {}
@@ -172,7 +222,7 @@ class Module:
                                 f"model has {param.shape}")
             elif not np.can_cast(value.dtype, param.dtype, casting="same_kind"):
                 problems.append(f"{name}: checkpoint dtype {value.dtype} cannot become "
-                                f"the parameter's {param.dtype}")
+                                f"the model's {param.dtype}")
             else:
                 values[name] = value
         if strict:
@@ -185,7 +235,11 @@ class Module:
             raise op_error(where, f"{len(problems)} problem(s), nothing was loaded ({fix}):"
                            + "".join(f"\n  - {problem}" for problem in problems))
         for name, value in values.items():
-            np.copyto(params[name].data, value, casting="same_kind")
+            target = params[name]
+            if target.data.flags.writeable:
+                np.copyto(target.data, value, casting="same_kind")
+            else:  # a buffer holding a read-only array (a broadcast view, say): replace it
+                target.data = value.astype(target.dtype)
         return LoadResult(missing, unexpected)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -246,6 +300,25 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines)
+
+
+def _buffer_tensor(where: str, name: str, value):
+    """A buffer's value as a Tensor (arrays are wrapped; None is allowed)."""
+    if value is None:
+        return None
+    if isinstance(value, Parameter):
+        raise op_error(where, f"'{name}' is a Parameter; a buffer is state that is not "
+                       f"learned", TypeError, "assign a Parameter as an attribute to make it "
+                       "learnable, or pass a plain tensor (e.g. p.detach())")
+    if isinstance(value, np.ndarray):
+        value = Tensor(value)
+    if not isinstance(value, Tensor):
+        raise op_error(where, f"buffer '{name}' must be a Tensor, an array or None, got "
+                       f"{type(value).__name__}", TypeError)
+    if value.requires_grad:
+        raise op_error(where, f"buffer '{name}' requires grad, but buffers are never "
+                       f"learned", TypeError, "pass .detach(), or make it a Parameter")
+    return value
 
 
 class Linear(Module):

@@ -267,7 +267,7 @@ class Tensor:
                            "grad would silently break its gradient", RuntimeError,
                            "build a new tensor (e.g. mt.where or masked_fill), or assign "
                            "to .data inside mt.no_grad() if you mean to edit values")
-        self.data[_index_data(index)] = value.data if isinstance(value, Tensor) else value
+        self.data[_index_data(index, "setitem")] = value.data if isinstance(value, Tensor) else value
 
     # ------------------------------------------------------------------ methods
     def exp(self): return ops.exp(self)
@@ -276,7 +276,17 @@ class Tensor:
     def tanh(self): return ops.tanh(self)
     def sigmoid(self): return ops.sigmoid(self)
     def relu(self): return ops.relu(self)
-    def gelu(self): return ops.gelu(self)
+    def gelu(self, approximate="tanh"): return ops.gelu(self, approximate=approximate)
+    def silu(self): return ops.silu(self)
+    def erf(self): return ops.erf(self)
+    def rsqrt(self): return ops.rsqrt(self)
+    def sign(self): return ops.sign(self)
+    def sin(self): return ops.sin(self)
+    def cos(self): return ops.cos(self)
+    def square(self): return ops.square(self)
+    def isnan(self): return ops.isnan(self)
+    def isinf(self): return ops.isinf(self)
+    def isfinite(self): return ops.isfinite(self)
     def abs(self): return ops.abs(self)
     def neg(self): return ops.neg(self)
     def clip(self, min=None, max=None): return ops.clip(self, min=min, max=max)
@@ -291,6 +301,21 @@ class Tensor:
 
     def var(self, axis=None, keepdims=False, correction=1):
         return ops.var(self, axis=axis, keepdims=keepdims, correction=correction)
+
+    def std(self, axis=None, keepdims=False, correction=1):
+        return ops.std(self, axis=axis, keepdims=keepdims, correction=correction)
+
+    def prod(self, axis=None, keepdims=False):
+        return ops.prod(self, axis=axis, keepdims=keepdims)
+    def logsumexp(self, axis=None, keepdims=False):
+        return ops.logsumexp(self, axis=axis, keepdims=keepdims)
+    def argmax(self, axis=None, keepdims=False):
+        return ops.argmax(self, axis=axis, keepdims=keepdims)
+    def argmin(self, axis=None, keepdims=False):
+        return ops.argmin(self, axis=axis, keepdims=keepdims)
+    def any(self, axis=None, keepdims=False): return ops.any(self, axis=axis, keepdims=keepdims)
+    def all(self, axis=None, keepdims=False): return ops.all(self, axis=axis, keepdims=keepdims)
+    def cumsum(self, axis=None): return ops.cumsum(self, axis=axis)
 
     def softmax(self, axis=-1): return ops.softmax(self, axis=axis)
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis=axis)
@@ -314,6 +339,28 @@ class Tensor:
     def squeeze(self, axis=None): return ops.squeeze(self, axis=axis)
     def expand(self, *shape): return ops.expand(self, shape=_shape_arg(shape))
     def split(self, sections, axis=0): return ops.split(self, sections, axis=axis)
+    def chunk(self, chunks, axis=0): return ops.chunk(self, chunks, axis=axis)
+    def unflatten(self, axis, sizes): return ops.unflatten(self, axis, sizes)
+    def flip(self, axis): return ops.flip(self, axis=axis)
+    def roll(self, shifts, axis=None): return ops.roll(self, shifts=shifts, axis=axis)
+    def tril(self, diagonal=0): return ops.tril(self, diagonal=diagonal)
+    def triu(self, diagonal=0): return ops.triu(self, diagonal=diagonal)
+    def tile(self, *reps): return ops.tile(self, reps=_shape_arg(reps))
+
+    def repeat(self, *reps):
+        """PyTorch's `repeat`: copies side by side, the same as `tile` (NumPy's `repeat`,
+        which repeats each element in place, is `repeat_interleave` here)."""
+        return ops.tile(self, reps=_shape_arg(reps))
+
+    def repeat_interleave(self, repeats, axis=None):
+        return ops.repeat_interleave(self, repeats=repeats, axis=axis)
+    def gather(self, axis, index): return ops.gather(self, axis, index)
+    def scatter_add(self, axis, index, src): return ops.scatter_add(self, axis, index, src)
+    def masked_select(self, mask): return ops.masked_select(self, mask)
+    def sort(self, axis=-1, descending=False): return ops.sort(self, axis, descending)
+    def argsort(self, axis=-1, descending=False):
+        return ops.argsort(self, axis=axis, descending=descending)
+    def topk(self, k, axis=-1, largest=True): return ops.topk(self, k, axis, largest)
 
 
 def _shape_arg(shape):
@@ -323,18 +370,32 @@ def _shape_arg(shape):
     return tuple(shape)
 
 
-def _index_data(index):
-    """Indices may contain Tensors (integer or boolean arrays): use their data."""
-    if isinstance(index, Tensor):
-        return index.data
+def _index_data(index, where="getitem"):
+    """The index as NumPy reads it, with every array part an ndarray: Tensors give their
+    data, and lists or tuples *inside* a tuple become arrays (x[(0, 0), :] is x[[0, 0], :]),
+    so that getitem sees each integer array and adds the gradient of repeated picks."""
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
+        return tuple(_index_part(part, index, where) for part in index)
+    return _index_part(index, index, where)
 
 
-# ---------------------------------------------------------------------- creation
+def _index_part(part, whole, where):
+    if isinstance(part, Tensor):
+        return part.data
+    if not isinstance(part, (list, tuple)):
+        return part
+    try:
+        return np.asarray([p.data if isinstance(p, Tensor) else p for p in part])
+    except ValueError:  # NumPy's "inhomogeneous shape" for ragged nested lists
+        raise op_error(where, f"the index {whole!r} holds a ragged list {part!r}: "
+                       f"its items are lists of different lengths, or lists mixed with "
+                       f"numbers", IndexError, "give every item the same length; to index "
+                       "several axes, pass a tuple: x[[0, 1], 1] rather than x[[[0, 1], "
+                       "1]]") from None
+
+
+# ---------------------------------------------------------------------- random state
+# (the creation functions are in creation.py)
 _rng = np.random.default_rng()
 
 
@@ -347,82 +408,6 @@ def manual_seed(seed: int) -> None:
 def generator() -> np.random.Generator:
     """The global random generator (seeded by `manual_seed`)."""
     return _rng
-
-
-def tensor(data, requires_grad: bool = False, dtype=None, name: str | None = None) -> Tensor:
-    """A new tensor holding a copy of `data`. Python floats become float32; NumPy arrays
-    keep their dtype (float64 stays float64).
-
-    >>> mt.tensor([[1.0, 2.0]], requires_grad=True, name="x")
-    """
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
-
-
-def from_numpy(array: np.ndarray, requires_grad: bool = False) -> Tensor:
-    """A tensor sharing memory with `array` (no copy), keeping its dtype."""
-    result = Tensor._wrap(np.asarray(array))
-    result.requires_grad = requires_grad
-    return result
-
-
-def _new(array, requires_grad, name):
-    result = Tensor._wrap(array)
-    result.requires_grad = requires_grad
-    result.name = name
-    return result
-
-
-def _shape(shape, where: str = "shape"):
-    shape = _shape_arg(shape)
-    if any(not isinstance(n, (int, np.integer)) or n < 0 for n in shape):
-        raise op_error(where, f"sizes must be non-negative integers, got {shape}")
-    return shape
-
-
-def zeros(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.zeros(_shape(shape, "zeros"), dtype=dtype), requires_grad, name)
-
-
-def ones(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.ones(_shape(shape, "ones"), dtype=dtype), requires_grad, name)
-
-
-def full(shape, fill_value, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    return _new(np.full(_shape((shape,), "full"), fill_value, dtype=dtype), requires_grad, name)
-
-
-def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return _new(np.zeros_like(np.asarray(t), dtype=dtype), requires_grad, None)
-
-
-def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
-    return _new(np.ones_like(np.asarray(t), dtype=dtype), requires_grad, None)
-
-
-def randn(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    """Standard normal samples from the global generator (see `manual_seed`)."""
-    return _new(_rng.standard_normal(_shape(shape, "randn")).astype(dtype), requires_grad, name)
-
-
-def rand(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
-    """Uniform samples in [0, 1) from the global generator."""
-    return _new(_rng.random(_shape(shape, "rand")).astype(dtype), requires_grad, name)
-
-
-def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
-    """Like np.arange; integer arguments give int64, float arguments float32."""
-    if step == 0:
-        raise op_error("arange", "step must not be 0", fix="use a positive step to count up, "
-                       "a negative one to count down")
-    array = np.arange(start, stop, step) if stop is not None else np.arange(start)
-    if dtype is None and array.dtype.kind == "f":
-        dtype = DEFAULT_FLOAT
-    return _new(array.astype(dtype) if dtype else array, requires_grad, None)
-
-
-def eye(n, m=None, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
-    _shape((n,) if m is None else (n, m), "eye")
-    return _new(np.eye(n, m, dtype=dtype), requires_grad, None)
 
 
 from . import autograd, ops

@@ -19,6 +19,7 @@ import os
 import re
 
 import numpy as np
+from fuzz_more_ops import MORE_OPS, MORE_PRIMITIVES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -363,7 +364,7 @@ OPS = dict(
         ("concat", (2, make_concat)),
         ("stack", (2, make_stack)),
         ("split", (1, make_split)),
-    ])
+    ] + list(MORE_OPS.items()))   # the wider op set: reductions, shape, indexing, losses ...
 OP_NAMES = sorted(OPS)
 
 
@@ -432,7 +433,8 @@ PRIMITIVES = {
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu",
     "gelu", "abs", "clip", "maximum", "minimum", "where", "masked_fill", "matmul", "sum",
     "mean", "max", "min", "var", "linear", "softmax", "log_softmax", "layer_norm",
-    "cross_entropy", "embedding", "reshape", "permute", "swapaxes", "expand", "getitem", "concat", "stack"}
+    "cross_entropy", "embedding", "reshape", "permute", "swapaxes", "expand", "getitem", "concat",
+    "stack"} | MORE_PRIMITIVES
 
 
 @FUZZ

@@ -188,6 +188,9 @@ def test_kill_in_the_middle_of_a_checkpoint_write(reference, tmp_path):
     process = start([*ARGS, "--resume"], folder, stdout=subprocess.DEVNULL)
     assert process.wait(timeout=60) == 0, process.stderr.read()
     assert_same_run(reference, load_checkpoint(str(folder)))
+    # The killed saves' temporary files name a process that is gone: the next save to
+    # the same path removed them.
+    assert temporary_files(folder) == []
 
 
 def test_ctrl_c_during_a_checkpoint_write_leaves_no_temporary_file(reference, tmp_path):

@@ -300,7 +300,7 @@ def test_optimizer_load_state_dict_lists_every_problem():
     state["optimizer"] = "SGD"
     state["state"]["0"]["exp_avg"] = np.zeros((4, 3))
     state["state"]["7"] = {"step": 1}
-    state["hyper"]["betas"] = (0.9, 1.5)
+    state["param_groups"][0]["betas"] = (0.9, 1.5)
     with pytest.raises(ValueError) as error:
         optim.Adam(params, lr=0.01).load_state_dict(state)
     message = str(error.value)

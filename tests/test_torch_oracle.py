@@ -109,3 +109,198 @@ def test_var_with_correction(shape, correction, keepdims, seed, data):
     agree(lambda x: x.var(axis=axis, keepdims=keepdims, correction=correction),
           lambda x: torch.var(x, dim=axis, keepdim=keepdims, correction=correction),
           normal(seed, shape), seed=seed)
+
+
+# ---------------------------------------------------------------------- the wider op set
+# Each new op against torch: values and the gradient of a random projection.
+
+def test_repeated_index_forms_and_ties_agree_with_torch():
+    x = normal(0, (3, 2))
+    agree(lambda x: x[(0, 0), :], lambda x: x[[0, 0], :], x)
+    agree(lambda x: x[[[0, 0], [2, 0]]], lambda x: x[torch.tensor([[0, 0], [2, 0]])], x)
+    a, b = np.array([3.0, 1.0, 2.0]), np.array([3.0, 2.0, 2.0])
+    agree(mt.maximum, torch.maximum, a, b)
+    agree(mt.minimum, torch.minimum, a, b)
+
+
+REDUCTIONS = {
+    "std": (lambda x, a, k: x.std(axis=a, keepdims=k),
+            lambda x, a, k: torch.std(x, dim=a, keepdim=k)),
+    "logsumexp": (lambda x, a, k: x.logsumexp(axis=a, keepdims=k),
+                  lambda x, a, k: torch.logsumexp(x, dim=a, keepdim=k)),
+    "prod": (lambda x, a, k: x.prod(axis=a, keepdims=k),
+             lambda x, a, k: torch.prod(x, dim=a, keepdim=k)),
+    "cumsum": (lambda x, a, k: x.cumsum(axis=a), lambda x, a, k: torch.cumsum(x, dim=a)),
+}
+
+
+@pytest.mark.parametrize("name", REDUCTIONS)
+@given(shape=shapes(min_dims=1), keepdims=st.booleans(), seed=seeds, data=st.data())
+def test_reductions(name, shape, keepdims, seed, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    if name == "std":
+        shape = tuple(n + 1 if i == axis % len(shape) else n for i, n in enumerate(shape))
+    ours, theirs = REDUCTIONS[name]
+    agree(lambda x: ours(x, axis, keepdims), lambda x: theirs(x, axis, keepdims),
+          normal(seed, shape), seed=seed)
+
+
+@given(shape=shapes(min_dims=1), seed=seeds, data=st.data())
+def test_integer_and_boolean_reductions(shape, seed, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = normal(seed, shape)
+    t = torch.tensor(x)
+    for ours, theirs in ((mt.argmax, torch.argmax), (mt.argmin, torch.argmin)):
+        np.testing.assert_array_equal(ours(mt.tensor(x), axis=axis).data,
+                                      theirs(t, dim=axis).numpy())
+        np.testing.assert_array_equal(ours(mt.tensor(x)).data, theirs(t).numpy())
+    for ours, theirs in ((mt.any, torch.any), (mt.all, torch.all)):
+        np.testing.assert_array_equal(ours(mt.tensor(x) > 0, axis=axis).data,
+                                      theirs(t > 0, dim=axis).numpy())
+    special = np.where(x > 1, np.inf, np.where(x < -1, np.nan, x))
+    for name in ("isnan", "isinf", "isfinite"):
+        np.testing.assert_array_equal(getattr(mt, name)(mt.tensor(special)).data,
+                                      getattr(torch, name)(torch.tensor(special)).numpy())
+
+
+@given(shape=shapes(min_dims=1, max_dims=3), seed=seeds, data=st.data())
+def test_shape_ops(shape, seed, data):
+    x = normal(seed, shape)
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    pad = tuple(data.draw(st.lists(st.integers(0, 2), min_size=2, max_size=2 * len(shape)).filter(
+        lambda p: len(p) % 2 == 0)))
+    agree(lambda x: mt.pad(x, pad, value=0.5), lambda x: TF.pad(x, pad, value=0.5), x, seed=seed)
+    agree(lambda x: x.flip(axis), lambda x: torch.flip(x, (axis,)), x, seed=seed)
+    shift = data.draw(st.integers(-3, 3))
+    agree(lambda x: x.roll(shift, axis), lambda x: torch.roll(x, shift, axis), x, seed=seed)
+    reps = tuple(data.draw(st.lists(st.integers(1, 3), min_size=len(shape), max_size=4)))
+    agree(lambda x: x.repeat(*reps), lambda x: x.repeat(*reps), x, seed=seed)
+    agree(lambda x: mt.tile(x, reps), lambda x: torch.tile(x, reps), x, seed=seed)
+    counts = data.draw(st.lists(st.integers(0, 3), min_size=shape[axis], max_size=shape[axis]))
+    agree(lambda x: x.repeat_interleave(np.array(counts), axis),
+          lambda x: torch.repeat_interleave(x, torch.tensor(counts), dim=axis), x, seed=seed)
+    agree(lambda x: x.repeat_interleave(2), lambda x: torch.repeat_interleave(x, 2), x)
+    chunks = data.draw(st.integers(1, 4))
+    agree(lambda x: mt.concat([p * (i + 1) for i, p in enumerate(x.chunk(chunks, axis))], axis),
+          lambda x: torch.cat([p * (i + 1) for i, p in enumerate(x.chunk(chunks, axis))], axis),
+          x, seed=seed)
+    agree(lambda x: x.unflatten(axis, (1, -1)), lambda x: x.unflatten(axis, (1, -1)), x)
+    if len(shape) >= 2:
+        diagonal = data.draw(st.integers(-2, 2))
+        agree(lambda x: x.tril(diagonal), lambda x: torch.tril(x, diagonal), x, seed=seed)
+        agree(lambda x: x.triu(diagonal), lambda x: torch.triu(x, diagonal), x, seed=seed)
+
+
+@pytest.mark.parametrize("subscripts, operand_shapes", [
+    ("ij,jk->ik", [(2, 3), (3, 4)]), ("bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 2, 4)]),
+    ("i,j->ij", [(2,), (3,)]), ("ij->i", [(2, 3)]), ("...ij,...jk->...ik", [(2, 2, 3), (2, 3, 2)]),
+    ("bi,bj->b", [(3, 2), (3, 4)]), ("ij,jk,kl->il", [(2, 3), (3, 2), (2, 2)]),
+])
+def test_einsum(subscripts, operand_shapes):
+    agree(lambda *xs: mt.einsum(subscripts, *xs), lambda *xs: torch.einsum(subscripts, *xs),
+          *[normal(i, s) for i, s in enumerate(operand_shapes)])
+
+
+@given(shape=shapes(min_dims=1, max_dims=3), seed=seeds, data=st.data())
+def test_indexing_and_selection(shape, seed, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.37
+    index = np.random.default_rng(seed).integers(0, shape[axis], tuple(
+        n if i != axis % len(shape) else 3 for i, n in enumerate(shape)))
+    agree(lambda x: mt.gather(x, axis, index),
+          lambda x: torch.gather(x, axis, torch.tensor(index)), x, seed=seed)
+    agree(lambda x, src: x.scatter_add(axis, index, src),
+          lambda x, src: x.scatter_add(axis, torch.tensor(index), src),
+          x, normal(seed, index.shape), seed=seed)
+    mask = np.random.default_rng(seed + 1).random(shape[-1:]) < 0.5   # broadcast
+    agree(lambda x: mt.masked_select(x, mask),
+          lambda x: torch.masked_select(x, torch.tensor(mask)), x, seed=seed)
+    descending = data.draw(st.booleans())
+    agree(lambda x: x.sort(axis, descending)[0],
+          lambda x: torch.sort(x, dim=axis, descending=descending)[0], x, seed=seed)
+    np.testing.assert_array_equal(mt.argsort(mt.tensor(x), axis=axis, descending=descending).data,
+                                  torch.argsort(torch.tensor(x), dim=axis,
+                                                descending=descending).numpy())
+    k, largest = data.draw(st.integers(0, shape[axis])), data.draw(st.booleans())
+    agree(lambda x: x.topk(k, axis, largest)[0],
+          lambda x: torch.topk(x, k, dim=axis, largest=largest)[0], x, seed=seed)
+    np.testing.assert_array_equal(mt.topk(mt.tensor(x), k, axis, largest)[1].data,
+                                  torch.topk(torch.tensor(x), k, dim=axis, largest=largest)[1])
+    ids = np.random.default_rng(seed).integers(0, 5, shape)
+    np.testing.assert_array_equal(F.one_hot(ids, 5).data, TF.one_hot(torch.tensor(ids), 5))
+
+
+ACTIVATIONS = [
+    (F.silu, TF.silu), (lambda x: F.leaky_relu(x, 0.2), lambda x: TF.leaky_relu(x, 0.2)),
+    (lambda x: F.elu(x, alpha=0.7), lambda x: TF.elu(x, alpha=0.7)),
+    (F.softplus, TF.softplus),
+    (lambda x: F.softplus(x, beta=2.0, threshold=3.0),
+     lambda x: TF.softplus(x, beta=2.0, threshold=3.0)),
+    (mt.erf, torch.erf), (lambda x: F.gelu(x, approximate="none"), TF.gelu),
+    (mt.rsqrt, torch.rsqrt), (mt.sign, torch.sign), (mt.sin, torch.sin), (mt.cos, torch.cos),
+    (mt.square, torch.square),
+]
+
+
+@pytest.mark.parametrize("ours, theirs", ACTIVATIONS)
+@given(shape=shapes(), seed=seeds)
+def test_activations(ours, theirs, shape, seed):
+    x = normal(seed, shape) * 3
+    if ours is mt.rsqrt:
+        x = np.abs(x) + 0.1
+    agree(ours, theirs, x, seed=seed)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(shape=shapes(), seed=seeds)
+def test_binary_cross_entropy(reduction, shape, seed):
+    rng = np.random.default_rng(seed)
+    agree(lambda p, t: F.binary_cross_entropy(p, t, reduction=reduction),
+          lambda p, t: TF.binary_cross_entropy(p, t, reduction=reduction),
+          rng.uniform(0.05, 0.95, shape), rng.uniform(0, 1, shape), seed=seed)
+    agree(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction),
+          lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction),
+          normal(seed, shape) * 4, rng.uniform(0, 1, shape), seed=seed)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(n=st.integers(1, 6), classes=st.integers(1, 5), seed=seeds,
+       smoothing=st.sampled_from([0.0, 0.1, 0.3]))
+def test_nll_loss_and_cross_entropy_options(reduction, n, classes, smoothing, seed):
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, classes, n)
+    target[0] = -100 if n > 1 else target[0]
+    log_probs = np.log(rng.dirichlet(np.ones(classes), n))
+    agree(lambda x: F.nll_loss(x, target, reduction=reduction),
+          lambda x: TF.nll_loss(x, torch.tensor(target), reduction=reduction), log_probs,
+          seed=seed)
+    logits = normal(seed, (n, classes)) * 2
+    agree(lambda x: F.cross_entropy(x, target, label_smoothing=smoothing, reduction=reduction),
+          lambda x: TF.cross_entropy(x, torch.tensor(target), label_smoothing=smoothing,
+                                     reduction=reduction), logits, seed=seed)
+    probs = rng.dirichlet(np.ones(classes), n)
+    agree(lambda x, q: F.cross_entropy(x, q, label_smoothing=smoothing, reduction=reduction),
+          lambda x, q: TF.cross_entropy(x, q, label_smoothing=smoothing, reduction=reduction),
+          logits, probs, seed=seed)
+
+
+def test_creation():
+    for ours, theirs in ((mt.full((2, 2), 4), torch.full((2, 2), 4)),
+                         (mt.full((2,), True), torch.full((2,), True)),
+                         (mt.linspace(-1, 2, 7), torch.linspace(-1, 2, 7)),
+                         (mt.full_like(mt.zeros(3), 2.5), torch.full_like(torch.zeros(3), 2.5))):
+        assert ours.dtype == theirs.numpy().dtype
+        np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
+    assert mt.empty(2, 3).shape == tuple(torch.empty(2, 3).shape)
+
+
+@given(seed=seeds, tq=st.integers(1, 4), tk=st.integers(1, 4))
+def test_attention_with_a_float_mask(seed, tq, tk):
+    from transformer import scaled_dot_product_attention as sdpa
+    rng = np.random.default_rng(seed)
+    bias = np.where(rng.random((tq, tk)) < 0.2, -np.inf, rng.standard_normal((tq, tk)))
+    bias[:, 0] = 0.0                                  # every row keeps a key (torch: no NaN)
+    agree(lambda q, k, v: sdpa(q, k, v, mask=bias)[0],
+          lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, attn_mask=torch.tensor(bias)),
+          normal(seed, (2, tq, 3)), normal(seed + 1, (2, tk, 3)), normal(seed + 2, (2, tk, 2)),
+          seed=seed)

@@ -27,10 +27,23 @@ def _mask_array(mask, where: str) -> np.ndarray | None:
         return None
     array = np.asarray(mask.data if isinstance(mask, mt.Tensor) else mask)
     if array.dtype != bool:
-        raise op_error(where, f"mask must be boolean (True = may attend), got dtype "
+        raise op_error(where, f"mask must be boolean (True = may attend) or float (added "
+                       f"to the scores), got dtype "
                        f"{array.dtype} with shape {array.shape}", TypeError,
                        "build it with a comparison, e.g. ids != pad_id, or .astype(bool)")
     return array
+
+
+def _additive_mask(mask):
+    """A float mask is added to the scores (PyTorch's float `attn_mask`): the one exception
+    to boolean masks, chosen by the dtype. Returns (what to add, boolean mask). Its -inf
+    entries are added as 0 and masked as False instead, so a row with no key left gets
+    zero weights, not NaN, as with a boolean mask. A boolean mask or None passes through."""
+    data = mask.data if isinstance(mask, mt.Tensor) else mask
+    if data is None or np.asarray(data).dtype.kind != "f":
+        return None, mask
+    blocked = np.isneginf(data)
+    return (mt.where(blocked, 0.0, mask) if blocked.any() else mask), ~blocked
 
 
 def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
@@ -52,7 +65,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     """softmax(q k^T / sqrt(d_k)) v, returning `(out, weights)`.
 
     q: (..., Tq, d_k); k: (..., Tk, d_k); v: (..., Tk, d_v). `mask` is boolean, True = may
-    attend, broadcastable to (..., Tq, Tk). `causal=True` adds a bottom-right aligned causal
+    attend, broadcastable to (..., Tq, Tk); a float mask is instead added to the scores
+    (PyTorch's float attn_mask: 0 keeps, -inf blocks, other values bias). `causal=True` adds a bottom-right aligned causal
     mask (right for cached decoding too). Masked scores are -inf, so masked keys get weight
     exactly 0. A query row with no key allowed at all gets zero weights and a zero output
     (and a zero gradient), not NaN. `dropout_p` drops attention weights while `training`.
@@ -76,6 +90,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     # so softmax does not saturate as d_k grows.
     scores = scores * (1.0 / math.sqrt(d_k))
 
+    additive, mask = _additive_mask(mask)
     allowed = _mask_array(mask, where)
     if allowed is not None:
         try:
@@ -87,6 +102,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
                            f"scores' shape {scores.shape} (..., Tq, Tk)",
                            fix="a key-padding mask of shape (B, Tk) becomes "
                            "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
+        if additive is not None:
+            scores = scores + additive
         if allowed.all():
             allowed = None  # nothing is masked (no padding): skip the masking ops
     if causal and n_queries > 1:  # one query (cached decoding) may see every key

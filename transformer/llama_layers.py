@@ -53,19 +53,14 @@ class RMSNorm(Module):
         return f"{self.dim}, eps={self.eps:g}"
 
 
-def silu(x):
-    """x * sigmoid(x) (also called swish), composed of sigmoid and mul."""
-    return x * x.sigmoid()
-
-
 class SwiGLU(Module):
     """SwiGLU(x) = (silu(x W_gate) * (x W_up)) W_down (Shazeer 2020, as Llama uses it).
 
     The gate decides, per hidden unit, how much of the up-projection passes: a GLU with
     SiLU as the gate's activation. Three matrices instead of FeedForward's two, so a d_ff
-    about 8/3 d_model costs what a 4 d_model two-matrix FFN does. `silu` is composed here
-    as x * sigmoid(x). No biases by default (Llama has none). `dropout` acts on the gated
-    hidden units while training.
+    about 8/3 d_model costs what a 4 d_model two-matrix FFN does. silu(x) = x * sigmoid(x)
+    (`F.silu`, also called swish). No biases by default (Llama has none). `dropout` acts
+    on the gated hidden units while training.
 
     >>> SwiGLU(16, 48)(mt.randn(2, 5, 16)).shape
     (2, 5, 16)
@@ -79,7 +74,7 @@ class SwiGLU(Module):
         self.W_down = Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x):
-        hidden = silu(self.W_gate(x)) * self.W_up(x)                # (..., d_ff)
+        hidden = F.silu(self.W_gate(x)) * self.W_up(x)                # (..., d_ff)
         return self.W_down(self.dropout(hidden))
 
 

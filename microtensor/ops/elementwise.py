@@ -3,6 +3,8 @@ gradient arriving at the output (`grad_out`). Broadcast operands get their gradi
 back to their own shape by the `primitive` decorator, so these rules are written as if
 every operand had the output's shape.
 """
+import math
+
 import numpy as np
 
 from ..autograd import primitive
@@ -126,7 +128,7 @@ _GELU_C = float(np.sqrt(2 / np.pi))  # a Python float, so float32 stays float32
 
 @primitive("gelu", rule="dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t^2) * c * (1 + 3k x^2)),"
                         "  t = tanh(c (x + k x^3))")
-def gelu(x):
+def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     c, k = _GELU_C, 0.044715
@@ -196,20 +198,31 @@ def clip(x, *, min=None, max=None):
     return out, backward
 
 
-@primitive("maximum", rule="da = g * (a >= b) ;  db = g * (a < b)")
+def _tie_shares(a_wins, tie, dtype):
+    """The share of g that goes to `a`: 1 where it wins, 1/2 at a tie, 0 where it loses.
+    `b` gets the rest, so the two always add up to g."""
+    share_a = a_wins.astype(dtype)
+    share_a[tie] = 0.5
+    return share_a
+
+
+@primitive("maximum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a > b, 1/2 if a == b, "
+                           "else 0")
 def maximum(a, b):
-    # Ties send the gradient to `a`, so the two shares always add up to g.
+    # Ties split the gradient evenly, as PyTorch does and as the max reduction does
+    # (so maximum(x, 0) used as a ReLU sends 1/2 at x == 0).
     def backward(g):
-        a_wins = a >= b
-        return g * a_wins, g * ~a_wins
+        share_a = _tie_shares(np.asarray(a > b), np.asarray(a == b), g.dtype)
+        return g * share_a, g * (1 - share_a)
     return np.maximum(a, b), backward
 
 
-@primitive("minimum", rule="da = g * (a <= b) ;  db = g * (a > b)")
+@primitive("minimum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a < b, 1/2 if a == b, "
+                           "else 0")
 def minimum(a, b):
     def backward(g):
-        a_wins = a <= b
-        return g * a_wins, g * ~a_wins
+        share_a = _tie_shares(np.asarray(a < b), np.asarray(a == b), g.dtype)
+        return g * share_a, g * (1 - share_a)
     return np.minimum(a, b), backward
 
 
@@ -267,3 +280,74 @@ greater = _comparison("greater", np.greater)
 greater_equal = _comparison("greater_equal", np.greater_equal)
 equal = _comparison("equal", np.equal)
 not_equal = _comparison("not_equal", np.not_equal)
+
+
+def _check_float_test(name):
+    @primitive(name, rule="no gradient (boolean output)")
+    def op(x):
+        return getattr(np, name)(x), lambda g: (None,)
+    op.__name__ = name
+    op.__doc__ = f"Elementwise np.{name}: a boolean tensor, no gradient."
+    return op
+
+
+isnan = _check_float_test("isnan")
+isinf = _check_float_test("isinf")
+isfinite = _check_float_test("isfinite")
+
+
+# ----------------------------------------------------------------- more unary math
+
+@primitive("sign", rule="dx = 0  (sign is flat wherever it is differentiable)")
+def sign(x):
+    def backward(g):
+        return (np.zeros_like(g),)
+    return np.sign(x), backward
+
+
+@primitive("sin", rule="dx = g * cos(x)")
+def sin(x):
+    def backward(g):
+        return (g * np.cos(x),)
+    return np.sin(x), backward
+
+
+@primitive("cos", rule="dx = -g * sin(x)")
+def cos(x):
+    def backward(g):
+        return (-g * np.sin(x),)
+    return np.cos(x), backward
+
+
+@primitive("square", rule="dx = g * 2x")
+def square(x):
+    def backward(g):
+        return (g * 2 * x,)
+    return np.square(x), backward
+
+
+@primitive("rsqrt", rule="dx = -g / (2 x^(3/2)) = -g * y^3 / 2,  y = 1/sqrt(x)")
+def rsqrt(x):
+    """1 / sqrt(x): inf at 0 and NaN below it, as in PyTorch."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 1 / np.sqrt(x)
+    def backward(g):
+        return (g * -0.5 * out * out * out,)
+    return out, backward
+
+
+# math.erf is exact to double precision; NumPy has no erf. One Python call per element
+# (about 0.1 us): fine for this library's sizes, and exact where a rational approximation
+# would not be.
+_erf_elementwise = np.frompyfunc(math.erf, 1, 1)
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+
+@primitive("erf", rule="dx = g * 2/sqrt(pi) * exp(-x^2)")
+def erf(x):
+    """The Gauss error function, 2/sqrt(pi) * integral_0^x exp(-t^2) dt."""
+    dtype = np.result_type(x, 0.5)
+    out = np.asarray(_erf_elementwise(np.asarray(x, np.float64)), np.float64).astype(dtype)
+    def backward(g):
+        return (g * _TWO_OVER_SQRT_PI * np.exp(-np.square(x)),)
+    return out, backward

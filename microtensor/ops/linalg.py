@@ -121,3 +121,94 @@ def linear(x, weight, bias=None):
         grad_bias = None if bias is None else sum_over_rows(g_rows)
         return grad_x, grad_weight, grad_bias
     return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _einsum_specs(subscripts, shapes):
+    """Each operand's letters and the output's, with '...' spelled out as letters and
+    the implicit output (no '->') made explicit by NumPy's rule."""
+    def fail(message, fix=None):
+        return op_error("einsum", f"{message} (subscripts {subscripts!r}, operand shapes "
+                        f"{[tuple(s) for s in shapes]})", fix=fix)
+    if not isinstance(subscripts, str):
+        raise op_error("einsum", f"the first argument must be the subscripts string, got "
+                       f"{type(subscripts).__name__}", TypeError,
+                       "e.g. mt.einsum('ij,jk->ik', a, b)")
+    text = subscripts.replace(" ", "")
+    inputs_text, arrow, output = text.partition("->")
+    inputs = inputs_text.split(",")
+    if len(inputs) != len(shapes):
+        raise fail(f"{len(inputs)} operand subscript(s) for {len(shapes)} operand(s)")
+    if any(c not in _LETTERS + "." for c in text.replace("->", "").replace(",", "")):
+        raise fail("subscripts may hold only letters, ',', '->' and '...'")
+    free = [c for c in _LETTERS if c not in text]
+    widest = max([len(shape) - len(spec.replace("...", "")) for spec, shape in
+                  zip(inputs, shapes) if "..." in spec] or [0])
+    filler = "".join(free[:max(widest, 0)])
+    specs = []
+    for spec, shape in zip(inputs, shapes):
+        if "..." in spec:
+            extra = len(shape) - len(spec.replace("...", ""))
+            spec = spec.replace("...", filler[len(filler) - extra:] if extra > 0 else "")
+        if len(spec) != len(shape) or "." in spec:
+            raise fail(f"subscripts {spec!r} do not fit an operand with {len(shape)} axes")
+        if len(set(spec)) != len(spec):
+            raise fail(f"a letter repeated within one operand ({spec!r}, a diagonal) is not "
+                       f"supported", fix="take the diagonal explicitly first")
+        specs.append(spec)
+    sizes = {}
+    for number, (spec, shape) in enumerate(zip(specs, shapes)):
+        for letter, n in zip(spec, shape):
+            seen, first = sizes.setdefault(letter, (n, number))
+            if n != seen and 1 not in (n, seen):
+                raise fail(f"letter {letter!r} has size {seen} in operand {first} but {n} in "
+                           f"operand {number}", fix="a letter names one axis size (or 1, "
+                           "which broadcasts) in every operand")
+    if arrow:
+        output = output.replace("...", filler)
+    else:   # NumPy's implicit output: the ellipsis, then letters used once, sorted
+        counts = "".join(specs)
+        output = filler + "".join(sorted(c for c in set(counts) if counts.count(c) == 1
+                                         and c not in filler))
+    if len(set(output)) != len(output) or any(c not in "".join(specs) for c in output):
+        raise fail(f"the output {output!r} must name distinct letters that the operands use")
+    return specs, output
+
+
+@primitive("einsum", rule="d operand_i = einsum(g and the other operands -> operand_i's "
+                          "subscripts)")
+def _einsum(*operands, subscripts):
+    operands = [np.asarray(op) for op in operands]
+    specs, output = _einsum_specs(subscripts, [op.shape for op in operands])
+    out = np.einsum(f"{','.join(specs)}->{output}", *operands)
+    def backward(g):
+        # out is linear in each operand: its gradient contracts g with all the others.
+        # A letter only operand i has was summed away in the forward: the gradient is
+        # the same along it (broadcast back).
+        grads = []
+        for i, spec in enumerate(specs):
+            others = [(s, op) for j, (s, op) in enumerate(zip(specs, operands)) if j != i]
+            reachable = set(output).union(*(set(s) for s, _ in others))
+            kept = "".join(c for c in spec if c in reachable)
+            grad = np.einsum(",".join([output] + [s for s, _ in others]) + "->" + kept,
+                             g, *(op for _, op in others))
+            sizes_kept = iter(grad.shape)
+            grad = grad.reshape([next(sizes_kept) if c in reachable else 1 for c in spec])
+            # A size-1 axis of g or the others (broadcast inside einsum) leaves the
+            # gradient constant along it: broadcast it; the decorator sums what is too big.
+            grads.append(np.broadcast_to(grad, np.broadcast_shapes(grad.shape,
+                                                                   operands[i].shape)))
+        return tuple(grads)
+    return out, backward
+
+
+def einsum(subscripts: str, *operands):
+    """Einstein summation, as np.einsum and torch.einsum, with a gradient for every
+    operand: mt.einsum('bhqd,bhkd->bhqk', q, k). '...' and the implicit output (no '->')
+    work as in NumPy; a letter repeated within one operand (a diagonal) does not.
+    """
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    return _einsum(*operands, subscripts=subscripts)

@@ -62,7 +62,7 @@ def log_softmax(x, *, axis=-1):
     return out, backward
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _averager(features: int, dtype) -> np.ndarray:
     """A read-only vector of 1/features, so that `rows @ averager` is the mean over the
     last axis: BLAS reads each row once, where np.mean over many short rows is ~4x
@@ -120,7 +120,8 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
 def _check_targets(name, target, n_classes, ignore_index):
     if target.dtype.kind not in "iu":
         raise op_error(name, f"targets must be integer class ids, got {describe(target)}",
-                       TypeError, "convert them with .astype(np.int64)")
+                       TypeError, "convert them with .astype(np.int64), or give class "
+                       "probabilities as a float array shaped like the logits")
     valid = target != ignore_index
     if valid.any():
         low, high = target[valid].min(), target[valid].max()
@@ -132,36 +133,63 @@ def _check_targets(name, target, n_classes, ignore_index):
     return valid
 
 
+def check_reduction(name, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise op_error(name, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def log_softmax_last(logits):
+    """log softmax over the last axis, the max subtracted first (never overflows)."""
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
 @primitive("cross_entropy",
-           rule="dlogits = g * (softmax(logits) - onehot(target)) / n_counted")
-def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean"):
+           rule="dlogits = g * (softmax(logits) * sum(q) - q) / n_counted,  "
+                "q = the target distribution (one-hot, smoothed or given)")
+def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Mean negative log-likelihood of `target` under softmax(`logits`), in one node.
 
-    logits: (..., C) floats; target: (...) integer class ids. Positions whose target is
-    `ignore_index` count for nothing (not in the sum, not in the mean's denominator).
+    logits: (..., C) floats. target: (...) integer class ids, or (..., C) class
+    probabilities (a float array shaped like the logits; it gets a gradient too).
+    Positions whose integer target is `ignore_index` count for nothing (not in the sum,
+    not in the mean's denominator). `label_smoothing` = eps mixes the target with the
+    uniform distribution, (1 - eps) target + eps / C, as PyTorch does.
     reduction: "mean" (over counted positions; NaN if none, as PyTorch), "sum" or "none".
     """
     target = np.asarray(target)
-    if reduction not in ("mean", "sum", "none"):
-        raise op_error("cross_entropy", f"reduction must be 'mean', 'sum' or 'none', got "
-                       f"{reduction!r}")
+    check_reduction("cross_entropy", reduction)
     if np.ndim(logits) == 0:
         raise op_error("cross_entropy", "logits must have a class axis, got a 0-d tensor")
-    if logits.shape[:-1] != np.shape(target):
+    if isinstance(label_smoothing, bool) or not isinstance(
+            label_smoothing, (int, float, np.floating)) or not 0 <= label_smoothing <= 1:
+        raise op_error("cross_entropy", f"label_smoothing must be a number in [0, 1], got "
+                       f"{label_smoothing!r}", fix="the usual value is 0.1")
+    probabilities = target.dtype.kind == "f" and target.shape == np.shape(logits)
+    if not probabilities and logits.shape[:-1] != np.shape(target):
         raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
-                       f"{logits.shape[:-1]} (one class id per row), got {np.shape(target)}")
+                       f"{logits.shape[:-1]} (one class id per row) or {logits.shape} "
+                       f"(class probabilities), got {np.shape(target)}")
     n_classes = logits.shape[-1]
     if n_classes == 0:
         raise op_error("cross_entropy", f"logits {logits.shape} have 0 classes (an empty "
                        f"last axis)", fix="the last axis of the logits must hold one score "
                        "per class")
-    valid = _check_targets("cross_entropy", target, n_classes, ignore_index)
-    safe_target = np.where(valid, target, 0)
-
-    shifted = logits - np.max(logits, axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    picked = np.take_along_axis(log_probs, safe_target[..., None], axis=-1)[..., 0]
-    losses = np.where(valid, -picked, 0).astype(logits.dtype)
+    eps = float(label_smoothing)
+    log_probs = log_softmax_last(logits)
+    if probabilities:
+        valid = np.ones(logits.shape[:-1], dtype=bool)
+        q = target * (1 - eps) + eps / n_classes                       # (..., C)
+        losses = -np.sum(q * log_probs, axis=-1)
+    else:
+        valid = _check_targets("cross_entropy", target, n_classes, ignore_index)
+        safe_target = np.where(valid, target, 0)
+        picked = np.take_along_axis(log_probs, safe_target[..., None], axis=-1)[..., 0]
+        losses = -picked
+        if eps:  # smoothing: (1 - eps) of the usual loss, eps of the mean over classes
+            losses = (1 - eps) * losses - eps * np.mean(log_probs, axis=-1)
+        losses = np.where(valid, losses, 0)
+    losses = losses.astype(logits.dtype)
     n_counted = int(valid.sum())
     if reduction == "none":
         out = losses
@@ -171,17 +199,25 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean"):
         out = losses.sum() / n_counted if n_counted else np.array(np.nan, logits.dtype)
 
     def backward(g):
-        # d(-log softmax(x)[t]) / dx = softmax(x) - onehot(t): the predicted
-        # distribution minus the target one.
-        grad = np.exp(log_probs)
-        np.put_along_axis(grad, safe_target[..., None],
-                          np.take_along_axis(grad, safe_target[..., None], axis=-1) - 1,
-                          axis=-1)
-        weight = valid.astype(grad.dtype)
+        # d(-sum_c q_c log softmax(x)_c) / dx = softmax(x) * sum(q) - q: the predicted
+        # distribution minus the target one (sum(q) is 1 for a one-hot or smoothed target).
+        weight = valid.astype(log_probs.dtype)
         if reduction == "mean":
             weight /= max(n_counted, 1)
-        grad *= (g * weight)[..., None] if reduction == "none" else g * weight[..., None]
-        return grad, None
+        weight = weight * g                                             # (...)
+        grad = np.exp(log_probs)
+        if probabilities:
+            grad *= np.sum(q, axis=-1, keepdims=True)
+            grad -= q
+            grad_target = -(1 - eps) * log_probs * weight[..., None]
+        else:
+            grad -= eps / n_classes
+            np.put_along_axis(grad, safe_target[..., None],
+                              np.take_along_axis(grad, safe_target[..., None], axis=-1)
+                              - (1 - eps), axis=-1)
+            grad_target = None
+        grad *= weight[..., None]
+        return grad, grad_target
     return np.asarray(out, dtype=logits.dtype), backward
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import op_error
+from .elementwise import sqrt
 
 
 def _axes(name, axis, ndim):
@@ -87,3 +88,105 @@ def var(x, *, axis=None, keepdims=False, correction=1):
     def backward(g):
         return (_spread(g, x.shape, axes, keepdims) * centered * (2 / (count - correction)),)
     return out, backward
+
+
+def std(x, axis=None, keepdims=False, correction=1):
+    """Standard deviation: sqrt(var(x)), the honest composition (so its graph shows var
+    then sqrt; at a constant input the gradient is NaN, as in PyTorch)."""
+    return sqrt(var(x, axis=axis, keepdims=keepdims, correction=correction))
+
+
+@primitive("logsumexp", rule="dx = g * exp(x - logsumexp(x))  (= g * softmax(x))")
+def logsumexp(x, *, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, computed with the max subtracted (never overflows)."""
+    axes = _axes("logsumexp", axis, np.ndim(x))
+    if x.size == 0 or builtins.any(x.shape[a] == 0 for a in axes):
+        raise op_error("logsumexp", f"logsumexp over an empty axis of a tensor with shape "
+                       f"{x.shape}", fix="check for an empty sequence upstream")
+    top = np.max(x, axis=axes, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0)     # all -inf: log(0) = -inf, not NaN
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - top), axis=axes, keepdims=True)) + top
+    def backward(g):
+        # d log(sum exp x) / dx_i = exp(x_i) / sum exp x = softmax(x)_i
+        return (_spread(g, x.shape, axes, keepdims) * np.exp(x - out),)
+    return (out if keepdims else np.squeeze(out, axis=axes)), backward
+
+
+@primitive("prod", rule="dx_i = g * (product of the other elements)")
+def prod(x, *, axis=None, keepdims=False):
+    axes = _axes("prod", axis, np.ndim(x))
+    out = np.prod(x, axis=axes, keepdims=keepdims)
+    def backward(g):
+        # prod / x_i fails where x_i == 0, so build "product of all the others" from an
+        # exclusive running product from the left times one from the right.
+        if x.size == 0:
+            return (np.zeros(x.shape, g.dtype),)
+        kept = [a for a in range(x.ndim) if a not in axes]
+        rows = np.transpose(x, kept + list(axes)).reshape(
+            [x.shape[a] for a in kept] + [-1])                       # (..., n)
+        ones = np.ones(rows.shape[:-1] + (1,), rows.dtype)
+        left = np.cumprod(np.concatenate([ones, rows[..., :-1]], axis=-1), axis=-1)
+        right = np.cumprod(np.concatenate([ones, rows[..., :0:-1]], axis=-1),
+                           axis=-1)[..., ::-1]
+        others = (left * right).reshape([x.shape[a] for a in kept + list(axes)])
+        others = np.transpose(others, np.argsort(kept + list(axes)))
+        return (_spread(g, x.shape, axes, keepdims) * others,)
+    return out, backward
+
+
+@primitive("cumsum", rule="dx = reverse cumsum of g along the axis")
+def cumsum(x, *, axis=None):
+    """Running sum along `axis` (None: over the flattened tensor, as NumPy)."""
+    if axis is None:
+        flat = np.reshape(x, -1)
+        def backward_flat(g):
+            return (np.cumsum(g[::-1])[::-1].reshape(np.shape(x)),)
+        return np.cumsum(flat), backward_flat
+    (axis,) = _axes("cumsum", axis, np.ndim(x)) or (0,)
+    if np.ndim(x) == 0:
+        return np.array(x), lambda g: (g,)
+    def backward(g):
+        # out_j = sum_{i <= j} x_i, so dx_i = sum_{j >= i} g_j: a cumsum from the end.
+        return (np.flip(np.cumsum(np.flip(g, axis), axis=axis), axis),)
+    return np.cumsum(x, axis=axis), backward
+
+
+def _index_reduction(name, reduce):
+    @primitive(name, rule="no gradient (integer output)")
+    def op(x, *, axis=None, keepdims=False):
+        if axis is not None and not isinstance(axis, (int, np.integer)):
+            raise op_error(name, f"axis must be None or one int, got {axis!r}", TypeError,
+                           f"{name} of several axes: reshape them into one first")
+        axes = _axes(name, axis, np.ndim(x))
+        if x.size == 0 or builtins.any(x.shape[a] == 0 for a in axes):
+            raise op_error(name, f"{name} of an empty tensor or axis (shape {x.shape})")
+        if axis is None or np.ndim(x) == 0:
+            out = reduce(np.reshape(x, -1))
+            out = np.reshape(out, (1,) * np.ndim(x)) if keepdims else np.asarray(out)
+        else:
+            out = reduce(x, axis=axes[0], keepdims=keepdims)
+        return out.astype(np.int64), lambda g: (None,)
+    op.__name__ = name
+    op.__doc__ = (f"Index of the {name[3:]}imum along `axis` (None: into the flattened "
+                  f"tensor); the first one at a tie. int64, no gradient.")
+    return op
+
+
+argmax = _index_reduction("argmax", np.argmax)
+argmin = _index_reduction("argmin", np.argmin)
+
+
+def _logical_reduction(name, reduce):
+    @primitive(name, rule="no gradient (boolean output)")
+    def op(x, *, axis=None, keepdims=False):
+        axes = _axes(name, axis, np.ndim(x))
+        return reduce(np.asarray(x) != 0, axis=axes, keepdims=keepdims), lambda g: (None,)
+    op.__name__ = name
+    op.__doc__ = f"True where {'any' if name == 'any' else 'every'} element over `axis` " \
+                 f"is non-zero (boolean, no gradient)."
+    return op
+
+
+any = _logical_reduction("any", np.any)
+all = _logical_reduction("all", np.all)

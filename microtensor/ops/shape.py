@@ -125,12 +125,18 @@ def expand(x, *, shape):
 
 
 def _needs_scatter_add(index):
-    """True when the index may pick one element twice (an integer array): then the
-    backward must add with np.add.at. Basic slices and boolean masks pick each element
+    """True when the index may pick one element twice (an integer array, however it was
+    spelled: array, list, tuple inside a tuple, nested lists): then the backward must add
+    with np.add.at. Integers, slices, None, Ellipsis and boolean masks pick each element
     at most once, so a plain assignment scatters their gradient (and is much faster)."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype != bool
-               for p in parts)
+    for part in parts:
+        if part is None or part is Ellipsis or isinstance(part, (slice, int, np.integer,
+                                                                 bool, np.bool_)):
+            continue
+        if np.asarray(part).dtype != bool:
+            return True
+    return False
 
 
 @primitive("getitem", rule="dx = zeros like x, with g scattered (added) into x[index]")
@@ -206,3 +212,156 @@ def split(x, sections, axis=0):
         pieces.append(getitem(x, index=prefix + (slice(start, start + size),)))
         start += size
     return pieces
+
+
+def _axes_arg(name, axis, shape):
+    """One axis or a tuple of distinct axes, as a tuple of non-negative ints."""
+    named = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(_axis(name, a, len(shape), shape) for a in named)
+    if len(set(axes)) != len(axes):
+        raise op_error(name, f"axes {tuple(named)} name an axis twice (shape {tuple(shape)})")
+    return axes
+
+
+@primitive("pad", rule="dx = g with the padding sliced off")
+def pad(x, *, pad, value=0.0):
+    """Constant padding in PyTorch's `F.pad` form: `pad` lists (before, after) pairs
+    starting from the LAST axis, (left, right, top, bottom, ...); axes it does not reach
+    are not padded.
+
+        >>> mt.pad(x, (1, 2))          # one zero before and two after, on the last axis
+    """
+    sizes = tuple(pad)
+    if len(sizes) % 2 or len(sizes) // 2 > np.ndim(x) or not builtins.all(
+            isinstance(n, (int, np.integer)) and n >= 0 for n in sizes):
+        raise op_error("pad", f"pad {sizes} must be non-negative integers in (before, after) "
+                       f"pairs, at most one pair per axis of shape {np.shape(x)}",
+                       fix="e.g. (1, 1) pads the last axis by one on each side; to crop, "
+                       "slice instead")
+    if not sizes:
+        return np.array(x), lambda g: (g,)
+    widths = [(0, 0)] * np.ndim(x)
+    for pair in range(len(sizes) // 2):            # pair 0 is the last axis
+        widths[np.ndim(x) - 1 - pair] = (int(sizes[2 * pair]), int(sizes[2 * pair + 1]))
+    inside = tuple(slice(before, before + n) for (before, _), n in zip(widths, np.shape(x)))
+    def backward(g):
+        return (g[inside],)
+    return np.pad(x, widths, mode="constant", constant_values=value), backward
+
+
+def _triangle(name, keep):
+    @primitive(name, rule="dx = g * mask  (mask: the kept triangle)")
+    def op(x, *, diagonal=0):
+        if np.ndim(x) < 2:
+            raise op_error(name, f"needs at least 2 axes (a matrix or a batch of them), got "
+                           f"shape {np.shape(x)}")
+        rows, cols = x.shape[-2:]
+        mask = keep(np.ones((rows, cols), dtype=bool), diagonal)
+        def backward(g):
+            return (g * mask,)
+        return np.where(mask, x, np.zeros((), x.dtype)), backward
+    op.__name__ = name
+    op.__doc__ = (f"The {'lower' if name == 'tril' else 'upper'} triangle of the last two "
+                  f"axes (diagonal=k shifts it: k > 0 above the main diagonal); zeros "
+                  f"elsewhere.")
+    return op
+
+
+tril = _triangle("tril", np.tril)
+triu = _triangle("triu", np.triu)
+
+
+@primitive("flip", rule="dx = flip(g, axis)")
+def flip(x, *, axis):
+    """Reverse the order of elements along `axis` (an int or a tuple)."""
+    axes = _axes_arg("flip", axis, np.shape(x))
+    def backward(g):
+        return (np.flip(g, axes),)
+    return np.flip(x, axes).copy(), backward
+
+
+@primitive("roll", rule="dx = roll(g, -shift, axis)")
+def roll(x, *, shifts, axis=None):
+    """Shift elements along `axis` cyclically (None: over the flattened tensor), as
+    np.roll and torch.roll; `shifts` and `axis` may be tuples of the same length."""
+    if axis is not None:
+        axes = _axes_arg("roll", axis, np.shape(x)) if np.ndim(x) else ()
+        many = isinstance(shifts, (tuple, list))
+        if many and len(shifts) != len(axes) or not many and len(axes) != 1:
+            raise op_error("roll", f"shifts {shifts} and axis {axis} must have the same "
+                           f"length")
+    elif isinstance(shifts, (tuple, list)):
+        raise op_error("roll", f"several shifts {shifts} need an axis for each",
+                       fix="pass axis=(...) of the same length")
+    back = tuple(-s for s in shifts) if isinstance(shifts, (tuple, list)) else -shifts
+    def backward(g):
+        return (np.roll(g, back, axis),)
+    return np.roll(x, shifts, axis), backward
+
+
+@primitive("tile", rule="dx = sum of g over the copies")
+def tile(x, *, reps):
+    """Copies of x laid side by side: np.tile(x, reps), also PyTorch's `x.repeat(*reps)`.
+    A shorter `reps` applies to the last axes; a longer one adds leading axes."""
+    reps = (reps,) if isinstance(reps, (int, np.integer)) else tuple(reps)
+    if not builtins.all(isinstance(r, (int, np.integer)) and r >= 0 for r in reps):
+        raise op_error("tile", f"reps must be non-negative integers, got {reps}")
+    ndim = builtins.max(len(reps), np.ndim(x))
+    reps = (1,) * (ndim - len(reps)) + reps
+    x_shape = (1,) * (ndim - np.ndim(x)) + np.shape(x)
+    def backward(g):
+        # View g as (reps_0, size_0, reps_1, size_1, ...): the copies sit on even axes.
+        split = [n for pair in zip(reps, x_shape) for n in pair]
+        return (g.reshape(split).sum(axis=tuple(range(0, 2 * ndim, 2))).reshape(np.shape(x)),)
+    return np.tile(x, reps), backward
+
+
+@primitive("repeat_interleave", rule="dx_i = sum of g over the copies of x_i")
+def repeat_interleave(x, *, repeats, axis=None):
+    """Each element repeated `repeats` times in place (an int, or one count per element
+    along the axis): np.repeat and torch.repeat_interleave; axis=None flattens first."""
+    counts = np.asarray(repeats)
+    if counts.dtype.kind not in "iu" or counts.ndim > 1 or (counts.size and counts.min() < 0):
+        raise op_error("repeat_interleave", f"repeats must be a non-negative int or a 1-D "
+                       f"array of them, got {repeats!r}")
+    source = np.reshape(x, -1) if axis is None else x
+    axis = 0 if axis is None else _axis("repeat_interleave", axis, np.ndim(x), np.shape(x))
+    n = np.shape(source)[axis]
+    if counts.ndim == 1 and counts.size != n:
+        raise op_error("repeat_interleave", f"{counts.size} repeat counts for an axis of "
+                       f"size {n} (shape {np.shape(x)})", fix="give one count per element, "
+                       "or one int for all")
+    origin = np.repeat(np.arange(n), counts)       # which element each output came from
+    def backward(g):
+        grad = np.zeros(np.shape(source), dtype=g.dtype)
+        np.add.at(np.moveaxis(grad, axis, 0), origin, np.moveaxis(g, axis, 0))
+        return (grad.reshape(np.shape(x)),)
+    return np.repeat(source, counts, axis=axis), backward
+
+
+def chunk(x, chunks: int, axis: int = 0):
+    """Split into `chunks` pieces of equal size (the last may be smaller, and there may
+    be fewer pieces when the axis is short), as torch.chunk: `split` of ceil(n / chunks).
+
+        >>> [p.shape for p in mt.chunk(mt.randn(5, 2), 3)]
+        [(2, 2), (2, 2), (1, 2)]
+    """
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+        raise op_error("chunk", f"chunks must be a positive integer, got {chunks!r}")
+    length = x.shape[_axis("chunk", axis, x.ndim, x.shape)]
+    return split(x, builtins.max(-(-length // int(chunks)), 1), axis=axis)
+
+
+def unflatten(x, axis: int, sizes):
+    """Split one axis into several (a reshape): unflatten(x, 1, (2, 3)) turns (B, 6, d)
+    into (B, 2, 3, d); one size may be -1."""
+    shape = tuple(x.shape)
+    axis = _axis("unflatten", axis, len(shape), shape)
+    sizes = tuple(sizes)
+    known = int(np.prod([n for n in sizes if n != -1]))
+    if sizes.count(-1) > 1 or (-1 not in sizes and known != shape[axis]) or (
+            -1 in sizes and (known == 0 or shape[axis] % known)):
+        raise op_error("unflatten", f"sizes {sizes} do not split axis {axis} of size "
+                       f"{shape[axis]} (shape {shape})", fix="their product must equal the "
+                       "axis size (one of them may be -1)")
+    return reshape(x, shape=shape[:axis] + sizes + shape[axis + 1:])

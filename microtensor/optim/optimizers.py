@@ -1,20 +1,5 @@
-"""Optimizers, gradient clipping and learning-rate schedules.
-
-Each optimizer updates `param.data` in place from `param.grad`, skipping parameters whose
-grad is None, and follows PyTorch's formulation of its rule (so results match
-`torch.optim` to float32 rounding). `state_dict()` / `load_state_dict()` capture
-everything needed to resume exactly: hyper-parameters, step counts and moment arrays.
-
-    >>> import microtensor as mt
-    >>> from microtensor import nn, optim
-    >>> model = nn.Linear(4, 2)
-    >>> opt = optim.AdamW(model.parameters(), lr=1e-3)
-    >>> schedule = optim.CosineLR(opt, warmup=100, total=1000)
-    >>> loss = model(mt.randn(8, 4)).sum()
-    >>> loss.backward(); opt.step(); schedule.step(); opt.zero_grad()
-
-A schedule sets `opt.lr` for the next optimizer step: call `schedule.step()` once after
-each `opt.step()`.
+"""Optimizers: parameter groups and the shared state machinery, SGD, Adam and AdamW.
+Each updates `param.data` in place from `param.grad`, following PyTorch's formulation.
 """
 from __future__ import annotations
 
@@ -23,35 +8,81 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .errors import op_error
-from .nn import Module
-from .tensor import Tensor
+from ..errors import op_error
+from ..nn import Module
+from ..tensor import Tensor
 
 
 # ---------------------------------------------------------------------- shared machinery
+class _Hyper:
+    """A hyper-parameter read as `opt.lr`: the first group's value; setting it sets every
+    group's (with one group, the two are the same thing)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, optimizer, owner=None):
+        if optimizer is None:
+            return self
+        return optimizer.param_groups[0][self.name]
+
+    def __set__(self, optimizer, value):
+        for group in optimizer.param_groups:
+            group[self.name] = value
+
+
 class Optimizer:
-    """Base class: holds the parameter list, `lr`, per-parameter `state` (index -> dict)
-    and the hyper-parameters named in `hyper_names`."""
+    """Base class: holds `param_groups` (each a dict: "params" and its own hyper-parameters,
+    by default the constructor's), the flat `params` list, and per-parameter `state`
+    (index in `params` -> dict). `opt.lr` (and every name in `hyper_names`) reads the
+    first group and sets all groups.
+
+    Groups give parameters their own settings, e.g. no weight decay for biases and
+    LayerNorm weights (the 1-D parameters):
+
+        >>> decay = [p for p in model.parameters() if p.ndim >= 2]
+        >>> no_decay = [p for p in model.parameters() if p.ndim < 2]
+        >>> opt = optim.AdamW([{"params": decay, "weight_decay": 0.1},
+        ...                    {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)
+    """
 
     hyper_names: tuple[str, ...] = ("lr",)
+    lr = _Hyper()
 
-    def __init__(self, params: Iterable[Tensor], **hyper):
-        self.params = _parameter_list(type(self).__name__, params)
+    def __init__(self, params, **hyper):
+        where = type(self).__name__
+        self._check_hyper(hyper)
+        self.defaults = dict(hyper)
+        self.param_groups: list[dict] = []
+        groups = _as_groups(where, params)
+        for i, group in enumerate(groups):
+            unknown = sorted(set(group) - {"params", *self.hyper_names})
+            if unknown:
+                raise op_error(where, f"parameter group {i} has unknown setting(s) "
+                               f"{unknown}", ValueError,
+                               f"a group may set: {', '.join(self.hyper_names)}")
+            settings = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+            self._check_hyper(settings)
+            self.param_groups.append({"params": _parameter_list(where, group["params"]),
+                                      **settings})
+        self.params = [p for group in self.param_groups for p in group["params"]]
+        _check_unique(where, self.params)
         self.state: dict[int, dict] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
-        self._set_hyper(hyper)
-
-    def _set_hyper(self, hyper: dict) -> None:
-        self._check_hyper(hyper)
-        for name in self.hyper_names:
-            setattr(self, name, hyper[name])
 
     def _check_hyper(self, hyper: dict) -> None:
         _check_number(type(self).__name__, "lr", hyper["lr"], low=0.0)
 
     def hyper(self) -> dict:
-        """The current hyper-parameters by name (lr included)."""
-        return {name: getattr(self, name) for name in self.hyper_names}
+        """The first group's hyper-parameters by name (lr included)."""
+        return {name: self.param_groups[0][name] for name in self.hyper_names}
+
+    def groups(self):
+        """Each group with the index (in `params`) of its first parameter."""
+        start = 0
+        for group in self.param_groups:
+            yield start, group
+            start += len(group["params"])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (or zero) every parameter's gradient before the next backward."""
@@ -65,17 +96,21 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} must define step()")
 
     def state_dict(self) -> dict:
-        """Hyper-parameters and per-parameter state (arrays copied), keyed by parameter
-        index as a string; savable with `mt.save` next to the model's state_dict."""
+        """Hyper-parameters (per group) and per-parameter state (arrays copied), keyed by
+        parameter index as a string; savable with `mt.save` next to the model's
+        state_dict."""
         return {"optimizer": type(self).__name__, "num_params": len(self.params),
                 "hyper": self.hyper(),
+                "param_groups": [{"num_params": len(group["params"]),
+                                  **{name: group[name] for name in self.hyper_names}}
+                                 for group in self.param_groups],
                 "state": {str(i): {key: value.copy() if isinstance(value, np.ndarray)
                                    else value for key, value in entry.items()}
                           for i, entry in sorted(self.state.items())}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict` returned (hyper-parameters included). Checks all of
-        it first; one error lists every problem and nothing changes."""
+        """Restore what `state_dict` returned (hyper-parameters of every group included).
+        Checks all of it first; one error lists every problem and nothing changes."""
         where = f"{type(self).__name__}.load_state_dict"
         if not isinstance(state, dict) or "state" not in state or "hyper" not in state:
             raise op_error(where, f"expected a dict from {type(self).__name__}.state_dict(), "
@@ -87,11 +122,25 @@ class Optimizer:
         if state.get("num_params") != len(self.params):
             problems.append(f"it has {state.get('num_params')} parameters, this optimizer "
                             f"has {len(self.params)}")
-        hyper = {**self.hyper(), **state["hyper"]}
-        try:
-            self._check_hyper(hyper)
-        except (ValueError, TypeError) as error:
-            problems.append(str(error))
+        # A state saved before groups existed holds one "hyper" for all parameters.
+        saved_groups = state.get("param_groups") or [
+            {"num_params": len(group["params"]), **state["hyper"]}
+            for group in self.param_groups]
+        if [g.get("num_params") for g in saved_groups] != \
+                [len(g["params"]) for g in self.param_groups]:
+            problems.append(f"its parameter groups hold "
+                            f"{[g.get('num_params') for g in saved_groups]} parameters, this "
+                            f"optimizer's hold {[len(g['params']) for g in self.param_groups]}")
+            saved_groups = saved_groups[:len(self.param_groups)]
+        settings = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            hyper = {**{name: group[name] for name in self.hyper_names},
+                     **{k: v for k, v in saved.items() if k in self.hyper_names}}
+            try:
+                self._check_hyper(hyper)
+            except (ValueError, TypeError) as error:
+                problems.append(str(error))
+            settings.append(hyper)
         entries = {}
         for key, entry in state["state"].items():
             if not (str(key).isdigit() and int(key) < len(self.params)):
@@ -108,7 +157,8 @@ class Optimizer:
         if problems:
             raise op_error(where, f"{len(problems)} problem(s), nothing was loaded:"
                            + "".join(f"\n  - {problem}" for problem in problems))
-        self._set_hyper(hyper)
+        for group, hyper in zip(self.param_groups, settings):
+            group.update(hyper)
         self.state = entries
 
     def _buffer(self, array: np.ndarray, slot: int = 0) -> np.ndarray:
@@ -121,7 +171,38 @@ class Optimizer:
 
     def __repr__(self):
         settings = ", ".join(f"{name}={value}" for name, value in self.hyper().items())
+        if len(self.param_groups) > 1:
+            settings += f"; {len(self.param_groups)} groups"
         return f"{type(self).__name__}({len(self.params)} parameters, {settings})"
+
+
+def _as_groups(where: str, params) -> list[dict]:
+    """`params` as a list of group dicts: a list of dicts is taken as groups; anything
+    else (tensors, a generator of them) is one group."""
+    if isinstance(params, dict):
+        raise op_error(where, "got one dict; parameter groups are a list of dicts",
+                       TypeError, "wrap it: [{'params': ..., 'lr': ...}]")
+    if not isinstance(params, (list, tuple)) or not params or not all(
+            isinstance(group, dict) for group in params):
+        if isinstance(params, (list, tuple)) and any(isinstance(g, dict) for g in params):
+            raise op_error(where, "mixes parameter groups (dicts) with tensors", TypeError,
+                           "put every parameter in a group: [{'params': [...]}, ...]")
+        return [{"params": params}]
+    for i, group in enumerate(params):
+        if "params" not in group:
+            raise op_error(where, f"parameter group {i} has no 'params'", ValueError,
+                           "each group is a dict like {'params': [...], 'weight_decay': 0.0}")
+    return list(params)
+
+
+def _check_unique(where: str, params: list) -> None:
+    seen = set()
+    for i, param in enumerate(params):
+        if id(param) in seen:
+            raise op_error(where, f"parameter {i} appears more than once", ValueError,
+                           "pass each parameter once (shared weights are one Parameter, and "
+                           "a parameter belongs to one group)")
+        seen.add(id(param))
 
 
 def _parameter_list(where: str, params) -> list[Tensor]:
@@ -138,7 +219,6 @@ def _parameter_list(where: str, params) -> list[Tensor]:
     if not params:
         raise op_error(where, "got an empty parameter list", ValueError,
                        "check that the model has parameters (generators can be used once)")
-    seen = set()
     for i, param in enumerate(params):
         if not isinstance(param, Tensor):
             raise op_error(where, f"parameter {i} is a {type(param).__name__}, not a Tensor",
@@ -146,10 +226,6 @@ def _parameter_list(where: str, params) -> list[Tensor]:
         if param.data.dtype.kind != "f":
             raise op_error(where, f"parameter {i} has dtype {param.data.dtype}; only "
                            f"floating-point tensors can be optimised", TypeError)
-        if id(param) in seen:
-            raise op_error(where, f"parameter {i} appears more than once", ValueError,
-                           "pass each parameter once (shared weights are one Parameter)")
-        seen.add(id(param))
     return params
 
 
@@ -179,6 +255,7 @@ class SGD(Optimizer):
     """
 
     hyper_names = ("lr", "momentum", "nesterov", "weight_decay")
+    momentum, nesterov, weight_decay = _Hyper(), _Hyper(), _Hyper()
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
@@ -194,10 +271,14 @@ class SGD(Optimizer):
                            f"{hyper['momentum']}", ValueError, "set momentum, e.g. 0.9")
 
     def step(self) -> None:
+        for start, group in self.groups():
+            self._step_group(start, group)
+
+    def _step_group(self, start: int, group: dict) -> None:
         # Python floats keep float32 arrays float32 (NEP 50); NumPy float64 scalars would not.
-        lr, momentum = float(self.lr), float(self.momentum)
-        weight_decay = float(self.weight_decay)
-        for i, param in enumerate(self.params):
+        lr, momentum = float(group["lr"]), float(group["momentum"])
+        weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
+        for i, param in enumerate(group["params"], start):
             grad = param.grad
             if grad is None:
                 continue
@@ -215,7 +296,7 @@ class SGD(Optimizer):
                 else:
                     buf *= momentum
                     buf += direction
-                if self.nesterov:
+                if nesterov:
                     nudge = np.multiply(buf, momentum, out=self._buffer(p, 1))
                     nudge += direction
                     direction = nudge
@@ -238,6 +319,7 @@ class Adam(Optimizer):
     """
 
     hyper_names = ("lr", "betas", "eps", "weight_decay")
+    betas, eps, weight_decay = _Hyper(), _Hyper(), _Hyper()
     decoupled = False
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
@@ -263,9 +345,14 @@ class Adam(Optimizer):
         # step. Measured on 1.3M float32 parameters: 3.1 ms per step against 3.9 ms for
         # torch.optim.AdamW; splitting the work over two threads or cache-sized chunks
         # made it slower, so it stays one plain loop.
-        beta1, beta2 = (float(beta) for beta in self.betas)
-        lr, eps, weight_decay = float(self.lr), float(self.eps), float(self.weight_decay)
-        for i, param in enumerate(self.params):
+        for start, group in self.groups():
+            self._step_group(start, group)
+
+    def _step_group(self, start: int, group: dict) -> None:
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        lr, eps = float(group["lr"]), float(group["eps"])
+        weight_decay = float(group["weight_decay"])
+        for i, param in enumerate(group["params"], start):
             grad = param.grad
             if grad is None:
                 continue
@@ -316,126 +403,3 @@ class AdamW(Adam):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-
-# ---------------------------------------------------------------------- clipping
-def clip_grad_norm_(params: Iterable[Tensor], max_norm: float,
-                    error_if_nonfinite: bool = False) -> float:
-    """Scale all gradients in place so their joint L2 norm is at most `max_norm`
-    (PyTorch's rule: scale by max_norm / (norm + 1e-6) when that is below 1). Returns the
-    norm before clipping. Parameters without a gradient are skipped.
-
-        >>> norm = optim.clip_grad_norm_(model.parameters(), max_norm=1.0)
-    """
-    _check_number("clip_grad_norm_", "max_norm", max_norm, low=0.0)
-    grads = [param.grad for param in params if param.grad is not None]
-    total = math.sqrt(sum(float(np.vdot(grad, grad)) for grad in grads))
-    if error_if_nonfinite and not math.isfinite(total):
-        raise op_error("clip_grad_norm_", f"the gradient norm is {total}", RuntimeError,
-                       "find where it starts with mt.detect_anomaly()")
-    scale = float(max_norm) / (total + 1e-6)
-    if scale < 1:
-        for grad in grads:
-            grad *= scale
-    return total
-
-
-# ---------------------------------------------------------------------- schedules
-class LRSchedule:
-    """Sets `optimizer.lr` for each step. `get_lr()` is the rate for the next optimizer
-    step (step number `step_num + 1`); `step()` advances by one and applies it."""
-
-    def __init__(self, optimizer: Optimizer):
-        if not isinstance(optimizer, Optimizer):
-            raise op_error(type(self).__name__, f"expected an optimizer, got "
-                           f"{type(optimizer).__name__}", TypeError)
-        self.optimizer = optimizer
-        self.step_num = 0
-        optimizer.lr = self.get_lr()
-
-    def lr_at(self, step: int) -> float:
-        raise NotImplementedError
-
-    def get_lr(self) -> float:
-        return self.lr_at(self.step_num + 1)
-
-    def step(self) -> float:
-        """Advance one step and set the optimizer's lr; returns the new lr."""
-        self.step_num += 1
-        self.optimizer.lr = self.get_lr()
-        return self.optimizer.lr
-
-    def state_dict(self) -> dict:
-        return {"schedule": type(self).__name__, "step_num": self.step_num,
-                **{name: getattr(self, name) for name in self.setting_names}}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict) or state.get("schedule") != type(self).__name__:
-            found = state.get("schedule") if isinstance(state, dict) else type(state).__name__
-            raise op_error(f"{type(self).__name__}.load_state_dict", f"expected a "
-                           f"{type(self).__name__} state_dict, got {found!r}")
-        for name in ("step_num", *self.setting_names):
-            setattr(self, name, state[name])
-        self.optimizer.lr = self.get_lr()
-
-    setting_names: tuple[str, ...] = ()
-
-
-class NoamLR(LRSchedule):
-    """The Transformer paper's schedule (section 5.3): linear warm-up, then decay with
-    the inverse square root of the step:
-
-        lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
-
-    It sets the absolute lr (the optimizer's own lr is replaced).
-
-        >>> schedule = optim.NoamLR(opt, d_model=512, warmup=4000)
-    """
-
-    setting_names = ("d_model", "warmup", "factor")
-
-    def __init__(self, optimizer: Optimizer, d_model: int, warmup: int, factor: float = 1.0):
-        for name, value in (("d_model", d_model), ("warmup", warmup)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                    or value <= 0:
-                raise op_error("NoamLR", f"{name} must be a positive integer, got {value!r}")
-        _check_number("NoamLR", "factor", factor, low=0.0)
-        self.d_model, self.warmup, self.factor = int(d_model), int(warmup), float(factor)
-        super().__init__(optimizer)
-
-    def lr_at(self, step: int) -> float:
-        return self.factor * self.d_model ** -0.5 * min(step ** -0.5,
-                                                        step * self.warmup ** -1.5)
-
-
-class CosineLR(LRSchedule):
-    """Linear warm-up from 0 to `max_lr` (the optimizer's lr when the schedule is made)
-    over `warmup` steps, then a half cosine down to `min_lr` at step `total`; `min_lr`
-    after that.
-
-        >>> schedule = optim.CosineLR(opt, warmup=100, total=5000, min_lr=1e-5)
-    """
-
-    setting_names = ("warmup", "total", "min_lr", "max_lr")
-
-    def __init__(self, optimizer: Optimizer, warmup: int, total: int, min_lr: float = 0.0):
-        for name, value in (("warmup", warmup), ("total", total)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                    or value < 0:
-                raise op_error("CosineLR", f"{name} must be an integer >= 0, got {value!r}")
-        if total <= warmup:
-            raise op_error("CosineLR", f"total ({total}) must be larger than warmup "
-                           f"({warmup})", ValueError, "count total steps including warm-up")
-        max_lr = float(getattr(optimizer, "lr", 0.0))
-        _check_number("CosineLR", "min_lr", min_lr, low=0.0, high=max_lr)
-        self.warmup, self.total = int(warmup), int(total)
-        self.min_lr, self.max_lr = float(min_lr), max_lr
-        super().__init__(optimizer)
-
-    def lr_at(self, step: int) -> float:
-        if step <= self.warmup:
-            return self.max_lr * step / self.warmup
-        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-        return self.min_lr + 0.5 * (self.max_lr - self.min_lr) * (1 + math.cos(math.pi
-                                                                                * progress))
-

@@ -1,0 +1,97 @@
+"""Activation functions beyond relu/tanh/sigmoid/gelu(tanh) (those are in elementwise.py),
+each a primitive with its derivative, plus `gelu`, which picks the tanh form or the exact
+one.
+"""
+import math
+
+import numpy as np
+
+from ..autograd import primitive
+from ..errors import op_error
+from .elementwise import _erf_elementwise, gelu_tanh
+
+
+def _sigmoid(z):
+    return 0.5 * (np.tanh(0.5 * z) + 1)   # the stable form used by `sigmoid`
+
+
+def _check_number(name, label, value, positive=False):
+    """A finite number (positive if asked), or an error naming the op and the setting."""
+    wanted = f"a {'positive ' if positive else ''}finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise op_error(name, f"{label} must be {wanted}, got {value!r}", TypeError)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise op_error(name, f"{label} must be {wanted}, got {value!r}")
+
+
+@primitive("silu", rule="dx = g * s * (1 + x (1 - s)),  s = sigmoid(x)")
+def silu(x):
+    """x * sigmoid(x) (also called swish)."""
+    s = _sigmoid(x)
+    def backward(g):
+        # d/dx [x s] = s + x s (1 - s)
+        return (g * s * (1 + x * (1 - s)),)
+    return x * s, backward
+
+
+@primitive("leaky_relu", rule="dx = g * (1 if x > 0 else negative_slope)")
+def leaky_relu(x, *, negative_slope=0.01):
+    _check_number("leaky_relu", "negative_slope", negative_slope)
+    slope = np.where(x > 0, 1.0, negative_slope).astype(np.result_type(x, 0.5))
+    def backward(g):
+        return (g * slope,)
+    return x * slope, backward
+
+
+@primitive("elu", rule="dx = g * (1 if x > 0 else alpha * exp(x))")
+def elu(x, *, alpha=1.0):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    _check_number("elu", "alpha", alpha)
+    negative = alpha * np.expm1(np.minimum(x, 0))   # expm1: exact near 0; min: no overflow
+    def backward(g):
+        return (g * np.where(x > 0, 1.0, negative + alpha),)
+    return np.where(x > 0, x, negative), backward
+
+
+@primitive("softplus", rule="dx = g * sigmoid(beta x)  (g where beta x > threshold)")
+def softplus(x, *, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, computed without overflow; where beta x > threshold it
+    is x itself (as PyTorch), since the two differ by less than exp(-threshold)."""
+    _check_number("softplus", "beta", beta, positive=True)
+    _check_number("softplus", "threshold", threshold)
+    scaled = beta * x
+    linear = scaled > threshold
+    out = np.where(linear, x, np.logaddexp(0, scaled) / beta)
+    def backward(g):
+        return (g * np.where(linear, 1.0, _sigmoid(scaled)),)
+    return out, backward
+
+
+_INV_SQRT_2 = 1 / math.sqrt(2)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+@primitive("gelu", rule="dx = g * (Phi(x) + x * phi(x)),  Phi, phi = the normal cdf and pdf")
+def gelu_exact(x):
+    """GELU as defined, x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2 (PyTorch's
+    default `gelu`, `approximate='none'`)."""
+    dtype = np.result_type(x, 0.5)
+    cdf = (0.5 * (1 + np.asarray(_erf_elementwise(np.asarray(x, np.float64) * _INV_SQRT_2),
+                                 np.float64))).astype(dtype)
+    def backward(g):
+        # d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        return (g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * np.square(x))),)
+    return x * cdf, backward
+
+
+def gelu(x, approximate: str = "tanh"):
+    """GELU. `approximate="tanh"` (the default here: GPT-2's form, PyTorch's
+    `gelu(approximate='tanh')`) or `"none"` for the exact x * Phi(x) (PyTorch's default).
+
+        >>> mt.gelu(x), mt.gelu(x, approximate="none")
+    """
+    if approximate == "tanh":
+        return gelu_tanh(x)
+    if approximate == "none":
+        return gelu_exact(x)
+    raise op_error("gelu", f"approximate must be 'tanh' or 'none', got {approximate!r}")

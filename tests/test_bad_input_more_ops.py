@@ -1,0 +1,126 @@
+"""Bad input to each op beyond the core set: one worded error (built by op_error) that
+names the op, shows the shapes or values, and says the fix where there is one; never a
+bare NumPy error.
+"""
+import re
+
+import numpy as np
+import pytest
+
+import microtensor as mt
+import microtensor.functional as F
+
+x23 = mt.randn(2, 3)
+ids = np.array([0, 2])
+
+CASES = [
+    # reductions
+    (lambda: x23.std(axis=2), IndexError, r"var: axis 2 is out of range for a tensor with 2 "),
+    (lambda: mt.logsumexp(mt.zeros(2, 0), axis=1), ValueError,
+     r"logsumexp: logsumexp over an empty axis .* \(2, 0\)\. Check for an empty sequence"),
+    (lambda: x23.prod(axis=(0, 5)), IndexError, r"prod: axis 5 is out of range"),
+    (lambda: x23.cumsum(axis=-3), IndexError, r"cumsum: axis -3 is out of range"),
+    (lambda: x23.argmax(axis=(0, 1)), TypeError,
+     r"argmax: axis must be None or one int, got \(0, 1\)\. .*reshape them into one"),
+    (lambda: mt.argmin(mt.zeros(0)), ValueError, r"argmin: argmin of an empty tensor"),
+    (lambda: mt.any(x23, axis=3), IndexError, r"any: axis 3 is out of range"),
+    # shape
+    (lambda: mt.pad(x23, (1,)), ValueError,
+     (r"pad: pad \(1,\) must be non-negative integers in \(before, after\) pairs.*shape "
+     r"\(2, 3\)\. E\.g\. \(1, 1\)")),
+    (lambda: mt.pad(x23, (1, 1, 1, 1, 1, 1)), ValueError, r"pad: pad \(1, 1, 1, 1, 1, 1\)"),
+    (lambda: mt.pad(x23, (-1, 0)), ValueError, r"pad: .*to crop, slice instead"),
+    (lambda: mt.tril(mt.zeros(3)), ValueError, r"tril: needs at least 2 axes .* shape \(3,\)"),
+    (lambda: x23.flip((0, 0)), ValueError, r"flip: axes \(0, 0\) name an axis twice"),
+    (lambda: x23.flip(2), IndexError, r"flip: axis 2 is out of range"),
+    (lambda: x23.roll((1, 2), axis=0), ValueError,
+     r"roll: shifts \(1, 2\) and axis 0 must have the same length"),
+    (lambda: x23.roll((1, 2)), ValueError, r"roll: several shifts \(1, 2\) need an axis"),
+    (lambda: mt.tile(x23, (2, -1)), ValueError, r"tile: reps must be non-negative integers"),
+    (lambda: x23.repeat_interleave(np.array([1, 2, 3]), axis=0), ValueError,
+     r"repeat_interleave: 3 repeat counts for an axis of size 2 \(shape \(2, 3\)\)"),
+    (lambda: x23.repeat_interleave(-1), ValueError, r"repeat_interleave: repeats must be"),
+    (lambda: x23.chunk(0), ValueError, r"chunk: chunks must be a positive integer, got 0"),
+    (lambda: x23.unflatten(1, (2, 2)), ValueError,
+     (r"unflatten: sizes \(2, 2\) do not split axis 1 of size 3 \(shape \(2, 3\)\)\. Their "
+     r"product")),
+    (lambda: mt.einsum("ij,jk->ik", x23, x23), ValueError,
+     (r"einsum: letter 'j' has size 3 in operand 0 but 2 in operand 1 \(subscripts "
+     r"'ij,jk->ik', operand shapes \[\(2, 3\), \(2, 3\)\]\)\. A letter names one axis")),
+    (lambda: mt.einsum("ij->i", x23, x23), ValueError,
+     r"einsum: 1 operand subscript\(s\) for 2 operand\(s\)"),
+    (lambda: mt.einsum("ijk->i", x23), ValueError,
+     r"einsum: subscripts 'ijk' do not fit an operand with 2 axes"),
+    (lambda: mt.einsum("ii->i", mt.zeros(2, 2)), ValueError,
+     r"einsum: a letter repeated within one operand .*Take the diagonal"),
+    (lambda: mt.einsum("ij->k", x23), ValueError, r"einsum: the output 'k' must name"),
+    (lambda: mt.einsum(x23, x23), TypeError, (r"einsum: the first argument must be the "
+                                             r"subscripts string")),
+    # indexing and selection
+    (lambda: mt.gather(x23, 1, np.array([[0], [3]])), IndexError,
+     r"gather: index 3 is out of range for axis 1 of size 3\. Indices must be in \[0, 2\]"),
+    (lambda: mt.gather(x23, 1, np.array([0, 1])), ValueError,
+     r"gather: index \(2,\) must have as many axes as the input \(2, 3\)\. Unsqueeze"),
+    (lambda: mt.gather(x23, 1, np.zeros((3, 1), int)), ValueError,
+     r"gather: index \(3, 1\) is larger than the input \(2, 3\) along axis 0"),
+    (lambda: mt.gather(x23, 1, np.zeros((2, 1))), TypeError,
+     r"gather: index must hold integers, got float64 \(2, 1\)"),
+    (lambda: mt.scatter_add(x23, 1, np.zeros((2, 2), int), mt.ones(2, 1)), ValueError,
+     r"scatter_add: src \(2, 1\) must have the rank of index \(2, 2\)"),
+    (lambda: mt.masked_select(x23, np.array([1, 0, 1])), TypeError,
+     r"masked_select: mask must be boolean, got int64 \(3,\)"),
+    (lambda: mt.masked_select(x23, np.array([True, False])), ValueError,
+     r"masked_select: shapes .* cannot be broadcast"),
+    (lambda: F.one_hot(np.array([0, 4]), 3), IndexError,
+     r"one_hot: id 4 is out of range for 3 classes\. Ids must be in \[0, 2\]"),
+    (lambda: F.one_hot(np.array([0.0])), TypeError, r"one_hot: ids must be integers"),
+    (lambda: F.one_hot(np.array([], int)), ValueError,
+     r"one_hot: cannot infer num_classes from no ids\. Pass num_classes"),
+    (lambda: mt.sort(mt.tensor(1.0)), ValueError, r"sort: got a 0-d tensor.*x\.reshape\(1\)"),
+    (lambda: x23.argsort(axis=4), IndexError, r"argsort: axis 4 is out of range"),
+    (lambda: x23.topk(4), ValueError,
+     r"topk: k must be an integer in \[0, 3\] \(the size of axis 1 in shape \(2, 3\)\), got 4"),
+    # activations and math
+    (lambda: F.leaky_relu(x23, negative_slope="a"), TypeError,
+     r"leaky_relu: negative_slope must be a finite number"),
+    (lambda: F.elu(x23, alpha=float("nan")), ValueError, r"elu: alpha must be a finite number"),
+    (lambda: F.softplus(x23, beta=0), ValueError, r"softplus: beta must be a positive finite"),
+    (lambda: F.gelu(x23, approximate="erf"), ValueError,
+     r"gelu: approximate must be 'tanh' or 'none', got 'erf'"),
+    (lambda: mt.sin(mt.tensor(["a"])), TypeError, r"tensor: cannot make a tensor"),
+    (lambda: mt.erf(x23 @ mt.ones(2)), ValueError, r"matmul: shapes \(2, 3\) and \(2,\)"),
+    # losses
+    (lambda: F.binary_cross_entropy(mt.tensor([0.5, 1.5]), np.array([1.0, 0.0])), ValueError,
+     (r"binary_cross_entropy: probabilities must be in \[0, 1\], got values in \[0\.5, 1\.5\]\. "
+     r"Apply sigmoid first")),
+    (lambda: F.binary_cross_entropy(mt.tensor([0.5]), np.array([1.0, 0.0])), ValueError,
+     r"binary_cross_entropy: probabilities \(1,\) and targets \(2,\) must have the same shape"),
+    (lambda: F.binary_cross_entropy_with_logits(x23, np.array(["a"] * 6).reshape(2, 3)),
+     TypeError, r"binary_cross_entropy_with_logits: targets must be numbers in \[0, 1\]"),
+    (lambda: F.binary_cross_entropy_with_logits(x23, x23, reduction="avg"), ValueError,
+     r"binary_cross_entropy_with_logits: reduction must be 'mean', 'sum' or 'none'"),
+    (lambda: F.nll_loss(x23, np.array([0, 3])), IndexError,
+     r"nll_loss: target id 3 is out of range for 3 classes"),
+    (lambda: F.nll_loss(x23, np.array([0])), ValueError,
+     r"nll_loss: log-probabilities \(2, 3\) need targets of shape \(2,\)"),
+    (lambda: F.cross_entropy(x23, ids, label_smoothing=1.5), ValueError,
+     r"cross_entropy: label_smoothing must be a number in \[0, 1\], got 1\.5"),
+    (lambda: F.cross_entropy(x23, np.ones((2, 2))), ValueError,
+     (r"cross_entropy: logits \(2, 3\) need targets of shape \(2,\) .* or \(2, 3\) \(class "
+     r"probabilities\), got \(2, 2\)")),
+    # creation
+    (lambda: mt.linspace(0, 1, -2), ValueError, r"linspace: num must be a non-negative integer"),
+    (lambda: mt.empty(2, -1), ValueError, r"empty: sizes must be non-negative integers"),
+    (lambda: mt.full_like(x23, "a"), TypeError, r"full_like: cannot fill a float32 with 'a'"),
+    (lambda: mt.full((2,), "a"), TypeError, r"full: cannot fill a tensor with 'a'\. Give a number"),
+]
+
+
+@pytest.mark.parametrize("call, kind, message", CASES,
+                         ids=[re.match(r"\w+", message).group() + f"-{i}"
+                              for i, (_, _, message) in enumerate(CASES)])
+def test_bad_input_gets_a_worded_error(call, kind, message):
+    with pytest.raises(kind) as info:
+        call()
+    assert re.match(message, str(info.value)), str(info.value)
+    assert getattr(info.value, "microtensor", False), "not worded by op_error"
