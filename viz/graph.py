@@ -332,7 +332,8 @@ def _tensor_node(tensor, k: int, look: _Look) -> tuple[dict, bool]:
     cluster = look.layout.modules[id(tensor)] or ""
     while cluster in look.layout.containers:
         cluster = cluster.rpartition(".")[0]
-    short = name[len(cluster) + 1:] if cluster and name[len(cluster):len(cluster) + 1] in (
+    plain = re.fullmatch(r"[\w.]+", cluster, re.ASCII)   # odd names are shown whole
+    short = name[len(cluster) + 1:] if plain and name[len(cluster):len(cluster) + 1] in (
         ".", " ") and name.startswith(cluster) else name
     attrs = look.emphasis(lit, PARAM_FILL if is_param else "white", TENSOR_BORDER, "white")
     del attrs["fontcolor"]   # the label's own rows carry their colours

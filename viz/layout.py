@@ -153,9 +153,12 @@ def _fold_units(params, modules: Iterable) -> list:
     return sorted({m.split(".")[0] for m in modules if m})
 
 
-def _where_from(order: list, names: dict, modules: dict) -> None:
+def _where_from(layout: Layout) -> None:
     """Name the unnamed tensors inside modules by where they come from (see the module
-    docstring), numbering repeats in forward order: "blocks.0.self_attn.matmul 2"."""
+    docstring), numbering repeats in forward order: "blocks.0.self_attn.matmul 2". An
+    op between modules (a residual add) is named after the latest module it reads from:
+    "add after blocks.0.self_attn"."""
+    order, names, modules, index = layout.order, layout.names, layout.modules, layout.index
     users = {}
     for tensor in order:
         for inp in (tensor.op.inputs if tensor.op else ()):
@@ -164,6 +167,13 @@ def _where_from(order: list, names: dict, modules: dict) -> None:
     proposed = {}
     for tensor in reversed(order):                  # forward order
         module = modules[id(tensor)]
+        if tensor.op is not None and not names[id(tensor)] and module is not None and (
+                not module or module in layout.containers):
+            fed = sorted((index[id(t)], modules[id(t)]) for t in tensor.op.inputs
+                         if isinstance(t, Tensor) and modules[id(t)])
+            if fed:
+                proposed[id(tensor)] = f"{tensor.op.name} after {fed[0][1]}"
+            continue
         if tensor.op is None or not module:
             continue
         own = names[id(tensor)]
@@ -262,14 +272,14 @@ def plan_layout(root: Tensor, params=None, collapse=None,
             fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
             modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
 
-    if params is not None:
-        _where_from(order, names, modules)
     layout = Layout(order, index, names, modules, paths=_module_paths(order, modules))
     if hasattr(params, "named_modules"):
         # A stack of blocks gets no cluster of its own: the residual adds between blocks
         # live outside every block, and a box around all blocks would have to contain them.
         layout.containers = {path for path, module in params.named_modules()
                              if path and type(module).__name__ in CONTAINERS}
+    if params is not None:
+        _where_from(layout)
     known = {m for m in modules.values() if m}
     every_path = set(layout.paths)
     expand = [expand] if isinstance(expand, str) else list(expand or ())

@@ -67,11 +67,11 @@
   }
 
   function follow(el) {
-    // Centre the current node at a size that can be read: about 220 px wide, less if
+    // Centre the current node at a size that can be read: about 180 px wide, less if
     // it would not fit, and never smaller than the whole graph fitted to the pane.
     if (!svg || !el || overview) return;
     var box = boxOf(el), size = paneSize();
-    var legible = Math.min(220 / box.w, 0.8 * size.w / box.w, 0.8 * size.h / box.h);
+    var legible = Math.min(180 / box.w, 0.8 * size.w / box.w, 0.8 * size.h / box.h);
     var tooSmall = box.w * view.s < 150 || box.w * view.s > 0.8 * size.w ||
                    box.h * view.s > 0.8 * size.h;
     if (tooSmall) view.s = Math.max(legible, fitScale(fullBox));
@@ -139,26 +139,26 @@
     folded.forEach(function (path) {
       var cluster = clusterOf(path);
       if (!cluster) return;
-      var box = boxOf(cluster), count = steps.filter(function (s) {
+      var box = cluster.getBBox(), count = steps.filter(function (s) {
         return within(s.module, path); }).length;
       var g = document.createElementNS(SVG_NS, "g");
       g.setAttribute("class", "fold-box");
       g.setAttribute("data-path", path);
       var rect = document.createElementNS(SVG_NS, "rect");
       ["x", "y", "width", "height"].forEach(function (key, j) {
-        rect.setAttribute(key, [box.x, box.y, box.w, box.h][j]);
+        rect.setAttribute(key, [box.x, box.y, box.width, box.height][j]);
       });
       rect.setAttribute("rx", 6);
       var text = document.createElementNS(SVG_NS, "text");
       var label = path + " \u2014 folded, " + count + " steps (click to open)";
-      var size = Math.max(10, Math.min(box.h / 6, 1.6 * box.w / label.length));
-      text.setAttribute("x", box.x + box.w / 2);
-      text.setAttribute("y", box.y + box.h / 2);
+      var size = Math.max(10, Math.min(box.height / 6, 1.6 * box.width / label.length));
+      text.setAttribute("x", box.x + box.width / 2);
+      text.setAttribute("y", box.y + box.height / 2);
       text.setAttribute("font-size", size);
       text.textContent = label;
       g.appendChild(rect);
       g.appendChild(text);
-      svg.appendChild(g);     // outside the graph's transform: boxOf gave SVG units
+      canvas.appendChild(g);     // in the graph's own units, over the module's nodes
     });
   }
 
