@@ -280,7 +280,7 @@ def test_graphs_over_max_nodes_fold_by_default_and_say_so():
     graph = viz.draw(loss, params=model)
     assert plan_layout(loss, model).folded
     assert "max_nodes=150" in graph.source and "collapse=False" in graph.source
-    assert "expand=[&#x27;embed&#x27;]" in graph.source and "depth=1" in graph.source
+    assert "expand=[&#x27;layers.0&#x27;]" in graph.source and "depth=1" in graph.source
     small = viz.draw(loss, params=model, max_nodes=10_000)
     assert not plan_layout(loss, model, max_nodes=10_000).folded
     assert "max_nodes" not in small.source

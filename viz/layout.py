@@ -305,7 +305,10 @@ def plan_layout(root: Tensor, params=None, collapse=None,
     if collapse is None and n_nodes > max_nodes:
         if params is not None:
             collapse = True
-            first = next((u for u in _fold_units(params, known) if u in every_path), "")
+            units = [u for u in _fold_units(params, known) if u in every_path]
+            # Suggest opening a block of a stack ("blocks.0") when there is one.
+            first = next((u for u in units if u.rpartition(".")[0] in layout.containers),
+                         units[0] if units else "")
             layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: modules folded into "
                            f"boxes (open one with expand=[{first!r}], a level with depth=1, "
                            f"all with collapse=False)")
