@@ -117,7 +117,7 @@ def player_page(root: Tensor, *, params=None, title: str | None = None, grad=Non
     if not isinstance(root, Tensor):
         raise op_error(where, f"expected the Tensor to backpropagate from, got "
                        f"{type(root).__name__}", TypeError, f"pass e.g. {where}(loss, ...)")
-    start_folded = plan_layout(root, params, collapse, max_nodes, depth, expand).folded
+    plan = plan_layout(root, params, collapse, max_nodes, depth, expand)  # what starts folded
     layout = plan_layout(root, params, collapse=False)
     graph = draw(root, show=("shape", "values"), layout=layout)
     if not root.requires_grad:
@@ -132,9 +132,14 @@ def player_page(root: Tensor, *, params=None, title: str | None = None, grad=Non
         find_engine(engine, where=where, source_path=source_path)
         raise
     svg = chosen.run(graph.source, "svg", where).decode("utf-8")
-    records = [step_record(step, layout, max_values) for step in backward_steps(root, grad)]
+    records = []
+    for step in backward_steps(root, grad):
+        records.append(step_record(step, layout, max_values))
+        if id(step.tensor) in plan.absorbed:
+            # A residual add drawn inside a folded block's box: one step with the block.
+            records[-1]["joins"] = plan.absorbed[id(step.tensor)]
     return player_html(svg, records, title or "backward pass, step by step",
-                       _fold_data(layout, graph.cluster_ids, start_folded))
+                       _fold_data(layout, graph.cluster_ids, plan.folded))
 
 
 def _fold_data(layout: Layout, cluster_ids: dict, start_folded: list) -> dict:

@@ -98,6 +98,13 @@
     return null;
   }
 
+  function stepFold(step) {
+    // The folded box a step is inside: its module's, or the block whose residual add it is.
+    var fold = foldOf(step.module);
+    if (fold === null && step.joins && folded.indexOf(step.joins) >= 0) fold = step.joins;
+    return fold;
+  }
+
   function clusterOf(path) {
     for (var id in clusterPaths) if (clusterPaths[id] === path) return $(id);
     return null;
@@ -109,7 +116,7 @@
     items = [];
     var byFold = {};
     steps.forEach(function (step, i) {
-      var fold = foldOf(step.module);
+      var fold = stepFold(step);
       if (fold === null) { items.push({steps: [i]}); return; }
       if (!byFold[fold]) { byFold[fold] = {fold: fold, steps: []}; items.push(byFold[fold]); }
       byFold[fold].steps.push(i);
@@ -140,7 +147,7 @@
       var cluster = clusterOf(path);
       if (!cluster) return;
       var box = cluster.getBBox(), count = steps.filter(function (s) {
-        return within(s.module, path); }).length;
+        return stepFold(s) === path; }).length;
       var g = document.createElementNS(SVG_NS, "g");
       g.setAttribute("class", "fold-box");
       g.setAttribute("data-path", path);
@@ -257,11 +264,18 @@
     return el && el.classList.contains("node") ? el : null;
   }
 
+  function foldBox(path) {
+    return document.querySelector('.fold-box[data-path="' + CSS.escape(path) + '"]');
+  }
+
   function shownAs(id) {
     // The element a node id is drawn as now: the node, or the folded box around it.
     var fold = foldOf(nodeModules[id]);
-    return fold === null ? nodeById(id)
-      : document.querySelector('.fold-box[data-path="' + CSS.escape(fold) + '"]');
+    return fold === null ? nodeById(id) : foldBox(fold);
+  }
+
+  function itemElement(item) {
+    return item.fold ? foldBox(item.fold) : shownAs(steps[item.steps[0]].node);
   }
 
   function show(index) {
@@ -271,21 +285,22 @@
       g.classList.remove("current", "visited", "receiving");
     });
     for (var i = 0; i < current; i++) {
-      var done = shownAs(steps[items[i].steps[0]].node);
+      var done = itemElement(items[i]);
       if (done) done.classList.add("visited");
     }
     var first = steps[item.steps[0]];
     var sends = [];
     item.steps.forEach(function (k) {
       steps[k].sends.forEach(function (s) {
-        if (!item.fold || !within(nodeModules[s.node] || "", item.fold)) sends.push(s);
+        var into = item.steps.some(function (j) { return steps[j].tensor === s.node; });
+        if (!item.fold || !(into || within(nodeModules[s.node] || "", item.fold))) sends.push(s);
       });
     });
     sends.forEach(function (s) {
       var target = shownAs(s.node);
       if (target) target.classList.add("receiving");
     });
-    var node = shownAs(first.node);
+    var node = itemElement(item);
     if (node) {
       node.classList.remove("visited", "receiving");
       node.classList.add("current");
@@ -326,7 +341,7 @@
       return found >= 0;
     });
     if (found < 0) { $("found").textContent = "no tensor called \u201c" + query + "\u201d"; return; }
-    var fold = foldOf(steps[found].module);
+    var fold = stepFold(steps[found]);
     if (fold !== null) refold("open", fold);
     $("found").textContent = steps[found].name + ": step " + (itemOfStep(found) + 1);
     show(itemOfStep(found));
@@ -334,8 +349,12 @@
 
   // ------------------------------------------------------------------ input
   function stepInside() {
-    var item = items[current];
-    if (item.fold) refold("open", item.fold);
+    // Open the folded block and stand on its first op (not on a residual add beside it).
+    var item = items[current], path = item.fold;
+    if (!path) return;
+    var first = item.steps.filter(function (i) { return within(steps[i].module, path); })[0];
+    refold("open", path);
+    if (first !== undefined) show(itemOfStep(first));
   }
 
   $("next").addEventListener("click", function () { show(current + 1); });
