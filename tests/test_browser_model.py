@@ -5,8 +5,8 @@ middle and last step land in the test's folder."""
 from __future__ import annotations
 
 import pytest
-
 from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
+
 from viz.examples import decoder_lm_example
 from viz.player import write_player
 

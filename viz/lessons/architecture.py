@@ -11,8 +11,8 @@ import numpy as np
 import microtensor as mt
 import microtensor.functional as F
 import viz
-from viz.layout import plan_layout
 from transformer import Transformer
+from viz.layout import plan_layout
 
 from .common import check, heading, laid_out_by, no_player, output_dir
 
