@@ -117,6 +117,14 @@ def test_a_folded_block_takes_its_residual_adds_so_blocks_read_as_a_chain():
            for first in [re.search(r'label="([^\\"]*)', attrs)[1]]}
     assert f'{ids["blocks.0"]} -> {ids["blocks.1"]}' in graph.source
     assert f'{ids["blocks.1"]} -> {ids["blocks.2"]}' in graph.source
+    # The sum of two folded branches is no residual: it stays between their boxes.
+    mt.manual_seed(0)
+    branches = nn.Module()
+    branches.left, branches.right = nn.Linear(3, 2), nn.Linear(3, 2)
+    x = mt.randn(4, 3)
+    both = (branches.left(x) + branches.right(x)).sum()
+    layout = plan_layout(both, branches, collapse=True)
+    assert not layout.absorbed and layout.fold_of(1) is None      # the add: drawn as op1
 
 
 def lesson_area_per_node() -> float:

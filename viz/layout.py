@@ -61,7 +61,7 @@ class Layout:
             return self.absorbed[id(self.order[k])]
         module = self.modules[id(self.order[k])]
         for path in self.folded:
-            if module is not None and (module == path or module.startswith(path + ".")):
+            if _within(module, path):
                 return path
         return None
 
@@ -215,37 +215,38 @@ def absorb_residual_adds(layout: Layout) -> None:
         inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
         folds = [layout.fold_of(layout.index[id(t)]) for t in inputs]
         for fold in dict.fromkeys(f for f in folds if f is not None):
-            if all(f == fold or id(t) in feeds[fold] for f, t in zip(folds, inputs)):
+            # Only a sum of the block's work with what also went into it (the residual):
+            # a loss or a sum over the block's output stays outside.
+            from_before = any(not _within(layout.modules[id(t)], fold) for t in inputs)
+            if from_before and all(f == fold or id(t) in feeds[fold]
+                                   for f, t in zip(folds, inputs)):
                 layout.absorbed[id(tensor)] = fold
                 break
 
 
+def _within(module: str | None, path: str) -> bool:
+    return module is not None and (module == path or module.startswith(path + "."))
+
+
 def _module_paths(order: list, modules: dict) -> list:
     """Every module path holding a tensor and each of its ancestors, in forward order."""
-    paths = []
+    paths = {}
     for tensor in reversed(order):
         module = modules[id(tensor)]
-        if not module:
-            continue
-        parts = module.split(".")
-        for n in range(1, len(parts) + 1):
-            path = ".".join(parts[:n])
-            if path not in paths:
-                paths.append(path)
-    return paths
+        if module:
+            parts = module.split(".")
+            paths.update((".".join(parts[:n]), None) for n in range(1, len(parts) + 1))
+    return list(paths)
 
 
 def _folds_at_depth(layout: Layout, depth: int, expand: list) -> list:
     """The modules one level below `depth` (outermost first), except those inside or
     around an `expand` path, which stay open."""
-    def inside(path, other):
-        return path == other or path.startswith(other + ".")
-
     folded = []
     for path in layout.paths:
-        if path in layout.containers or any(inside(path, f) for f in folded):
+        if path in layout.containers or any(_within(path, f) for f in folded):
             continue
-        if any(inside(path, e) or inside(e, path) for e in expand):
+        if any(_within(path, e) or _within(e, path) for e in expand):
             continue
         if layout.module_depth(path) > depth:
             folded.append(path)
