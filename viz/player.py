@@ -4,8 +4,12 @@ The page holds the drawn graph as inline SVG and every `BackwardStep` as embedde
 Next/previous buttons (or the arrow keys) move through the steps in the engine's own
 order: the current node is outlined, nodes already done are marked, and a side panel
 shows the op's derivative rule, the gradient that arrived and what went to each input.
-Nothing is fetched: no scripts, fonts or styles from the network, so the file works
-offline and can be mailed around.
+The view follows the current node at a readable size (zoom, pan and "fit all" as well).
+For a model the graph is laid out with every module open and the modules `draw` would
+fold start folded in the page: a folded block is one step, and opens or closes on click,
+so folding never needs a second layout. A search box jumps to the step where a named
+tensor's gradient is complete. Nothing is fetched: no scripts, fonts or styles from the
+network, so the file works offline and can be mailed around.
 
     >>> import viz
     >>> viz.write_player(loss, "out/backprop.html", params=model, title="attention")
@@ -162,7 +166,8 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
     """Run the backward pass of `root` and write a step-through page to `path`.
 
     Like `root.backward()`, this fills the leaves' `.grad` (call it instead of backward,
-    not after). The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
+    not after). `collapse`, `depth`, `expand` and `max_nodes` say, as in `viz.draw`, which
+    modules start folded; every one opens in the page. The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
     or the bundled graphviz-pure); when no engine runs, nothing is run, the `.dot` source
     is saved beside `path` and one error says how to get one. Returns the path written.
 
