@@ -259,7 +259,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     if layout.paths:
         # Rank the whole graph at once, not cluster by cluster: modules then stack in
         # forward order along one axis instead of spreading side by side.
-        graph.attr(newrank="true", nodesep="0.15", ranksep="0.25")
+        graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
     title_lines = [line for x in (title, layout.note) if x for line in str(x).split("\n")]
     if title_lines:
         graph.attr(label=text_label(title_lines, 12))
