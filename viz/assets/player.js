@@ -156,15 +156,19 @@
         rect.setAttribute(key, [box.x, box.y, box.width, box.height][j]);
       });
       rect.setAttribute("rx", 6);
-      var text = document.createElementNS(SVG_NS, "text");
-      var label = path + " \u2014 folded, " + count + " steps (click to open)";
-      var size = Math.max(10, Math.min(box.height / 6, 1.6 * box.width / label.length));
-      text.setAttribute("x", box.x + box.width / 2);
-      text.setAttribute("y", box.y + box.height / 2);
-      text.setAttribute("font-size", size);
-      text.textContent = label;
       g.appendChild(rect);
-      g.appendChild(text);
+      // The module's name as large as the box allows, what it holds below it.
+      var lines = [path, "folded: " + count + " steps, click to open"];
+      var sizes = [Math.min(box.height / 5, 1.5 * box.width / Math.max(path.length, 8)),
+                   Math.min(box.height / 10, 1.5 * box.width / lines[1].length)];
+      lines.forEach(function (line, j) {
+        var text = document.createElementNS(SVG_NS, "text");
+        text.setAttribute("x", box.x + box.width / 2);
+        text.setAttribute("y", box.y + box.height / 2 + (j ? 0.8 * sizes[0] : -0.2 * sizes[0]));
+        text.setAttribute("font-size", Math.max(10, sizes[j]));
+        text.textContent = line;
+        g.appendChild(text);
+      });
       canvas.appendChild(g);     // in the graph's own units, over the module's nodes
     });
   }
