@@ -94,6 +94,12 @@ def test_zoom_pan_and_fit_all(browser, open_model):  # noqa: F811
     page.mouse.wheel(0, -300)                         # wheel up: zoom in under the cursor
     assert rect(page, "g.node.current")["w"] > 1.3 * start["w"]
     page.mouse.wheel(0, 300)
+    back = rect(page, "g.node.current")["w"]
+    page.keyboard.down("Control")                     # a trackpad pinch: wheel + ctrlKey
+    page.mouse.wheel(0, -40)
+    page.keyboard.up("Control")
+    assert rect(page, "g.node.current")["w"] > 1.3 * back
+    page.mouse.wheel(0, 300)
     before = rect(page, "g.node.current")
     page.mouse.move(pane["x"] + 200, pane["y"] + 200)
     page.mouse.down()
