@@ -13,6 +13,7 @@ from microtensor import nn
 from microtensor.autograd import backward_steps
 from viz.graph import DIM, HIGHLIGHT, DotNotFoundError
 from viz.labels import fmt, norm
+from viz.layout import plan_layout
 
 # --------------------------------------------------------------------------- helpers
 
@@ -150,7 +151,7 @@ def test_recorded_steps_show_every_gradient_and_each_contribution_on_its_edge():
 
     by_tensor = {id(s.tensor): s for s in steps}
     expected = []
-    for tensor in graph.layout.order:
+    for tensor in plan_layout(loss).order:
         if tensor.op is not None:
             for inp, sent in zip(tensor.op.inputs, by_tensor[id(tensor)].grads_in):
                 if inp is t["X"]:
@@ -232,17 +233,19 @@ def lm_loss(n_layers=4):
 
 def test_modules_become_clusters_and_ops_go_to_the_module_that_owns_their_inputs():
     loss, model = lm_loss(n_layers=2)
-    graph = viz.draw(loss, params=model, collapse=False)
+    layout = plan_layout(loss, model, collapse=False)
+    graph = viz.draw(loss, params=model, layout=layout)
     assert "subgraph cluster_layers.0 {" in graph.source.replace('"', "")
     assert "subgraph cluster_layers.0.W_q {" in graph.source.replace('"', "")
     assert "cluster_layers {" not in graph.source.replace('"', "")  # a container: no box
-    layout = graph.layout
     modules = {layout.modules[id(t)] for t in layout.order
                if t.op is not None and t.op.name == "softmax"}
     assert modules == {"layers.0", "layers.1"}  # mixes W_q and W_k: their common module
     weight = model.layers[1].W_q.weight
     assert layout.names[id(weight)] == "layers.1.W_q.weight"
-    assert f"layers.1.W_q.weight  {tuple(weight.shape)}" in graph.source
+    # Inside the cluster labelled layers.1.W_q the node says the rest; its tooltip all.
+    node = nodes(graph)[graph.node_ids[id(weight)]]
+    assert f"weight  {tuple(weight.shape)}" in node and 'tooltip="layers.1.W_q.weight"' in node
     residual = [layout.modules[id(t)] for t in layout.order
                 if t.op is not None and t.op.name == "add" and layout.modules[id(t)] == ""]
     assert len(residual) == 4  # two residual adds per block stay on the residual stream
@@ -253,12 +256,12 @@ def test_collapse_folds_named_modules_into_one_box():
     full = viz.draw(loss, params=model, collapse=False)
     folded = viz.draw(loss, params=model, collapse=["layers.0"])
     boxes = [a for n, a in nodes(folded).items() if n.startswith("m")]
-    assert len(boxes) == 1 and attr(boxes[0], "label").startswith("layers.0\\n")
+    assert len(boxes) == 1 and attr(boxes[0], "label").startswith("layers.0\\l")
     assert "layers.0.W_q.weight" not in folded.source
     assert "layers.1.W_q.weight" in folded.source
     assert len(nodes(folded)) < len(nodes(full))
     every = viz.draw(loss, params=model, collapse=True)
-    labels = sorted(attr(a, "label").split("\\n")[0] for n, a in nodes(every).items()
+    labels = sorted(attr(a, "label").split("\\l")[0] for n, a in nodes(every).items()
                     if n.startswith("m"))
     assert labels == ["embed", "head", "layers.0", "layers.1"]
 
@@ -267,7 +270,7 @@ def test_highlight_reaches_into_a_folded_module():
     loss, model = lm_loss(n_layers=2)
     graph = viz.draw(loss, params=model, collapse=True, highlight=model.layers[0].W_q.weight)
     attrs = nodes(graph)
-    lit_boxes = {attr(attrs[n], "label").split("\\n")[0] for n in graph.highlighted
+    lit_boxes = {attr(attrs[n], "label").split("\\l")[0] for n in graph.highlighted
                  if n.startswith("m")}
     assert lit_boxes == {"layers.0", "layers.1", "head"}  # embed comes before W_q
 
@@ -275,10 +278,12 @@ def test_highlight_reaches_into_a_folded_module():
 def test_graphs_over_max_nodes_fold_by_default_and_say_so():
     loss, model = lm_loss(n_layers=4)
     graph = viz.draw(loss, params=model)
-    assert graph.layout.folded
+    assert plan_layout(loss, model).folded
     assert "max_nodes=150" in graph.source and "collapse=False" in graph.source
+    assert "expand=[&#x27;layers.0&#x27;]" in graph.source and "depth=1" in graph.source
     small = viz.draw(loss, params=model, max_nodes=10_000)
-    assert not small.layout.folded and "max_nodes" not in small.source
+    assert not plan_layout(loss, model, max_nodes=10_000).folded
+    assert "max_nodes" not in small.source
     unnamed = viz.draw(loss)
     assert "pass params=model" in unnamed.source
 

@@ -118,12 +118,16 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     assert not (tmp_path / "p.html").exists()
 
 
-def test_folded_modules_map_their_steps_to_the_box(tmp_path):
+def test_folded_modules_start_folded_and_their_steps_name_the_module(tmp_path):
     from microtensor import nn
     mt.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
     loss = model(mt.randn(5, 3)).sum()
     page = write_player(loss, tmp_path / "p.html", params=model, collapse=["0"]).read_text()
-    steps = embedded_steps(page)["steps"]
-    first_linear = [s for s in steps if s["name"].startswith("0.")]
-    assert first_linear and {s["node"] for s in first_linear} == {"m0"}
+    data = embedded_steps(page)
+    assert data["folded"] == ["0"]                  # the page draws it as one box
+    first_linear = [s for s in data["steps"] if s["name"].startswith("0.")]
+    assert first_linear and {s["module"] for s in first_linear} == {"0"}
+    # Laid out open, so the box opens in the page: every node of the module is there.
+    assert {s["node"] for s in first_linear} <= set(data["nodes"])
+    assert "0" in data["clusters"].values()

@@ -1,4 +1,5 @@
-"""Small graphs worth drawing, built from microtensor primitives only.
+"""Graphs worth drawing: one attention head from microtensor primitives, and the loss of a
+small `transformer.DecoderLM` (the model-scale picture in the README).
 
     >>> from viz.examples import attention_example
     >>> loss, tensors = attention_example()
@@ -36,3 +37,30 @@ def attention_example(tokens: int = 3, d_model: int = 4, d_k: int = 2, seed: int
     out = weights @ V                                    # (T, d_k)
     loss = (out * out).mean()
     return loss, {"X": X, "W_q": W_q, "W_k": W_k, "W_v": W_v}
+
+
+def decoder_lm_example(n_layers: int = 4, d_model: int = 32, n_heads: int = 4,
+                       vocab: int = 50, tokens: int = 8, seed: int = 0):
+    """The cross-entropy loss of a `transformer.DecoderLM` on one batch of 2 x `tokens`
+    ids, and the model: the graph a learner's own model makes. Returns (loss, model).
+
+    `python -m viz.examples` writes the README's picture of the 4-layer model, folded
+    as `viz.draw` folds it by default."""
+    import microtensor.functional as F
+    from transformer import DecoderLM
+
+    mt.manual_seed(seed)
+    model = DecoderLM(vocab, d_model, n_heads, n_layers, 4 * d_model, max_len=tokens)
+    ids = mt.tensor(np.arange(2 * tokens).reshape(2, tokens) % vocab)
+    return F.cross_entropy(model(ids), ids), model
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    import viz
+
+    loss, model = decoder_lm_example(4)
+    picture = Path(__file__).parent / "assets" / "decoder_lm_4_layers.svg"
+    print(viz.render(loss, picture, params=model,
+                     title="4-layer DecoderLM, loss at the top: each block folded into a box"))

@@ -37,6 +37,7 @@ from .labels import (
     dot_string,
     escape,
     fmt,
+    format_config,
     norm,
     pad_width,
     printable,
@@ -59,10 +60,11 @@ class Graph(graphviz.Digraph):
     """A `graphviz.Digraph` laid out by `viz.engine.find_engine()` (system `dot` or the
     bundled graphviz-pure), never by the `graphviz` package's own call of `dot`: it shows
     as SVG inline in Jupyter, and `pipe()`/`render()` work without system Graphviz.
-    `node_ids` maps id(tensor) to its node's name."""
+    `node_ids` maps id(tensor) to its node's name, `cluster_ids` a module path to its
+    cluster's id."""
 
-    layout: Layout
     node_ids: dict
+    cluster_ids: dict
     highlighted: set
 
     def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
@@ -117,7 +119,8 @@ def _text_row(text: str, columns: int, size: int = 10, bold: bool = False,
             f'<FONT POINT-SIZE="{size}" COLOR="{colour}">{body}</FONT></TD></TR>')
 
 
-def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, lit) -> str:
+def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, lit,
+                  border: str) -> str:
     values_grid = as_grid(tensor.data) if "values" in show else None
     grad_grid = as_grid(grad) if grad is not None and "grad" in show else None
     columns = max([1] + [g.shape[1] for g in (values_grid, grad_grid) if g is not None])
@@ -140,16 +143,14 @@ def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, li
             rows.append(_text_row(f"grad: {grad_state}", columns, 9, dimmed=dimmed))
     if fan_out > 1 and tensor.requires_grad:
         rows.append(_text_row(f"used {fan_out} times: gradients add", columns, 9, dimmed=dimmed))
-    colour = HIGHLIGHT if lit else (DIM if dimmed else TENSOR_BORDER)
     return (f'<<TABLE BORDER="{3 if lit else 1}" CELLBORDER="0" CELLSPACING="1" '
-            f'CELLPADDING="2" COLOR="{colour}">{"".join(rows)}</TABLE>>')
+            f'CELLPADDING="2" COLOR="{border}">{"".join(rows)}</TABLE>>')
 
 
 def _op_label(node) -> tuple[str, dict]:
     """The op node's label (name, config, derivative rule) and the node attributes that
     make room for characters the layout engine cannot measure."""
-    config = ", ".join(f"{key}={_short(value)}" for key, value in (node.config or {}).items()
-                       if value is not None and value is not False)
+    config = format_config(node.config)
     head = f"{node.name} ({config})" if config else node.name
     rule = wrap(printable(node.rule))
     lines = [f"<B>{escape(node.name)}</B>" + (f" ({escape(config)})" if config else "")]
@@ -180,13 +181,6 @@ def text_label(lines, size: int = 10) -> str:
             + "".join(rows) + "</TABLE>>")
 
 
-def _short(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array{tuple(value.shape)}"
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
-
-
 def _grad_state(tensor, recorded: bool) -> str | None:
     """What to say when a tensor has no gradient to show."""
     if not tensor.requires_grad:
@@ -213,20 +207,27 @@ def computed_from(order: list[Tensor], targets) -> list[Tensor]:
 
 
 def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir: str = "BT",
-         max_nodes: int = DEFAULT_MAX_NODES, collapse=None, steps=None,
-         title: str | None = None) -> Graph:
+         max_nodes: int = DEFAULT_MAX_NODES, collapse=None, depth: int | None = None,
+         expand=None, steps=None, title: str | None = None,
+         layout: Layout | None = None) -> Graph:
     """The graph behind `root` as a `graphviz.Digraph` (shows inline in Jupyter).
 
     highlight: a tensor or several; every path from root to them is coloured, the rest
         dimmed (the route their gradient takes).
-    params: a Module (or mapping name -> Tensor) naming parameters and grouping modules.
+    params: a Module (or mapping name -> Tensor) naming parameters and grouping modules;
+        other tensors are named by where they come from ("blocks.1.ffn output").
     show: any of "shape", "values", "grad".  rankdir: "BT" puts the loss at the top.
+    depth: draw modules this many levels deep, each deeper module as one box showing its
+        name, its parameter shapes and how many ops it holds.  expand: module paths to
+        keep open (["blocks.0"]: one open block, the rest folded).
     collapse: True, or module paths like ["layers.0"], to draw modules as one box; by
-        default modules fold when the graph has more than `max_nodes` nodes.
+        default modules fold when the graph has more than `max_nodes` nodes, and the
+        title says how to open them.
     steps: the recorded `backward_steps` of this graph; shows intermediate gradients
         and each contribution's norm on its edge.
+    layout: a `viz.layout.plan_layout(root, ...)` made already (drawing then uses it).
 
-    >>> graph = viz.draw(loss, highlight=W_q, params=model)
+    >>> graph = viz.draw(loss, highlight=W_q, params=model, expand=["blocks.0"])
     """
     if not isinstance(root, Tensor):
         raise op_error("draw", f"expected the Tensor whose graph to draw, got "
@@ -235,108 +236,153 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     unknown = [s for s in show if s not in SHOW_ITEMS]
     if unknown:
         raise op_error("draw", f"show={unknown} is not one of {SHOW_ITEMS}")
-    layout = plan_layout(root, params, collapse, max_nodes)
-    order, index = layout.order, layout.index
-    recorded = {id(s.tensor): s for s in (steps or ())}
-
+    if layout is None:
+        layout = plan_layout(root, params, collapse, max_nodes, depth, expand)
     targets = [] if highlight is None else (
         [highlight] if isinstance(highlight, Tensor) else list(highlight))
     for target in targets:
-        if not isinstance(target, Tensor) or id(target) not in index:
+        if not isinstance(target, Tensor) or id(target) not in layout.index:
             what = (f"{target.name or 'tensor'} {tuple(target.shape)}"
                     if isinstance(target, Tensor) else f"{type(target).__name__}")
             raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
                            f"root", ValueError,
                            "highlight a tensor the root was computed from, e.g. a weight")
-    on_path = {id(t) for t in targets} | {id(t) for t in computed_from(order, targets)}
-    op_on_path = {k for k, t in enumerate(order) if t.op is not None and any(
-        id(i) in on_path for i in t.op.inputs if isinstance(i, Tensor))}
-
-    fan_out = {}
-    for tensor in order:
-        for inp in (tensor.op.inputs if tensor.op else ()):
-            if isinstance(inp, Tensor):
-                fan_out[id(inp)] = fan_out.get(id(inp), 0) + 1
+    on_path = {id(t) for t in targets} | {id(t) for t in computed_from(layout.order, targets)}
+    look = _Look(layout, on_path, bool(targets), {id(s.tensor): s for s in (steps or ())},
+                 show)
 
     graph = Graph(name="backward", graph_attr={
         "rankdir": rankdir, "fontname": "Helvetica", "fontsize": "12",
         "nodesep": "0.25", "ranksep": "0.35", "labelloc": "t"},
         node_attr={"fontname": "Helvetica", "fontsize": "10"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "arrowsize": "0.7"})
+    if layout.paths:
+        # Rank the whole graph at once, not cluster by cluster: modules then stack in
+        # forward order along one axis instead of spreading side by side.
+        graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
     title_lines = [line for x in (title, layout.note) if x for line in str(x).split("\n")]
     if title_lines:
         graph.attr(label=text_label(title_lines, 12))
-    graph.layout = layout
-    graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(order)}
+    graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(layout.order)}
     graph.highlighted = set()
-    dim = bool(targets)
+    graph.cluster_ids = {}           # module path -> the id of its cluster in the SVG
 
-    clusters: dict[str, list] = {}   # module path -> body lines of nodes inside it
-
-    def place(module, node_id, **attrs):
-        lines = clusters.setdefault(module or "", [])
-        lines.append((node_id, attrs))
-
+    clusters: dict[str, list] = {}   # module path -> [(node id, attributes)] inside it
     boxes = {}
-    for k, tensor in enumerate(order):
+    for k, tensor in enumerate(layout.order):
         fold = layout.fold_of(k)
         if fold is not None:
-            box = boxes.setdefault(fold, {"tensors": 0, "ops": 0, "params": [], "hit": False})
-            box["tensors"] += 1
-            box["ops"] += tensor.op is not None
-            if tensor.op is None and layout.names[id(tensor)]:
-                box["params"].append(layout.names[id(tensor)])
-            box["hit"] |= id(tensor) in on_path
+            boxes.setdefault(fold, _Box()).count(tensor, layout, on_path)
             continue
-        lit = id(tensor) in on_path
-        step = recorded.get(id(tensor))
-        grad = step.grad_out if step is not None else tensor.grad
-        state = None if grad is not None else _grad_state(tensor, bool(recorded))
-        is_param = tensor.op is None and tensor.requires_grad
-        place(layout.modules[id(tensor)], f"t{k}", shape="none", margin="0",
-              label=_tensor_label(tensor, layout.label_of(tensor), show, grad, state,
-                                  fan_out.get(id(tensor), 0), dim and not lit, lit),
-              style="filled", fillcolor=PARAM_FILL if is_param and not (dim and not lit)
-              else "white", color=HIGHLIGHT if lit else (DIM if dim else TENSOR_BORDER),
-              penwidth="2.5" if lit else "1", id=f"t{k}",
-              tooltip=dot_string(layout.label_of(tensor)))
-        if lit:
-            graph.highlighted.add(f"t{k}")
+        nodes = [(f"t{k}", _tensor_node(tensor, k, look))]
         if tensor.op is not None:
-            lit_op = k in op_on_path
-            label, room = _op_label(tensor.op)
-            place(layout.modules[id(tensor)], f"op{k}", label=label, **room,
-                  shape="box", style="rounded,filled", id=f"op{k}",
-                  tooltip=dot_string(tensor.op.rule),
-                  fillcolor=OP_FILL if not (dim and not lit_op) else "#f6f6f6",
-                  color=HIGHLIGHT if lit_op else (DIM if dim else "#8a6d1f"),
-                  fontcolor=DIM if dim and not lit_op else "black",
-                  penwidth="2.5" if lit_op else "1")
-            if lit_op:
-                graph.highlighted.add(f"op{k}")
-
+            nodes.append((f"op{k}", _op_node(tensor, k, look)))
+        for node_id, (attrs, lit) in nodes:
+            clusters.setdefault(layout.modules[id(tensor)] or "", []).append((node_id, attrs))
+            if lit:
+                graph.highlighted.add(node_id)
     for j, path in enumerate(layout.folded):
-        box = boxes.get(path)
-        if box is None:
-            continue
-        lit = box["hit"]
-        owners = sorted({p[len(path) + 1:].split(".")[0] for p in box["params"]})
-        lines = [path, f"{box['ops']} ops, {box['tensors']} tensors"]
-        if box["params"]:
-            count = len(box["params"])
-            lines.append(f"{count} parameter{'s' * (count != 1)}: " + ", ".join(owners))
-        label = graphviz.nohtml("\\n".join(dot_string(line) for line in lines))
-        place(path.rpartition(".")[0], f"m{j}", label=label, **_room_for(
-                  [(line, 10, False) for line in lines]), shape="box3d",
-              style="filled", fillcolor="#e8e8f4" if not (dim and not lit) else "#f6f6f6",
-              color=HIGHLIGHT if lit else (DIM if dim else "#444466"), id=f"m{j}",
-              fontcolor=DIM if dim and not lit else "black", penwidth="2.5" if lit else "1")
-        if lit:
-            graph.highlighted.add(f"m{j}")
+        if path in boxes:
+            attrs, lit = _folded_box(path, boxes[path], look, f"m{j}")
+            clusters.setdefault(path.rpartition(".")[0], []).append((f"m{j}", attrs))
+            if lit:
+                graph.highlighted.add(f"m{j}")
 
-    _emit_clusters(graph, clusters, layout, dim)
-    _emit_edges(graph, layout, on_path, op_on_path, recorded, dim)
+    _emit_clusters(graph, clusters, layout, look.dim)
+    _emit_edges(graph, look)
     return graph
+
+
+class _Look:
+    """What decides how each node is drawn: the route to the highlighted tensors (lit),
+    everything off it dimmed when there is a highlight, the recorded steps, `show`."""
+
+    def __init__(self, layout: Layout, on_path: set, dim: bool, recorded: dict, show):
+        self.layout, self.on_path, self.dim, self.recorded, self.show = (
+            layout, on_path, dim, recorded, show)
+        self.op_on_path = {k for k, t in enumerate(layout.order) if t.op is not None and any(
+            id(i) in on_path for i in t.op.inputs if isinstance(i, Tensor))}
+        self.fan_out = {}
+        for tensor in layout.order:
+            for inp in (tensor.op.inputs if tensor.op else ()):
+                if isinstance(inp, Tensor):
+                    self.fan_out[id(inp)] = self.fan_out.get(id(inp), 0) + 1
+
+    def colour(self, lit: bool, normal: str) -> str:
+        """The one rule for outlines, edges and text: lit, else dimmed, else `normal`."""
+        return HIGHLIGHT if lit else (DIM if self.dim else normal)
+
+    def emphasis(self, lit: bool, fill: str, normal: str, dimmed_fill: str = "#f6f6f6"
+                 ) -> dict:
+        """A node's outline colour and width, fill and text colour."""
+        dimmed = self.dim and not lit
+        return {"color": self.colour(lit, normal), "penwidth": "2.5" if lit else "1",
+                "fillcolor": dimmed_fill if dimmed else fill,
+                "fontcolor": DIM if dimmed else "black"}
+
+
+def _tensor_node(tensor, k: int, look: _Look) -> tuple[dict, bool]:
+    lit = id(tensor) in look.on_path
+    step = look.recorded.get(id(tensor))
+    grad = step.grad_out if step is not None else tensor.grad
+    state = None if grad is not None else _grad_state(tensor, bool(look.recorded))
+    is_param = tensor.op is None and tensor.requires_grad
+    name = look.layout.label_of(tensor)
+    # Inside a module's box the path is its label: the node says the rest ("weight").
+    cluster = look.layout.modules[id(tensor)] or ""
+    while cluster in look.layout.containers:
+        cluster = cluster.rpartition(".")[0]
+    plain = re.fullmatch(r"[\w.]+", cluster, re.ASCII)   # odd names are shown whole
+    short = name[len(cluster) + 1:] if plain and name[len(cluster):len(cluster) + 1] in (
+        ".", " ") and name.startswith(cluster) else name
+    attrs = look.emphasis(lit, PARAM_FILL if is_param else "white", TENSOR_BORDER, "white")
+    del attrs["fontcolor"]   # the label's own rows carry their colours
+    attrs.update(shape="none", margin="0", style="filled", id=f"t{k}",
+                 tooltip=dot_string(name),
+                 label=_tensor_label(tensor, short, look.show, grad, state,
+                                     look.fan_out.get(id(tensor), 0), look.dim and not lit,
+                                     lit, look.colour(lit, TENSOR_BORDER)))
+    return attrs, lit
+
+
+def _op_node(tensor, k: int, look: _Look) -> tuple[dict, bool]:
+    lit = k in look.op_on_path
+    label, room = _op_label(tensor.op)
+    return dict(label=label, **room, shape="box", style="rounded,filled", id=f"op{k}",
+                tooltip=dot_string(tensor.op.rule),
+                **look.emphasis(lit, OP_FILL, "#8a6d1f")), lit
+
+
+class _Box:
+    """What a folded module holds: counts, its parameters and their shapes, and whether
+    the highlighted route runs through it."""
+
+    def __init__(self):
+        self.tensors, self.ops, self.params, self.lit = 0, 0, [], False
+
+    def count(self, tensor, layout: Layout, on_path: set) -> None:
+        self.tensors += 1
+        self.ops += tensor.op is not None
+        if tensor.op is None and layout.names[id(tensor)]:
+            self.params.append((layout.names[id(tensor)], tuple(tensor.shape)))
+        self.lit |= id(tensor) in on_path
+
+
+def _folded_box(path: str, box: _Box, look: _Look, node_id: str) -> tuple[dict, bool]:
+    """A module drawn as one box: its path, how much is inside, its parameter shapes."""
+    lines = [path, f"{box.ops} ops, {box.tensors} tensors"]
+    shapes = {}   # the module inside the box that owns them -> its parameters' shapes
+    for name, shape in box.params:
+        inner = name[len(path) + 1:] if name.startswith(path + ".") else name
+        shapes.setdefault(inner.split(".")[0] if "." in inner else "own", []).append(shape)
+    for owner, owned in shapes.items():
+        counted = {shape: owned.count(shape) for shape in owned}
+        lines.append(f"{owner}: " + ", ".join(
+            f"{n}×{shape}" if n > 1 else f"{shape}" for shape, n in counted.items()))
+    label = graphviz.nohtml("\\l".join(dot_string(line) for line in lines) + "\\l")
+    return dict(label=label, **_room_for([(line, 10, False) for line in lines]),
+                shape="box3d", style="filled", id=node_id,
+                **look.emphasis(box.lit, "#e8e8f4", "#444466")), box.lit
 
 
 def _emit_clusters(graph, clusters, layout, dim):
@@ -356,7 +402,8 @@ def _emit_clusters(graph, clusters, layout, dim):
         bodies[path] = Graph(name=name, graph_attr={
             "label": text_label([path]), "style": "rounded,dashed",
             "color": DIM if dim else "#9090b0", "fontcolor": "#666688", "fontsize": "10",
-            "labeljust": "l"})
+            "labeljust": "l", "id": f"c{number}"})
+        graph.cluster_ids[path] = f"c{number}"
     for path, nodes in clusters.items():
         while path in layout.containers:
             path = path.rpartition(".")[0]
@@ -368,34 +415,49 @@ def _emit_clusters(graph, clusters, layout, dim):
         (bodies[parent] if parent else graph).subgraph(bodies[path])
 
 
-def _emit_edges(graph, layout, on_path, op_on_path, recorded, dim):
-    seen = set()
+def _fed_back(layout: Layout) -> dict:
+    """For each folded box, the tensors outside it computed from its outputs. A residual
+    block reads x and, later, x + attn(x): drawn as one box, the second edge would point
+    back up against the flow, so it is left out of the ranking (the box ranks after x)."""
+    inside = {}
+    for k, tensor in enumerate(layout.order):
+        fold = layout.fold_of(k)
+        if fold is not None:
+            inside.setdefault(layout.tensor_node(k), []).append(tensor)
+    return {box: {id(t) for t in computed_from(layout.order, tensors)
+                  if layout.tensor_node(layout.index[id(t)]) != box}
+            for box, tensors in inside.items()}
+
+
+def _emit_edges(graph, look: _Look):
+    layout, seen = look.layout, set()
+    fed_back = _fed_back(layout)
     for k, tensor in enumerate(layout.order):
         node = tensor.op
         if node is None:
             continue
         op_id, out_id = layout.op_node(k), layout.tensor_node(k)
-        step = recorded.get(id(tensor))
-        edges = [(op_id, out_id, k in op_on_path, None, True)]
+        step = look.recorded.get(id(tensor))
+        edges = [(op_id, out_id, k in look.op_on_path, None, True)]   # + the input tensor
         for position, inp in enumerate(node.inputs):
             if not isinstance(inp, Tensor):
                 continue
             sent = step.grads_in[position] if step is not None else None
             label = f"|g| {fmt(norm(sent))}" if sent is not None else None
             edges.append((layout.tensor_node(layout.index[id(inp)]), op_id,
-                          id(inp) in on_path, label, inp.requires_grad))
-        for tail, head, lit, label, carries_grad in edges:
+                          id(inp) in look.on_path, label, inp.requires_grad, inp))
+        for tail, head, lit, label, carries_grad, *tail_tensor in edges:
             folded_edge = tail.startswith("m") or head.startswith("m")
             if tail == head or (folded_edge and (tail, head) in seen):
                 continue  # inside one folded box, or a duplicate edge into/out of a box
             seen.add((tail, head))
-            attrs = {"color": HIGHLIGHT if lit else (DIM if dim else "#555555"),
-                     "penwidth": "2.5" if lit else "1"}
+            attrs = {"color": look.colour(lit, "#555555"), "penwidth": "2.5" if lit else "1"}
             if not carries_grad:
                 attrs["style"] = "dashed"  # a constant input: no gradient flows back here
             if label:
-                attrs.update(label=label,
-                             fontcolor=HIGHLIGHT if lit else (DIM if dim else "#333333"))
+                attrs.update(label=label, fontcolor=look.colour(lit, "#333333"))
+            if tail_tensor and id(tail_tensor[0]) in fed_back.get(head, ()):
+                attrs["constraint"] = "false"
             graph.edge(tail, head, **attrs)
 
 

@@ -106,6 +106,18 @@ def text_colour(value: float, scale: float, dimmed: bool) -> str:
     return "#ffffff" if strong or not np.isfinite(value) else "#000000"
 
 
+def format_config(config) -> str:
+    """An op's settings as "axis=-1, keepdims=True", the same in the graph, the stepper and
+    the player: unset (None/False) ones left out, arrays by shape, long values cut."""
+    parts = []
+    for key, value in (config or {}).items():
+        if value is None or value is False:
+            continue
+        text = f"array{tuple(value.shape)}" if isinstance(value, np.ndarray) else repr(value)
+        parts.append(f"{key}={text if len(text) <= 24 else text[:21] + '...'}")
+    return ", ".join(parts)
+
+
 def printable(text) -> str:
     """`text` with line breaks as spaces and other control characters (and anything XML
     cannot hold) shown as escapes like `\\x1b`: a name can hold anything, an SVG cannot."""

@@ -10,8 +10,20 @@ parameter belongs to the module that owns it ("layers.0.attn.W_q.weight" to
 owning all of them (x @ W_q.weight lives in W_q); any other op belongs to the deepest module
 containing the modules of all its inputs (softmax(q k^T) lives in attn, the parent of W_q and
 W_k). So a residual add, which mixes a block's output with its input from before the block,
-sits in the common parent: the residual stream stays visible between folded blocks.
+sits in the common parent: the residual stream is drawn between open blocks. A folded
+block's box takes in its residual adds, so folded blocks read as a chain.
 Tensors that no parameter reaches (inputs, masks) belong to no module.
+
+Names: a parameter is named by its path; any other tensor inside a module by that module's
+path plus its own `.name` ("blocks.0.self_attn.weights"), else by where it comes from: the
+module's "output" when it leaves the module ("blocks.1.ffn output"), else the module path
+plus the op that made it ("blocks.1.ffn.gelu"). Tensors outside every module keep their
+`.name`, else "t{k}", the node's id.
+
+Folding: `depth=k` draws modules k levels deep (a ModuleList or Sequential is no level) and
+folds the next level into one box each; `expand=["blocks.0"]` keeps those modules, and all
+inside them, open. Past `max_nodes` nodes, modules fold by default: the graph's title says so
+and how to open them.
 """
 from __future__ import annotations
 
@@ -41,11 +53,15 @@ class Layout:
     folded: list = field(default_factory=list)   # module paths drawn as one box
     containers: set = field(default_factory=set)  # ModuleList/Sequential paths (no cluster)
     note: str = ""
+    paths: list = field(default_factory=list)     # every module path, in forward order
+    absorbed: dict = field(default_factory=dict)  # id(tensor) -> the fold it is drawn in
 
     def fold_of(self, k: int) -> str | None:
+        if id(self.order[k]) in self.absorbed:
+            return self.absorbed[id(self.order[k])]
         module = self.modules[id(self.order[k])]
         for path in self.folded:
-            if module is not None and (module == path or module.startswith(path + ".")):
+            if _within(module, path):
                 return path
         return None
 
@@ -74,6 +90,11 @@ class Layout:
         unnamed tensor's header in the drawing shows the same 't{k}')."""
         name = self.names.get(id(tensor))
         return name if name else f"t{self.index[id(tensor)]}"
+
+    def module_depth(self, path: str) -> int:
+        """How many modules deep `path` is: "blocks.0.ffn" is 2 (`blocks` is a list)."""
+        parts = path.split(".")
+        return sum(".".join(parts[:n]) not in self.containers for n in range(1, len(parts) + 1))
 
     def describe(self, tensor) -> str:
         """Like `label_of`, saying which op made an unnamed tensor: 't3 (softmax output)'."""
@@ -132,8 +153,109 @@ def _fold_units(params, modules: Iterable) -> list:
     return sorted({m.split(".")[0] for m in modules if m})
 
 
+def _where_from(layout: Layout) -> None:
+    """Name the unnamed tensors inside modules by where they come from (see the module
+    docstring), numbering repeats in forward order: "blocks.0.self_attn.matmul 2". An
+    op between modules (a residual add) is named after the latest module it reads from:
+    "add after blocks.0.self_attn"."""
+    order, names, modules, index = layout.order, layout.names, layout.modules, layout.index
+    users = {}
+    for tensor in order:
+        for inp in (tensor.op.inputs if tensor.op else ()):
+            if isinstance(inp, Tensor):
+                users.setdefault(id(inp), []).append(modules[id(tensor)])
+    proposed = {}
+    for tensor in reversed(order):                  # forward order
+        module = modules[id(tensor)]
+        if tensor.op is not None and not names[id(tensor)] and module is not None and (
+                not module or module in layout.containers):
+            fed = sorted((index[id(t)], modules[id(t)]) for t in tensor.op.inputs
+                         if isinstance(t, Tensor) and modules[id(t)])
+            if fed:
+                proposed[id(tensor)] = f"{tensor.op.name} after {fed[0][1]}"
+            continue
+        if tensor.op is None or not module:
+            continue
+        own = names[id(tensor)]
+        if own:
+            names[id(tensor)] = own if own.startswith(module + ".") else f"{module}.{own}"
+            continue
+        leaves = any(user is None or not (user + ".").startswith(module + ".")
+                     for user in users.get(id(tensor), [None]))
+        proposed[id(tensor)] = f"{module} output" if leaves else f"{module}.{tensor.op.name}"
+    taken = {n for n in names.values() if n}
+    counts = {}
+    for name in proposed.values():
+        counts[name] = counts.get(name, 0) + 1
+    seen = {}
+    for key, name in proposed.items():
+        if counts[name] > 1 or name in taken:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name} {seen[name]}"
+        names[key] = name
+
+
+def absorb_residual_adds(layout: Layout) -> None:
+    """Draw a folded block's residual adds inside its box: an op outside every fold whose
+    inputs each come from one folded module or feed it (x + attn(x), then h + ffn(h)). The
+    folded blocks then read as a chain, x -> blocks.0 -> blocks.1, with no edge going back
+    up from a block's sum into the block that made it."""
+    if not layout.folded:
+        return
+    feeds = {}
+    for k, tensor in enumerate(layout.order):
+        fold = layout.fold_of(k)
+        if fold is not None and tensor.op is not None:
+            feeds.setdefault(fold, set()).update(
+                id(t) for t in tensor.op.inputs if isinstance(t, Tensor))
+    for k in range(len(layout.order) - 1, -1, -1):      # forward order
+        tensor = layout.order[k]
+        if tensor.op is None or layout.fold_of(k) is not None:
+            continue
+        inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
+        folds = [layout.fold_of(layout.index[id(t)]) for t in inputs]
+        for fold in dict.fromkeys(f for f in folds if f is not None):
+            # Only a sum of the block's work with what also went into it (the residual):
+            # a loss or a sum over the block's output stays outside.
+            from_before = any(not _within(layout.modules[id(t)], fold) for t in inputs)
+            if from_before and all(f == fold or id(t) in feeds[fold]
+                                   for f, t in zip(folds, inputs)):
+                layout.absorbed[id(tensor)] = fold
+                break
+
+
+def _within(module: str | None, path: str) -> bool:
+    return module is not None and (module == path or module.startswith(path + "."))
+
+
+def _module_paths(order: list, modules: dict) -> list:
+    """Every module path holding a tensor and each of its ancestors, in forward order."""
+    paths = {}
+    for tensor in reversed(order):
+        module = modules[id(tensor)]
+        if module:
+            parts = module.split(".")
+            paths.update((".".join(parts[:n]), None) for n in range(1, len(parts) + 1))
+    return list(paths)
+
+
+def _folds_at_depth(layout: Layout, depth: int, expand: list) -> list:
+    """The modules one level below `depth` (outermost first), except those inside or
+    around an `expand` path, which stay open."""
+    folded = []
+    for path in layout.paths:
+        if path in layout.containers or any(_within(path, f) for f in folded):
+            continue
+        if any(_within(path, e) or _within(e, path) for e in expand):
+            continue
+        if layout.module_depth(path) > depth:
+            folded.append(path)
+    return folded
+
+
 def plan_layout(root: Tensor, params=None, collapse=None,
-                max_nodes: int = DEFAULT_MAX_NODES) -> Layout:
+                max_nodes: int = DEFAULT_MAX_NODES, depth: int | None = None,
+                expand=None) -> Layout:
     """Walk the graph once (`topological_order`), name tensors, assign modules, fold."""
     order = topological_order(root, every_input=True)
     index = {id(t): k for k, t in enumerate(order)}
@@ -151,20 +273,46 @@ def plan_layout(root: Tensor, params=None, collapse=None,
             fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
             modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
 
-    layout = Layout(order, index, names, modules)
+    layout = Layout(order, index, names, modules, paths=_module_paths(order, modules))
     if hasattr(params, "named_modules"):
         # A stack of blocks gets no cluster of its own: the residual adds between blocks
         # live outside every block, and a box around all blocks would have to contain them.
         layout.containers = {path for path, module in params.named_modules()
                              if path and type(module).__name__ in CONTAINERS}
+    if params is not None:
+        _where_from(layout)
     known = {m for m in modules.values() if m}
-    every_path = {".".join(m.split(".")[:n]) for m in known for n in range(1, m.count(".") + 2)}
+    every_path = set(layout.paths)
+    expand = [expand] if isinstance(expand, str) else list(expand or ())
+    for name, paths in (("expand", expand), ("collapse", collapse)):
+        if isinstance(paths, str):
+            paths = [paths]
+        unknown = [c for c in paths if c not in every_path] if isinstance(
+            paths, (list, tuple)) else []
+        if unknown:
+            raise op_error("draw", f"{name}={unknown} names no module of this graph; "
+                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
+                           "pass params=model and dotted module paths such as 'layers.0'")
     n_nodes = len(order) + sum(t.op is not None for t in order)
+    if depth is not None or expand:
+        if collapse not in (None, False):
+            raise op_error("draw", f"collapse={collapse!r} with depth={depth} or expand="
+                           f"{expand}: choose one way to fold", ValueError,
+                           "pass depth=/expand= (or collapse=) alone")
+        if collapse is None:
+            layout.folded = _folds_at_depth(layout, 0 if depth is None else depth, expand)
+        absorb_residual_adds(layout)
+        return layout
     if collapse is None and n_nodes > max_nodes:
         if params is not None:
             collapse = True
+            units = [u for u in _fold_units(params, known) if u in every_path]
+            # Suggest opening a block of a stack ("blocks.0") when there is one.
+            first = next((u for u in units if u.rpartition(".")[0] in layout.containers),
+                         units[0] if units else "")
             layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: modules folded into "
-                           f"boxes (collapse=False shows every node)")
+                           f"boxes (open one with expand=[{first!r}], a level with depth=1, "
+                           f"all with collapse=False)")
         else:
             layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
                            f"to fold modules into boxes")
@@ -173,10 +321,6 @@ def plan_layout(root: Tensor, params=None, collapse=None,
     elif isinstance(collapse, str):
         collapse = [collapse]
     if isinstance(collapse, (list, tuple)):
-        unknown = [c for c in collapse if c not in every_path]
-        if unknown:
-            raise op_error("draw", f"collapse={unknown} names no module of this graph; "
-                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
-                           "pass params=model and dotted module paths such as 'layers.0'")
         layout.folded = list(collapse)
+    absorb_residual_adds(layout)
     return layout

@@ -4,8 +4,12 @@ The page holds the drawn graph as inline SVG and every `BackwardStep` as embedde
 Next/previous buttons (or the arrow keys) move through the steps in the engine's own
 order: the current node is outlined, nodes already done are marked, and a side panel
 shows the op's derivative rule, the gradient that arrived and what went to each input.
-Nothing is fetched: no scripts, fonts or styles from the network, so the file works
-offline and can be mailed around.
+The view follows the current node at a readable size (zoom, pan and "fit all" as well).
+For a model the graph is laid out with every module open and the modules `draw` would
+fold start folded in the page: a folded block is one step, and opens or closes on click,
+so folding never needs a second layout. A search box jumps to the step where a named
+tensor's gradient is complete. Nothing is fetched: no scripts, fonts or styles from the
+network, so the file works offline and can be mailed around.
 
     >>> import viz
     >>> viz.write_player(loss, "out/backprop.html", params=model, title="attention")
@@ -24,8 +28,8 @@ from microtensor.tensor import Tensor
 
 from .engine import DotNotFoundError, find_engine, write_atomic
 from .graph import draw
-from .labels import summary
-from .layout import DEFAULT_MAX_NODES, Layout
+from .labels import format_config, summary
+from .layout import DEFAULT_MAX_NODES, Layout, plan_layout
 
 
 def step_record(step: BackwardStep, layout: Layout, max_values: int = 64) -> dict:
@@ -36,15 +40,14 @@ def step_record(step: BackwardStep, layout: Layout, max_values: int = 64) -> dic
         "tensor": layout.tensor_node(k),
         "name": layout.describe(step.tensor),
         "grad_out": summary(step.grad_out, max_values),
+        "module": layout.modules[id(step.tensor)] or "",
     }
     if step.node is None:
         record.update(kind="leaf", op="leaf", rule=f"{layout.label_of(step.tensor)}.grad += g")
         record["sends"] = []
         return record
-    config = {key: value for key, value in (step.node.config or {}).items()
-              if isinstance(value, (int, float, str)) and value is not False}
     record.update(kind="op", op=step.node.name, rule=step.node.rule,
-                  config=", ".join(f"{key}={value!r}" for key, value in config.items()))
+                  config=format_config(step.node.config))
     record["sends"] = [
         {"to": layout.describe(inp), "node": layout.tensor_node(layout.index[id(inp)]),
          **summary(sent, max_values)}
@@ -71,9 +74,10 @@ def _asset(name: str) -> str:
     return (Path(__file__).parent / "assets" / name).read_text(encoding="utf-8")
 
 
-def player_html(svg: str, steps: list[dict], title: str) -> str:
-    """The whole page as one string: CSS, SVG, step data and script inlined."""
-    data = {"title": title, "steps": steps}
+def player_html(svg: str, steps: list[dict], title: str, folds: dict | None = None) -> str:
+    """The whole page as one string: CSS, SVG, step data and script inlined. `folds`
+    says which module each node and cluster stands for, and which start folded."""
+    data = {"title": title, "steps": steps, **(folds or {})}
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n"
@@ -83,9 +87,19 @@ def player_html(svg: str, steps: list[dict], title: str) -> str:
         f"<header><h1>{html.escape(title)}</h1>\n"
         "<nav><button id=\"prev\" type=\"button\" title=\"previous step (←)\">◀ prev</button>"
         "<span id=\"counter\" aria-live=\"polite\">0 / 0</span>"
-        "<button id=\"next\" type=\"button\" title=\"next step (→)\">next ▶</button></nav>"
-        "<span class=\"hint\">arrow keys ← → step; the outlined node is the current one, "
-        "marked nodes are done</span></header>\n"
+        "<button id=\"next\" type=\"button\" title=\"next step (→)\">next ▶</button>"
+        "<button id=\"inside\" type=\"button\" title=\"open the folded module and step "
+        "through it (Enter)\" disabled>step inside</button></nav>"
+        "<nav><button id=\"zoom-out\" type=\"button\" title=\"zoom out (-)\">−</button>"
+        "<button id=\"zoom-in\" type=\"button\" title=\"zoom in (+)\">+</button>"
+        "<button id=\"fit\" type=\"button\" aria-pressed=\"false\" title=\"the whole "
+        "graph; press again to follow the current step (f)\">fit all</button></nav>"
+        "<input id=\"search\" type=\"search\" placeholder=\"find a tensor (Enter)\" "
+        "title=\"jump to the step where this tensor's gradient is complete\">"
+        "<span id=\"found\" class=\"hint\"></span>"
+        "<span class=\"hint\">← → step · wheel/pinch zoom · drag to pan · click a module's "
+        "name to fold it, a folded box to open it</span></header>\n"
+        "<div id=\"crumbs\" aria-label=\"where in the model\"></div>\n"
         f"<main><div id=\"graph\">{_inline_svg(svg)}</div>\n"
         "<aside id=\"panel\"><h2 id=\"step-title\"></h2><pre id=\"rule\"></pre>"
         "<div id=\"numbers\"></div></aside></main>\n"
@@ -94,18 +108,22 @@ def player_html(svg: str, steps: list[dict], title: str) -> str:
 
 
 def player_page(root: Tensor, *, params=None, title: str | None = None, grad=None,
-                collapse=None, max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
+                collapse=None, depth: int | None = None, expand=None,
+                max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
                 engine=None, source_path: Path | None = None, where: str = "player_page") -> str:
     """Run the backward pass of `root` and return the step-through page as one string.
 
-    The layout engine (`viz.engine.find_engine(engine)`) is found before backward runs:
-    when none can run, nothing is run, the graph's source is saved to `source_path` (if
-    given) and one error says how to get an engine."""
+    The graph is laid out with every module open; the modules that `draw` would fold
+    (by `collapse`, `depth`, `expand` or past `max_nodes`) start folded in the page and
+    open on click. The layout engine (`viz.engine.find_engine(engine)`) is found before
+    backward runs: when none can run, nothing is run, the graph's source is saved to
+    `source_path` (if given) and one error says how to get an engine."""
     if not isinstance(root, Tensor):
         raise op_error(where, f"expected the Tensor to backpropagate from, got "
                        f"{type(root).__name__}", TypeError, f"pass e.g. {where}(loss, ...)")
-    graph = draw(root, params=params, show=("shape", "values"), collapse=collapse,
-                 max_nodes=max_nodes)
+    plan = plan_layout(root, params, collapse, max_nodes, depth, expand)  # what starts folded
+    layout = plan_layout(root, params, collapse=False)
+    graph = draw(root, show=("shape", "values"), layout=layout)
     if not root.requires_grad:
         # Let the engine word this error, before any file is written.
         next(backward_steps(root, grad))
@@ -118,18 +136,38 @@ def player_page(root: Tensor, *, params=None, title: str | None = None, grad=Non
         find_engine(engine, where=where, source_path=source_path)
         raise
     svg = chosen.run(graph.source, "svg", where).decode("utf-8")
-    layout = graph.layout
-    records = [step_record(step, layout, max_values) for step in backward_steps(root, grad)]
-    return player_html(svg, records, title or "backward pass, step by step")
+    records = []
+    for step in backward_steps(root, grad):
+        records.append(step_record(step, layout, max_values))
+        if id(step.tensor) in plan.absorbed:
+            # A residual add drawn inside a folded block's box: one step with the block.
+            records[-1]["joins"] = plan.absorbed[id(step.tensor)]
+    return player_html(svg, records, title or "backward pass, step by step",
+                       _fold_data(layout, graph.cluster_ids, plan.folded))
+
+
+def _fold_data(layout: Layout, cluster_ids: dict, start_folded: list) -> dict:
+    """What the page needs to fold modules: each node's module, each cluster's module."""
+    nodes = {}
+    for k, tensor in enumerate(layout.order):
+        module = layout.modules[id(tensor)]
+        if module:
+            nodes[f"t{k}"] = module
+            if tensor.op is not None:
+                nodes[f"op{k}"] = module
+    return {"nodes": nodes, "clusters": {cid: path for path, cid in cluster_ids.items()},
+            "folded": list(start_folded)}
 
 
 def write_player(root: Tensor, path, *, params=None, title: str | None = None, grad=None,
-                 collapse=None, max_nodes: int = DEFAULT_MAX_NODES,
-                 max_values: int = 64, engine=None) -> Path:
+                 collapse=None, depth: int | None = None, expand=None,
+                 max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
+                 engine=None) -> Path:
     """Run the backward pass of `root` and write a step-through page to `path`.
 
     Like `root.backward()`, this fills the leaves' `.grad` (call it instead of backward,
-    not after). The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
+    not after). `collapse`, `depth`, `expand` and `max_nodes` say, as in `viz.draw`, which
+    modules start folded; every one opens in the page. The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
     or the bundled graphviz-pure); when no engine runs, nothing is run, the `.dot` source
     is saved beside `path` and one error says how to get one. Returns the path written.
 
@@ -141,7 +179,8 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     page = player_page(root, params=params, title=title, grad=grad, collapse=collapse,
-                       max_nodes=max_nodes, max_values=max_values, engine=engine,
+                       depth=depth, expand=expand, max_nodes=max_nodes,
+                       max_values=max_values, engine=engine,
                        source_path=path.with_suffix(".dot"), where="write_player")
     write_atomic(path, page)
     return path
@@ -174,13 +213,13 @@ class Player:
 
 
 def play(root: Tensor, *, params=None, title: str | None = None, grad=None, collapse=None,
-         max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64, engine=None,
-         height: int = 640) -> Player:
+         depth: int | None = None, expand=None, max_nodes: int = DEFAULT_MAX_NODES,
+         max_values: int = 64, engine=None, height: int = 640) -> Player:
     """Run the backward pass of `root` and return the step-through player for Jupyter
     (what `write_player` writes to a file). Fills the leaves' `.grad` like backward.
 
     >>> viz.play(loss, title="attention")
     """
     return Player(player_page(root, params=params, title=title, grad=grad, collapse=collapse,
-                              max_nodes=max_nodes, max_values=max_values, engine=engine,
-                              where="play"), height)
+                              depth=depth, expand=expand, max_nodes=max_nodes,
+                              max_values=max_values, engine=engine, where="play"), height)

@@ -23,6 +23,7 @@ from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
+from .labels import format_config
 from .labels import preview as _preview
 from .layout import Layout, plan_layout
 
@@ -45,8 +46,7 @@ def describe_step(step: BackwardStep, layout: Layout, total: int,
     if step.node is None:
         return (f"step {k}/{total}  leaf {out_name} {tuple(step.tensor.shape)}\n"
                 f"  {out_name}.grad += {preview(step.grad_out, max_values)}")
-    config = ", ".join(f"{key}={value!r}" for key, value in (step.node.config or {}).items()
-                       if value is not None and value is not False and len(repr(value)) < 30)
+    config = format_config(step.node.config)
     op = f"{step.node.name}({config})" if config else step.node.name
     lines = [f"step {k}/{total}  {op}   rule: {step.node.rule}",
              f"  gradient arriving at {out_name}: {preview(step.grad_out, max_values)}"]

@@ -1,12 +1,16 @@
 """Time to draw and render the loss graph of the 4-layer reference DecoderLM, and to lay
 out that graph and the backprop lesson's graph with each engine that runs here (system
-`dot`, the bundled graphviz-pure).
+`dot`, the bundled graphviz-pure). Then the player of a 12-layer, d_model 128 DecoderLM:
+seconds to write it, its size, and its time to first paint in headless Chromium (when
+playwright and Chromium are installed).
 
     python tests/bench/bench_draw.py
 """
+import os
 import re
 import tempfile
 import time
+from pathlib import Path
 
 from common import emit
 from reference import CONFIG, batch
@@ -17,6 +21,8 @@ import viz
 from microtensor.autograd import backward_steps
 from transformer import DecoderLM
 from viz.engine import available_engines
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def backprop_lesson_graph():
@@ -58,7 +64,46 @@ def run() -> dict:
         for engine in available_engines()}
     node = re.compile(r"^\s*(?:t|op|m)\d+ \[", re.MULTILINE)
     results["nodes"] = {name: len(node.findall(graph.source)) for name, graph in graphs.items()}
+    results["player, 12 layers, d_model 128"] = player_at_scale()
     return emit("draw", results)
+
+
+def player_at_scale(n_layers: int = 12, d_model: int = 128) -> dict:
+    """Write the player of an n-layer DecoderLM (every node laid out, blocks folded in the
+    page) and open it in Chromium: seconds to write, megabytes, milliseconds to first
+    paint and until the script has shown the first step."""
+    from viz.examples import decoder_lm_example
+
+    loss, model = decoder_lm_example(n_layers, d_model=d_model)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        path = viz.write_player(loss, f"{folder}/player.html", params=model)
+        result = {"write_s": time.perf_counter() - start,
+                  "size_mb": os.path.getsize(path) / 1e6}
+        result.update(first_paint(path))
+    return result
+
+
+def first_paint(path) -> dict:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {"first_paint_ms": None}
+    if not os.path.exists(CHROMIUM):
+        return {"first_paint_ms": None}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        start = time.perf_counter()
+        page.goto(Path(path).resolve().as_uri())
+        page.wait_for_selector(".current", state="attached")
+        ready_ms = (time.perf_counter() - start) * 1000
+        paint = page.evaluate("""() => { const p = performance.getEntriesByName(
+            'first-contentful-paint')[0] || performance.getEntriesByName('first-paint')[0];
+            return p ? p.startTime : null; }""")
+        browser.close()
+    return {"first_paint_ms": paint, "first_step_shown_ms": ready_ms}
 
 
 if __name__ == "__main__":

@@ -1,16 +1,192 @@
 // Step-through player: reads the steps embedded as JSON and moves a highlight through the
-// drawn graph. One step = one BackwardStep of microtensor's engine, in the engine's order.
+// drawn graph. One step = one BackwardStep of microtensor's engine, in the engine's order,
+// except that a folded module's steps are one step. The view follows the current node
+// (zoom with the wheel, a pinch, the buttons or +/-; drag to pan; "fit all" shows it all).
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("steps").textContent);
   var steps = data.steps;
+  var nodeModules = data.nodes || {};          // node id -> module path
+  var clusterPaths = data.clusters || {};      // cluster id -> module path
+  var folded = (data.folded || []).slice();    // module paths drawn as one box
+  var items = [];                              // what one press of "next" moves over
   var current = 0;
+  var $ = function (id) { return document.getElementById(id); };
+  var SVG_NS = "http://www.w3.org/2000/svg";
 
-  function nodeById(id) {
-    var el = document.getElementById(id);
-    return el && el.classList.contains("node") ? el : null;
+  // ------------------------------------------------------------------ the view
+  var pane = $("graph");
+  var svg = pane.querySelector("svg");
+  var canvas = svg ? svg.querySelector("g.graph") : null;
+  var whole = svg ? svg.viewBox.baseVal : null;
+  var fullBox = whole ? {x: whole.x, y: whole.y, w: whole.width, h: whole.height} : null;
+  var view = {cx: 0, cy: 0, s: 1};             // centre (graph units) and pixels per unit
+  var overview = false;
+  if (svg) {
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
   }
 
+  function paneSize() {
+    return {w: Math.max(pane.clientWidth, 1), h: Math.max(pane.clientHeight, 1)};
+  }
+
+  function render() {
+    if (!svg) return;
+    var size = paneSize(), w = size.w / view.s, h = size.h / view.s;
+    svg.setAttribute("viewBox", [view.cx - w / 2, view.cy - h / 2, w, h].join(" "));
+  }
+
+  function fitScale(box) {
+    var size = paneSize();
+    return 0.96 * Math.min(size.w / box.w, size.h / box.h);
+  }
+
+  function showBox(box) {
+    view = {cx: box.x + box.w / 2, cy: box.y + box.h / 2, s: fitScale(box)};
+    render();
+  }
+
+  function zoomAt(factor, px, py) {
+    // Keep the graph point under (px, py) (pixels in the pane) where it is.
+    var size = paneSize();
+    var gx = view.cx + (px - size.w / 2) / view.s, gy = view.cy + (py - size.h / 2) / view.s;
+    view.s = Math.min(Math.max(view.s * factor, fitScale(fullBox) / 4), 40);
+    view.cx = gx - (px - size.w / 2) / view.s;
+    view.cy = gy - (py - size.h / 2) / view.s;
+    render();
+  }
+
+  function boxOf(el) {
+    // An element's box in the SVG's own units (Graphviz translates the whole graph).
+    var b = el.getBBox(), m = canvas.transform.baseVal.consolidate();
+    m = m ? m.matrix : {a: 1, b: 0, c: 0, d: 1, e: 0, f: 0};
+    var x = m.a * b.x + m.c * b.y + m.e, y = m.b * b.x + m.d * b.y + m.f;
+    return {x: x, y: y, w: b.width * m.a, h: b.height * m.d};
+  }
+
+  function follow(el) {
+    // Centre the current node at a size that can be read: about 180 px wide, less if
+    // it would not fit, and never smaller than the whole graph fitted to the pane.
+    if (!svg || !el || overview) return;
+    var box = boxOf(el), size = paneSize();
+    var legible = Math.min(180 / box.w, 0.8 * size.w / box.w, 0.8 * size.h / box.h);
+    var tooSmall = box.w * view.s < 150 || box.w * view.s > 0.8 * size.w ||
+                   box.h * view.s > 0.8 * size.h;
+    if (tooSmall) view.s = Math.max(legible, fitScale(fullBox));
+    view.cx = box.x + box.w / 2;
+    view.cy = box.y + box.h / 2;
+    render();
+  }
+
+  function setOverview(on) {
+    overview = on;
+    $("fit").setAttribute("aria-pressed", String(on));
+    $("fit").classList.toggle("on", on);
+    if (on) showBox(fullBox); else show(current);
+  }
+
+  // ------------------------------------------------------------------ folding
+  function within(path, outer) {
+    return path === outer || path.indexOf(outer + ".") === 0;
+  }
+
+  function foldOf(path) {
+    if (!path) return null;
+    for (var i = 0; i < folded.length; i++) if (within(path, folded[i])) return folded[i];
+    return null;
+  }
+
+  function stepFold(step) {
+    // The folded box a step is inside: its module's, or the block whose residual add it is.
+    var fold = foldOf(step.module);
+    if (fold === null && step.joins && folded.indexOf(step.joins) >= 0) fold = step.joins;
+    return fold;
+  }
+
+  function clusterOf(path) {
+    for (var id in clusterPaths) if (clusterPaths[id] === path) return $(id);
+    return null;
+  }
+
+  function buildItems() {
+    // One item per step, but all the steps inside one folded module are one item, at the
+    // place of its first step: stepping over a folded block is one step.
+    items = [];
+    var byFold = {};
+    steps.forEach(function (step, i) {
+      var fold = stepFold(step);
+      if (fold === null) { items.push({steps: [i]}); return; }
+      if (!byFold[fold]) { byFold[fold] = {fold: fold, steps: []}; items.push(byFold[fold]); }
+      byFold[fold].steps.push(i);
+    });
+  }
+
+  function itemOfStep(i) {
+    for (var k = 0; k < items.length; k++) if (items[k].steps.indexOf(i) >= 0) return k;
+    return 0;
+  }
+
+  function drawFolds() {
+    document.querySelectorAll(".fold-box").forEach(function (el) { el.remove(); });
+    document.querySelectorAll(".infold").forEach(function (el) {
+      el.classList.remove("infold");
+    });
+    if (!svg) return;
+    document.querySelectorAll("g.node, g.edge").forEach(function (g) {
+      var ends = g.classList.contains("edge")
+        ? (g.querySelector("title") || {}).textContent.split("->") : [g.id];
+      if (ends.every(function (id) { return foldOf(nodeModules[id]) !== null; }))
+        g.classList.add("infold");
+    });
+    document.querySelectorAll("g.cluster").forEach(function (g) {
+      if (foldOf(clusterPaths[g.id]) !== null) g.classList.add("infold");
+    });
+    folded.forEach(function (path) {
+      var cluster = clusterOf(path);
+      if (!cluster) return;
+      var box = cluster.getBBox(), count = steps.filter(function (s) {
+        return stepFold(s) === path; }).length;
+      var g = document.createElementNS(SVG_NS, "g");
+      g.setAttribute("class", "fold-box");
+      g.setAttribute("data-path", path);
+      var rect = document.createElementNS(SVG_NS, "rect");
+      ["x", "y", "width", "height"].forEach(function (key, j) {
+        rect.setAttribute(key, [box.x, box.y, box.width, box.height][j]);
+      });
+      rect.setAttribute("rx", 6);
+      g.appendChild(rect);
+      // The module's name as large as the box allows, what it holds below it.
+      var lines = [path, "folded: " + count + " steps, click to open"];
+      var sizes = [Math.min(box.height / 5, 1.5 * box.width / Math.max(path.length, 8)),
+                   Math.min(box.height / 10, 1.5 * box.width / lines[1].length)];
+      lines.forEach(function (line, j) {
+        var text = document.createElementNS(SVG_NS, "text");
+        text.setAttribute("x", box.x + box.width / 2);
+        text.setAttribute("y", box.y + box.height / 2 + (j ? 0.8 * sizes[0] : -0.2 * sizes[0]));
+        text.setAttribute("font-size", Math.max(10, sizes[j]));
+        text.textContent = line;
+        g.appendChild(text);
+      });
+      canvas.appendChild(g);     // in the graph's own units, over the module's nodes
+    });
+  }
+
+  function refold(change, path) {
+    var step = items.length ? items[current].steps[0] : 0;
+    if (change === "open") {
+      folded = folded.filter(function (f) { return !within(f, path); });
+    } else if (folded.indexOf(path) < 0) {
+      folded = folded.filter(function (f) { return !within(f, path); });
+      folded.push(path);
+    }
+    buildItems();
+    drawFolds();
+    show(itemOfStep(step));
+  }
+
+  // ------------------------------------------------------------------ the panel
   function fmt(v) {
     if (typeof v !== "number") return String(v);
     if (v === 0) return "0";
@@ -62,48 +238,205 @@
     return div;
   }
 
-  function show(index) {
-    current = Math.max(0, Math.min(index, steps.length - 1));
-    var step = steps[current];
-    document.querySelectorAll("g.node").forEach(function (g) {
-      g.classList.remove("current", "visited", "receiving");
+  function crumbs(path) {
+    var bar = $("crumbs");
+    bar.textContent = "";
+    var parts = path ? path.split(".") : [], trail = ["model"], paths = [""];
+    parts.forEach(function (part, i) {
+      var sofar = parts.slice(0, i + 1).join(".");
+      if (/^\d+$/.test(part) && trail.length > 1) {
+        trail[trail.length - 1] += "." + part;      // "blocks.1": one place, not two
+        paths[paths.length - 1] = sofar;
+      } else { trail.push(part); paths.push(sofar); }
     });
-    for (var i = 0; i < current; i++) {
-      var done = nodeById(steps[i].node);
-      if (done) done.classList.add("visited");
-    }
-    step.sends.forEach(function (s) {
-      var target = nodeById(s.node);
-      if (target) target.classList.add("receiving");
-    });
-    var node = nodeById(step.node);
-    if (node) {
-      node.classList.remove("visited", "receiving");
-      node.classList.add("current");
-      if (node.scrollIntoView) node.scrollIntoView({block: "nearest", inline: "nearest"});
-    }
-    document.getElementById("counter").textContent = (current + 1) + " / " + steps.length;
-    document.getElementById("prev").disabled = current === 0;
-    document.getElementById("next").disabled = current === steps.length - 1;
-    document.getElementById("step-title").textContent = step.kind === "leaf"
-      ? "leaf " + step.name + ": its gradient is complete"
-      : step.op + (step.config ? " (" + step.config + ")" : "") + " \u2192 " + step.name;
-    document.getElementById("rule").textContent = step.rule;
-    var numbers = document.getElementById("numbers");
-    numbers.textContent = "";
-    numbers.appendChild(block(step.kind === "leaf" ? step.name + ".grad += g, where g ="
-      : "gradient arriving at " + step.name + " (g)", step.grad_out));
-    step.sends.forEach(function (s) {
-      numbers.appendChild(block("sends to " + s.to, s));
+    trail.forEach(function (name, i) {
+      var link = document.createElement("button");
+      link.type = "button";
+      link.className = "crumb";
+      link.textContent = name;
+      link.addEventListener("click", function () {
+        var cluster = paths[i] ? clusterOf(paths[i]) : null;
+        overview = false;
+        showBox(cluster ? boxOf(cluster) : fullBox);
+      });
+      bar.appendChild(link);
     });
   }
 
-  document.getElementById("next").addEventListener("click", function () { show(current + 1); });
-  document.getElementById("prev").addEventListener("click", function () { show(current - 1); });
-  document.addEventListener("keydown", function (event) {
-    if (event.key === "ArrowRight") { show(current + 1); event.preventDefault(); }
-    if (event.key === "ArrowLeft") { show(current - 1); event.preventDefault(); }
+  function nodeById(id) {
+    var el = document.getElementById(id);
+    return el && el.classList.contains("node") ? el : null;
+  }
+
+  function foldBox(path) {
+    return document.querySelector('.fold-box[data-path="' + CSS.escape(path) + '"]');
+  }
+
+  function shownAs(id) {
+    // The element a node id is drawn as now: the node, or the folded box around it.
+    var fold = foldOf(nodeModules[id]);
+    return fold === null ? nodeById(id) : foldBox(fold);
+  }
+
+  function itemElement(item) {
+    return item.fold ? foldBox(item.fold) : shownAs(steps[item.steps[0]].node);
+  }
+
+  function show(index) {
+    current = Math.max(0, Math.min(index, items.length - 1));
+    var item = items[current];
+    document.querySelectorAll(".current, .visited, .receiving").forEach(function (g) {
+      g.classList.remove("current", "visited", "receiving");
+    });
+    for (var i = 0; i < current; i++) {
+      var done = itemElement(items[i]);
+      if (done) done.classList.add("visited");
+    }
+    var first = steps[item.steps[0]];
+    var sends = [];
+    item.steps.forEach(function (k) {
+      steps[k].sends.forEach(function (s) {
+        var into = item.steps.some(function (j) { return steps[j].tensor === s.node; });
+        if (!item.fold || !(into || within(nodeModules[s.node] || "", item.fold))) sends.push(s);
+      });
+    });
+    sends.forEach(function (s) {
+      var target = shownAs(s.node);
+      if (target) target.classList.add("receiving");
+    });
+    var node = itemElement(item);
+    if (node) {
+      node.classList.remove("visited", "receiving");
+      node.classList.add("current");
+      follow(node);
+    }
+    $("counter").textContent = (current + 1) + " / " + items.length;
+    $("prev").disabled = current === 0;
+    $("next").disabled = current === items.length - 1;
+    $("inside").disabled = !item.fold;
+    crumbs(item.fold || first.module || "");
+    var numbers = $("numbers");
+    numbers.textContent = "";
+    if (item.fold) {
+      $("step-title").textContent = item.fold + " (folded): " + item.steps.length +
+        " steps in one";
+      $("rule").textContent = "the gradient flows back through every op inside " + item.fold +
+        "; \u201cstep inside\u201d (Enter) opens it";
+      numbers.appendChild(block("gradient arriving at " + first.name + " (g)", first.grad_out));
+    } else {
+      $("step-title").textContent = first.kind === "leaf"
+        ? "leaf " + first.name + ": its gradient is complete"
+        : first.op + (first.config ? " (" + first.config + ")" : "") + " \u2192 " + first.name;
+      $("rule").textContent = first.rule;
+      numbers.appendChild(block(first.kind === "leaf" ? first.name + ".grad += g, where g ="
+        : "gradient arriving at " + first.name + " (g)", first.grad_out));
+    }
+    sends.forEach(function (s) { numbers.appendChild(block("sends to " + s.to, s)); });
+  }
+
+  function search(query) {
+    // The step where the named tensor's gradient is complete: its own step. An exact
+    // name first, then a name that starts with the query, then one that contains it.
+    var q = query.trim().toLowerCase(), found = -1;
+    if (!q) return;
+    [function (n) { return n === q; }, function (n) { return n.indexOf(q) === 0; },
+     function (n) { return n.indexOf(q) >= 0; }].some(function (match) {
+      found = steps.findIndex(function (s) { return match(s.name.toLowerCase()); });
+      return found >= 0;
+    });
+    if (found < 0) { $("found").textContent = "no tensor called \u201c" + query + "\u201d"; return; }
+    var fold = stepFold(steps[found]);
+    if (fold !== null) refold("open", fold);
+    $("found").textContent = steps[found].name + ": step " + (itemOfStep(found) + 1);
+    show(itemOfStep(found));
+  }
+
+  // ------------------------------------------------------------------ input
+  function stepInside() {
+    // Open the folded block and stand on its first op (not on a residual add beside it).
+    var item = items[current], path = item.fold;
+    if (!path) return;
+    var first = item.steps.filter(function (i) { return within(steps[i].module, path); })[0];
+    refold("open", path);
+    if (first !== undefined) show(itemOfStep(first));
+  }
+
+  $("next").addEventListener("click", function () { show(current + 1); });
+  $("prev").addEventListener("click", function () { show(current - 1); });
+  $("inside").addEventListener("click", stepInside);
+  $("zoom-in").addEventListener("click", function () {
+    var size = paneSize(); zoomAt(1.4, size.w / 2, size.h / 2); });
+  $("zoom-out").addEventListener("click", function () {
+    var size = paneSize(); zoomAt(1 / 1.4, size.w / 2, size.h / 2); });
+  $("fit").addEventListener("click", function () { setOverview(!overview); });
+  $("search").addEventListener("keydown", function (event) {
+    if (event.key === "Enter") { search(event.target.value); event.preventDefault(); }
+    event.stopPropagation();           // typing a name does not step or zoom
   });
+  document.addEventListener("keydown", function (event) {
+    var size = paneSize();
+    if (event.key === "ArrowRight") show(current + 1);
+    else if (event.key === "ArrowLeft") show(current - 1);
+    else if (event.key === "+" || event.key === "=") zoomAt(1.4, size.w / 2, size.h / 2);
+    else if (event.key === "-") zoomAt(1 / 1.4, size.w / 2, size.h / 2);
+    else if (event.key === "f") setOverview(!overview);
+    else if (event.key === "Enter") stepInside();
+    else return;
+    event.preventDefault();
+  });
+
+  if (svg) {
+    pane.addEventListener("wheel", function (event) {
+      // A trackpad pinch arrives as a wheel event with ctrlKey set: one handler for both.
+      var r = pane.getBoundingClientRect();
+      zoomAt(Math.exp(-event.deltaY * (event.ctrlKey ? 0.01 : 0.0015)),
+             event.clientX - r.left, event.clientY - r.top);
+      event.preventDefault();
+    }, {passive: false});
+
+    var pointers = {}, moved = 0;
+    pane.addEventListener("pointerdown", function (event) {
+      pointers[event.pointerId] = {x: event.clientX, y: event.clientY};
+      moved = 0;
+    });
+    pane.addEventListener("pointermove", function (event) {
+      var last = pointers[event.pointerId];
+      if (!last) return;
+      var ids = Object.keys(pointers);
+      if (ids.length === 2) {          // a touch pinch: zoom by the change in distance
+        var other = pointers[ids[0] == event.pointerId ? ids[1] : ids[0]];
+        var before = Math.hypot(last.x - other.x, last.y - other.y);
+        var after = Math.hypot(event.clientX - other.x, event.clientY - other.y);
+        var r = pane.getBoundingClientRect();
+        if (before > 0) zoomAt(after / before, (event.clientX + other.x) / 2 - r.left,
+                               (event.clientY + other.y) / 2 - r.top);
+      } else {
+        view.cx -= (event.clientX - last.x) / view.s;
+        view.cy -= (event.clientY - last.y) / view.s;
+        render();
+      }
+      moved += Math.abs(event.clientX - last.x) + Math.abs(event.clientY - last.y);
+      pointers[event.pointerId] = {x: event.clientX, y: event.clientY};
+    });
+    ["pointerup", "pointercancel", "pointerleave"].forEach(function (type) {
+      pane.addEventListener(type, function (event) { delete pointers[event.pointerId]; });
+    });
+    pane.addEventListener("click", function (event) {
+      if (moved > 4) return;            // the end of a drag, not a click
+      var box = event.target.closest(".fold-box");
+      if (box) { refold("open", box.getAttribute("data-path")); return; }
+      var cluster = event.target.closest("g.cluster");
+      if (cluster && clusterPaths[cluster.id] && event.target.tagName === "text")
+        refold("close", clusterPaths[cluster.id]);
+    });
+    window.addEventListener("resize", function () {
+      if (overview) showBox(fullBox); else render();
+    });
+    showBox(fullBox);
+  }
+
+  buildItems();
+  drawFolds();
   document.body.dataset.steps = String(steps.length);
-  if (steps.length) show(0);
+  if (items.length) show(0);
 })();

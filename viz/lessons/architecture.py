@@ -12,6 +12,7 @@ import microtensor as mt
 import microtensor.functional as F
 import viz
 from transformer import Transformer
+from viz.layout import plan_layout
 
 from .common import check, heading, laid_out_by, no_player, output_dir
 
@@ -142,7 +143,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
               for i in range(CONFIG["n_layers"])]
     graph = viz.draw(loss, params=model, collapse=layers, show=("shape",),
                      title="Transformer forward pass: each layer folded into one box")
-    folded = list(graph.layout.folded)
+    folded = list(plan_layout(loss, model, collapse=layers).folded)
     echo("folded into boxes: " + ", ".join(folded) + "; embeddings, residual adds, the "
          "output projection and the loss are drawn op by op")
     check(folded == layers, "the graph shows every encoder and decoder layer as one box",
