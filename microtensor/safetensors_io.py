@@ -16,13 +16,13 @@ Reading and writing go through the `safetensors` package's NumPy API.
 from __future__ import annotations
 
 import os
-import uuid
 
 import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
 from .errors import op_error
+from .files import write_atomically
 from .tensor import Tensor
 
 EXTENSION = ".safetensors"
@@ -55,7 +55,7 @@ def save_safetensors(tensors, path: str | os.PathLike,
         except (SafetensorError, ValueError, TypeError) as error:
             raise op_error("save_safetensors", f"cannot write '{path}': {error}",
                            ValueError) from None
-    write_atomically(path, write, where="save_safetensors")
+    write_atomically(path, write, where="save_safetensors", example="model.safetensors")
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -78,31 +78,3 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise op_error("load_safetensors", f"'{path}' is damaged, truncated or not a "
                        f"safetensors file ({os.path.getsize(path):,} bytes; {error})",
                        SafetensorsFileError, "download or save it again") from None
-
-
-def write_atomically(path: str, write, where: str) -> None:
-    """Call `write(temporary)` to write a temporary file in `path`'s folder, fsync it,
-    then rename it over `path` (atomic on POSIX and Windows): a crash leaves the old file
-    or the new one, never half of one, and no temporary file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise op_error(where, f"'{path}' is a folder", IsADirectoryError,
-                       "give a file name ending in .safetensors")
-    if not os.path.isdir(folder):
-        raise op_error(where, f"the folder of '{path}' does not exist", FileNotFoundError,
-                       f"create it first: os.makedirs({folder!r}, exist_ok=True)")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(temporary)
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the name points at it
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
