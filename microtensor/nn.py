@@ -21,7 +21,7 @@ import numpy as np
 
 from . import checkpoint
 from . import functional as F
-from .errors import op_error
+from .errors import check_sizes, op_error
 from .safetensors_io import EXTENSION as SAFETENSORS_EXTENSION
 from .safetensors_io import load_safetensors, save_safetensors
 from .tensor import DEFAULT_FLOAT, Tensor, generator
@@ -328,7 +328,7 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        _check_sizes("Linear", in_features=in_features, out_features=out_features)
+        check_sizes("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         limit = np.sqrt(6 / (in_features + out_features))
         self.weight = Parameter(generator().uniform(-limit, limit, (in_features, out_features))
@@ -348,7 +348,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, dim: int, std: float = 1.0):
         super().__init__()
-        _check_sizes("Embedding", num_embeddings=num_embeddings, dim=dim)
+        check_sizes("Embedding", num_embeddings=num_embeddings, dim=dim)
         self.num_embeddings, self.dim = num_embeddings, dim
         self.weight = Parameter((std * generator().standard_normal((num_embeddings, dim)))
                                 .astype(DEFAULT_FLOAT))
@@ -366,7 +366,7 @@ class LayerNorm(Module):
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
-        _check_sizes("LayerNorm", dim=dim)
+        check_sizes("LayerNorm", dim=dim)
         if not (isinstance(eps, (int, float)) and eps > 0):
             # eps <= 0 turns a constant row into sqrt(0) or sqrt(negative): inf or NaN.
             raise op_error("LayerNorm", f"eps must be a positive number, got {eps!r}",
@@ -451,9 +451,3 @@ class Sequential(ModuleList):
 
 def _is_safetensors(path) -> bool:
     return os.fspath(path).lower().endswith(SAFETENSORS_EXTENSION)
-
-
-def _check_sizes(where: str, **sizes):
-    for name, value in sizes.items():
-        if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise op_error(where, f"{name} must be a positive integer, got {value!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 import microtensor.functional as F
-from microtensor.errors import op_error
+from microtensor.errors import check_sizes, op_error
 from microtensor.nn import Linear, Module, Parameter
 from microtensor.tensor import DEFAULT_FLOAT
 
@@ -35,8 +35,7 @@ class RMSNorm(Module):
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise op_error("RMSNorm", f"dim must be a positive integer, got {dim!r}")
+        check_sizes("RMSNorm", dim=dim)
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise op_error("RMSNorm", f"eps must be a positive number, got {eps!r}",
                            fix="Llama uses 1e-6 or 1e-5")
