@@ -12,6 +12,7 @@ so `model.parameters()` finds them all, in assignment order.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -41,6 +42,26 @@ class LoadResult(NamedTuple):
     names in the state that the module does not have."""
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+class RemovableHandle:
+    """What `register_forward_hook` returns: `remove()` takes the hook off (twice is
+    harmless); as a context manager, the hook is on inside the `with` block only."""
+
+    _ids = itertools.count()   # next() on a count is atomic: safe from any thread
+
+    def __init__(self, hooks: dict):
+        self.hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 class Module:
@@ -121,7 +142,35 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook, with_kwargs in list(hooks.values()):
+                returned = hook(self, args, kwargs, output) if with_kwargs \
+                    else hook(self, args, output)
+                if returned is not None:
+                    output = returned
+        return output
+
+    def register_forward_hook(self, hook, *, with_kwargs: bool = False) -> RemovableHandle:
+        """Call `hook(module, args, output)` after every forward of this module (with
+        `with_kwargs=True`, `hook(module, args, kwargs, output)`), as PyTorch does. A hook
+        that returns a value replaces the output. Hooks run in the order registered; the
+        returned handle's `remove()` (or leaving its `with` block) takes the hook off.
+
+            >>> seen = []
+            >>> handle = layer.register_forward_hook(lambda m, args, out: seen.append(out))
+            >>> y = layer(x); handle.remove()
+        """
+        if not callable(hook):
+            raise op_error(f"{type(self).__name__}.register_forward_hook", f"hook must be "
+                           f"callable, got {type(hook).__name__}", TypeError,
+                           "pass a function hook(module, args, output)")
+        if "_forward_hooks" not in self.__dict__:
+            object.__setattr__(self, "_forward_hooks", {})
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = (hook, with_kwargs)
+        return handle
 
     # ------------------------------------------------------------------ traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
