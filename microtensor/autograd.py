@@ -73,8 +73,11 @@ class _SetMode:
 class no_grad(_SetMode):
     """Ops inside record no graph (inference, optimizer updates). Thread-local.
 
+    >>> x = mt.ones(2, requires_grad=True)
     >>> with mt.no_grad():
-    ...     y = x * 2        # y.requires_grad is False
+    ...     y = x * 2
+    >>> y.requires_grad
+    False
     """
 
     flag, value = "grad_enabled", False
@@ -93,7 +96,9 @@ class detect_anomaly(_SetMode):
     `masked_fill(mask, -inf)`) already hold inf/NaN passes them on without raising.
 
     >>> with mt.detect_anomaly():
-    ...     mt.tensor([-1.0]).log()      # FloatingPointError: log produced nan ...
+    ...     mt.tensor([-1.0]).log()
+    Traceback (most recent call last):
+    FloatingPointError: log produced nan in its forward pass (op created at ...
     """
 
     flag, value = "anomaly", True

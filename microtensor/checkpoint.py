@@ -6,9 +6,11 @@ an optimizer state_dict with its per-parameter moment arrays and step counts, a 
 the step number) goes into one file, and `load(path)` gives the same structure back.
 
     >>> import microtensor as mt
+    >>> from microtensor import nn, optim
+    >>> model = nn.Linear(2, 3); opt = optim.AdamW(model.parameters())
     >>> mt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 100},
-    ...         "run/ckpt.npz")
-    >>> ckpt = mt.load("run/ckpt.npz")
+    ...         "ckpt.npz")
+    >>> ckpt = mt.load("ckpt.npz")
     >>> model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
 
 File format (readable with plain `np.load(path)`):
@@ -153,6 +155,7 @@ def save(obj: dict, path: str | os.PathLike) -> None:
     """Write `obj` (a dict of arrays, numbers, strings, None and nested dicts/lists/tuples)
     to `path` as one `.npz`, atomically, without pickle. The path is used as given.
 
+        >>> model = mt.nn.Linear(2, 3)
         >>> mt.save({"model": model.state_dict(), "step": 10}, "ckpt.npz")
     """
     arrays: dict[str, np.ndarray] = {}
@@ -180,6 +183,7 @@ def load(path: str | os.PathLike) -> dict:
     NumPy arrays, numbers and strings as Python values). Refuses files that are missing,
     corrupt, not written by microtensor, or holding pickled objects, naming the path.
 
+        >>> mt.save({"step": 10}, "ckpt.npz")
         >>> ckpt = mt.load("ckpt.npz"); ckpt["step"]
         10
     """

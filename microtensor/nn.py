@@ -107,7 +107,10 @@ class Module:
         `load_state_dict` restores (unless `persistent=False`), and that is never a
         parameter, so no optimizer updates it. Assigning to the name later replaces it.
 
-            >>> self.register_buffer("steps_seen", mt.zeros((), dtype=np.int64))
+            >>> counter = nn.Module()
+            >>> counter.register_buffer("steps_seen", mt.zeros((), dtype=np.int64))
+            >>> list(counter.state_dict())
+            ['steps_seen']
         """
         where = f"{type(self).__name__}.register_buffer"
         if not isinstance(name, str) or not name.isidentifier():
@@ -158,7 +161,7 @@ class Module:
         that returns a value replaces the output. Hooks run in the order registered; the
         returned handle's `remove()` (or leaving its `with` block) takes the hook off.
 
-            >>> seen = []
+            >>> layer, x, seen = nn.Linear(2, 3), mt.randn(4, 2), []
             >>> handle = layer.register_forward_hook(lambda m, args, out: seen.append(out))
             >>> y = layer(x); handle.remove()
         """
@@ -244,6 +247,7 @@ class Module:
         `strict=False`, missing and unexpected names are allowed and returned; mis-shaped
         ones are always an error.
 
+            >>> model, other = nn.Linear(2, 3), nn.Linear(2, 3)
             >>> model.load_state_dict(other.state_dict())
             LoadResult(missing_keys=[], unexpected_keys=[])
         """
@@ -296,6 +300,7 @@ class Module:
         `.safetensors` when the path ends so (the format PyTorch users exchange weights
         in), otherwise as a `.npz` (see `microtensor.checkpoint`).
 
+            >>> model, fresh = nn.Linear(2, 3), nn.Linear(2, 3)
             >>> model.save("model.npz"); fresh.load("model.npz")
             >>> model.save("model.safetensors"); fresh.load("model.safetensors")
         """

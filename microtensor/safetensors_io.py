@@ -7,6 +7,7 @@ name -> array mappings fit: that is a `state_dict`, not a training checkpoint wi
 optimizer state (those stay in `mt.save`'s `.npz`; see `microtensor.checkpoint`).
 
     >>> from microtensor.safetensors_io import load_safetensors, save_safetensors
+    >>> model = mt.nn.Linear(2, 3)
     >>> save_safetensors(model.state_dict(), "model.safetensors")
     >>> state = load_safetensors("model.safetensors")        # {name: np.ndarray}
 
@@ -62,6 +63,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every tensor of a `.safetensors` file as a NumPy array, by name. A missing,
     damaged or truncated file is refused with an error naming it.
 
+        >>> save_safetensors({"weight": np.ones((2, 3), np.float32)}, "w.safetensors")
         >>> load_safetensors("w.safetensors")["weight"].shape
         (2, 3)
     """

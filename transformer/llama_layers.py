@@ -5,6 +5,7 @@ attention (`MultiHeadAttention(n_kv_heads=...)`), no biases anywhere, pre-norm r
     x = x + attention(rms_norm(x), rotated by position)
     x = x + swiglu(rms_norm(x))
 
+    >>> from transformer.rope import RotaryEmbedding
     >>> block = LlamaBlock(d_model=32, n_heads=4, n_kv_heads=2, d_ff=64)
     >>> rotation = RotaryEmbedding(8)(np.arange(5))
     >>> block(mt.randn(2, 5, 32), rotation=rotation, causal=True).shape

@@ -4,6 +4,7 @@ pre-LN causal blocks, a final LayerNorm and a projection to the vocabulary. Llam
 attention and no biases (`llama_layers.py`).
 
     >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128)
+    >>> ids = np.array([[5, 6, 7], [8, 9, 10]])
     >>> logits = lm(ids)                                   # (B, T, 96)
     >>> out = lm.generate(ids, max_new_tokens=50, temperature=0.8, top_k=10, seed=0)
     >>> llama = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, style="llama",
@@ -121,7 +122,7 @@ class DecoderLM(Module):
         (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode. See
         `transformer.pretrained`, `transformer.gpt2` and `transformer.llama`.
 
-            >>> lm = DecoderLM.from_pretrained("gpt2")      # a downloaded directory
+            >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
         """
         from .pretrained import from_pretrained  # imported here: it imports this module
         return from_pretrained(path)

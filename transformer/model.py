@@ -2,6 +2,7 @@
 
     >>> model = Transformer(src_vocab=13, tgt_vocab=13, d_model=32, n_heads=4, n_layers=2,
     ...                     d_ff=64, max_len=16, pad_id=0)
+    >>> src, tgt_in = np.array([[3, 4, 5, 6]]), np.array([[1, 6, 5]])
     >>> logits = model(src, tgt_in)                  # (B, T, tgt_vocab)
     >>> out = model.greedy_decode(src, max_len=10, bos=1, eos=2)
 """
