@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 import microtensor as mt
+from microtensor.autograd import backward_steps
 from microtensor.tensor import Tensor
 
 
@@ -36,3 +37,13 @@ def attention_example(tokens: int = 3, d_model: int = 4, d_k: int = 2, seed: int
     out = weights @ V                                    # (T, d_k)
     loss = (out * out).mean()
     return loss, {"X": X, "W_q": W_q, "W_k": W_k, "W_v": W_v}
+
+
+def attention_picture():
+    """The graph of `attention_example` after backward, the route to W_q lit: the picture
+    `python -m viz example` renders (viz/assets/attention_backprop.svg)."""
+    from .graph import draw  # here, not at the top: viz.graph's tests import this module
+    loss, tensors = attention_example()
+    return draw(loss, highlight=tensors["W_q"], steps=list(backward_steps(loss)),
+                title="How dL/dW_q flows back: mean, out*out, weights@V, softmax, "
+                      "/sqrt(d_k), Q K^T, X W_q")

@@ -63,6 +63,15 @@ def fresh_graph():
     return loss, t, parts
 
 
+def picture():
+    """The graph after backward with the route to W_q lit: the picture at the top of the
+    README (viz/assets/backprop-graph.svg)."""
+    loss, t, _ = fresh_graph()
+    return viz.draw(loss, highlight=t["W_q"], steps=list(backward_steps(loss)),
+                    title="How dL/dW_q flows back: loss → mean → (out - target)^2 → "
+                          "weights V → softmax → QK^T/√d_k → Q → W_q")
+
+
 def route_to(root, target) -> list[str]:
     """The ops on the way from `target` up to `root`, in forward order."""
     return [f"{t.op.name} ({t.name})" if t.name else t.op.name
@@ -135,11 +144,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     ops = [entry.split(" ")[0] for entry in route]
     check("softmax" in ops and ops.index("softmax") < len(ops) - 1,
           "the route from the loss to W_q passes through softmax", "", echo)
-    recorded = list(backward_steps(loss))
-    graph = viz.draw(loss, highlight=t["W_q"], steps=recorded,
-                     title="How dL/dW_q flows back: loss → mean → (out - target)^2 → "
-                           "weights V → softmax → QK^T/√d_k → Q → W_q")
-    svg = viz.render(graph, out / "backprop-graph.svg")
+    svg = viz.render(picture(), out / "backprop-graph.svg")
     loss, _, _ = fresh_graph()
     page = viz.write_player(loss, out / "backprop.html",
                             title="Attention over 我 想 吃: the backward pass, step by step")
