@@ -8,9 +8,10 @@ Each row gives the plain form's time, the trick's time (microseconds per call) a
 plain / trick (above 1: the trick is faster).
 """
 import numpy as np
-from common import emit, side_by_side
+from common import emit, side_by_side, torch
 
-from microtensor import kernels
+import microtensor as mt
+from microtensor import kernels, optim
 from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
 from microtensor.ops.nn import (
     embedding,
@@ -61,8 +62,33 @@ def run(number: int = 20) -> dict:
         "embedding_backward": compare(
             lambda: forward_and_backward(embedding_reference, ids, table),
             lambda: forward_and_backward(embedding.forward, ids, table), number),
+        "adamw_step_1.3M": compare(*adamw_steps(), number=max(1, number // 4)),
     }
+    if torch is not None:
+        params = [torch.zeros(1024, 1280, requires_grad=True)]
+        params[0].grad = torch.ones(1024, 1280)
+        torch_adamw = torch.optim.AdamW(params, lr=1e-3)
+        results["adamw_step_1.3M"]["torch_us"] = 1e6 * side_by_side(
+            {"torch": torch_adamw.step}, rounds=5, number=max(1, number // 4))["torch"]
     return emit("kernels", results)
+
+
+def adamw_steps():
+    """The textbook AdamW update (a new array per term) and optim.AdamW's in-place one."""
+    shape, lr, beta1, beta2, eps, decay = (1024, 1280), 1e-3, 0.9, 0.999, 1e-8, 0.01
+    p = np.zeros(shape, np.float32)
+    g = np.ones(shape, np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+
+    def textbook():
+        nonlocal p, m, v
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1) / (np.sqrt(v / (1 - beta2)) + eps) + decay * p)
+    param = mt.nn.Parameter(np.zeros(shape, np.float32))
+    param.grad = g
+    adamw = optim.AdamW([param], lr=lr, weight_decay=decay)
+    return textbook, adamw.step
 
 
 if __name__ == "__main__":
