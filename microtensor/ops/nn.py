@@ -75,6 +75,19 @@ def log_softmax(x, *, axis=-1):
     return out, backward
 
 
+def _check_norm_inputs(name, x, **params) -> None:
+    """A normalisation works over the last axis: x has one, and each parameter (weight,
+    bias) has its shape."""
+    if x.ndim == 0:
+        raise op_error(name, f"got a 0-d tensor, but {name} normalises over the last axis",
+                       fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
+    for label, param in params.items():
+        if param is not None and getattr(param, "shape", ()) != x.shape[-1:]:
+            raise op_error(name, f"{label} has shape {np.shape(param)} but the input "
+                           f"{x.shape} is normalised over its last axis, so it must have "
+                           f"shape {x.shape[-1:]}")
+
+
 def layer_norm_reference(x, weight=None, bias=None, eps=1e-5):
     """LayerNorm as in a textbook, and its backward: the specification `layer_norm` meets.
 
@@ -106,14 +119,7 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis).
     Computes what `layer_norm_reference` computes, faster (see kernels.py)."""
-    if x.ndim == 0:
-        raise op_error("layer_norm", "got a 0-d tensor, but layer_norm normalises over "
-                       "the last axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
-    for label, param in (("weight", weight), ("bias", bias)):
-        if param is not None and getattr(param, "shape", ()) != x.shape[-1:]:
-            raise op_error("layer_norm", f"{label} has shape {np.shape(param)} but the "
-                           f"input {x.shape} is normalised over its last axis, so it must "
-                           f"have shape {x.shape[-1:]}")
+    _check_norm_inputs("layer_norm", x, weight=weight, bias=bias)
     # Every row mean is a GEMV with a cached averaging vector, and x_hat is normalised in
     # place: over many short rows that is several times faster than np.mean and np.var.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
@@ -336,13 +342,7 @@ def rms_norm(x, weight=None, *, eps=1e-6):
     like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
     subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use).
     Computes what `rms_norm_reference` computes, faster (see kernels.py)."""
-    if x.ndim == 0:
-        raise op_error("rms_norm", "got a 0-d tensor, but rms_norm normalises over the last "
-                       "axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
-    if weight is not None and getattr(weight, "shape", ()) != x.shape[-1:]:
-        raise op_error("rms_norm", f"weight has shape {np.shape(weight)} but the input "
-                       f"{x.shape} is normalised over its last axis, so it must have shape "
-                       f"{x.shape[-1:]}")
+    _check_norm_inputs("rms_norm", x, weight=weight)
     # The row mean is a GEMV with a cached averaging vector (as in layer_norm).
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     dtype = np.result_type(x_rows, 0.5)
