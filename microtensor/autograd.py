@@ -185,7 +185,7 @@ def primitive(name: str, rule: str) -> Callable:
             # The hot path of every op: unwrap -> forward -> wrap -> record, kept thin.
             if (len(args) > n_inputs and not variadic) or (
                     config and not input_names.isdisjoint(config)):
-                args = _bind(name, args, config, inputs, config_names)
+                args = _bind(name, args, config, inputs, config_names, variadic)
             arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
             try:
                 out, backward = forward(*arrays, **config)
@@ -212,14 +212,14 @@ def primitive(name: str, rule: str) -> Callable:
     return decorate
 
 
-def _bind(name, args, config, inputs, config_names) -> tuple:
+def _bind(name, args, config, inputs, config_names, variadic) -> tuple:
     """Sort a call's arguments into inputs and configuration, in place in `config`.
     Extra positional arguments fill the configuration in order (`mt.sum(x, 1)`); inputs
     passed by keyword (`embedding(ids, weight=W)`) join the inputs, so the node records
     them and the forward sees arrays, never Tensors."""
     args = list(args)
     n_inputs = len(inputs)
-    if len(args) > n_inputs:
+    if len(args) > n_inputs and not variadic:
         extra = args[n_inputs:]
         if len(extra) > len(config_names):
             raise TypeError(f"{name}: takes {n_inputs + len(config_names)} "
