@@ -66,10 +66,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
 
     q: (..., Tq, d_k); k: (..., Tk, d_k); v: (..., Tk, d_v). `mask` is boolean, True = may
     attend, broadcastable to (..., Tq, Tk); a float mask is instead added to the scores
-    (PyTorch's float attn_mask: 0 keeps, -inf blocks, other values bias). `causal=True` adds a bottom-right aligned causal
-    mask (right for cached decoding too). Masked scores are -inf, so masked keys get weight
-    exactly 0. A query row with no key allowed at all gets zero weights and a zero output
-    (and a zero gradient), not NaN. `dropout_p` drops attention weights while `training`.
+    (PyTorch's float attn_mask: 0 keeps, -inf blocks, other values bias). `causal=True`
+    adds a bottom-right aligned causal mask (right for cached decoding too). Masked scores
+    are -inf, so masked keys get weight exactly 0. A query row with no key allowed at all
+    gets zero weights and a zero output (and a zero gradient), not NaN. `dropout_p` drops
+    attention weights while `training`. The tensors it makes are named `QK^T`, `scores`
+    and `weights`, so graphs and backward steps show those names.
 
     >>> q = k = v = mt.randn(2, 5, 8)
     >>> out, weights = scaled_dot_product_attention(q, k, v, causal=True)
