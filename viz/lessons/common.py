@@ -1,5 +1,5 @@
-"""What every lesson shares: where pictures go, how numbers are printed, how claims are
-and checked (the heatmaps they draw are `viz.heatmap`'s).
+"""What every lesson shares: where pictures go, how numbers are printed, and how claims
+are checked (the heatmaps they draw are `viz.heatmap`'s).
 
 A lesson *checks* each claim it makes with `check(...)`: if the numbers disagree with the
 claim, the lesson stops with a `LessonCheckError` that says which claim failed and why.
