@@ -202,7 +202,12 @@ def primitive(name: str, rule: str) -> Callable:
             if anomaly:
                 _check_produced(name, result, arrays, config)
             if _mode.grad_enabled and result.data.dtype.kind == "f":
-                _record(result, name, rule, args, backward, config, anomaly)
+                for a in args:   # record the node if any input Tensor requires grad
+                    if isinstance(a, Tensor) and a._requires_grad:
+                        result._requires_grad = True
+                        result.op = Node(name, rule, args, backward, config,
+                                         _user_frame() if anomaly else None)
+                        break
             return result
 
         op.rule = rule
@@ -234,16 +239,6 @@ def _bind(name, args, config, inputs, config_names, variadic) -> tuple:
         else:
             raise TypeError(f"{name}: missing input '{p.name}'")
     return tuple(args)
-
-
-def _record(result, name, rule, args, backward, config, anomaly) -> None:
-    """Attach the Node to `result` if any input Tensor requires grad."""
-    for a in args:
-        if isinstance(a, Tensor) and a._requires_grad:
-            result._requires_grad = True
-            result.op = Node(name, rule, args, backward, config,
-                             _user_frame() if anomaly else None)
-            return
 
 
 def _check_produced(name, result, arrays, config) -> None:
