@@ -73,8 +73,11 @@ class _SetMode:
 class no_grad(_SetMode):
     """Ops inside record no graph (inference, optimizer updates). Thread-local.
 
+    >>> x = mt.ones(2, requires_grad=True)
     >>> with mt.no_grad():
-    ...     y = x * 2        # y.requires_grad is False
+    ...     y = x * 2
+    >>> y.requires_grad
+    False
     """
 
     flag, value = "grad_enabled", False
@@ -93,7 +96,9 @@ class detect_anomaly(_SetMode):
     `masked_fill(mask, -inf)`) already hold inf/NaN passes them on without raising.
 
     >>> with mt.detect_anomaly():
-    ...     mt.tensor([-1.0]).log()      # FloatingPointError: log produced nan ...
+    ...     mt.tensor([-1.0]).log()
+    Traceback (most recent call last):
+    FloatingPointError: log produced nan in its forward pass (op created at ...
     """
 
     flag, value = "anomaly", True
@@ -175,31 +180,12 @@ def primitive(name: str, rule: str) -> Callable:
         input_names = {p.name for p in inputs}
         config_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
 
-        def inputs_by_position(args, config):
-            """Inputs passed by keyword (`embedding(ids, weight=W)`) join `args`, so the
-            node records them and the forward sees arrays, never Tensors."""
-            args = list(args)
-            for p in inputs[len(args):]:
-                if p.name in config:
-                    args.append(config.pop(p.name))
-                elif p.default is not p.empty:
-                    args.append(p.default)
-                else:
-                    raise TypeError(f"{name}: missing input '{p.name}'")
-            return tuple(args)
-
         @functools.wraps(forward)
         def op(*args, **config):
-            # The hot path of every op: keep the bookkeeping here thin.
-            if len(args) > n_inputs and not variadic:
-                extra = args[n_inputs:]
-                if len(extra) > len(config_names):
-                    raise TypeError(f"{name}: takes {n_inputs + len(config_names)} "
-                                    f"arguments, got {len(args)}")
-                config.update(zip(config_names, extra))
-                args = args[:n_inputs]
-            if config and not input_names.isdisjoint(config):
-                args = inputs_by_position(args, config)
+            # The hot path of every op: unwrap -> forward -> wrap -> record, kept thin.
+            if (len(args) > n_inputs and not variadic) or (
+                    config and not input_names.isdisjoint(config)):
+                args = _bind(name, args, config, inputs, config_names, variadic)
             arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
             try:
                 out, backward = forward(*arrays, **config)
@@ -207,7 +193,6 @@ def primitive(name: str, rule: str) -> Callable:
                 if getattr(error, "microtensor", False):
                     raise  # already worded by the op itself
                 raise _reworded(name, error, arrays) from error
-
             if out.dtype == np.float64 and not _any_float_array(arrays):
                 # Floats made from integer tensors and Python numbers (0.7 ** ints,
                 # ints / 2) are the default float32, as Python floats are.
@@ -215,13 +200,9 @@ def primitive(name: str, rule: str) -> Callable:
             result = Tensor._wrap(out)
             anomaly = _mode.anomaly
             if anomaly:
-                # Only what this op *produced*: an intentional -inf given to it (an
-                # attention mask's fill value) or carried in from its inputs is not news;
-                # a NaN made from those infs is.
-                carried = _nonfinite_kinds(arrays) | _nonfinite_kinds(config.values())
-                _check_finite(name, "forward", result.data, _user_frame, carried)
+                _check_produced(name, result, arrays, config)
             if _mode.grad_enabled and result.data.dtype.kind == "f":
-                for a in args:
+                for a in args:   # record the node if any input Tensor requires grad
                     if isinstance(a, Tensor) and a._requires_grad:
                         result._requires_grad = True
                         result.op = Node(name, rule, args, backward, config,
@@ -234,6 +215,38 @@ def primitive(name: str, rule: str) -> Callable:
         return op
 
     return decorate
+
+
+def _bind(name, args, config, inputs, config_names, variadic) -> tuple:
+    """Sort a call's arguments into inputs and configuration, in place in `config`.
+    Extra positional arguments fill the configuration in order (`mt.sum(x, 1)`); inputs
+    passed by keyword (`embedding(ids, weight=W)`) join the inputs, so the node records
+    them and the forward sees arrays, never Tensors."""
+    args = list(args)
+    n_inputs = len(inputs)
+    if len(args) > n_inputs and not variadic:
+        extra = args[n_inputs:]
+        if len(extra) > len(config_names):
+            raise TypeError(f"{name}: takes {n_inputs + len(config_names)} "
+                            f"arguments, got {len(args)}")
+        config.update(zip(config_names, extra))
+        args = args[:n_inputs]
+    for p in inputs[len(args):]:
+        if p.name in config:
+            args.append(config.pop(p.name))
+        elif p.default is not p.empty:
+            args.append(p.default)
+        else:
+            raise TypeError(f"{name}: missing input '{p.name}'")
+    return tuple(args)
+
+
+def _check_produced(name, result, arrays, config) -> None:
+    """Anomaly mode: raise on a NaN/inf this op *produced*. An intentional -inf given to
+    it (an attention mask's fill value) or carried in from its inputs is not news; a NaN
+    made from those infs is."""
+    carried = _nonfinite_kinds(arrays) | _nonfinite_kinds(config.values())
+    _check_finite(name, "forward", result.data, _user_frame, carried)
 
 
 def _any_float_array(arrays) -> bool:

@@ -6,9 +6,11 @@ an optimizer state_dict with its per-parameter moment arrays and step counts, a 
 the step number) goes into one file, and `load(path)` gives the same structure back.
 
     >>> import microtensor as mt
+    >>> from microtensor import nn, optim
+    >>> model = nn.Linear(2, 3); opt = optim.AdamW(model.parameters())
     >>> mt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 100},
-    ...         "run/ckpt.npz")
-    >>> ckpt = mt.load("run/ckpt.npz")
+    ...         "ckpt.npz")
+    >>> ckpt = mt.load("ckpt.npz")
     >>> model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["optimizer"])
 
 File format (readable with plain `np.load(path)`):
@@ -36,13 +38,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 import zipfile
 import zlib
 
 import numpy as np
 
 from .errors import op_error
+from .files import write_atomically
 from .tensor import Tensor
 
 FORMAT_KEY = "__microtensor__"
@@ -153,74 +155,17 @@ def save(obj: dict, path: str | os.PathLike) -> None:
     """Write `obj` (a dict of arrays, numbers, strings, None and nested dicts/lists/tuples)
     to `path` as one `.npz`, atomically, without pickle. The path is used as given.
 
+        >>> model = mt.nn.Linear(2, 3)
         >>> mt.save({"model": model.state_dict(), "step": 10}, "ckpt.npz")
     """
     arrays: dict[str, np.ndarray] = {}
     tree = _flatten(obj, [], arrays)
     index = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "tree": tree})
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise op_error("save", f"'{path}' is a folder", IsADirectoryError,
-                       "give a file name, e.g. os.path.join(folder, 'ckpt.npz')")
-    if not os.path.isdir(folder):
-        raise op_error("save", f"the folder of '{path}' does not exist", FileNotFoundError,
-                       f"create it first: os.makedirs({folder!r}, exist_ok=True)")
-    # The temporary file lives in the target's folder so os.replace is a same-filesystem
-    # rename, which is atomic; O_EXCL with a random name means concurrent saves never
-    # share a temporary file; mode 0o666 lets the umask decide permissions as for open().
-    # Its name carries the writer's process id, so a later save can tell the leftovers of
-    # a killed save (their process is gone) from a save still running.
-    _remove_leftover_temporaries(folder, os.path.basename(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}."
-                                     f"{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
             _write_npz(file, {FORMAT_KEY: np.array(index, dtype=np.str_), **arrays})
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(temporary, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary file
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _remove_leftover_temporaries(folder: str, name: str) -> None:
-    """Delete the temporary files that killed saves to `name` left in `folder`: those
-    whose writer process no longer exists. A save still running (in this process or
-    another) keeps its file. Skipped where a process cannot be probed safely (Windows,
-    where os.kill(pid, 0) would send Ctrl-C)."""
-    if os.name != "posix":
-        return
-    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[0-9a-f]{12}\.tmp")
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        match = pattern.fullmatch(entry)
-        if match and not _process_exists(int(match.group(1))):
-            try:
-                os.unlink(os.path.join(folder, entry))
-            except OSError:
-                pass  # another save removed it first, or it is not ours to remove
-
-
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)          # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True              # it exists (another user's), or is not a pid: keep the file
-    return True
+    write_atomically(path, write, where="save", example="ckpt.npz")
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
@@ -233,25 +178,12 @@ def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def _fsync_folder(folder: str) -> None:
-    """Persist the rename itself (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def load(path: str | os.PathLike) -> dict:
     """Read a file written by `save` and return the same nested structure (arrays as
     NumPy arrays, numbers and strings as Python values). Refuses files that are missing,
     corrupt, not written by microtensor, or holding pickled objects, naming the path.
 
+        >>> mt.save({"step": 10}, "ckpt.npz")
         >>> ckpt = mt.load("ckpt.npz"); ckpt["step"]
         10
     """

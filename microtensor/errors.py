@@ -27,3 +27,28 @@ def op_error(where: str, message: str, kind: type = ValueError, fix: str | None 
     error = kind(text)
     error.microtensor = True
     return error
+
+
+def check_sizes(where: str, **sizes) -> None:
+    """Refuse a size that is not a positive integer, naming the argument. Bools are
+    refused too: Python counts True as 1, so `Linear(True, 4)` would silently build a
+    one-input layer.
+
+    >>> check_sizes("Linear", in_features=3, out_features=0)
+    Traceback (most recent call last):
+    ValueError: Linear: out_features must be a positive integer, got 0
+    """
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise op_error(where, f"{name} must be a positive integer, got {value!r}")
+
+
+def check_count(where: str, name: str, value, smallest: int = 1) -> None:
+    """Refuse a count (of tokens, steps) that is not an integer >= `smallest`; bools too,
+    which Python counts as integers (True would silently mean 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise op_error(where, f"{name} must be an integer, got {type(value).__name__} "
+                       f"{value!r}", TypeError, fix=f"pass a whole number >= {smallest}")
+    if value < smallest:
+        raise op_error(where, f"{name} must be >= {smallest}, got {value}",
+                       fix=f"pass a whole number >= {smallest}")

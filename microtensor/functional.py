@@ -1,8 +1,9 @@
 """`microtensor.functional as F`: the neural-network functions, PyTorch-style names.
 
     >>> import microtensor.functional as F
+    >>> scores, logits = mt.randn(2, 5), mt.randn(4, 10)
     >>> probs = F.softmax(scores, axis=-1)
-    >>> loss = F.cross_entropy(logits, targets, ignore_index=0)
+    >>> loss = F.cross_entropy(logits, np.array([3, 0, 7, 1]), ignore_index=0)
 """
 from .ops import (
     binary_cross_entropy,

@@ -12,6 +12,7 @@ so `model.parameters()` finds them all, in assignment order.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import checkpoint
 from . import functional as F
-from .errors import op_error
+from .errors import check_sizes, op_error
 from .safetensors_io import EXTENSION as SAFETENSORS_EXTENSION
 from .safetensors_io import load_safetensors, save_safetensors
 from .tensor import DEFAULT_FLOAT, Tensor, generator
@@ -41,6 +42,26 @@ class LoadResult(NamedTuple):
     names in the state that the module does not have."""
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+class RemovableHandle:
+    """What `register_forward_hook` returns: `remove()` takes the hook off (twice is
+    harmless); as a context manager, the hook is on inside the `with` block only."""
+
+    _ids = itertools.count()   # next() on a count is atomic: safe from any thread
+
+    def __init__(self, hooks: dict):
+        self.hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 class Module:
@@ -86,7 +107,10 @@ class Module:
         `load_state_dict` restores (unless `persistent=False`), and that is never a
         parameter, so no optimizer updates it. Assigning to the name later replaces it.
 
-            >>> self.register_buffer("steps_seen", mt.zeros((), dtype=np.int64))
+            >>> counter = nn.Module()
+            >>> counter.register_buffer("steps_seen", mt.zeros((), dtype=np.int64))
+            >>> list(counter.state_dict())
+            ['steps_seen']
         """
         where = f"{type(self).__name__}.register_buffer"
         if not isinstance(name, str) or not name.isidentifier():
@@ -121,7 +145,35 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook, with_kwargs in list(hooks.values()):
+                returned = hook(self, args, kwargs, output) if with_kwargs \
+                    else hook(self, args, output)
+                if returned is not None:
+                    output = returned
+        return output
+
+    def register_forward_hook(self, hook, *, with_kwargs: bool = False) -> RemovableHandle:
+        """Call `hook(module, args, output)` after every forward of this module (with
+        `with_kwargs=True`, `hook(module, args, kwargs, output)`), as PyTorch does. A hook
+        that returns a value replaces the output. Hooks run in the order registered; the
+        returned handle's `remove()` (or leaving its `with` block) takes the hook off.
+
+            >>> layer, x, seen = nn.Linear(2, 3), mt.randn(4, 2), []
+            >>> handle = layer.register_forward_hook(lambda m, args, out: seen.append(out))
+            >>> y = layer(x); handle.remove()
+        """
+        if not callable(hook):
+            raise op_error(f"{type(self).__name__}.register_forward_hook", f"hook must be "
+                           f"callable, got {type(hook).__name__}", TypeError,
+                           "pass a function hook(module, args, output)")
+        if "_forward_hooks" not in self.__dict__:
+            object.__setattr__(self, "_forward_hooks", {})
+        handle = RemovableHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = (hook, with_kwargs)
+        return handle
 
     # ------------------------------------------------------------------ traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -195,6 +247,7 @@ class Module:
         `strict=False`, missing and unexpected names are allowed and returned; mis-shaped
         ones are always an error.
 
+            >>> model, other = nn.Linear(2, 3), nn.Linear(2, 3)
             >>> model.load_state_dict(other.state_dict())
             LoadResult(missing_keys=[], unexpected_keys=[])
         """
@@ -247,6 +300,7 @@ class Module:
         `.safetensors` when the path ends so (the format PyTorch users exchange weights
         in), otherwise as a `.npz` (see `microtensor.checkpoint`).
 
+            >>> model, fresh = nn.Linear(2, 3), nn.Linear(2, 3)
             >>> model.save("model.npz"); fresh.load("model.npz")
             >>> model.save("model.safetensors"); fresh.load("model.safetensors")
         """
@@ -328,7 +382,7 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        _check_sizes("Linear", in_features=in_features, out_features=out_features)
+        check_sizes("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         limit = np.sqrt(6 / (in_features + out_features))
         self.weight = Parameter(generator().uniform(-limit, limit, (in_features, out_features))
@@ -348,7 +402,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, dim: int, std: float = 1.0):
         super().__init__()
-        _check_sizes("Embedding", num_embeddings=num_embeddings, dim=dim)
+        check_sizes("Embedding", num_embeddings=num_embeddings, dim=dim)
         self.num_embeddings, self.dim = num_embeddings, dim
         self.weight = Parameter((std * generator().standard_normal((num_embeddings, dim)))
                                 .astype(DEFAULT_FLOAT))
@@ -366,7 +420,7 @@ class LayerNorm(Module):
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
-        _check_sizes("LayerNorm", dim=dim)
+        check_sizes("LayerNorm", dim=dim)
         if not (isinstance(eps, (int, float)) and eps > 0):
             # eps <= 0 turns a constant row into sqrt(0) or sqrt(negative): inf or NaN.
             raise op_error("LayerNorm", f"eps must be a positive number, got {eps!r}",
@@ -451,9 +505,3 @@ class Sequential(ModuleList):
 
 def _is_safetensors(path) -> bool:
     return os.fspath(path).lower().endswith(SAFETENSORS_EXTENSION)
-
-
-def _check_sizes(where: str, **sizes):
-    for name, value in sizes.items():
-        if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise op_error(where, f"{name} must be a positive integer, got {value!r}")

@@ -7,6 +7,7 @@ name -> array mappings fit: that is a `state_dict`, not a training checkpoint wi
 optimizer state (those stay in `mt.save`'s `.npz`; see `microtensor.checkpoint`).
 
     >>> from microtensor.safetensors_io import load_safetensors, save_safetensors
+    >>> model = mt.nn.Linear(2, 3)
     >>> save_safetensors(model.state_dict(), "model.safetensors")
     >>> state = load_safetensors("model.safetensors")        # {name: np.ndarray}
 
@@ -16,13 +17,13 @@ Reading and writing go through the `safetensors` package's NumPy API.
 from __future__ import annotations
 
 import os
-import uuid
 
 import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
 from .errors import op_error
+from .files import write_atomically
 from .tensor import Tensor
 
 EXTENSION = ".safetensors"
@@ -55,13 +56,14 @@ def save_safetensors(tensors, path: str | os.PathLike,
         except (SafetensorError, ValueError, TypeError) as error:
             raise op_error("save_safetensors", f"cannot write '{path}': {error}",
                            ValueError) from None
-    write_atomically(path, write, where="save_safetensors")
+    write_atomically(path, write, where="save_safetensors", example="model.safetensors")
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every tensor of a `.safetensors` file as a NumPy array, by name. A missing,
     damaged or truncated file is refused with an error naming it.
 
+        >>> save_safetensors({"weight": np.ones((2, 3), np.float32)}, "w.safetensors")
         >>> load_safetensors("w.safetensors")["weight"].shape
         (2, 3)
     """
@@ -78,31 +80,3 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise op_error("load_safetensors", f"'{path}' is damaged, truncated or not a "
                        f"safetensors file ({os.path.getsize(path):,} bytes; {error})",
                        SafetensorsFileError, "download or save it again") from None
-
-
-def write_atomically(path: str, write, where: str) -> None:
-    """Call `write(temporary)` to write a temporary file in `path`'s folder, fsync it,
-    then rename it over `path` (atomic on POSIX and Windows): a crash leaves the old file
-    or the new one, never half of one, and no temporary file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise op_error(where, f"'{path}' is a folder", IsADirectoryError,
-                       "give a file name ending in .safetensors")
-    if not os.path.isdir(folder):
-        raise op_error(where, f"the folder of '{path}' does not exist", FileNotFoundError,
-                       f"create it first: os.makedirs({folder!r}, exist_ok=True)")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(temporary)
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the name points at it
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise

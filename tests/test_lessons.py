@@ -11,6 +11,8 @@ import pytest
 from viz import lessons
 from viz.__main__ import main
 from viz.engine import DotNotFoundError, find_engine
+from viz.heatmap import heatmap_svg
+from viz.labels import VALUE_PALETTE, diverging
 from viz.lessons import common, kv_cache, qkv
 
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
@@ -215,8 +217,10 @@ def test_check_and_heatmap_errors(tmp_path):
     with pytest.raises(common.LessonCheckError, match=r"check failed: rows sum to 1 \(1.2\)"):
         common.check(False, "rows sum to 1", "1.2")
     with pytest.raises(ValueError, match=r"heatmap_svg: expected a 2-D matrix, got shape \(3,\)"):
-        common.heatmap_svg(np.ones(3), tmp_path / "bad.svg")
-    picture = common.heatmap_svg(np.array([[1.0, -1.0]]), tmp_path / "ok.svg",
-                                 row_labels=["我"], col_labels=["a", "b"])
+        heatmap_svg(np.ones(3), tmp_path / "bad.svg")
+    picture = heatmap_svg(np.array([[1.0, -1.0]]), tmp_path / "ok.svg",
+                          row_labels=["我"], col_labels=["a", "b"])
     text = picture.read_text(encoding="utf-8")
-    assert "rgb(255,0,0)" in text and "rgb(0,0,255)" in text and "我" in text
+    # The graphs' value palette at both ends: one colour scheme for every heatmap.
+    assert diverging(1, 1, VALUE_PALETTE) in text and diverging(-1, 1, VALUE_PALETTE) in text
+    assert "我" in text

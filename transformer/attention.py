@@ -66,16 +66,36 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
 
     q: (..., Tq, d_k); k: (..., Tk, d_k); v: (..., Tk, d_v). `mask` is boolean, True = may
     attend, broadcastable to (..., Tq, Tk); a float mask is instead added to the scores
-    (PyTorch's float attn_mask: 0 keeps, -inf blocks, other values bias). `causal=True` adds a bottom-right aligned causal
-    mask (right for cached decoding too). Masked scores are -inf, so masked keys get weight
-    exactly 0. A query row with no key allowed at all gets zero weights and a zero output
-    (and a zero gradient), not NaN. `dropout_p` drops attention weights while `training`.
+    (PyTorch's float attn_mask: 0 keeps, -inf blocks, other values bias). `causal=True`
+    adds a bottom-right aligned causal mask (right for cached decoding too). Masked scores
+    are -inf, so masked keys get weight exactly 0. A query row with no key allowed at all
+    gets zero weights and a zero output (and a zero gradient), not NaN. `dropout_p` drops
+    attention weights while `training`. The tensors it makes are named `QK^T`, `scores`
+    and `weights`, so graphs and backward steps show those names.
 
     >>> q = k = v = mt.randn(2, 5, 8)
     >>> out, weights = scaled_dot_product_attention(q, k, v, causal=True)
     >>> out.shape, weights.shape
     ((2, 5, 8), (2, 5, 5))
     """
+    _check_qkv(q, k, v)
+    scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
+    scores.name = "QK^T"
+    # A Python float keeps float32 float32; 1/sqrt(d_k) keeps the scores' variance near 1
+    # so softmax does not saturate as d_k grows.
+    scores = scores * (1.0 / math.sqrt(q.shape[-1]))
+    scores.name = "scores"
+    scores, row_has_key = _masked(scores, mask, causal)
+    weights = scores.softmax(axis=-1)                  # (..., Tq, Tk), rows sum to 1
+    if row_has_key is not None:
+        weights = weights * row_has_key.astype(weights.dtype)
+    if dropout_p and training:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    weights.name = "weights"
+    return weights @ v, weights                        # (..., Tq, d_v)
+
+
+def _check_qkv(q, k, v) -> None:
     where = "scaled_dot_product_attention"
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise op_error(where, f"q, k, v need at least 2 axes (..., T, d), got shapes "
@@ -83,51 +103,46 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise op_error(where, f"q {tuple(q.shape)} and k {tuple(k.shape)} must share the last "
                        f"axis (d_k), and k and v {tuple(v.shape)} the key axis (Tk)")
-    n_queries, n_keys, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
 
-    scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
-    # A Python float keeps float32 float32; 1/sqrt(d_k) keeps the scores' variance near 1
-    # so softmax does not saturate as d_k grows.
-    scores = scores * (1.0 / math.sqrt(d_k))
 
+def _masked(scores, mask, causal: bool):
+    """The scores with every blocked key at -inf (a float mask added first), and a
+    (..., Tq, 1) boolean array of the rows that keep at least one key (None if all do)."""
     additive, mask = _additive_mask(mask)
-    allowed = _mask_array(mask, where)
+    allowed = _mask_array(mask, "scaled_dot_product_attention")
     if allowed is not None:
-        try:
-            broadcast = np.broadcast(allowed, scores.data).shape
-        except ValueError:
-            broadcast = None
-        if broadcast != scores.shape:
-            raise op_error(where, f"mask of shape {allowed.shape} does not broadcast to the "
-                           f"scores' shape {scores.shape} (..., Tq, Tk)",
-                           fix="a key-padding mask of shape (B, Tk) becomes "
-                           "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
+        _check_mask_shape(allowed, scores.shape)
         if additive is not None:
             scores = scores + additive
         if allowed.all():
             allowed = None  # nothing is masked (no padding): skip the masking ops
+    n_queries, n_keys = scores.shape[-2:]
     if causal and n_queries > 1:  # one query (cached decoding) may see every key
         lower = causal_mask(n_queries, n_keys)
         allowed = lower if allowed is None else allowed & lower
+    if allowed is None:
+        return scores, None
+    # -inf, not a large negative number: exp(-inf) is exactly 0, so a masked key gets
+    # no weight at all, however large the other scores are.
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    row_has_key = allowed.any(axis=-1, keepdims=True)          # (..., Tq, 1)
+    if row_has_key.all():
+        return scores, None
+    # A row of only -inf would give softmax 0/0 = NaN. Give those rows finite scores (0);
+    # the caller multiplies their weights by 0: output 0, gradient 0.
+    return scores.masked_fill(~row_has_key, 0.0), row_has_key
 
-    row_has_key = None
-    if allowed is not None:
-        # -inf, not a large negative number: exp(-inf) is exactly 0, so a masked key gets
-        # no weight at all, however large the other scores are.
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        row_has_key = allowed.any(axis=-1, keepdims=True)      # (..., Tq, 1)
-        if row_has_key.all():
-            row_has_key = None
-        else:
-            # A row of only -inf would give softmax 0/0 = NaN. Give those rows finite
-            # scores (0), and below multiply their weights by 0: output 0, gradient 0.
-            scores = scores.masked_fill(~row_has_key, 0.0)
-    weights = scores.softmax(axis=-1)                  # (..., Tq, Tk), rows sum to 1
-    if row_has_key is not None:
-        weights = weights * row_has_key.astype(weights.dtype)
-    if dropout_p and training:
-        weights = F.dropout(weights, p=dropout_p, training=True)
-    return weights @ v, weights                        # (..., Tq, d_v)
+
+def _check_mask_shape(allowed: np.ndarray, scores_shape: tuple) -> None:
+    try:
+        broadcast = np.broadcast_shapes(allowed.shape, scores_shape)
+    except ValueError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise op_error("scaled_dot_product_attention", f"mask of shape {allowed.shape} does "
+                       f"not broadcast to the scores' shape {scores_shape} (..., Tq, Tk)",
+                       fix="a key-padding mask of shape (B, Tk) becomes "
+                       "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
 
 
 class MultiHeadAttention(Module):
@@ -217,13 +232,7 @@ class MultiHeadAttention(Module):
 
     def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
                 rotation=None):
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise op_error("MultiHeadAttention", f"expected x of shape (B, T, {self.d_model}), "
-                           f"got {tuple(x.shape)}")
-        if rotation is not None and context is not None:
-            raise op_error("MultiHeadAttention", "rotary positions apply to self-attention, "
-                           "but a context was given (cross-attention)",
-                           fix="pass rotation only without context")
+        self._check_inputs(x, context, rotation)
         source = x if context is None else context
         q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
         if rotation is not None:
@@ -239,6 +248,15 @@ class MultiHeadAttention(Module):
             dropout_p=self.dropout_p, training=dropout_active(self))
         self.last_weights = weights
         return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
+
+    def _check_inputs(self, x, context, rotation) -> None:
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise op_error("MultiHeadAttention", f"expected x of shape (B, T, {self.d_model}), "
+                           f"got {tuple(x.shape)}")
+        if rotation is not None and context is not None:
+            raise op_error("MultiHeadAttention", "rotary positions apply to self-attention, "
+                           "but a context was given (cross-attention)",
+                           fix="pass rotation only without context")
 
     def extra_repr(self):
         kv = "" if self.n_kv_heads == self.n_heads else f", n_kv_heads={self.n_kv_heads}"

@@ -104,7 +104,8 @@ class CharLMTask:
     """Next-character prediction on `text`: windows of `block_size` + 1 characters from
     the first 90% (training) or the last 10% (validation).
 
-    >>> task = CharLMTask(open("LICENSE").read(), block_size=64, seed=0)
+    >>> task = CharLMTask("to be or not to be, that is the question. " * 20, block_size=64,
+    ...                   seed=0)
     >>> x, y = task.batch(step=0, batch_size=16)        # (16, 64) each; y is x shifted
     """
 

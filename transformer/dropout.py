@@ -5,6 +5,8 @@ another thread is training would turn that thread's dropout off, and two generat
 overlapping would leave the model in eval mode. Instead, generation runs its forward passes
 inside `dropout_off()`, which holds per thread, and leaves `training` alone.
 
+    >>> from transformer import DecoderLM
+    >>> model, ids = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1), np.array([[1, 2]])
     >>> with dropout_off():
     ...     logits = model(ids)          # no dropout here, model.training unchanged
 """

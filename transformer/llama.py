@@ -2,9 +2,10 @@
 (`model_type: "llama"`): a config dict and a dict of named arrays, to and from a
 `DecoderLM(style="llama")`.
 
-    >>> model = llama_from_hf(json.load(open("config.json")),
-    ...                       safetensors.numpy.load_file("model.safetensors"))
-    >>> config, tensors = llama_to_hf(model)
+    >>> from transformer import DecoderLM
+    >>> llama = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, style="llama")
+    >>> config, tensors = llama_to_hf(llama)       # a config.json dict and HF-named arrays
+    >>> model = llama_from_hf(config, tensors)
 
 Names and shapes (L = layer index; `transformers` stores a Linear weight as (out, in), we
 store (in, out), so every projection is transposed on the way in and out):

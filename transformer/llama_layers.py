@@ -5,6 +5,7 @@ attention (`MultiHeadAttention(n_kv_heads=...)`), no biases anywhere, pre-norm r
     x = x + attention(rms_norm(x), rotated by position)
     x = x + swiglu(rms_norm(x))
 
+    >>> from transformer.rope import RotaryEmbedding
     >>> block = LlamaBlock(d_model=32, n_heads=4, n_kv_heads=2, d_ff=64)
     >>> rotation = RotaryEmbedding(8)(np.arange(5))
     >>> block(mt.randn(2, 5, 32), rotation=rotation, causal=True).shape
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 import microtensor.functional as F
-from microtensor.errors import op_error
+from microtensor.errors import check_sizes, op_error
 from microtensor.nn import Linear, Module, Parameter
 from microtensor.tensor import DEFAULT_FLOAT
 
@@ -35,8 +36,7 @@ class RMSNorm(Module):
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise op_error("RMSNorm", f"dim must be a positive integer, got {dim!r}")
+        check_sizes("RMSNorm", dim=dim)
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise op_error("RMSNorm", f"eps must be a positive number, got {eps!r}",
                            fix="Llama uses 1e-6 or 1e-5")

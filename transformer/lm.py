@@ -4,6 +4,7 @@ pre-LN causal blocks, a final LayerNorm and a projection to the vocabulary. Llam
 attention and no biases (`llama_layers.py`).
 
     >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128)
+    >>> ids = np.array([[5, 6, 7], [8, 9, 10]])
     >>> logits = lm(ids)                                   # (B, T, 96)
     >>> out = lm.generate(ids, max_new_tokens=50, temperature=0.8, top_k=10, seed=0)
     >>> llama = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, style="llama",
@@ -16,11 +17,12 @@ import math
 import numpy as np
 
 import microtensor as mt
-from microtensor.errors import op_error
+from microtensor.errors import check_count, check_sizes, op_error
 from microtensor.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
 from .dropout import Dropout, dropout_off
+from .inputs import as_ids, check_mask, check_not_empty
 from .layers import (
     EncoderLayer,
     PositionalEncoding,
@@ -29,7 +31,6 @@ from .layers import (
     positions_from_valid,
 )
 from .llama_layers import LlamaBlock, RMSNorm
-from .model import as_ids, check_count, check_mask, check_not_empty, check_sizes
 from .rope import RotaryEmbedding
 
 
@@ -121,7 +122,7 @@ class DecoderLM(Module):
         (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode. See
         `transformer.pretrained`, `transformer.gpt2` and `transformer.llama`.
 
-            >>> lm = DecoderLM.from_pretrained("gpt2")      # a downloaded directory
+            >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
         """
         from .pretrained import from_pretrained  # imported here: it imports this module
         return from_pretrained(path)
@@ -193,27 +194,9 @@ class DecoderLM(Module):
         (B, max_new_tokens, vocab) with `return_logits=True`. Dropout is off while
         generating; `self.training` is left as it is (safe with other threads).
         """
-        where = "DecoderLM.generate"
-        ids = as_ids(ids, where)
-        if ids.shape[1] == 0:
-            raise op_error(where, "the prompt is empty", fix="give at least one token")
-        if ids.shape[1] > self.max_len:
-            raise op_error(where, f"prompt of {ids.shape[1]} tokens is longer than the "
-                           f"model's max_len={self.max_len}",
-                           fix=f"keep the last {self.max_len} tokens, e.g. ids[:, "
-                           f"-{self.max_len}:]")
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                and temperature >= 0):
-            raise op_error(where, f"temperature must be a finite number >= 0, got "
-                           f"{temperature!r}", fix="use 0 for greedy decoding, 1 to sample "
-                           "from the model's distribution")
-        check_count(where, "max_new_tokens", max_new_tokens, smallest=0)
-        if top_k is not None and not (isinstance(top_k, (int, np.integer))
-                                      and not isinstance(top_k, bool)
-                                      and 1 <= top_k <= self.vocab):
-            raise op_error(where, f"top_k must be an integer in [1, {self.vocab}] (the "
-                           f"vocabulary size), got {top_k!r}", fix="or None for no limit")
-        valid = check_mask(where, attention_mask, ids)
+        ids = as_ids(ids, "DecoderLM.generate")
+        self._check_generate_args(ids, max_new_tokens, temperature, top_k)
+        valid = check_mask("DecoderLM.generate", attention_mask, ids)
         rng = np.random.default_rng(seed)
         # dropout_off, not self.eval(): `training` is shared with every other thread
         # The new tokens go into preallocated arrays: no copy of the history per token.
@@ -245,6 +228,27 @@ class DecoderLM(Module):
             empty = np.zeros((ids.shape[0], 0, self.vocab), np.float32)
             return ids, np.stack(step_logits, axis=1) if step_logits else empty
         return ids
+
+    def _check_generate_args(self, ids, max_new_tokens, temperature, top_k) -> None:
+        where = "DecoderLM.generate"
+        if ids.shape[1] == 0:
+            raise op_error(where, "the prompt is empty", fix="give at least one token")
+        if ids.shape[1] > self.max_len:
+            raise op_error(where, f"prompt of {ids.shape[1]} tokens is longer than the "
+                           f"model's max_len={self.max_len}",
+                           fix=f"keep the last {self.max_len} tokens, e.g. ids[:, "
+                           f"-{self.max_len}:]")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                and temperature >= 0):
+            raise op_error(where, f"temperature must be a finite number >= 0, got "
+                           f"{temperature!r}", fix="use 0 for greedy decoding, 1 to sample "
+                           "from the model's distribution")
+        check_count(where, "max_new_tokens", max_new_tokens, smallest=0)
+        if top_k is not None and not (isinstance(top_k, (int, np.integer))
+                                      and not isinstance(top_k, bool)
+                                      and 1 <= top_k <= self.vocab):
+            raise op_error(where, f"top_k must be an integer in [1, {self.vocab}] (the "
+                           f"vocabulary size), got {top_k!r}", fix="or None for no limit")
 
     @staticmethod
     def _choose(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:

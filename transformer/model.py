@@ -2,6 +2,7 @@
 
     >>> model = Transformer(src_vocab=13, tgt_vocab=13, d_model=32, n_heads=4, n_layers=2,
     ...                     d_ff=64, max_len=16, pad_id=0)
+    >>> src, tgt_in = np.array([[3, 4, 5, 6]]), np.array([[1, 6, 5]])
     >>> logits = model(src, tgt_in)                  # (B, T, tgt_vocab)
     >>> out = model.greedy_decode(src, max_len=10, bos=1, eos=2)
 """
@@ -12,66 +13,13 @@ import math
 import numpy as np
 
 import microtensor as mt
-from microtensor.errors import op_error
+from microtensor.errors import check_count, check_sizes, op_error
 from microtensor.nn import Embedding, Linear, Module
 
 from .cache import KVCache
 from .dropout import Dropout, dropout_off
+from .inputs import as_ids, check_not_empty
 from .layers import Decoder, Encoder, PositionalEncoding, check_cache_mode, key_mask
-
-
-def as_ids(ids, where: str) -> np.ndarray:
-    """Token ids as a (B, T) integer array (a 1-D sequence becomes a batch of one)."""
-    array = np.asarray(ids.data if isinstance(ids, mt.Tensor) else ids)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2 or array.dtype.kind not in "iu":
-        raise op_error(where, f"token ids must be integers shaped (B, T), got dtype "
-                       f"{array.dtype} with shape {array.shape}", TypeError)
-    return array
-
-
-def check_sizes(where: str, **sizes) -> None:
-    """Refuse a size that is not a positive integer, naming the constructor argument
-    (otherwise a layer deep inside reports it under its own name, or n_layers=-1 silently
-    builds no layers)."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise op_error(where, f"{name} must be a positive integer, got {value!r}")
-
-
-def check_count(where: str, name: str, value, smallest: int = 1) -> None:
-    """Refuse a count (of tokens, steps) that is not an integer >= `smallest`; bools too,
-    which Python counts as integers (True would silently mean 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise op_error(where, f"{name} must be an integer, got {type(value).__name__} "
-                       f"{value!r}", TypeError, fix=f"pass a whole number >= {smallest}")
-    if value < smallest:
-        raise op_error(where, f"{name} must be >= {smallest}, got {value}",
-                       fix=f"pass a whole number >= {smallest}")
-
-
-def check_mask(where: str, mask, ids: np.ndarray) -> np.ndarray:
-    """A (B, T) boolean mask of the real tokens of `ids` (all True when `mask` is None);
-    a 1-D mask goes with 1-D ids, as `as_ids` does."""
-    if mask is None:
-        return np.ones(ids.shape, dtype=bool)
-    valid = np.asarray(mask.data if isinstance(mask, mt.Tensor) else mask, dtype=bool)
-    if valid.ndim == 1:
-        valid = valid[None, :]
-    if valid.shape != ids.shape:
-        raise op_error(where, f"attention_mask {tuple(np.shape(mask))} must have the shape "
-                       f"of the ids {ids.shape}",
-                       fix="pass one True/False per token: True at real tokens, False at "
-                       "padding")
-    return valid
-
-
-def check_not_empty(where: str, name: str, ids: np.ndarray) -> None:
-    """Refuse a (B, 0) batch here, rather than have softmax report an empty axis."""
-    if ids.shape[1] == 0:
-        raise op_error(where, f"the {name} ids {ids.shape} hold no tokens",
-                       fix="pass at least one token per row, shaped (B, T) with T >= 1")
 
 
 class Transformer(Module):

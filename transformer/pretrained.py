@@ -6,8 +6,10 @@ A directory holds `config.json` (the architecture: sizes, activation, LayerNorm 
 and picks the mapping by `config["model_type"]`; each mapping (`gpt2.py`, `llama.py`) turns names and
 shapes into ours and back.
 
-    >>> lm = DecoderLM.from_pretrained("gpt2-dir")        # config.json + model.safetensors
+    >>> from transformer import DecoderLM
+    >>> lm = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1)
     >>> lm.save_pretrained("my-model")                    # transformers can load this
+    >>> lm = DecoderLM.from_pretrained("my-model")        # config.json + model.safetensors
 
 Weights are read only from safetensors, which cannot run code. `pytorch_model.bin` files
 are pickles: loading one can execute anything its author wrote, so they are refused

@@ -19,10 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from microtensor.autograd import backward_steps
-
 from .engine import DotNotFoundError, find_engine
-from .graph import draw, render
+from .graph import render
 
 
 def add_example(subparsers) -> None:
@@ -40,17 +38,12 @@ def add_example(subparsers) -> None:
 
 
 def run_example(args) -> int:
-    from .examples import attention_example
+    from .examples import attention_example, attention_picture
     from .player import write_player
     from .stepper import step_through
 
     out = Path(args.out)
-    loss, tensors = attention_example()
-    steps = list(backward_steps(loss))
-    graph = draw(loss, highlight=tensors["W_q"], steps=steps,
-                 title="How dL/dW_q flows back: mean, out*out, weights@V, softmax, "
-                       "/sqrt(d_k), Q K^T, X W_q")
-    picture = render(graph, out / "attention_backprop.svg")   # writes the .dot source first
+    picture = render(attention_picture(), out / "attention_backprop.svg")   # .dot first
     engine = find_engine()
     print(f"wrote {picture}  (laid out by {engine.label})")
     if args.html:

@@ -31,11 +31,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from microtensor.errors import op_error
+from microtensor.files import write_bytes_atomically
 
 ENV_VAR = "MICROTENSOR_DOT"
 BUNDLED = "graphviz-pure"
@@ -203,24 +203,5 @@ def available_engines() -> list[Engine]:
 
 
 def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`: a crash
-    never leaves a half-written picture or page."""
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it 0600; pictures are for sharing
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write a picture or page atomically (microtensor.files says how)."""
+    write_bytes_atomically(path, data)

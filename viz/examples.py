@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 import microtensor as mt
+from microtensor.autograd import backward_steps
 from microtensor.tensor import Tensor
 
 
@@ -44,8 +45,7 @@ def decoder_lm_example(n_layers: int = 4, d_model: int = 32, n_heads: int = 4,
     """The cross-entropy loss of a `transformer.DecoderLM` on one batch of 2 x `tokens`
     ids, and the model: the graph a learner's own model makes. Returns (loss, model).
 
-    `python -m viz.examples` writes the README's picture of the 4-layer model, folded
-    as `viz.draw` folds it by default."""
+    `decoder_lm_picture` draws the README's picture of the 4-layer model."""
     import microtensor.functional as F
     from transformer import DecoderLM
 
@@ -55,12 +55,20 @@ def decoder_lm_example(n_layers: int = 4, d_model: int = 32, n_heads: int = 4,
     return F.cross_entropy(model(ids), ids), model
 
 
-if __name__ == "__main__":
-    from pathlib import Path
+def attention_picture():
+    """The graph of `attention_example` after backward, the route to W_q lit: the picture
+    `python -m viz example` renders (viz/assets/attention_backprop.svg)."""
+    from .graph import draw  # here, not at the top: viz.graph's tests import this module
+    loss, tensors = attention_example()
+    return draw(loss, highlight=tensors["W_q"], steps=list(backward_steps(loss)),
+                title="How dL/dW_q flows back: mean, out*out, weights@V, softmax, "
+                      "/sqrt(d_k), Q K^T, X W_q")
 
-    import viz
 
+def decoder_lm_picture():
+    """The loss graph of a 4-layer `decoder_lm_example`, each block folded into a box as
+    `viz.draw` folds a graph of that size by default (viz/assets/decoder_lm_4_layers.svg)."""
+    from .graph import draw
     loss, model = decoder_lm_example(4)
-    picture = Path(__file__).parent / "assets" / "decoder_lm_4_layers.svg"
-    print(viz.render(loss, picture, params=model,
-                     title="4-layer DecoderLM, loss at the top: each block folded into a box"))
+    return draw(loss, params=model,
+                title="4-layer DecoderLM, loss at the top: each block folded into a box")

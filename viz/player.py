@@ -190,8 +190,8 @@ class Player:
     """A step-through page, shown inline in Jupyter: an <iframe> whose `srcdoc` is the
     whole self-contained page (buttons and ←/→ keys work once you click into it).
 
-    >>> viz.play(loss)                    # the last expression of a cell: shows the player
-    >>> viz.play(loss).save("page.html")  # the same page as a file
+    >>> player = viz.play(loss)   # the last expression of a cell: shows the player
+    >>> player.save("page.html")  # the same page as a file
     """
 
     def __init__(self, page: str, height: int = 640):

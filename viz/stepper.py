@@ -9,6 +9,7 @@ its `.grad`.
     >>> from viz.stepper import step_through
     >>> W = mt.tensor([[1.0, 2.0]], requires_grad=True, name="W")
     >>> steps = step_through((W * W).sum())
+    backward pass from t0 (): 3 steps, root first, each tensor after every use of it
     step 1/3  sum   rule: dx = broadcast(g) over the summed axes
     ...
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import describe, op_error
-from .parallel import for_row_blocks
+from ..kernels import for_row_blocks
 
 
 def _is_array(x):
@@ -126,16 +126,27 @@ def relu(x):
 _GELU_C = float(np.sqrt(2 / np.pi))  # a Python float, so float32 stays float32
 
 
+def gelu_tanh_reference(x):
+    """GELU's tanh form as in a textbook, and its backward: the specification `gelu_tanh`
+    meets. y = 0.5 x (1 + t) with t = tanh(c (x + k x^3)), c = sqrt(2/pi), k = 0.044715;
+    dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
+    c, k = _GELU_C, 0.044715
+    t = np.tanh(c * (x + k * x**3))
+    def backward(g):
+        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * k * x**2)),)
+    return 0.5 * x * (1 + t), backward
+
+
 @primitive("gelu", rule="dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t^2) * c * (1 + 3k x^2)),"
                         "  t = tanh(c (x + k x^3))")
 def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
-    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
+    computes, faster (see kernels.py)."""
     c, k = _GELU_C, 0.044715
-    # Written with in-place updates: on large activations each temporary array costs
-    # more (allocation, page faults) than the arithmetic itself. Row blocks keep the
-    # temporaries in cache (and can go to two threads: see `for_row_blocks`). Any shape
-    # (0-d included) is viewed as a column of elements, so it splits into row blocks.
+    # In-place updates: on large activations each temporary array costs more (allocation,
+    # page faults) than the arithmetic, and row blocks keep the few buffers in cache. Any
+    # shape (0-d included) is viewed as a column of elements, so it splits into blocks.
     x = np.asarray(x)
     shape = x.shape
     x = x.reshape(-1, 1)
@@ -158,8 +169,7 @@ def gelu_tanh(x):
         grad = np.empty(x.shape, np.result_type(g, t))
 
         def backward_block(x, t, g, grad):
-            # d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) * d(inner)/dx,
-            # with inner = c (x + k x^3), so d(inner)/dx = c (1 + 3 k x^2).
+            # The rule, term by term into one buffer (no temporaries but `slope`).
             np.multiply(t, t, out=grad)
             np.subtract(1, grad, out=grad)
             grad *= x

@@ -3,18 +3,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import op_error
-
-
-def sum_over_rows(a):
-    """`a.sum(axis=0)` of a 2-D array, as the vector-matrix product ones @ a: BLAS reads
-    the rows once and is ~2.5x faster than NumPy's reduction (bias gradients)."""
-    return np.ones(len(a), a.dtype) @ a if a.dtype.kind == "f" else a.sum(axis=0)
-
-
-def sum_over_last_axis(a):
-    """`a.sum(axis=-1)` as the matrix-vector product a @ ones: ~6x faster than NumPy's
-    reduction over many short rows (softmax over attention scores)."""
-    return a @ np.ones(a.shape[-1], a.dtype) if a.dtype.kind == "f" else a.sum(axis=-1)
+from ..kernels import sum_over_rows
 
 
 def swap_last(x):
@@ -22,8 +11,20 @@ def swap_last(x):
     return np.swapaxes(x, -1, -2)
 
 
+def matmul_reference(a, b):
+    """The matrix product of operands with at least 2 axes and its backward, as in a
+    textbook: the specification `matmul` meets. dA = G @ B^T and dB = A^T @ G for each
+    matrix of the batch; the `primitive` decorator then sums each gradient over the batch
+    axes its operand was broadcast along."""
+    def backward(g):
+        return g @ swap_last(b), swap_last(a) @ g
+    return a @ b, backward
+
+
 @primitive("matmul", rule="dA = G @ B^T ;  dB = A^T @ G")
 def matmul(a, b):
+    """a @ b for 1-D, 2-D and batched (broadcast) operands, as np.matmul. Computes what
+    `matmul_reference` computes; batched products against one matrix run faster."""
     # getattr, not np.ndim: this runs for every product, and np.ndim costs a microsecond
     if getattr(a, "ndim", 0) == 0 or getattr(b, "ndim", 0) == 0:
         raise op_error("matmul", f"operands must have at least 1 dimension, got shapes "
@@ -46,7 +47,7 @@ def matmul(a, b):
                        f"{A.shape[:-2]} and {B.shape[:-2]} cannot be broadcast together",
                        fix="batch sizes must match or be 1, aligned from the right") from None
     if A.ndim > 2 and B.ndim == 2:
-        # (..., T, k) @ (k, m) is one GEMM over all rows at once.
+        # (..., T, k) @ (k, m) as one GEMM over all rows: NumPy would loop over the batch.
         out = (A.reshape(-1, A.shape[-1]) @ B).reshape(A.shape[:-1] + (B.shape[-1],))
     else:
         out = A @ B
@@ -55,12 +56,12 @@ def matmul(a, b):
     def backward(g):
         G = g.reshape(out_shape)  # put back the axes a vector operand dropped
         if A.ndim > 2 and B.ndim == 2:
-            # dB sums A_i^T G_i over the batch: one GEMM on the stacked rows,
-            # never a (batch, k, m) stack of outer products.
+            # One GEMM on the stacked rows, never a (batch, k, m) stack of products
+            # for the decorator to sum.
             grad_a = (G.reshape(-1, G.shape[-1]) @ B.T).reshape(A.shape)
             grad_b = A.reshape(-1, A.shape[-1]).T @ G.reshape(-1, G.shape[-1])
         elif A.ndim == 2 and B.ndim > 2:
-            # dA sums G_i B_i^T over the batch: lay the batch along the inner axis.
+            # One GEMM with the batch laid along the inner axis, so BLAS does the sum.
             G_rows = np.moveaxis(G, -2, 0).reshape(G.shape[-2], -1)      # (n, batch*m)
             B_rows = swap_last(B).reshape(-1, B.shape[-2])               # (batch*m, k)
             grad_a = G_rows @ B_rows

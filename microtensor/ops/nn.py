@@ -1,15 +1,15 @@
 """Fused neural-network primitives: one node each, with a closed-form backward that is
 both faster and more stable than the same function built from exp, sum and divide.
 """
-import functools
 import math
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import primitive
 from ..errors import describe, op_error
+from ..kernels import sum_over_last_axis, sum_over_rows
 from ..tensor import generator
-from .linalg import sum_over_last_axis, sum_over_rows
 
 
 def _check_axis(name, x, axis):
@@ -24,23 +24,36 @@ def _check_axis(name, x, axis):
                        "or vocabulary upstream")
 
 
+def softmax_reference(x, axis=-1):
+    """Softmax as in a textbook, and its backward: the specification `softmax` meets.
+
+    y = exp(x - max) / sum(exp(x - max)) (the factor exp(-max) cancels, and no exp
+    overflows). The Jacobian is dy_i/dx_j = y_i (delta_ij - y_j), so
+    dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
+    """
+    exp = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    y = exp / np.sum(exp, axis=axis, keepdims=True)
+    def backward(g):
+        return (y * (g - np.sum(g * y, axis=axis, keepdims=True)),)
+    return y, backward
+
+
 @primitive("softmax", rule="dx = y * (g - sum(g * y, axis))")
 def softmax(x, *, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; the max is subtracted first so exp never
-    overflows (the result is unchanged: the factor exp(-max) cancels)."""
+    overflows. Computes what `softmax_reference` computes, faster (see kernels.py)."""
     _check_axis("softmax", x, axis)
     last = axis in (-1, x.ndim - 1)
     if not last:
         x = np.moveaxis(x, axis, -1)      # the kernels work along the last axis (a view)
-    # fmax skips NaN where max would return it, but a NaN still reaches its whole row
-    # through the sum below; over short rows (attention) fmax is ~30% faster.
+    # fmax skips the NaN test that max makes per element (faster over short rows);
+    # a NaN still reaches its whole row through the sum. Row sums are a GEMV, and the
+    # exp and the scaling write into one buffer.
     y = np.subtract(x, np.fmax.reduce(x, axis=-1, keepdims=True),
                     dtype=np.result_type(x, 0.5))   # integer scores give float64
     np.exp(y, out=y)
     y *= (1 / sum_over_last_axis(y))[..., None]
     def backward(g):
-        # Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so
-        # dx_j = sum_i g_i y_i (delta_ij - y_j) = y_j (g_j - sum_i g_i y_i).
         if not last:
             g = np.moveaxis(g, axis, -1)
         g_dot_y = np.einsum("...i,...i->...", g, y)[..., None]   # no (g * y) temporary
@@ -62,32 +75,56 @@ def log_softmax(x, *, axis=-1):
     return out, backward
 
 
-@functools.cache
-def _averager(features: int, dtype) -> np.ndarray:
-    """A read-only vector of 1/features, so that `rows @ averager` is the mean over the
-    last axis: BLAS reads each row once, where np.mean over many short rows is ~4x
-    slower. Cached: LayerNorm needs the same one at every call."""
-    averager = np.full(features, 1 / max(features, 1), dtype)
-    averager.flags.writeable = False
-    return averager
+def _check_norm_inputs(name, x, **params) -> None:
+    """A normalisation works over the last axis: x has one, and each parameter (weight,
+    bias) has its shape."""
+    if x.ndim == 0:
+        raise op_error(name, f"got a 0-d tensor, but {name} normalises over the last axis",
+                       fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
+    for label, param in params.items():
+        if param is not None and getattr(param, "shape", ()) != x.shape[-1:]:
+            raise op_error(name, f"{label} has shape {np.shape(param)} but the input "
+                           f"{x.shape} is normalised over its last axis, so it must have "
+                           f"shape {x.shape[-1:]}")
+
+
+def layer_norm_reference(x, weight=None, bias=None, eps=1e-5):
+    """LayerNorm as in a textbook, and its backward: the specification `layer_norm` meets.
+
+    x_hat = (x - mean) / sqrt(var + eps) over the last axis (biased variance), then
+    y = x_hat * weight + bias. With g_hat = g * weight, the gradient at x is
+    rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)): normalising subtracts the
+    mean and divides by std, so the gradient loses its mean and its projection on x_hat.
+    """
+    mean = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean(np.square(x - mean), axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean) * rstd
+    scale = 1 if weight is None else weight
+    out = x_hat * scale + (0 if bias is None else bias)
+    def backward(g):
+        g_hat = g * scale
+        grad_x = rstd * (g_hat - np.mean(g_hat, axis=-1, keepdims=True)
+                         - x_hat * np.mean(g_hat * x_hat, axis=-1, keepdims=True))
+        every_row = tuple(range(x.ndim - 1))
+        grad_weight = None if weight is None else np.sum(g * x_hat, axis=every_row)
+        grad_bias = None if bias is None else np.sum(g, axis=every_row)
+        return grad_x, grad_weight, grad_bias
+    return out, backward
 
 
 @primitive("layer_norm", rule="dx = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)),"
                               "  g_hat = g * weight")
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
-    do), then scale by `weight` and shift by `bias` (both shaped like the last axis)."""
-    if x.ndim == 0:
-        raise op_error("layer_norm", "got a 0-d tensor, but layer_norm normalises over "
-                       "the last axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
-    for label, param in (("weight", weight), ("bias", bias)):
-        if param is not None and getattr(param, "shape", ()) != x.shape[-1:]:
-            raise op_error("layer_norm", f"{label} has shape {np.shape(param)} but the "
-                           f"input {x.shape} is normalised over its last axis, so it must "
-                           f"have shape {x.shape[-1:]}")
+    do), then scale by `weight` and shift by `bias` (both shaped like the last axis).
+    Computes what `layer_norm_reference` computes, faster (see kernels.py)."""
+    _check_norm_inputs("layer_norm", x, weight=weight, bias=bias)
+    # Every row mean is a GEMV with a cached averaging vector, and x_hat is normalised in
+    # place: over many short rows that is several times faster than np.mean and np.var.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     dtype = np.result_type(x_rows, 0.5)
-    averager = _averager(x.shape[-1], dtype)
+    averager = kernels.averager(x.shape[-1], dtype)
     x_hat = np.subtract(x_rows, (x_rows @ averager)[:, None], dtype=dtype)   # x - mean
     var = np.square(x_hat) @ averager                              # mean of squares
     rstd = ((var + eps) ** -0.5)[:, None]
@@ -100,9 +137,8 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
 
     def backward(g):
         g = np.reshape(g, x_rows.shape)
-        # g_hat = g * weight is the gradient at the normalised x_hat. Normalising subtracts
-        # the mean and divides by std, so the gradient loses its mean and its projection
-        # on x_hat: two row means, both matrix-vector products with weight / features.
+        # The two row means of the rule, mean(g_hat) and mean(g_hat * x_hat), are GEMVs
+        # with weight / features, so g_hat itself is never needed for them.
         weight_avg = averager if weight is None else weight * averager
         g_x_hat = g * x_hat                               # summed over rows: grad_weight
         mean_g_hat = (g @ weight_avg)[:, None]            # mean(g_hat) per row
@@ -235,9 +271,21 @@ def dropout(x, *, p=0.5, training=True):
     return x * scale, backward
 
 
+def embedding_reference(ids, weight):
+    """The embedding lookup and its backward as in a textbook: the specification
+    `embedding` meets. Each output row is weight[id]; its gradient is added back into
+    that row, once per use (np.add.at accumulates repeated ids)."""
+    def backward(g):
+        grad = np.zeros(weight.shape, dtype=g.dtype)
+        np.add.at(grad, np.reshape(ids, -1), np.reshape(g, (-1, weight.shape[1])))
+        return None, grad
+    return weight[ids], backward
+
+
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
 def embedding(ids, weight):
-    """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d)."""
+    """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d).
+    Computes what `embedding_reference` computes; its backward is faster."""
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise op_error("embedding", f"ids must be integers, got {describe(ids)}", TypeError)
@@ -254,9 +302,9 @@ def embedding(ids, weight):
                        else "the table is empty: give it at least one row")
     flat = ids.reshape(-1)
     def backward(g):
-        # Repeated ids must accumulate. Sort the ids so equal ones sit together, then one
-        # np.add.reduceat sums each run of rows: O(N * d) work and memory, several times
-        # faster than np.add.at (and no (vocab, N) one-hot matrix).
+        # np.add.at is slow (one Python-level scatter per row). Sorting the ids puts equal
+        # ones together, so one np.add.reduceat sums each run of rows: O(N * d) work and
+        # memory, several times faster (and no (vocab, N) one-hot matrix).
         rows = g.reshape(-1, weight.shape[1])                       # (N, d)
         order = np.argsort(flat, kind="stable")
         sorted_ids = flat[order]
@@ -268,22 +316,37 @@ def embedding(ids, weight):
     return weight[ids], backward
 
 
+def rms_norm_reference(x, weight=None, eps=1e-6):
+    """RMSNorm as in a textbook, and its backward: the specification `rms_norm` meets.
+
+    y = x / sqrt(mean(x^2) + eps) * weight. With r = (mean(x^2) + eps)^(-1/2),
+    dr/dx_j = -r^3 x_j / n, so dx = r (g_hat - x_hat * mean(g_hat * x_hat)),
+    g_hat = g * weight: the gradient loses its projection on x_hat (no mean to remove).
+    """
+    rstd = 1 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + eps)
+    x_hat = x * rstd
+    scale = 1 if weight is None else weight
+    def backward(g):
+        g_hat = g * scale
+        grad_x = rstd * (g_hat - x_hat * np.mean(g_hat * x_hat, axis=-1, keepdims=True))
+        every_row = tuple(range(x.ndim - 1))
+        grad_weight = None if weight is None else np.sum(g * x_hat, axis=every_row)
+        return grad_x, grad_weight
+    return x_hat * scale, backward
+
+
 @primitive("rms_norm", rule="dx = rstd * (g_hat - x_hat * mean(g_hat * x_hat)),"
                             "  g_hat = g * weight")
 def rms_norm(x, weight=None, *, eps=1e-6):
     """Divide by the root mean square over the last axis, then scale by `weight` (shaped
     like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
-    subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use)."""
-    if x.ndim == 0:
-        raise op_error("rms_norm", "got a 0-d tensor, but rms_norm normalises over the last "
-                       "axis", fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
-    if weight is not None and getattr(weight, "shape", ()) != x.shape[-1:]:
-        raise op_error("rms_norm", f"weight has shape {np.shape(weight)} but the input "
-                       f"{x.shape} is normalised over its last axis, so it must have shape "
-                       f"{x.shape[-1:]}")
+    subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use).
+    Computes what `rms_norm_reference` computes, faster (see kernels.py)."""
+    _check_norm_inputs("rms_norm", x, weight=weight)
+    # The row mean is a GEMV with a cached averaging vector (as in layer_norm).
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     dtype = np.result_type(x_rows, 0.5)
-    averager = _averager(x.shape[-1], dtype)
+    averager = kernels.averager(x.shape[-1], dtype)
     mean_square = np.square(x_rows, dtype=dtype) @ averager
     rstd = ((mean_square + eps) ** -0.5)[:, None]
     x_hat = x_rows * rstd                                          # x / rms
@@ -292,9 +355,7 @@ def rms_norm(x, weight=None, *, eps=1e-6):
 
     def backward(g):
         g = np.reshape(g, x_rows.shape)
-        # y = x * r with r = (mean(x^2) + eps)^(-1/2), and dr/dx_j = -r^3 x_j / n, so
-        # dx_j = r g_hat_j - r^3 x_j mean(g_hat * x) = r (g_hat_j - x_hat_j mean(g_hat * x_hat)):
-        # the gradient loses its projection on x_hat (one reduction; no mean to remove).
+        # mean(g_hat * x_hat) is a GEMV with weight / features (g_hat is never formed).
         weight_avg = averager if weight is None else weight * averager
         g_x_hat = g * x_hat                               # summed over rows: grad_weight
         projection = (g_x_hat @ weight_avg)[:, None]      # mean(g_hat * x_hat) per row

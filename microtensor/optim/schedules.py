@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..errors import op_error
+from ..errors import check_sizes, op_error
 from ..tensor import Tensor
 from .optimizers import Optimizer, _check_number
 
@@ -111,10 +111,7 @@ class NoamLR(LRSchedule):
     setting_names = ("d_model", "warmup", "factor")
 
     def __init__(self, optimizer: Optimizer, d_model: int, warmup: int, factor: float = 1.0):
-        for name, value in (("d_model", d_model), ("warmup", warmup)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
-                    or value <= 0:
-                raise op_error("NoamLR", f"{name} must be a positive integer, got {value!r}")
+        check_sizes("NoamLR", d_model=d_model, warmup=warmup)
         _check_number("NoamLR", "factor", factor, low=0.0)
         self.d_model, self.warmup, self.factor = int(d_model), int(warmup), float(factor)
         super().__init__(optimizer)

@@ -24,25 +24,17 @@ CONFIG = {"src_vocab": 20, "tgt_vocab": 20, "d_model": 16, "n_heads": 2, "n_laye
 
 
 def record_outputs(model):
-    """Wrap every module's forward to remember its first input and output shapes."""
-    seen = {}
+    """A forward hook on every module that remembers its first input and output; returns
+    ({path: (input, output)}, the hooks' handles, to remove when done)."""
+    seen, handles = {}, []
     for path, module in model.named_modules():
         if type(module).forward is mt.nn.Module.forward:
             continue   # containers such as ModuleList have no forward of their own
-        original = module.forward
 
-        def recording(*args, _path=path, _original=original, **kwargs):
-            result = _original(*args, **kwargs)
-            seen.setdefault(_path, (args[0] if args else None, result))
-            return result
-        module.forward = recording
-    return seen
-
-
-def stop_recording(model):
-    for _, module in model.named_modules():
-        if "forward" in module.__dict__:
-            del module.forward
+        def remember(module, args, output, path=path):
+            seen.setdefault(path, (args[0] if args else None, output))
+        handles.append(module.register_forward_hook(remember))
+    return seen, handles
 
 
 def expected_parameters(c: dict) -> dict:
@@ -73,9 +65,10 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     echo("wrapped in a residual connection and LayerNorm. A small model, built and checked:")
     echo("Transformer(" + ", ".join(f"{k}={v}" for k, v in CONFIG.items()) + ")")
 
-    seen = record_outputs(model)
+    seen, handles = record_outputs(model)
     logits = model(src, tgt_in)
-    stop_recording(model)
+    for handle in handles:
+        handle.remove()
     loss = F.cross_entropy(logits, tgt_out)
 
     heading(echo, "1. the module tree: output shapes for src (1, 5), tgt (1, 4); parameters")

@@ -46,12 +46,9 @@ def forward(X, W_q, W_k, W_v, target):
     """loss = mean((softmax(Q K^T / √d_k) V - target)^2), Q, K, V = X W_q, X W_k, X W_v."""
     Q, K, V = X @ W_q, X @ W_k, X @ W_v
     Q.name, K.name, V.name = "Q", "K", "V"
+    # Attention names what it makes (QK^T -> scores -> weights), so the graph and the
+    # steps read like the math.
     out, weights = scaled_dot_product_attention(Q, K, V)
-    # Name the tensors made inside attention too, so the graph and the steps read like
-    # the math: QK^T -> scores -> weights -> out.
-    if weights.op is not None:   # no graph under no_grad (gradcheck's probes)
-        scores = weights.op.inputs[0]
-        scores.op.inputs[0].name, scores.name, weights.name = "QK^T", "scores", "weights"
     out.name = "out"
     error = out - target
     squared = error ** 2
@@ -64,6 +61,15 @@ def fresh_graph():
     t = leaves()
     loss, parts = forward(t["X"], t["W_q"], t["W_k"], t["W_v"], t["target"])
     return loss, t, parts
+
+
+def picture():
+    """The graph after backward with the route to W_q lit: the picture at the top of the
+    README (viz/assets/backprop-graph.svg)."""
+    loss, t, _ = fresh_graph()
+    return viz.draw(loss, highlight=t["W_q"], steps=list(backward_steps(loss)),
+                    title="How dL/dW_q flows back: loss → mean → (out - target)^2 → "
+                          "weights V → softmax → QK^T/√d_k → Q → W_q")
 
 
 def route_to(root, target) -> list[str]:
@@ -138,11 +144,7 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     ops = [entry.split(" ")[0] for entry in route]
     check("softmax" in ops and ops.index("softmax") < len(ops) - 1,
           "the route from the loss to W_q passes through softmax", "", echo)
-    recorded = list(backward_steps(loss))
-    graph = viz.draw(loss, highlight=t["W_q"], steps=recorded,
-                     title="How dL/dW_q flows back: loss → mean → (out - target)^2 → "
-                           "weights V → softmax → QK^T/√d_k → Q → W_q")
-    svg = viz.render(graph, out / "backprop-graph.svg")
+    svg = viz.render(picture(), out / "backprop-graph.svg")
     loss, _, _ = fresh_graph()
     page = viz.write_player(loss, out / "backprop.html",
                             title="Attention over 我 想 吃: the backward pass, step by step")

@@ -1,5 +1,5 @@
-"""What every lesson shares: where pictures go, how numbers are printed, how claims are
-checked, and a heatmap drawn as plain SVG (no plotting library needed).
+"""What every lesson shares: where pictures go, how numbers are printed, and how claims
+are checked (the heatmaps they draw are `viz.heatmap`'s).
 
 A lesson *checks* each claim it makes with `check(...)`: if the numbers disagree with the
 claim, the lesson stops with a `LessonCheckError` that says which claim failed and why.
@@ -8,7 +8,6 @@ claim, the lesson stops with a `LessonCheckError` that says which claim failed a
 """
 from __future__ import annotations
 
-import html
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,62 +125,3 @@ def table(rows: Sequence[Sequence], header: Sequence[str]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
-
-
-def heatmap_svg(matrix, path, *, title: str = "", row_labels: Sequence[str] | None = None,
-                col_labels: Sequence[str] | None = None, cell: int = 36,
-                annotate: bool | None = None) -> Path:
-    """Write `matrix` (2-D) as an SVG heatmap: blue for negative, red for positive, white
-    at zero, scaled by the largest magnitude. Small matrices get their values written in
-    the cells. Returns the path written.
-
-    >>> heatmap_svg(np.eye(3), "eye.svg", title="identity", row_labels="abc")
-    """
-    matrix = np.asarray(getattr(matrix, "data", matrix), dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"heatmap_svg: expected a 2-D matrix, got shape {matrix.shape}")
-    rows, cols = matrix.shape
-    if annotate is None:
-        annotate = rows * cols <= 400 and cell >= 30
-    scale = float(np.max(np.abs(matrix))) or 1.0
-
-    def text_width(text, size):   # rough: CJK characters are square, others half as wide
-        return sum(size if unicodedata.east_asian_width(c) in "WF" else 0.6 * size
-                   for c in str(text))
-    left = 14 + max((text_width(s, 12) for s in row_labels or ()), default=0)
-    top = 34 + (18 if col_labels else 0)
-    width = max(left + cols * cell + 10, text_width(title, 14) + 20)
-    height = top + rows * cell + 10
-    col_size = min(12, int(cell * 0.6))
-
-    def color(value):
-        t = min(abs(value) / scale, 1.0)
-        fade = round(255 * (1 - t))
-        return f"rgb(255,{fade},{fade})" if value >= 0 else f"rgb({fade},{fade},255)"
-
-    width, left = round(width), round(left)
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-              f'font-family="sans-serif" font-size="12">'),
-             f'<rect width="{width}" height="{height}" fill="white"/>',
-             f'<text x="10" y="18" font-size="14">{html.escape(title)}</text>']
-    for j, label in enumerate(col_labels or []):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 6}" '
-                     f'font-size="{col_size}" text-anchor="middle">'
-                     f'{html.escape(str(label))}</text>')
-    for i in range(rows):
-        if row_labels:
-            parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" '
-                         f'text-anchor="end">{html.escape(str(row_labels[i]))}</text>')
-        for j in range(cols):
-            value = matrix[i, j]
-            x, y = left + j * cell, top + i * cell
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                         f'fill="{color(value)}" stroke="#ddd" stroke-width="0.5">'
-                         f'<title>[{i},{j}] = {value:.4g}</title></rect>')
-            if annotate:
-                parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
-                             f'text-anchor="middle" font-size="10">{value:.2f}</text>')
-    parts.append("</svg>")
-    path = Path(path)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path

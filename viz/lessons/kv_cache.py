@@ -16,7 +16,8 @@ import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
 from transformer.lm import DecoderLM
 
-from .common import check, fmt, heading, heatmap_svg, no_player, output_dir, table
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, no_player, output_dir, table
 
 NAME = "kv-cache"
 SUMMARY = "the notes' 我想吃 K/V table, q_苹果 against the cache, why Q is not cached, cached == uncached and the speedup"
@@ -103,17 +104,15 @@ def why_not_q(echo) -> dict:
     return {"grad_old_queries": float(grad_q), "grad_old_keys": float(grad_k)}
 
 
-def count_kv_rows(model: DecoderLM) -> list:
-    """Wrap each layer's K/V projection to count the positions (rows) it projects."""
+def count_kv_rows(model: DecoderLM) -> tuple[list, list]:
+    """A forward hook on each layer's W_k that counts the positions (rows) it projects;
+    returns the counter and the hooks' handles."""
     counter = [0]
-    for block in model.blocks:
-        project = block.self_attn.project_keys_values
 
-        def counting(source, project=project):
-            counter[0] += source.shape[0] * source.shape[1]
-            return project(source)
-        block.self_attn.project_keys_values = counting
-    return counter
+    def count(module, args, output):
+        counter[0] += args[0].shape[0] * args[0].shape[1]
+    return counter, [block.self_attn.W_k.register_forward_hook(count)
+                     for block in model.blocks]
 
 
 def real_model(echo, out) -> dict:
@@ -126,11 +125,11 @@ def real_model(echo, out) -> dict:
     for n_new in (8, 16, 32):
         results = {}
         for use_cache in (True, False):
-            counter = count_kv_rows(model)
+            counter, handles = count_kv_rows(model)
             ids, logits = model.generate(prompt, n_new, temperature=0, use_cache=use_cache,
                                          return_logits=True)
-            for block in model.blocks:
-                del block.self_attn.project_keys_values   # back to the class's method
+            for handle in handles:
+                handle.remove()
             results[use_cache] = (ids, logits, counter[0])
         (ids_c, logits_c, rows_c), (ids_u, logits_u, rows_u) = results[True], results[False]
         check(np.array_equal(ids_c, ids_u),

@@ -15,7 +15,8 @@ import numpy as np
 import microtensor as mt
 from transformer.attention import MultiHeadAttention
 
-from .common import check, heading, heatmap_svg, matrix_rows, output_dir, step_and_play
+from ..heatmap import heatmap_svg
+from .common import check, heading, matrix_rows, output_dir, step_and_play
 
 NAME = "multi-head"
 SUMMARY = "heads attend in different subspaces; per-head weights; batched split/merge == a loop over heads"

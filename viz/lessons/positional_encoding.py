@@ -18,7 +18,8 @@ import microtensor as mt
 from transformer.attention import MultiHeadAttention
 from transformer.layers import PositionalEncoding
 
-from .common import check, fmt, heading, heatmap_svg, no_player, output_dir
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, no_player, output_dir
 
 NAME = "positional-encoding"
 SUMMARY = "self-attention is permutation-equivariant (我想吃苹果 vs 苹果吃想我); the sinusoidal table restores order"

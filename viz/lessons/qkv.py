@@ -12,7 +12,8 @@ import numpy as np
 import microtensor as mt
 from microtensor import nn
 
-from .common import check, fmt, heading, heatmap_svg, output_dir, step_and_play
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, output_dir, step_and_play
 
 NAME = "qkv"
 SUMMARY = "Q = XW_q, K = XW_k, V = XW_v from one input; W_V filters 苹果 [1,2,0,0] -> [3,3,0,0]; W_V is learned"

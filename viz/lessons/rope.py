@@ -22,7 +22,8 @@ from transformer.layers import PositionalEncoding
 from transformer.lm import DecoderLM
 from transformer.rope import RotaryEmbedding, apply_rotary
 
-from .common import check, fmt, heading, heatmap_svg, no_player, output_dir, table
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, no_player, output_dir, table
 
 NAME = "rope"
 SUMMARY = ("rotary positions: q·k depends only on the offset (vs the sinusoidal table's "

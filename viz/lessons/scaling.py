@@ -15,7 +15,8 @@ import numpy as np
 
 import microtensor as mt
 
-from .common import check, heading, heatmap_svg, no_player, output_dir, table
+from ..heatmap import heatmap_svg
+from .common import check, heading, no_player, output_dir, table
 
 NAME = "scaling"
 SUMMARY = "why divide by sqrt(d_k): score variance grows with d_k, softmax saturates, gradients vanish"

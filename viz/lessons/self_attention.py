@@ -16,7 +16,8 @@ import numpy as np
 import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
 
-from .common import check, fmt, heading, heatmap_svg, matrix_rows, output_dir, pad, step_and_play
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, matrix_rows, output_dir, pad, step_and_play
 
 NAME = "self-attention"
 SUMMARY = "relevance between positions (softmax(QK^T/√d)) and weighted aggregation for 我 想 吃 苹果"

@@ -12,7 +12,8 @@ import numpy as np
 
 import microtensor as mt
 
-from .common import check, fmt, heading, heatmap_svg, output_dir, step_and_play
+from ..heatmap import heatmap_svg
+from .common import check, fmt, heading, output_dir, step_and_play
 
 NAME = "softmax"
 SUMMARY = "softmax = exp then normalise: outputs in (0,1) sum to 1, the stable form, its Jacobian"

@@ -1,0 +1,79 @@
+"""The speed tricks behind the fast primitives, explained once.
+
+Each fused primitive (softmax, layer_norm, rms_norm, gelu, linear) has a plain NumPy
+reference form beside it that reads like the math (`softmax_reference`, ...). The forms
+that run are the same math rearranged around three facts about NumPy on a CPU:
+
+1. **Reductions over many short rows are slow; a matrix-vector product is not.**
+   `a.sum(axis=-1)` over (batch, heads, T, T) attention scores walks each short row with
+   per-row overhead, while `a @ ones` hands the whole array to BLAS, which reads each row
+   once. The same holds for column sums (`ones @ a`, bias gradients) and for means
+   (`a @ (ones / n)`, LayerNorm). `sum_over_last_axis`, `sum_over_rows` and `averager`
+   are those three products; the averaging vector is cached, because LayerNorm asks for
+   the same one at every call.
+
+2. **On large activations every temporary array costs more than its arithmetic.**
+   Allocating it, faulting its pages in and streaming it through memory dominate a
+   multiply-add. So the fast GELU writes each step into a buffer it already has
+   (`np.multiply(x, x, out=t)`), and `for_row_blocks` runs such an in-place chain over
+   blocks of rows small enough that the few temporaries stay in the CPU cache.
+
+3. **Fewer passes over memory.** `np.fmax.reduce` does not test each element for NaN
+   (a NaN still reaches its whole row through the sum that follows), and
+   `np.einsum("...i,...i->...")` forms a row-wise dot product without the (g * y)
+   temporary.
+
+What is not here: threads. NumPy's ufuncs release the GIL, so two threads could share
+the elementwise work, but in a training step OpenBLAS's own threads keep spinning on both
+cores after every matrix product and a second Python thread finds no free core; measured,
+threads lost. The figures behind each choice are re-measured by
+`python tests/bench/bench_kernels.py`.
+
+    >>> x, y = np.ones((4096, 64)), np.empty((4096, 64))
+    >>> for_row_blocks(lambda x, y: np.exp(x, out=y), x, y)
+    >>> bool((y == np.e).all())
+    True
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+BLOCK_SIZE = 1 << 15   # elements per block: a few arrays of this size stay in cache
+
+
+def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray) -> None:
+    """Call `kernel(*(a[rows] for a in arrays))` for blocks of rows that cover the first
+    axis, one after another. The arrays share their first axis; the kernel writes its
+    results into (views of) them and touches only its own rows, so the result is the same,
+    bit for bit, as one call on the whole arrays."""
+    if arrays[0].size <= BLOCK_SIZE:
+        kernel(*arrays)  # one block: the common case for small tensors, kept cheap
+        return
+    n_rows = len(arrays[0])
+    row_size = max(1, arrays[0].size // max(n_rows, 1))
+    rows_per_block = max(1, BLOCK_SIZE // row_size)
+    for start in range(0, n_rows, rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        kernel(*(a[rows] for a in arrays))
+
+
+def sum_over_rows(a: np.ndarray) -> np.ndarray:
+    """`a.sum(axis=0)` of a 2-D array, as the vector-matrix product ones @ a."""
+    return np.ones(len(a), a.dtype) @ a if a.dtype.kind == "f" else a.sum(axis=0)
+
+
+def sum_over_last_axis(a: np.ndarray) -> np.ndarray:
+    """`a.sum(axis=-1)`, as the matrix-vector product a @ ones."""
+    return a @ np.ones(a.shape[-1], a.dtype) if a.dtype.kind == "f" else a.sum(axis=-1)
+
+
+@functools.cache
+def averager(features: int, dtype) -> np.ndarray:
+    """A read-only vector of 1/features, so that `rows @ averager(n, dtype)` is the mean
+    over the last axis. Cached (read-only, so sharing it is safe)."""
+    vector = np.full(features, 1 / max(features, 1), dtype)
+    vector.flags.writeable = False
+    return vector

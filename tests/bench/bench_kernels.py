@@ -1,0 +1,98 @@
+"""Each speed trick in microtensor/kernels.py against the plain NumPy it replaces, on
+the shapes where it is used. The figures behind the comments in the fast primitives
+live here, so they can be re-measured on any machine:
+
+    python tests/bench/bench_kernels.py
+
+Each row gives the plain form's time, the trick's time (microseconds per call) and
+plain / trick (above 1: the trick is faster).
+"""
+import numpy as np
+from common import emit, side_by_side, torch
+
+import microtensor as mt
+from microtensor import kernels, optim
+from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops.nn import (
+    embedding,
+    embedding_reference,
+    layer_norm,
+    layer_norm_reference,
+    softmax,
+    softmax_reference,
+)
+
+
+def compare(plain, trick, number: int) -> dict:
+    times = side_by_side({"plain": plain, "trick": trick}, rounds=5, number=number)
+    return {"plain_us": 1e6 * times["plain"], "trick_us": 1e6 * times["trick"],
+            "speedup": times["plain"] / times["trick"]}
+
+
+def forward_and_backward(form, *inputs):
+    out, backward = form(*inputs)
+    backward(np.ones_like(out))
+
+
+def run(number: int = 20) -> dict:
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((8, 4, 64, 64)).astype(np.float32)    # attention
+    hidden = rng.standard_normal((8 * 64, 256)).astype(np.float32)     # activations
+    wide = rng.standard_normal((16, 64, 512)).astype(np.float32)       # an MLP's middle
+    ids = rng.integers(0, 1000, (8, 64))
+    table = rng.standard_normal((1000, 256)).astype(np.float32)
+    ones = np.ones(256, np.float32)
+    results = {
+        "fmax_vs_max_rows": compare(lambda: np.max(scores, -1), lambda: np.fmax.reduce(
+            scores, -1), number),
+        "gemv_vs_sum_last_axis": compare(lambda: scores.sum(-1),
+                                         lambda: kernels.sum_over_last_axis(scores), number),
+        "gemv_vs_sum_rows": compare(lambda: hidden.sum(0),
+                                    lambda: kernels.sum_over_rows(hidden), number),
+        "averager_vs_mean": compare(lambda: hidden.mean(-1),
+                                    lambda: hidden @ kernels.averager(256, np.float32),
+                                    number),
+        "softmax": compare(lambda: forward_and_backward(softmax_reference, scores),
+                           lambda: forward_and_backward(softmax.forward, scores), number),
+        "layer_norm": compare(
+            lambda: forward_and_backward(layer_norm_reference, hidden, ones, ones),
+            lambda: forward_and_backward(layer_norm.forward, hidden, ones, ones), number),
+        "gelu_blocked": compare(lambda: forward_and_backward(gelu_tanh_reference, wide),
+                                lambda: forward_and_backward(gelu_tanh.forward, wide), number),
+        "embedding_backward": compare(
+            lambda: forward_and_backward(embedding_reference, ids, table),
+            lambda: forward_and_backward(embedding.forward, ids, table), number),
+        "adamw_step_1.3M": compare(*adamw_steps(), number=max(1, number // 4)),
+    }
+    if torch is not None:
+        params = [torch.zeros(1024, 1280, requires_grad=True)]
+        params[0].grad = torch.ones(1024, 1280)
+        torch_adamw = torch.optim.AdamW(params, lr=1e-3)
+        results["adamw_step_1.3M"]["torch_us"] = 1e6 * side_by_side(
+            {"torch": torch_adamw.step}, rounds=5, number=max(1, number // 4))["torch"]
+    return emit("kernels", results)
+
+
+def adamw_steps():
+    """The textbook AdamW update (a new array per term) and optim.AdamW's in-place one."""
+    shape, lr, beta1, beta2, eps, decay = (1024, 1280), 1e-3, 0.9, 0.999, 1e-8, 0.01
+    p = np.zeros(shape, np.float32)
+    g = np.ones(shape, np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+
+    def textbook():
+        nonlocal p, m, v
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1) / (np.sqrt(v / (1 - beta2)) + eps) + decay * p)
+    param = mt.nn.Parameter(np.zeros(shape, np.float32))
+    param.grad = g
+    adamw = optim.AdamW([param], lr=lr, weight_decay=decay)
+    return textbook, adamw.step
+
+
+if __name__ == "__main__":
+    for name, row in run().items():
+        if isinstance(row, dict):
+            print(f"{name:24s} plain {row['plain_us']:9.1f} us   trick {row['trick_us']:9.1f} us"
+                  f"   x{row['speedup']:.2f}")

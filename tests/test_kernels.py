@@ -1,0 +1,194 @@
+"""The fast primitives against their textbook reference forms, and the row-block kernel.
+
+Each fast primitive (softmax, layer_norm, rms_norm, gelu, embedding's backward, matmul's
+batched path) has a plain NumPy reference form beside it that reads like the math. Here
+both run on the same hypothesis-drawn inputs and must agree, forward and backward.
+`for_row_blocks` must give, bit for bit, what one call on the whole arrays gives.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import seeds, shapes
+
+import microtensor as mt
+import microtensor.functional as F
+from microtensor import kernels
+from microtensor.autograd import sum_to_shape
+from microtensor.kernels import for_row_blocks
+from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops.linalg import matmul, matmul_reference
+from microtensor.ops.nn import (
+    embedding,
+    embedding_reference,
+    layer_norm,
+    layer_norm_reference,
+    rms_norm,
+    rms_norm_reference,
+    softmax,
+    softmax_reference,
+)
+
+# Relative to the largest value compared: the normalisations' gradients subtract terms of
+# the inputs' size, so a near-zero result carries that size's rounding error.
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+dtypes = st.sampled_from([np.float64, np.float32])
+
+
+def data(shape, seed, dtype, scale=2.0):
+    return (scale * np.random.default_rng(seed).standard_normal(shape)).astype(dtype)
+
+
+def assert_same(fast, reference, inputs, grad_seed, dtype, **config):
+    """fast.forward and the reference agree on the output and on every gradient (each
+    summed to its input's shape, as the primitive decorator does)."""
+    out, backward = fast.forward(*inputs, **config)
+    ref_out, ref_backward = reference(*inputs, **config)
+    assert out.shape == np.shape(ref_out)
+    assert_close(out, ref_out, dtype)
+    g = data(out.shape, grad_seed, dtype)
+    for x, grad, ref_grad in zip(inputs, backward(g), ref_backward(g)):
+        assert (grad is None) == (ref_grad is None)
+        if grad is not None:
+            assert_close(sum_to_shape(np.asarray(grad), np.shape(x)),
+                         sum_to_shape(np.asarray(ref_grad), np.shape(x)), dtype)
+
+
+def assert_close(actual, desired, dtype):
+    scale = max(1.0, float(np.max(np.abs(desired), initial=0)))
+    np.testing.assert_allclose(actual, desired, rtol=TOLERANCE[dtype],
+                               atol=TOLERANCE[dtype] * scale * 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(min_dims=1), st.data(), seeds, dtypes)
+def test_softmax_matches_its_reference(shape, draw, seed, dtype):
+    axis = draw.draw(st.integers(-len(shape), len(shape) - 1))
+    assert_same(softmax, softmax_reference, [data(shape, seed, dtype)], seed + 1, dtype,
+                axis=axis)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(min_dims=1), seeds, dtypes, st.booleans(), st.booleans())
+def test_layer_norm_matches_its_reference(shape, seed, dtype, with_weight, with_bias):
+    features = shape[-1:]
+    inputs = [data(shape, seed, dtype),
+              data(features, seed + 1, dtype) if with_weight else None,
+              data(features, seed + 2, dtype) if with_bias else None]
+    assert_same(layer_norm, layer_norm_reference, inputs, seed + 3, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(min_dims=1), seeds, dtypes, st.booleans())
+def test_rms_norm_matches_its_reference(shape, seed, dtype, with_weight):
+    inputs = [data(shape, seed, dtype), data(shape[-1:], seed + 1, dtype) if with_weight else None]
+    assert_same(rms_norm, rms_norm_reference, inputs, seed + 2, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(), seeds, dtypes)
+def test_gelu_matches_its_reference(shape, seed, dtype):
+    assert_same(gelu_tanh, gelu_tanh_reference, [data(shape, seed, dtype)], seed + 1, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(max_dims=3), st.integers(1, 5), st.integers(1, 4), seeds)
+def test_embedding_gradient_matches_its_reference(ids_shape, vocab, dim, seed):
+    # Few rows and many ids, so repeated ids (which must accumulate) are the usual case.
+    ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)
+    assert_same(embedding, embedding_reference, [ids, data((vocab, dim), seed, np.float64)],
+                seed + 1, np.float64)
+
+
+@st.composite
+def batched_matmul_shapes(draw):
+    """(..., n, k) @ (..., k, m) with batch axes that broadcast, or one 2-D operand."""
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    batch_a, batch_b = draw(st.sampled_from([((2, 3), ()), ((), (2,)), ((2, 1), (3,)),
+                                             ((1,), (2,)), ((2,), (2,)), ((), ())]))
+    return batch_a + (n, k), batch_b + (k, m)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batched_matmul_shapes(), seeds, dtypes)
+def test_matmul_batched_paths_match_the_reference(shapes_ab, seed, dtype):
+    a, b = (data(s, seed + i, dtype) for i, s in enumerate(shapes_ab))
+    assert_same(matmul, matmul_reference, [a, b], seed + 2, dtype)
+
+
+def test_the_references_are_what_the_textbook_says():
+    # Spot values, so the references cannot both drift with the fast forms.
+    y, _ = softmax_reference(np.log(np.array([1.0, 3.0])))
+    np.testing.assert_allclose(y, [0.25, 0.75])
+    out, _ = layer_norm_reference(np.array([1.0, 3.0]), eps=0.0)
+    np.testing.assert_allclose(out, [-1.0, 1.0])
+    out, _ = gelu_tanh_reference(np.array([0.0, 30.0]))
+    np.testing.assert_allclose(out, [0.0, 30.0])
+
+
+# ------------------------------------------------------------------ row blocks
+
+ROWS = 1031                                          # odd, and not a multiple of any block
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_gelu_is_bit_identical_to_one_block(dtype, monkeypatch):
+    x = data((ROWS, 67), 0, dtype, scale=3.0)
+    g = data((ROWS, 67), 1, dtype)
+    assert x.size > kernels.BLOCK_SIZE                 # several blocks, the last one short
+    blocked_out, blocked_backward = gelu_tanh.forward(x)
+    blocked_grad, = blocked_backward(g)
+    monkeypatch.setattr(kernels, "BLOCK_SIZE", x.size)
+    whole_out, whole_backward = gelu_tanh.forward(x)
+    whole_grad, = whole_backward(g)
+    np.testing.assert_array_equal(blocked_out, whole_out)
+    np.testing.assert_array_equal(blocked_grad, whole_grad)
+    assert blocked_out.dtype == blocked_grad.dtype == dtype
+
+
+def test_for_row_blocks_covers_every_row_in_blocks():
+    x = np.arange(ROWS * 64, dtype=np.float64).reshape(ROWS, 64)
+    y = np.full_like(x, np.nan)
+    sizes = []
+
+    def kernel(x, y):
+        sizes.append(len(x))
+        y[...] = 2 * x
+    for_row_blocks(kernel, x, y)
+    np.testing.assert_array_equal(y, 2 * x)
+    assert len(sizes) > 1 and sum(sizes) == ROWS
+
+
+def test_a_kernel_error_reaches_the_caller():
+    def kernel(x):
+        raise ValueError("bad block")
+    with pytest.raises(ValueError, match="bad block"):
+        for_row_blocks(kernel, np.ones((ROWS, 64)))
+
+
+def test_block_kernels_keep_their_gradients(monkeypatch):
+    # Through the blocked path (small blocks, so 9 rows make 5 of them), in float64.
+    monkeypatch.setattr(kernels, "BLOCK_SIZE", 16)
+    x = mt.randn(9, 8, dtype=np.float64, requires_grad=True)
+    weight = mt.randn(8, dtype=np.float64, requires_grad=True)
+    assert mt.gradcheck(lambda x, w: (F.layer_norm(x, w) * F.gelu(x)).sum(), (x, weight))
+
+
+def test_the_averaging_vector_is_shared_and_read_only():
+    assert kernels.averager(8, np.float32) is kernels.averager(8, np.float32)
+    with pytest.raises(ValueError):
+        kernels.averager(8, np.float32)[0] = 1
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 4), (0,), (2, 0, 5)])
+def test_layer_norm_keeps_empty_shapes(shape):
+    x = mt.randn(*shape, requires_grad=True)
+    out = F.layer_norm(x)
+    out.sum().backward()
+    assert out.shape == shape and x.grad.shape == shape
+
+
+def test_layer_norm_refuses_a_0d_tensor_and_says_why():
+    with pytest.raises(ValueError, match=r"layer_norm: got a 0-d tensor, but layer_norm "
+                                         r"normalises over the last axis\. Give it at least"):
+        F.layer_norm(mt.tensor(1.0))
