@@ -62,7 +62,7 @@ def test_hooks_on_sub_modules_see_every_call_of_a_model():
 
 def test_attention_names_what_it_makes():
     q = k = v = mt.randn(1, 3, 4, requires_grad=True)
-    out, weights = sdpa(q, k, v, causal=True)
+    _, weights = sdpa(q, k, v, causal=True)
     assert weights.name == "weights"
     names = set()
     stack = [weights]
