@@ -133,3 +133,14 @@ def test_output_matching_ignores_float_noise_but_not_wrong_numbers():
     assert output_matches("a\n...\nz 1e-05", "a\nb\nc\nz 1.00001e-05\n")
     assert not output_matches("a\nz", "a\nb\nz\n")
     assert output_matches("[[ 1.5  -2. ]]", "[[ 1.5 -2. ]]")
+
+
+def test_the_readme_lesson_list_is_what_the_cli_prints():
+    """The `$ python -m viz lessons` block shows the command's output, word for word."""
+    import subprocess
+    import sys
+    text = README.read_text(encoding="utf-8")
+    shown = text.split("$ python -m viz lessons\n", 1)[1].split("```", 1)[0]
+    printed = subprocess.run([sys.executable, "-m", "viz", "lessons"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    assert printed.strip() == shown.strip()
