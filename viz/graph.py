@@ -227,7 +227,9 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         and each contribution's norm on its edge.
     layout: a `viz.layout.plan_layout(root, ...)` made already (drawing then uses it).
 
-    >>> graph = viz.draw(loss, highlight=W_q, params=model, expand=["blocks.0"])
+    >>> from viz.examples import decoder_lm_example
+    >>> loss, model = decoder_lm_example(n_layers=2)          # a DecoderLM and its loss
+    >>> graph = viz.draw(loss, params=model, expand=["blocks.0"])
     """
     if not isinstance(root, Tensor):
         raise op_error("draw", f"expected the Tensor whose graph to draw, got "
