@@ -11,6 +11,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import microtensor as mt
+
 MAX_DIMS = 4
 MAX_SIDE = 3
 
@@ -88,3 +90,13 @@ def distinct(seed: int, shape: tuple) -> np.ndarray:
     rng = np.random.default_rng(seed)
     size = int(np.prod(shape))
     return (rng.permutation(size) * 0.37 - size * 0.18).reshape(shape)
+
+
+def leaf(array) -> mt.Tensor:
+    """A float64 tensor that requires grad, for gradcheck."""
+    return mt.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+
+
+def check(fn, *arrays, **tolerances):
+    """gradcheck `fn` at float64 leaves made from `arrays`."""
+    assert mt.gradcheck(fn, [leaf(a) for a in arrays], **tolerances)

@@ -14,7 +14,9 @@ from strategies import (
     away_from,
     broadcastable_pair,
     broadcastable_triple,
+    check,
     distinct,
+    leaf,
     normal,
     positive,
     reduction_cases,
@@ -24,15 +26,6 @@ from strategies import (
 
 import microtensor as mt
 import microtensor.functional as F
-
-
-def leaf(array):
-    return mt.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
-
-
-def check(fn, *arrays, **tolerances):
-    assert mt.gradcheck(fn, [leaf(a) for a in arrays], **tolerances)
-
 
 # ----------------------------------------------------------------- elementwise, binary
 

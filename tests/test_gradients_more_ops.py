@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from strategies import (
     away_from,
     broadcastable_pair,
+    check,
     distinct,
+    leaf,
     normal,
     positive,
     reduction_cases,
@@ -22,14 +24,6 @@ from strategies import (
 
 import microtensor as mt
 import microtensor.functional as F
-
-
-def leaf(array):
-    return mt.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
-
-
-def check(fn, *arrays, **tolerances):
-    assert mt.gradcheck(fn, [leaf(a) for a in arrays], **tolerances)
 
 
 def an_axis(data, ndim):

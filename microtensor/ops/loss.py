@@ -6,7 +6,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import describe, op_error
-from .nn import _check_targets, check_reduction
+from .nn import _check_targets, check_reduction, reduce_losses
 
 
 def _reduce(losses, reduction):
@@ -89,12 +89,7 @@ def nll_loss(log_probs, target, *, ignore_index=-100, reduction="mean"):
     picked = np.take_along_axis(log_probs, safe_target, axis=-1)[..., 0]
     losses = np.where(valid, -picked, 0).astype(log_probs.dtype)
     n_counted = int(valid.sum())
-    if reduction == "none":
-        out = losses
-    elif reduction == "sum":
-        out = losses.sum()
-    else:
-        out = losses.sum() / n_counted if n_counted else np.array(np.nan, log_probs.dtype)
+    out = reduce_losses(losses, n_counted, reduction)
     def backward(g):
         weight = -valid.astype(log_probs.dtype) * g
         if reduction == "mean":

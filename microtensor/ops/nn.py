@@ -174,6 +174,16 @@ def check_reduction(name, reduction):
         raise op_error(name, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def reduce_losses(losses: np.ndarray, n_counted: int, reduction: str) -> np.ndarray:
+    """Per-position losses as `reduction` asks: "none", "sum", or "mean" over the counted
+    positions (NaN when none counts, as in PyTorch)."""
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / n_counted if n_counted else np.array(np.nan, losses.dtype)
+
+
 def log_softmax_last(logits):
     """log softmax over the last axis, the max subtracted first (never overflows)."""
     shifted = logits - np.max(logits, axis=-1, keepdims=True)
@@ -227,12 +237,7 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
         losses = np.where(valid, losses, 0)
     losses = losses.astype(logits.dtype)
     n_counted = int(valid.sum())
-    if reduction == "none":
-        out = losses
-    elif reduction == "sum":
-        out = losses.sum()
-    else:
-        out = losses.sum() / n_counted if n_counted else np.array(np.nan, logits.dtype)
+    out = reduce_losses(losses, n_counted, reduction)
 
     def backward(g):
         # d(-sum_c q_c log softmax(x)_c) / dx = softmax(x) * sum(q) - q: the predicted

@@ -92,13 +92,18 @@ def only_the_offset(echo, rope, q, k, out) -> dict:
           f"largest spread {diagonal_error:.1e}", echo)
     check(np.ptp(scores[0]) > 0.1, "and it does change with the offset: position is seen",
           f"row 0 spans {np.ptp(scores[0]):.3f}", echo)
-    picture = heatmap_svg(scores, out / "rope-scores.svg",
-                          title="RoPE: q·k for q at position m (rows), k at n (columns)",
-                          row_labels=[str(m) for m in range(N_POSITIONS)],
-                          col_labels=[str(n) for n in range(N_POSITIONS)], cell=30)
+    picture = position_table_svg(scores, out / "rope-scores.svg",
+                                 "RoPE: q·k for q at position m (rows), k at n (columns)")
     echo(f"wrote {picture}")
     return {"shift_error": shift_error, "diagonal_error": diagonal_error,
             "files": [str(picture)]}
+
+
+def position_table_svg(table, path, title: str):
+    """A heatmap of scores, query position m down the rows and key position n across."""
+    positions = [str(p) for p in range(N_POSITIONS)]
+    return heatmap_svg(table, path, title=title, row_labels=positions, col_labels=positions,
+                       cell=30)
 
 
 def versus_sinusoidal(echo, q, k, x, out) -> dict:
@@ -114,10 +119,8 @@ def versus_sinusoidal(echo, q, k, x, out) -> dict:
     check(diagonal_spread > 0.1, "(q_吃 + PE[m])·(k_苹果 + PE[n]) is not constant along the "
           "diagonals: the same offset gives different scores at different places",
           f"a diagonal spans up to {diagonal_spread:.3f}", echo)
-    picture = heatmap_svg(added, out / "sinusoidal-scores.svg",
-                          title="x + PE[pos]: (q + PE[m])·(k + PE[n]), m rows, n columns",
-                          row_labels=[str(m) for m in range(N_POSITIONS)],
-                          col_labels=[str(n) for n in range(N_POSITIONS)], cell=30)
+    picture = position_table_svg(added, out / "sinusoidal-scores.svg",
+                                 "x + PE[pos]: (q + PE[m])·(k + PE[n]), m rows, n columns")
     echo(f"wrote {picture}")
 
     echo("In a whole attention layer (2 heads, the same weights for both kinds of position):")
