@@ -3,8 +3,19 @@ with the same model in PyTorch (if installed) and with the bare-NumPy GEMM floor
 of just the matrix products that forward + backward must do, which no NumPy framework can
 beat. Then the same for a lesson-sized model (SMALL_CONFIG), where overhead dominates.
 
+The yardstick for the engine's own cost is the same step written by hand in NumPy
+(forward, backward and AdamW in closed form, `numpy_manual.py`, kept outside the project
+in a `shared/bench/` folder beside the repository). When that file is found, or named by
+the environment variable MICROTENSOR_NUMPY_MANUAL, it is imported and its `ManualGPT`
+step, built with the same sizes, takes turns with ours; otherwise that row is skipped
+with a note. Last, one step is run under `mt.profile()` for the per-op table.
+
     python tests/bench/bench_train.py
 """
+from __future__ import annotations
+
+import importlib.util
+import os
 
 from common import emit, side_by_side, torch
 from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
@@ -32,6 +43,51 @@ def microtensor_step(config=CONFIG):
     return step
 
 
+def find_numpy_manual() -> str | None:
+    """The hand-written step's file: $MICROTENSOR_NUMPY_MANUAL, else ../shared/bench/
+    beside the repository. None if neither exists."""
+    named = os.environ.get("MICROTENSOR_NUMPY_MANUAL")
+    if named:
+        return named if os.path.isfile(named) else None
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    beside = os.path.join(os.path.dirname(repo), "shared", "bench", "numpy_manual.py")
+    return beside if os.path.isfile(beside) else None
+
+
+def numpy_manual_step(path: str, config=CONFIG):
+    """The hand-written NumPy training step (its own AdamW, lr 3e-3) on our batch sizes."""
+    spec = importlib.util.spec_from_file_location("numpy_manual", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.ManualGPT(vocab=config["vocab"], d=config["d_model"],
+                             heads=config["n_heads"], layers=config["n_layers"],
+                             d_ff=config["d_ff"], T=config["seq"], B=config["batch"]).init(seed=0)
+    ids, targets = batch(config)
+
+    def step():
+        model.train_step(ids, targets)
+    return step
+
+
+def profile_step(config=CONFIG, steps: int = 3) -> dict:
+    """Per-op forward/backward ms, calls and output MB of one training step (the mean of
+    `steps` profiled steps after one warm-up). AdamW's in-place updates are not ops."""
+    step = microtensor_step(config)
+    step()
+    with mt.profile() as prof:
+        for _ in range(steps):
+            step()
+    table = {name: {"forward_ms": 1e3 * r["forward_s"] / steps,
+                    "backward_ms": 1e3 * r["backward_s"] / steps,
+                    "forward_calls": r["forward_calls"] // steps,
+                    "backward_calls": r["backward_calls"] // steps,
+                    "forward_mb": r["forward_bytes"] / steps / 1e6,
+                    "backward_mb": r["backward_bytes"] / steps / 1e6}
+             for name, r in prof.sorted_rows()}
+    print(prof.table(per=steps), flush=True)
+    return table
+
+
 def torch_step(config=CONFIG):
     from reference import TorchDecoderLM
     torch.manual_seed(0)
@@ -53,12 +109,21 @@ def torch_step(config=CONFIG):
 def measure(config: dict, repeat: int) -> dict:
     contenders = {"microtensor": microtensor_step(config),
                   "floor": numpy_gemm_floor_step(config)}
+    manual = find_numpy_manual()
+    if manual is not None:
+        contenders["numpy_manual"] = numpy_manual_step(manual, config)
     if torch is not None:
         contenders["torch"] = torch_step(config)
     seconds = side_by_side(contenders, rounds=3, repeat=repeat, warmup=2)
     results = {"config": config, "microtensor_ms": 1e3 * seconds["microtensor"],
                "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
+    if manual is not None:
+        results["numpy_manual_ms"] = 1e3 * seconds["numpy_manual"]
+        results["ratio_vs_numpy_manual"] = results["microtensor_ms"] / results["numpy_manual_ms"]
+    else:
+        results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
+                                        "MICROTENSOR_NUMPY_MANUAL to its path)")
     if torch is not None:
         results["torch_ms"] = 1e3 * seconds["torch"]
         results["ratio_vs_torch"] = results["microtensor_ms"] / results["torch_ms"]
@@ -69,6 +134,7 @@ def run(repeat: int = 7) -> dict:
     """The reference model (the targets), then a lesson-sized one for comparison."""
     results = measure(CONFIG, repeat)
     results["small_model"] = measure(SMALL_CONFIG, repeat)
+    results["per_op"] = profile_step(CONFIG)
     return emit("train_step", results)
 
 
