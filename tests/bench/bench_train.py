@@ -1,7 +1,9 @@
 """One training step (forward + backward + AdamW) of the reference DecoderLM, side by side
 with the same model in PyTorch (if installed) and with the bare-NumPy GEMM floor: the time
 of just the matrix products that forward + backward must do, which no NumPy framework can
-beat. Then the same for a lesson-sized model (SMALL_CONFIG), where overhead dominates.
+beat. Our step runs twice, composed attention and inside `fast_attention()` (one fused
+attention node). Then the same for a lesson-sized model (SMALL_CONFIG), where overhead
+dominates.
 
 The yardstick for the engine's own cost is the same step written by hand in NumPy
 (forward, backward and AdamW in closed form, `numpy_manual.py`, kept outside the project
@@ -23,10 +25,11 @@ from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM
+from transformer import DecoderLM, fast_attention
 
 
-def microtensor_step(config=CONFIG):
+def microtensor_step(config=CONFIG, fused_attention: bool = False):
+    """Our step; with `fused_attention`, inside `fast_attention()` (one attention node)."""
     mt.manual_seed(0)
     model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
                       config["n_layers"], config["d_ff"], max_len=config["seq"])
@@ -34,7 +37,8 @@ def microtensor_step(config=CONFIG):
     ids, targets = batch(config)
 
     def step():
-        logits = model(ids)
+        with fast_attention(fused_attention):
+            logits = model(ids)
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad()
         loss.backward()
@@ -108,6 +112,7 @@ def torch_step(config=CONFIG):
 
 def measure(config: dict, repeat: int) -> dict:
     contenders = {"microtensor": microtensor_step(config),
+                  "microtensor_fused": microtensor_step(config, fused_attention=True),
                   "floor": numpy_gemm_floor_step(config)}
     manual = find_numpy_manual()
     if manual is not None:
@@ -118,6 +123,7 @@ def measure(config: dict, repeat: int) -> dict:
     results = {"config": config, "microtensor_ms": 1e3 * seconds["microtensor"],
                "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
+    results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
     if manual is not None:
         results["numpy_manual_ms"] = 1e3 * seconds["numpy_manual"]
         results["ratio_vs_numpy_manual"] = results["microtensor_ms"] / results["numpy_manual_ms"]

@@ -42,6 +42,8 @@ def table(results: dict) -> str:
          f"{train['small_model']['numpy_gemm_floor_ms']:.2f}",
          (f"vs torch {train['small_model'].get('ratio_vs_torch', float('nan')):.2f} "
           "(d_model 32, 2 layers, seq 32, batch 8; no goal)")),
+        ("train step, fast_attention() (ms)", f"{train['microtensor_fused_attention_ms']:.1f}",
+         "", "", f"vs composed attention {train['microtensor_fused_attention_ms'] / train['microtensor_ms']:.2f}"),
         ("train step, hand-written NumPy (ms)", *_manual_row(train)),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
