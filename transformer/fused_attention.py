@@ -77,19 +77,21 @@ def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights
     `keep_weights`, a list, receives the weights array (the one value the op returns
     beside its output). Callers check shapes and masks first (scaled_dot_product_attention).
     """
+    # Every step below writes into the one (..., Tq, Tk) buffer made by the first matmul.
     scores = np.matmul(q, np.swapaxes(k, -1, -2))        # (..., Tq, Tk)
     scores *= scale
     if bias is not None:
-        scores = scores + bias
+        scores = scores + bias                            # (may widen the dtype, as composed)
     row_has_key = None
     if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
+        np.copyto(scores, -np.inf, where=~allowed)
         row_has_key = np.broadcast_to(allowed, scores.shape).any(axis=-1, keepdims=True)
         if row_has_key.all():
             row_has_key = None
         else:  # a row of only -inf would give 0/0: make it finite, zero its weights below
-            scores = np.where(row_has_key, scores, 0.0)
-    weights = scores - np.fmax.reduce(scores, axis=-1, keepdims=True)   # stable softmax
+            np.copyto(scores, 0.0, where=~row_has_key)
+    weights = scores                                      # softmax in place, max first
+    weights -= np.fmax.reduce(weights, axis=-1, keepdims=True)
     np.exp(weights, out=weights)
     weights *= (1 / sum_over_last_axis(weights))[..., None]
     if row_has_key is not None:
@@ -100,12 +102,13 @@ def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights
 
     def backward(grad_out):
         grad_v = np.matmul(np.swapaxes(weights, -1, -2), grad_out)
-        grad_weights = np.matmul(grad_out, np.swapaxes(v, -1, -2))
-        row_dot = np.einsum("...i,...i->...", grad_weights, weights)[..., None]
-        grad_scores = grad_weights - row_dot
-        grad_scores *= weights                              # 0 wherever a key was blocked
-        grad_q = np.matmul(grad_scores, k) * scale
-        grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q) * scale
+        grad_scores = np.matmul(grad_out, np.swapaxes(v, -1, -2))      # dW first, then
+        grad_scores -= np.einsum("...i,...i->...", grad_scores, weights)[..., None]
+        grad_scores *= weights                 # dS; 0 wherever a key was blocked
+        grad_q = np.matmul(grad_scores, k)
+        grad_q *= scale
+        grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q)
+        grad_k *= scale
         return grad_q, grad_k, grad_v, (None if bias is None else grad_scores)
 
     return out, backward
