@@ -118,6 +118,7 @@ from .ops import (
     var,
     where,
 )
+from .profiler import profile
 from .tensor import Tensor, generator, manual_seed
 
 __version__ = "0.1.0"
@@ -201,6 +202,7 @@ __all__ = [
     "pow",
     "primitive",
     "prod",
+    "profile",
     "rand",
     "randn",
     "relu",

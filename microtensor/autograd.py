@@ -19,6 +19,7 @@ import functools
 import inspect
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class _Mode(threading.local):
 
     grad_enabled = True
     anomaly = False
+    profile = None  # the `profile` collecting per-op times, or None (the usual case)
 
 
 _mode = _Mode()
@@ -187,6 +189,9 @@ def primitive(name: str, rule: str) -> Callable:
                     config and not input_names.isdisjoint(config)):
                 args = _bind(name, args, config, inputs, config_names, variadic)
             arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
+            profiling = _mode.profile  # one attribute read when off: the cost of the feature
+            if profiling is not None:
+                started = time.perf_counter()
             try:
                 out, backward = forward(*arrays, **config)
             except (ValueError, IndexError, TypeError) as error:
@@ -197,6 +202,8 @@ def primitive(name: str, rule: str) -> Callable:
                 # Floats made from integer tensors and Python numbers (0.7 ** ints,
                 # ints / 2) are the default float32, as Python floats are.
                 out = np.asarray(out, dtype=np.float32)
+            if profiling is not None:
+                profiling.record(name, "forward", time.perf_counter() - started, out.nbytes)
             result = Tensor._wrap(out)
             anomaly = _mode.anomaly
             if anomaly:
@@ -389,6 +396,7 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Itera
 
     pending = {id(root): grad}  # gradients summed so far, by tensor id
     anomaly = is_anomaly_enabled()
+    profiling = _mode.profile
     for index, tensor in enumerate(topological_order(root)):
         grad_out = pending.pop(id(tensor), None)
         if grad_out is None:
@@ -408,7 +416,13 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Itera
                 f"backward: trying to backward through the graph a second time: the arrays "
                 f"saved by '{node.name}' were freed after the first backward. Pass "
                 f"retain_graph=True to the first backward() if you need to call it twice.")
-        grads_in = node.backward(grad_out)
+        if profiling is None:
+            grads_in = node.backward(grad_out)
+        else:
+            started = time.perf_counter()
+            grads_in = node.backward(grad_out)
+            profiling.record(node.name, "backward", time.perf_counter() - started,
+                             sum(g.nbytes for g in grads_in if isinstance(g, np.ndarray)))
         if not retain_graph:
             node.backward = None  # frees what the closure saved
         grads_in = tuple(_deliver(node, pending, inp, g, anomaly)

@@ -10,6 +10,7 @@ tokenizers and a training command line (`python -m transformer train ...`).
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .bpe import BPETokenizer
 from .cache import KVCache
+from .fused_attention import fast_attention, fused_attention
 from .layers import (
     Decoder,
     DecoderLayer,
@@ -28,5 +29,6 @@ from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
            "Encoder", "EncoderLayer", "FeedForward", "KVCache", "LlamaBlock",
            "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
-           "Transformer", "apply_rotary", "causal_mask", "scaled_dot_product_attention",
+           "Transformer", "apply_rotary", "causal_mask", "fast_attention", "fused_attention",
+           "scaled_dot_product_attention",
            "sinusoidal_table", "tokenizer_from_dict"]

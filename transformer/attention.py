@@ -18,6 +18,7 @@ from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
 from .dropout import dropout_active
+from .fused_attention import fast_attention_enabled, fused_attention
 from .rope import apply_rotary
 
 
@@ -73,12 +74,18 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     attention weights while `training`. The tensors it makes are named `QK^T`, `scores`
     and `weights`, so graphs and backward steps show those names.
 
+    Inside `with fast_attention():` the same numbers come from one fused node instead
+    (`fused_attention`; the weights are then a constant tensor, see `fast_attention`).
+    Dropout on the weights keeps the composed form.
+
     >>> q = k = v = mt.randn(2, 5, 8)
     >>> out, weights = scaled_dot_product_attention(q, k, v, causal=True)
     >>> out.shape, weights.shape
     ((2, 5, 8), (2, 5, 5))
     """
     _check_qkv(q, k, v)
+    if fast_attention_enabled() and not (dropout_p and training):
+        return _fused(q, k, v, mask, causal)
     scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
     scores.name = "QK^T"
     # A Python float keeps float32 float32; 1/sqrt(d_k) keeps the scores' variance near 1
@@ -93,6 +100,30 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
         weights = F.dropout(weights, p=dropout_p, training=True)
     weights.name = "weights"
     return weights @ v, weights                        # (..., Tq, d_v)
+
+
+def _fused(q, k, v, mask, causal: bool):
+    """The fast path: the masks of `_masked` as arrays, then one `fused_attention` node."""
+    additive, mask = _additive_mask(mask)
+    allowed = _mask_array(mask, "scaled_dot_product_attention")
+    n_queries, n_keys = q.shape[-2], k.shape[-2]
+    if allowed is not None:
+        try:
+            batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        except ValueError:
+            raise op_error("scaled_dot_product_attention", f"the batch axes of q "
+                           f"{tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from None
+        _check_mask_shape(allowed, batch + (n_queries, n_keys))
+        if allowed.all():
+            allowed = None
+    if causal and n_queries > 1:
+        lower = causal_mask(n_queries, n_keys)
+        allowed = lower if allowed is None else allowed & lower
+    kept = []  # receives the weights array, the fused op's second result
+    out = fused_attention(q, k, v, additive, allowed=allowed,
+                          scale=1.0 / math.sqrt(q.shape[-1]), keep_weights=kept)
+    weights = mt.Tensor(kept.pop(), name="weights")
+    return out, weights
 
 
 def _check_qkv(q, k, v) -> None:

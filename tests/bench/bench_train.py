@@ -1,10 +1,23 @@
 """One training step (forward + backward + AdamW) of the reference DecoderLM, side by side
 with the same model in PyTorch (if installed) and with the bare-NumPy GEMM floor: the time
 of just the matrix products that forward + backward must do, which no NumPy framework can
-beat. Then the same for a lesson-sized model (SMALL_CONFIG), where overhead dominates.
+beat. Our step runs twice, composed attention and inside `fast_attention()` (one fused
+attention node). Then the same for a lesson-sized model (SMALL_CONFIG), where overhead
+dominates.
+
+The yardstick for the engine's own cost is the same step written by hand in NumPy
+(forward, backward and AdamW in closed form, `numpy_manual.py`, kept outside the project
+in a `shared/bench/` folder beside the repository). When that file is found, or named by
+the environment variable MICROTENSOR_NUMPY_MANUAL, it is imported and its `ManualGPT`
+step, built with the same sizes, takes turns with ours; otherwise that row is skipped
+with a note. Last, one step is run under `mt.profile()` for the per-op table.
 
     python tests/bench/bench_train.py
 """
+from __future__ import annotations
+
+import importlib.util
+import os
 
 from common import emit, side_by_side, torch
 from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
@@ -12,10 +25,11 @@ from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM
+from transformer import DecoderLM, fast_attention
 
 
-def microtensor_step(config=CONFIG):
+def microtensor_step(config=CONFIG, fused_attention: bool = False):
+    """Our step; with `fused_attention`, inside `fast_attention()` (one attention node)."""
     mt.manual_seed(0)
     model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
                       config["n_layers"], config["d_ff"], max_len=config["seq"])
@@ -23,13 +37,59 @@ def microtensor_step(config=CONFIG):
     ids, targets = batch(config)
 
     def step():
-        logits = model(ids)
+        with fast_attention(fused_attention):
+            logits = model(ids)
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         return loss
     return step
+
+
+def find_numpy_manual() -> str | None:
+    """The hand-written step's file: $MICROTENSOR_NUMPY_MANUAL, else ../shared/bench/
+    beside the repository. None if neither exists."""
+    named = os.environ.get("MICROTENSOR_NUMPY_MANUAL")
+    if named:
+        return named if os.path.isfile(named) else None
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    beside = os.path.join(os.path.dirname(repo), "shared", "bench", "numpy_manual.py")
+    return beside if os.path.isfile(beside) else None
+
+
+def numpy_manual_step(path: str, config=CONFIG):
+    """The hand-written NumPy training step (its own AdamW, lr 3e-3) on our batch sizes."""
+    spec = importlib.util.spec_from_file_location("numpy_manual", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.ManualGPT(vocab=config["vocab"], d=config["d_model"],
+                             heads=config["n_heads"], layers=config["n_layers"],
+                             d_ff=config["d_ff"], T=config["seq"], B=config["batch"]).init(seed=0)
+    ids, targets = batch(config)
+
+    def step():
+        model.train_step(ids, targets)
+    return step
+
+
+def profile_step(config=CONFIG, steps: int = 3) -> dict:
+    """Per-op forward/backward ms, calls and output MB of one training step (the mean of
+    `steps` profiled steps after one warm-up). AdamW's in-place updates are not ops."""
+    step = microtensor_step(config)
+    step()
+    with mt.profile() as prof:
+        for _ in range(steps):
+            step()
+    table = {name: {"forward_ms": 1e3 * r["forward_s"] / steps,
+                    "backward_ms": 1e3 * r["backward_s"] / steps,
+                    "forward_calls": r["forward_calls"] // steps,
+                    "backward_calls": r["backward_calls"] // steps,
+                    "forward_mb": r["forward_bytes"] / steps / 1e6,
+                    "backward_mb": r["backward_bytes"] / steps / 1e6}
+             for name, r in prof.sorted_rows()}
+    print(prof.table(per=steps), flush=True)
+    return table
 
 
 def torch_step(config=CONFIG):
@@ -52,13 +112,24 @@ def torch_step(config=CONFIG):
 
 def measure(config: dict, repeat: int) -> dict:
     contenders = {"microtensor": microtensor_step(config),
+                  "microtensor_fused": microtensor_step(config, fused_attention=True),
                   "floor": numpy_gemm_floor_step(config)}
+    manual = find_numpy_manual()
+    if manual is not None:
+        contenders["numpy_manual"] = numpy_manual_step(manual, config)
     if torch is not None:
         contenders["torch"] = torch_step(config)
     seconds = side_by_side(contenders, rounds=3, repeat=repeat, warmup=2)
     results = {"config": config, "microtensor_ms": 1e3 * seconds["microtensor"],
                "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
+    results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
+    if manual is not None:
+        results["numpy_manual_ms"] = 1e3 * seconds["numpy_manual"]
+        results["ratio_vs_numpy_manual"] = results["microtensor_ms"] / results["numpy_manual_ms"]
+    else:
+        results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
+                                        "MICROTENSOR_NUMPY_MANUAL to its path)")
     if torch is not None:
         results["torch_ms"] = 1e3 * seconds["torch"]
         results["ratio_vs_torch"] = results["microtensor_ms"] / results["torch_ms"]
@@ -69,6 +140,7 @@ def run(repeat: int = 7) -> dict:
     """The reference model (the targets), then a lesson-sized one for comparison."""
     results = measure(CONFIG, repeat)
     results["small_model"] = measure(SMALL_CONFIG, repeat)
+    results["per_op"] = profile_step(CONFIG)
     return emit("train_step", results)
 
 

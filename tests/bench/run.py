@@ -3,7 +3,10 @@
     python tests/bench/run.py [--out bench-results.json] [--quick]
 
 Ratios compare figures measured in this same run on this machine. Install the `bench`
-extra (PyTorch, CPU) to get the PyTorch columns.
+extra (PyTorch, CPU) to get the PyTorch columns. The hand-written NumPy step
+(`numpy_manual.py`) is found beside the repository as ../shared/bench/numpy_manual.py or
+where $MICROTENSOR_NUMPY_MANUAL says; without it that row says "skipped". The per-op
+table is one training step of the reference model under `microtensor.profile()`.
 """
 import argparse
 import json
@@ -39,6 +42,9 @@ def table(results: dict) -> str:
          f"{train['small_model']['numpy_gemm_floor_ms']:.2f}",
          (f"vs torch {train['small_model'].get('ratio_vs_torch', float('nan')):.2f} "
           "(d_model 32, 2 layers, seq 32, batch 8; no goal)")),
+        ("train step, fast_attention() (ms)", f"{train['microtensor_fused_attention_ms']:.1f}",
+         "", "", f"vs composed attention {train['microtensor_fused_attention_ms'] / train['microtensor_ms']:.2f}"),
+        ("train step, hand-written NumPy (ms)", *_manual_row(train)),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
          "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 1.0") + "; vs uncached "
@@ -69,6 +75,26 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _manual_row(train: dict) -> tuple:
+    """(microtensor, torch, numpy floor, ratio) cells of the hand-written NumPy row."""
+    if "numpy_manual_ms" not in train:
+        return ("skipped", "", "", train.get("numpy_manual_note", ""))
+    return (f"{train['numpy_manual_ms']:.1f}", "", "",
+            f"microtensor / hand-written {train['ratio_vs_numpy_manual']:.2f} (goal <= 1.05)")
+
+
+def per_op_table(per_op: dict) -> str:
+    """The per-op profile of one training step, slowest op first."""
+    header = ("op", "fwd ms", "bwd ms", "calls fwd/bwd", "MB out fwd/bwd")
+    rows = [(name, f"{r['forward_ms']:.2f}", f"{r['backward_ms']:.2f}",
+             f"{r['forward_calls']}/{r['backward_calls']}",
+             f"{r['forward_mb']:.1f}/{r['backward_mb']:.1f}") for name, r in per_op.items()]
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(5)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header] + rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-results.json")
@@ -85,6 +111,9 @@ def main():
         results[record.pop("benchmark")] = record
     print()
     print(table(results))
+    print("\nper op, one training step of the reference model (bytes: the arrays each op "
+          "returns, a proxy for what it allocates)")
+    print(per_op_table(results["train_step"]["per_op"]))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nwrote {args.out}")

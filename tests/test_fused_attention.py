@@ -1,0 +1,161 @@
+"""The fused attention path computes what the composed (teaching) form computes: forward,
+weights and gradients, over boolean and float masks, padding, causal, grouped-query and
+cached (one query, many keys) shapes; and it is one node, chosen only inside
+`fast_attention()`."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import microtensor as mt
+from transformer import (DecoderLM, MultiHeadAttention, fast_attention, fused_attention,
+                         scaled_dot_product_attention)
+
+
+def both_paths(fn, tensors):
+    """fn() run composed, then fused: [(output arrays..., input grads...)] for each."""
+    results = []
+    for fused in (False, True):
+        for t in tensors:
+            t.grad = None
+        with fast_attention(fused):
+            out, weights = fn()
+        projection = np.random.default_rng(0).standard_normal(out.shape)
+        (out * projection).sum().backward()
+        results.append([out.data, weights.data] + [t.grad for t in tensors])
+    return results
+
+
+def assert_paths_agree(fn, tensors, atol=1e-10):
+    composed, fused = both_paths(fn, tensors)
+    for a, b in zip(composed, fused):
+        np.testing.assert_allclose(b, a, atol=atol, rtol=1e-9)
+
+
+def qkv(rng, batch, n_q, n_k, d_k, d_v=None, heads=()):
+    def make(*shape):
+        return mt.tensor(rng.standard_normal(shape), dtype=np.float64, requires_grad=True)
+    return (make(batch, *heads, n_q, d_k), make(batch, *heads, n_k, d_k),
+            make(batch, *heads, n_k, d_v or d_k))
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), heads=st.sampled_from([(), (1,), (2,)]),
+       n_q=st.integers(1, 5), n_k=st.integers(1, 5), d_k=st.integers(1, 5),
+       d_v=st.integers(1, 4), causal=st.booleans(),
+       mask_kind=st.sampled_from(["none", "bool", "padding", "float"]),
+       seed=st.integers(0, 2**16))
+def test_fused_equals_composed_over_shapes_and_masks(batch, heads, n_q, n_k, d_k, d_v,
+                                                     causal, mask_kind, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = qkv(rng, batch, n_q, n_k, d_k, d_v, heads)
+    scores_shape = (batch, *heads, n_q, n_k)
+    mask = None
+    if mask_kind == "bool":      # some rows may lose every key: zeros, not NaN, both ways
+        mask = rng.random(scores_shape) > 0.4
+    elif mask_kind == "padding":  # (B, Tk) key padding, broadcast over heads and queries
+        valid = rng.random((batch, n_k)) > 0.3
+        mask = valid.reshape(batch, *([1] * len(heads)), 1, n_k)
+    elif mask_kind == "float":   # a bias with some -inf entries, as PyTorch's float mask
+        mask = rng.standard_normal(scores_shape)
+        mask[rng.random(scores_shape) > 0.7] = -np.inf
+    assert_paths_agree(lambda: scaled_dot_product_attention(q, k, v, mask=mask,
+                                                            causal=causal), [q, k, v])
+
+
+def test_a_float_mask_tensor_gets_the_same_gradient():
+    rng = np.random.default_rng(1)
+    q, k, v = qkv(rng, 2, 3, 4, 5)
+    bias = mt.tensor(rng.standard_normal((1, 3, 4)), dtype=np.float64, requires_grad=True)
+    assert_paths_agree(lambda: scaled_dot_product_attention(q, k, v, mask=bias),
+                       [q, k, v, bias])
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_fused_gradcheck(mask_kind):
+    rng = np.random.default_rng(2)
+    q, k, v = qkv(rng, 2, 3, 4, 3, heads=(2,))
+    allowed = rng.random((2, 2, 3, 4)) > 0.3
+    allowed[0, 0, 1] = False  # a row with no key
+    bias = None if mask_kind == "none" else (
+        allowed if mask_kind == "bool" else np.where(allowed, rng.standard_normal(allowed.shape),
+                                                     -np.inf))
+    with fast_attention():
+        assert mt.gradcheck(lambda q, k, v: scaled_dot_product_attention(
+            q, k, v, mask=bias, causal=True)[0], [q, k, v])
+
+
+def test_fused_primitive_gradcheck_with_a_bias_input():
+    rng = np.random.default_rng(3)
+    q, k, v = qkv(rng, 2, 3, 5, 4)
+    bias = mt.tensor(rng.standard_normal((3, 5)), dtype=np.float64, requires_grad=True)
+    allowed = rng.random((2, 3, 5)) > 0.3
+    assert mt.gradcheck(lambda q, k, v, b: fused_attention(q, k, v, b, allowed=allowed,
+                                                           scale=0.5), [q, k, v, bias])
+
+
+def test_fused_is_one_node_and_default_is_the_composed_graph():
+    q, k, v = qkv(np.random.default_rng(4), 1, 3, 3, 2)
+    out, weights = scaled_dot_product_attention(q, k, v, causal=True)
+    assert out.op.name == "matmul" and weights.name == "weights" and weights.op is not None
+    with fast_attention():
+        out, weights = scaled_dot_product_attention(q, k, v, causal=True)
+        with fast_attention(False):   # nested: the inner choice wins, then the outer resumes
+            assert scaled_dot_product_attention(q, k, v)[0].op.name == "matmul"
+        assert scaled_dot_product_attention(q, k, v)[0].op.name == "attention"
+    assert out.op.name == "attention" and [i for i in out.op.inputs[:3]] == [q, k, v]
+    assert weights.name == "weights" and weights.op is None and not weights.requires_grad
+    np.testing.assert_allclose(weights.data.sum(-1), 1)
+
+
+def test_dropout_while_training_keeps_the_composed_form():
+    q, k, v = qkv(np.random.default_rng(5), 1, 3, 3, 2)
+    with fast_attention():
+        out, _ = scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=True)
+    assert out.op.name == "matmul"
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+def test_multi_head_attention_agrees_and_keeps_last_weights(n_kv_heads):
+    mt.manual_seed(6)
+    mha = MultiHeadAttention(d_model=16, n_heads=4, n_kv_heads=n_kv_heads)
+    for p in mha.parameters():
+        p.data = p.data.astype(np.float64)
+    x = mt.tensor(np.random.default_rng(6).standard_normal((2, 5, 16)), requires_grad=True)
+    valid = np.array([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+
+    def run():
+        out = mha(x, mask=valid, causal=True)
+        return out, mha.last_weights
+    assert_paths_agree(run, [x, *mha.parameters()])
+    assert mha.last_weights.shape == (2, 4, 5, 5)
+
+
+@pytest.mark.parametrize("style,n_kv_heads", [("gpt", None), ("llama", 2)])
+def test_cached_decoding_and_training_agree(style, n_kv_heads):
+    mt.manual_seed(7)
+    lm = DecoderLM(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=32, style=style,
+                   n_kv_heads=n_kv_heads)
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    composed = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
+    with fast_attention():
+        fused = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
+    np.testing.assert_array_equal(fused[0], composed[0])
+    np.testing.assert_allclose(fused[1], composed[1], atol=1e-4)
+    # one training step's gradients
+    grads = []
+    for on in (False, True):
+        lm.zero_grad()
+        with fast_attention(on):
+            lm(prompt).sum().backward()
+        grads.append([p.grad.copy() for p in lm.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-3)
+
+
+def test_fused_path_checks_masks_as_the_composed_one():
+    q, k, v = qkv(np.random.default_rng(8), 2, 3, 4, 2)
+    with fast_attention(), pytest.raises(ValueError, match="does not broadcast"):
+        scaled_dot_product_attention(q, k, v, mask=np.ones((3, 3), dtype=bool))
+    with fast_attention(), pytest.raises(TypeError, match="boolean"):
+        scaled_dot_product_attention(q, k, v, mask=np.ones((3, 4), dtype=np.int64))
