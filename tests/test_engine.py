@@ -6,7 +6,6 @@ import gc
 import inspect
 import os
 import threading
-import time
 import weakref
 
 import numpy as np
@@ -165,16 +164,17 @@ def test_chain_of_100k_ops_has_no_recursion_error():
     assert _chain(100_000).grad == 1.0
 
 
-def test_chain_time_is_roughly_linear():
-    def best_of(n, repeats=3):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            _chain(n)
-            times.append(time.perf_counter() - start)
-        return min(times)
-    ratio = best_of(100_000, 1) / best_of(10_000)
-    assert ratio < 30, f"100k ops took {ratio:.1f}x as long as 10k (linear would be 10x)"
+def test_backward_of_a_chain_visits_each_node_once():
+    """Linear work, counted rather than timed (tests/bench/bench_chain.py times it): the
+    backward pass of an n-op chain takes n + 1 steps (the ops and the leaf), at 10k as
+    at 100k."""
+    for n in (10_000, 100_000):
+        x = f64(1.0)
+        y = x
+        for _ in range(n):
+            y = y * 1.0
+        steps = sum(1 for _ in backward_steps(y))
+        assert steps == n + 1 and x.grad == 1.0
 
 
 # ----------------------------------------------------------------- memory
