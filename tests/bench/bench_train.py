@@ -48,8 +48,9 @@ def microtensor_step(config=CONFIG, fused_attention: bool = False):
 
 
 def find_numpy_manual() -> str | None:
-    """The hand-written step's file: $MICROTENSOR_NUMPY_MANUAL, else ../shared/bench/
-    beside the repository. None if neither exists."""
+    """The hand-written step's file: $MICROTENSOR_NUMPY_MANUAL, else numpy_manual.py in a
+    shared/bench/ folder next to the repository's folder. None if neither exists (a plain
+    clone has neither: the benchmark then skips that row)."""
     named = os.environ.get("MICROTENSOR_NUMPY_MANUAL")
     if named:
         return named if os.path.isfile(named) else None

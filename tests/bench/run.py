@@ -4,8 +4,8 @@
 
 Ratios compare figures measured in this same run on this machine. Install the `bench`
 extra (PyTorch, CPU) to get the PyTorch columns. The hand-written NumPy step
-(`numpy_manual.py`) is found beside the repository as ../shared/bench/numpy_manual.py or
-where $MICROTENSOR_NUMPY_MANUAL says; without it that row says "skipped". The per-op
+(`numpy_manual.py`) is the file $MICROTENSOR_NUMPY_MANUAL names, else one in a
+shared/bench/ folder next to the repository's folder; without it that row says "skipped". The per-op
 table is one training step of the reference model under `microtensor.profile()`.
 """
 import argparse
