@@ -159,3 +159,80 @@ def test_fused_path_checks_masks_as_the_composed_one():
         scaled_dot_product_attention(q, k, v, mask=np.ones((3, 3), dtype=bool))
     with fast_attention(), pytest.raises(TypeError, match="boolean"):
         scaled_dot_product_attention(q, k, v, mask=np.ones((3, 4), dtype=np.int64))
+
+
+# ------------------------------------------------ packed self-attention (one GEMM for Q, K, V)
+
+def float64_mha(seed, d_model, n_heads, n_kv_heads, bias):
+    mt.manual_seed(seed)
+    mha = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads, bias=bias)
+    for p in mha.parameters():
+        p.data = p.data.astype(np.float64)
+    return mha
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(1, 5),
+       heads=st.sampled_from([(1, 1), (2, 2), (4, 4), (4, 2), (4, 1)]), d_k=st.integers(1, 3),
+       bias=st.booleans(), causal=st.booleans(),
+       mask_kind=st.sampled_from(["none", "bool", "padding", "float"]),
+       seed=st.integers(0, 2**16))
+def test_packed_self_attention_equals_the_composed_module(batch, length, heads, d_k, bias,
+                                                          causal, mask_kind, seed):
+    n_heads, n_kv_heads = heads
+    mha = float64_mha(seed, n_heads * d_k, n_heads, n_kv_heads, bias)
+    rng = np.random.default_rng(seed)
+    x = mt.tensor(rng.standard_normal((batch, length, n_heads * d_k)), requires_grad=True)
+    scores_shape = (batch, n_heads, length, length)
+    mask = None
+    if mask_kind == "bool":      # some query rows may lose every key
+        mask = rng.random(scores_shape) > 0.4
+    elif mask_kind == "padding":
+        mask = (rng.random((batch, length)) > 0.3)[:, None, None, :]
+    elif mask_kind == "float":
+        mask = rng.standard_normal((1, n_heads, length, length))
+        mask[rng.random(mask.shape) > 0.7] = -np.inf
+
+    def run():
+        return mha(x, mask=mask, causal=causal), mha.last_weights
+    assert_paths_agree(run, [x, *mha.parameters()])
+
+
+def test_packed_self_attention_is_three_nodes_and_the_projections_keep_their_grads():
+    mha = float64_mha(9, 8, 4, 2, True)
+    x = mt.tensor(np.random.default_rng(9).standard_normal((2, 3, 8)), requires_grad=True)
+    with fast_attention():
+        out = mha(x, causal=True)
+    attention = out.op.inputs[0].op
+    assert out.op.name == "linear" and attention.name == "self_attention"
+    qkv = attention.inputs[0].op
+    assert qkv.name == "linear" and [i.op.name for i in qkv.inputs[1:]] == ["concat", "concat"]
+    out.sum().backward()
+    for projection in (mha.W_q, mha.W_k, mha.W_v, mha.W_o):
+        assert projection.weight.grad.shape == projection.weight.shape
+        assert projection.bias.grad.shape == projection.bias.shape
+    assert mha.last_weights.shape == (2, 4, 3, 3) and mha.last_weights.op is None
+
+
+@pytest.mark.parametrize("n_kv_heads", [2, 1])
+def test_packed_primitive_gradcheck_with_masks_and_a_bias_input(n_kv_heads):
+    from transformer.fused_attention import fused_self_attention
+    rng = np.random.default_rng(10)
+    n_heads, d_k, length = 2, 2, 4
+    qkv = mt.tensor(rng.standard_normal((2, length, (n_heads + 2 * n_kv_heads) * d_k)),
+                    requires_grad=True)
+    bias = mt.tensor(rng.standard_normal((1, n_heads, length, length)), requires_grad=True)
+    allowed = rng.random((2, 1, length, length)) > 0.3
+    allowed[1, 0, 2] = False  # a query with no key: zero output, zero gradient
+    assert mt.gradcheck(lambda qkv, bias: fused_self_attention(
+        qkv, bias, n_heads=n_heads, n_kv_heads=n_kv_heads, allowed=allowed, scale=0.7),
+        [qkv, bias])
+
+
+def test_dropout_while_training_keeps_the_separate_projections():
+    mha = MultiHeadAttention(8, 2, dropout=0.5)
+    with fast_attention():
+        out = mha(mt.randn(1, 3, 8), causal=True)
+        assert out.op.inputs[0].op.name != "self_attention"
+        mha.eval()
+        assert mha(mt.randn(1, 3, 8), causal=True).op.inputs[0].op.name == "self_attention"

@@ -18,7 +18,7 @@ from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
 from .dropout import dropout_active
-from .fused_attention import fast_attention_enabled, fused_attention
+from .fused_attention import fast_attention_enabled, fused_attention, fused_self_attention
 from .rope import apply_rotary
 
 
@@ -104,26 +104,34 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
 
 def _fused(q, k, v, mask, causal: bool):
     """The fast path: the masks of `_masked` as arrays, then one `fused_attention` node."""
+    additive, allowed = _fast_masks(mask, causal, q.shape, k.shape)
+    kept = []  # receives the weights array, the fused op's second result
+    out = fused_attention(q, k, v, additive, allowed=allowed,
+                          scale=1.0 / math.sqrt(q.shape[-1]), keep_weights=kept)
+    weights = mt.Tensor(kept.pop(), name="weights")
+    return out, weights
+
+
+def _fast_masks(mask, causal: bool, q_shape: tuple, k_shape: tuple):
+    """The masks of `_masked` for the fused kernels: (float mask to add or None, boolean
+    array of allowed keys or None), checked against the (..., Tq, Tk) scores of queries
+    and keys of these shapes."""
     additive, mask = _additive_mask(mask)
     allowed = _mask_array(mask, "scaled_dot_product_attention")
-    n_queries, n_keys = q.shape[-2], k.shape[-2]
+    n_queries, n_keys = q_shape[-2], k_shape[-2]
     if allowed is not None:
         try:
-            batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+            batch = np.broadcast_shapes(q_shape[:-2], k_shape[:-2])
         except ValueError:
             raise op_error("scaled_dot_product_attention", f"the batch axes of q "
-                           f"{tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from None
+                           f"{tuple(q_shape)} and k {tuple(k_shape)} do not broadcast") from None
         _check_mask_shape(allowed, batch + (n_queries, n_keys))
         if allowed.all():
             allowed = None
     if causal and n_queries > 1:
         lower = causal_mask(n_queries, n_keys)
         allowed = lower if allowed is None else allowed & lower
-    kept = []  # receives the weights array, the fused op's second result
-    out = fused_attention(q, k, v, additive, allowed=allowed,
-                          scale=1.0 / math.sqrt(q.shape[-1]), keep_weights=kept)
-    weights = mt.Tensor(kept.pop(), name="weights")
-    return out, weights
+    return additive, allowed
 
 
 def _check_qkv(q, k, v) -> None:
@@ -264,6 +272,9 @@ class MultiHeadAttention(Module):
     def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
                 rotation=None):
         self._check_inputs(x, context, rotation)
+        if (fast_attention_enabled() and context is None and cache is None
+                and rotation is None and not (self.dropout_p and dropout_active(self))):
+            return self._packed_self_attention(x, mask, causal)
         source = x if context is None else context
         q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
         if rotation is not None:
@@ -279,6 +290,24 @@ class MultiHeadAttention(Module):
             dropout_p=self.dropout_p, training=dropout_active(self))
         self.last_weights = weights
         return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
+
+    def _packed_self_attention(self, x, mask, causal: bool):
+        """What `forward` computes for self-attention, in three nodes: Q, K and V from one
+        GEMM on [W_q | W_k | W_v], then `fused_self_attention` (heads split and merged
+        inside), then W_o. Used inside `fast_attention()`."""
+        projections = (self.W_q, self.W_k, self.W_v)
+        weight = mt.concat([p.weight for p in projections], axis=1)
+        bias = None if self.W_q.bias is None else mt.concat([p.bias for p in projections])
+        qkv = F.linear(x, weight, bias)            # (B, T, (n_heads + 2 n_kv_heads) d_k)
+        batch, length, _ = x.shape
+        heads_shape = (batch, self.n_heads, length, self.d_k)
+        additive, allowed = _fast_masks(mask, causal, heads_shape, heads_shape)
+        kept = []
+        out = fused_self_attention(qkv, additive, n_heads=self.n_heads,
+                                   n_kv_heads=self.n_kv_heads, allowed=allowed,
+                                   scale=1.0 / math.sqrt(self.d_k), keep_weights=kept)
+        self.last_weights = mt.Tensor(kept.pop(), name="weights")
+        return self.W_o(out)                                            # (B, T, d_model)
 
     def _check_inputs(self, x, context, rotation) -> None:
         if x.ndim != 3 or x.shape[-1] != self.d_model:

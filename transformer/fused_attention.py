@@ -4,6 +4,9 @@
 softmax, matmul), so graphs and the stepper show each of them. `fused_attention` computes
 the same thing as a single node, with no intermediate tensors, no per-op bookkeeping and
 a closed-form backward. It is selected by `fast_attention()` (see there for why).
+Inside it, `MultiHeadAttention` goes one step further for self-attention: one GEMM makes
+Q, K and V side by side, and `fused_self_attention` reads its heads from that packed
+tensor and writes the output with the heads already merged.
 
 The backward, for out = W V with W = softmax(S), S = scale * Q K^T (+ bias, blocked keys
 at -inf), and G = d loss / d out:
@@ -39,6 +42,10 @@ class fast_attention:
     """Inside this block `scaled_dot_product_attention` (and so every MultiHeadAttention)
     runs `fused_attention`: one node instead of five, the same numbers. Thread-local.
 
+    MultiHeadAttention's self-attention then also projects Q, K and V with one GEMM on
+    [W_q | W_k | W_v] (the three Linears stay separate parameters; their forward hooks do
+    not run on this path) and runs `fused_self_attention`.
+
     Off by default, so a drawn graph, the stepper and the lessons show the textbook steps
     (QK^T, scores, softmax, weights). A context rather than only an argument, because the
     choice is made for a whole model: attention sits deep inside every block. Inside it,
@@ -66,18 +73,10 @@ class fast_attention:
         _choice.fused = self._previous
 
 
-@mt.primitive("attention", rule="dV = W^T g; dW = g V^T; dS = W * (dW - rowsum(dW * W)); "
-                                "dQ = scale dS K; dK = scale dS^T Q; dbias = dS")
-def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights=None):
-    """softmax(scale * q k^T + bias, blocked keys at -inf) v as one op.
-
-    q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v); `bias` (float, optional) is
-    added to the scaled scores; `allowed` (boolean, broadcastable to (..., Tq, Tk), True =
-    may attend) blocks keys; a query row with no allowed key gets zero weights and output.
-    `keep_weights`, a list, receives the weights array (the one value the op returns
-    beside its output). Callers check shapes and masks first (scaled_dot_product_attention).
-    """
-    # Every step below writes into the one (..., Tq, Tk) buffer made by the first matmul.
+def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
+    """The forward arithmetic of both fused primitives: (softmax(scale q k^T + bias, blocked
+    keys at -inf) v, weights). Every step after the first matmul writes into its (..., Tq,
+    Tk) buffer; `out`, if given, receives the result (a view works: no copy is made)."""
     scores = np.matmul(q, np.swapaxes(k, -1, -2))        # (..., Tq, Tk)
     scores *= scale
     if bias is not None:
@@ -96,19 +95,89 @@ def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights
     weights *= (1 / sum_over_last_axis(weights))[..., None]
     if row_has_key is not None:
         weights *= row_has_key
+    return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
+
+
+def attend_backward(grad_out, q, k, v, weights, scale):
+    """The closed-form backward of `attend` (the module docstring derives it):
+    (grad_q, grad_k, grad_v, grad_scores)."""
+    grad_v = np.matmul(np.swapaxes(weights, -1, -2), grad_out)
+    grad_scores = np.matmul(grad_out, np.swapaxes(v, -1, -2))      # dW first, then
+    grad_scores -= np.einsum("...i,...i->...", grad_scores, weights)[..., None]
+    grad_scores *= weights                 # dS; 0 wherever a key was blocked
+    grad_q = np.matmul(grad_scores, k)
+    grad_q *= scale
+    grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q)
+    grad_k *= scale
+    return grad_q, grad_k, grad_v, grad_scores
+
+
+@mt.primitive("attention", rule="dV = W^T g; dW = g V^T; dS = W * (dW - rowsum(dW * W)); "
+                                "dQ = scale dS K; dK = scale dS^T Q; dbias = dS")
+def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights=None):
+    """softmax(scale * q k^T + bias, blocked keys at -inf) v as one op.
+
+    q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v); `bias` (float, optional) is
+    added to the scaled scores; `allowed` (boolean, broadcastable to (..., Tq, Tk), True =
+    may attend) blocks keys; a query row with no allowed key gets zero weights and output.
+    `keep_weights`, a list, receives the weights array (the one value the op returns
+    beside its output). Callers check shapes and masks first (scaled_dot_product_attention).
+    """
+    out, weights = attend(q, k, v, bias, allowed, scale)
     if keep_weights is not None:
         keep_weights.append(weights)
-    out = np.matmul(weights, v)                            # (..., Tq, d_v)
 
     def backward(grad_out):
-        grad_v = np.matmul(np.swapaxes(weights, -1, -2), grad_out)
-        grad_scores = np.matmul(grad_out, np.swapaxes(v, -1, -2))      # dW first, then
-        grad_scores -= np.einsum("...i,...i->...", grad_scores, weights)[..., None]
-        grad_scores *= weights                 # dS; 0 wherever a key was blocked
-        grad_q = np.matmul(grad_scores, k)
-        grad_q *= scale
-        grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q)
-        grad_k *= scale
+        grad_q, grad_k, grad_v, grad_scores = attend_backward(grad_out, q, k, v, weights, scale)
         return grad_q, grad_k, grad_v, (None if bias is None else grad_scores)
 
     return out, backward
+
+
+@mt.primitive("self_attention", rule="attention's rule on Q, K, V read from one packed "
+                                     "tensor [Q | K | V]: dqkv = [dQ | dK | dV]")
+def fused_self_attention(qkv, bias=None, *, n_heads, n_kv_heads, allowed=None, scale=1.0,
+                         keep_weights=None):
+    """Multi-head self-attention on packed projections, heads split and merged inside.
+
+    qkv (B, T, (n_heads + 2 n_kv_heads) d_k) holds Q, K and V side by side, as one GEMM
+    x @ [W_q | W_k | W_v] makes them; the output is (B, T, n_heads d_k), heads merged, ready
+    for W_o. Heads are strided views of qkv (no split copies) and the gradient is one
+    (B, T, width) array [dQ | dK | dV], so the three projections take their gradient from
+    one GEMM too. With fewer K/V heads (grouped-query attention) each is repeated for its
+    group of query heads, and its gradient summed back over the group. `bias`, `allowed`
+    and `keep_weights` are as in `fused_attention`, over (B, n_heads, T, T) scores.
+    """
+    batch, length, width = qkv.shape
+    d_k = width // (n_heads + 2 * n_kv_heads)
+    group = n_heads // n_kv_heads
+
+    def heads(array, first, count):
+        """Columns [first, first + count) * d_k of a (B, T, width) array as (B, count, T,
+        d_k) heads: a strided view."""
+        columns = array[..., first * d_k:(first + count) * d_k]
+        return columns.reshape(batch, length, count, d_k).transpose(0, 2, 1, 3)
+
+    q = heads(qkv, 0, n_heads)
+    k = heads(qkv, n_heads, n_kv_heads)
+    v = heads(qkv, n_heads + n_kv_heads, n_kv_heads)
+    if group > 1:
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    dtype = qkv.dtype if bias is None else np.result_type(qkv, bias)
+    merged = np.empty((batch, length, n_heads * d_k), dtype=dtype)
+    _, weights = attend(q, k, v, bias, allowed, scale, out=heads(merged, 0, n_heads))
+    if keep_weights is not None:
+        keep_weights.append(weights)
+
+    def backward(grad_out):
+        grads = attend_backward(heads(grad_out, 0, n_heads), q, k, v, weights, scale)
+        grad_q, grad_k, grad_v, grad_scores = grads
+        grad_qkv = np.empty(qkv.shape, dtype=grad_q.dtype)
+        heads(grad_qkv, 0, n_heads)[...] = grad_q
+        for first, grad in ((n_heads, grad_k), (n_heads + n_kv_heads, grad_v)):
+            if group > 1:   # a shared K/V head's gradient: the sum over its query heads
+                grad = grad.reshape(batch, n_kv_heads, group, length, d_k).sum(axis=2)
+            heads(grad_qkv, first, n_kv_heads)[...] = grad
+        return grad_qkv, (None if bias is None else grad_scores)
+
+    return merged, backward

@@ -24,6 +24,7 @@ from . import pretrained
 from .bpe import MERGES, VOCAB, BPETokenizer
 from .data import CharLMTask, SequenceTask
 from .dropout import dropout_off
+from .fused_attention import fast_attention
 from .lm import DecoderLM
 from .model import Transformer
 from .tokenizer import tokenizer_from_dict
@@ -217,7 +218,8 @@ def _train(opts: dict, log, progress: dict) -> dict:
         progress["saved_step"] = step
 
     for step in range(start, end):
-        loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
+        with fast_attention():   # a training run never draws its graph: fused attention
+            loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
         if not math.isfinite(loss.item()):
             raise diverged(f"the loss is {loss.item()}", step + 1, opts, progress)
         loss.backward()
