@@ -91,6 +91,22 @@ def test_gelu_matches_its_reference(shape, seed, dtype):
     assert_same(gelu_tanh, gelu_tanh_reference, [data(shape, seed, dtype)], seed + 1, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_matches_its_reference_at_extreme_inputs(dtype):
+    # Where t = +-1 exactly, the derivative's growing factors x and 1 + 3k x^2 must meet
+    # the 0 before they overflow, as in the textbook order; NaN and inf pass as there.
+    x = np.array([-1e30, -1e14, -1e10, -30, -5, -1e-30, 0, 1e-3, 5, 30, 1e10, 1e14, 1e30,
+                  np.inf, -np.inf, np.nan], dtype)
+    with np.errstate(all="ignore"):
+        out, backward = gelu_tanh.forward(x)
+        ref_out, ref_backward = gelu_tanh_reference(x)
+        grad, = backward(np.ones_like(x))
+        ref_grad, = ref_backward(np.ones_like(x))
+    np.testing.assert_allclose(out, ref_out, rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(grad, ref_grad, rtol=TOLERANCE[dtype], atol=10 * TOLERANCE[dtype])
+    assert np.isfinite(grad[1:12]).all()                 # |x| <= 1e14: finite in float32 too
+
+
 @settings(max_examples=40, deadline=None)
 @given(shapes(max_dims=3), st.integers(1, 5), st.integers(1, 4), seeds)
 def test_embedding_gradient_matches_its_reference(ids_shape, vocab, dim, seed):
