@@ -16,6 +16,7 @@ import microtensor.functional as F
 from microtensor import kernels
 from microtensor.autograd import sum_to_shape
 from microtensor.kernels import for_row_blocks
+from microtensor.ops.activation import gelu_exact, gelu_exact_reference
 from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
 from microtensor.ops.linalg import matmul, matmul_reference
 from microtensor.ops.nn import (
@@ -89,6 +90,12 @@ def test_rms_norm_matches_its_reference(shape, seed, dtype, with_weight):
 @given(shapes(), seeds, dtypes)
 def test_gelu_matches_its_reference(shape, seed, dtype):
     assert_same(gelu_tanh, gelu_tanh_reference, [data(shape, seed, dtype)], seed + 1, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes(), seeds, dtypes)
+def test_exact_gelu_matches_its_reference(shape, seed, dtype):
+    assert_same(gelu_exact, gelu_exact_reference, [data(shape, seed, dtype)], seed + 1, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
