@@ -16,6 +16,7 @@ import microtensor.functional as F
 from microtensor import kernels
 from microtensor.autograd import sum_to_shape
 from microtensor.kernels import for_row_blocks
+from microtensor.ops import nn as nn_ops
 from microtensor.ops.activation import gelu_exact, gelu_exact_reference
 from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
 from microtensor.ops.linalg import matmul, matmul_reference
@@ -114,13 +115,45 @@ def test_gelu_matches_its_reference_at_extreme_inputs(dtype):
     assert np.isfinite(grad[1:12]).all()                 # |x| <= 1e14: finite in float32 too
 
 
+EMBEDDING_PATHS = {"one_hot_gemm": 10**9, "sort_and_sum": 0}   # ONE_HOT_MAX_VOCAB
+
+
+@pytest.mark.parametrize("path", EMBEDDING_PATHS)
 @settings(max_examples=40, deadline=None)
 @given(shapes(max_dims=3), st.integers(1, 5), st.integers(1, 4), seeds)
-def test_embedding_gradient_matches_its_reference(ids_shape, vocab, dim, seed):
+def test_embedding_gradient_matches_its_reference(path, ids_shape, vocab, dim, seed):
     # Few rows and many ids, so repeated ids (which must accumulate) are the usual case.
     ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)
-    assert_same(embedding, embedding_reference, [ids, data((vocab, dim), seed, np.float64)],
-                seed + 1, np.float64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", EMBEDDING_PATHS[path])
+        assert_same(embedding, embedding_reference,
+                    [ids, data((vocab, dim), seed, np.float64)], seed + 1, np.float64)
+
+
+@pytest.mark.parametrize("path", EMBEDDING_PATHS)
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 120), st.integers(1, 8), seeds,
+       st.sampled_from([np.float64, np.float32]))
+def test_embedding_gradient_is_exactly_np_add_at(path, n_ids, vocab, dim, seed, dtype):
+    # Gradients on a grid of multiples of 1/8 add up exactly in any order, so both paths
+    # must give np.add.at's result bit for bit (here up to 200 ids, many repeated).
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, n_ids)
+    g = (rng.integers(-64, 64, (n_ids, dim)) / 8).astype(dtype)
+    table = data((vocab, dim), seed, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", EMBEDDING_PATHS[path])
+        grad = embedding.forward(ids, table)[1](g)[1]
+    np.testing.assert_array_equal(grad, embedding_reference(ids, table)[1](g)[1])
+    assert grad.dtype == dtype
+
+
+def test_embedding_gradient_keeps_inf_and_nan_in_their_own_rows():
+    # In a one-hot GEMM 0 * inf would spread NaN to every row: the op sums by sorting then.
+    ids = np.array([0, 2, 2, 1])
+    g = np.array([[1.0, 2.0], [np.inf, 1.0], [1.0, np.nan], [3.0, 4.0]])
+    grad = embedding.forward(ids, np.zeros((4, 2)))[1](g)[1]
+    np.testing.assert_array_equal(grad, [[1.0, 2.0], [3.0, 4.0], [np.inf, np.nan], [0, 0]])
 
 
 @st.composite

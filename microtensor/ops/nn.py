@@ -287,10 +287,19 @@ def embedding_reference(ids, weight):
     return weight[ids], backward
 
 
+# Up to this many table rows, embedding's backward is a one-hot GEMM; above, a sort and
+# a segmented sum. Measured (tests/bench/bench_kernels.py), the GEMM's cost grows with
+# the rows and the sort's does not: with BLAS on 2 threads the crossover is near 100 rows
+# for widths 32 to 512 and 256 to 4096 ids; on one thread it is lower (about 50 rows
+# for 1024 ids, above 96 for 4096).
+ONE_HOT_MAX_VOCAB = 96
+
+
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
 def embedding(ids, weight):
     """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d).
-    Computes what `embedding_reference` computes; its backward is faster."""
+    Computes what `embedding_reference` computes; its backward is faster (a one-hot GEMM
+    for a small table, a sort and a segmented sum otherwise)."""
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise op_error("embedding", f"ids must be integers, got {describe(ids)}", TypeError)
@@ -307,10 +316,22 @@ def embedding(ids, weight):
                        else "the table is empty: give it at least one row")
     flat = ids.reshape(-1)
     def backward(g):
+        rows = g.reshape(-1, weight.shape[1])                       # (N, d)
+        if weight.shape[0] <= ONE_HOT_MAX_VOCAB:
+            # dW = one_hot(ids)^T @ rows: each table row is the sum of the gradient rows
+            # that looked it up, as one GEMM. It costs vocab multiply-adds per gradient
+            # element, so it wins only for a small vocabulary (positions, characters).
+            one_hot_t = np.zeros((weight.shape[0], flat.size), rows.dtype)   # (vocab, N)
+            one_hot_t[flat, np.arange(flat.size)] = 1
+            with np.errstate(invalid="ignore"):   # 0 * inf: handled just below
+                grad = one_hot_t @ rows
+            if np.isfinite(grad).all():
+                return None, grad
+            # An inf or NaN in g would reach every table row through 0 * inf: sum by
+            # sorting instead, which touches only the rows that were looked up.
         # np.add.at is slow (one Python-level scatter per row). Sorting the ids puts equal
         # ones together, so one np.add.reduceat sums each run of rows: O(N * d) work and
         # memory, several times faster (and no (vocab, N) one-hot matrix).
-        rows = g.reshape(-1, weight.shape[1])                       # (N, d)
         order = np.argsort(flat, kind="stable")
         sorted_ids = flat[order]
         starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])

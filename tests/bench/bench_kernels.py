@@ -12,6 +12,7 @@ from common import emit, side_by_side, torch
 
 import microtensor as mt
 from microtensor import kernels, optim
+from microtensor.ops import nn as nn_ops
 from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
 from microtensor.ops.nn import (
     embedding,
@@ -64,6 +65,7 @@ def run(number: int = 20) -> dict:
             lambda: forward_and_backward(embedding.forward, ids, table), number),
         "adamw_step_1.3M": compare(*adamw_steps(), number=max(1, number // 4)),
     }
+    results.update(embedding_one_hot_crossover(number))
     if torch is not None:
         params = [torch.zeros(1024, 1280, requires_grad=True)]
         params[0].grad = torch.ones(1024, 1280)
@@ -71,6 +73,30 @@ def run(number: int = 20) -> dict:
         results["adamw_step_1.3M"]["torch_us"] = 1e6 * side_by_side(
             {"torch": torch_adamw.step}, rounds=5, number=max(1, number // 4))["torch"]
     return emit("kernels", results)
+
+
+def embedding_one_hot_crossover(number: int) -> dict:
+    """embedding's backward as a sort + segmented sum ("plain") and as a one-hot GEMM
+    ("trick") for tables of 32 to 256 rows, 1024 ids, width 128: where the GEMM stops
+    winning sets nn.ONE_HOT_MAX_VOCAB."""
+    rng = np.random.default_rng(0)
+    grad = rng.standard_normal((1024, 128)).astype(np.float32)
+    rows = {}
+    for vocab in (32, 64, 96, 128, 192, 256):
+        ids = rng.integers(0, vocab, 1024)
+        table = rng.standard_normal((vocab, 128)).astype(np.float32)
+
+        def backward_with(max_vocab, ids=ids, table=table):
+            def run_backward():
+                saved, nn_ops.ONE_HOT_MAX_VOCAB = nn_ops.ONE_HOT_MAX_VOCAB, max_vocab
+                try:
+                    embedding.forward(ids, table)[1](grad)
+                finally:
+                    nn_ops.ONE_HOT_MAX_VOCAB = saved
+            return run_backward
+        rows[f"embedding_one_hot_vocab_{vocab}"] = compare(backward_with(0),
+                                                          backward_with(vocab), number)
+    return rows
 
 
 def adamw_steps():
