@@ -21,6 +21,8 @@ from microtensor.ops.activation import gelu_exact, gelu_exact_reference
 from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
 from microtensor.ops.linalg import matmul, matmul_reference
 from microtensor.ops.nn import (
+    cross_entropy,
+    cross_entropy_reference,
     embedding,
     embedding_reference,
     layer_norm,
@@ -154,6 +156,53 @@ def test_embedding_gradient_keeps_inf_and_nan_in_their_own_rows():
     g = np.array([[1.0, 2.0], [np.inf, 1.0], [1.0, np.nan], [3.0, 4.0]])
     grad = embedding.forward(ids, np.zeros((4, 2)))[1](g)[1]
     np.testing.assert_array_equal(grad, [[1.0, 2.0], [3.0, 4.0], [np.inf, np.nan], [0, 0]])
+
+
+@st.composite
+def cross_entropy_cases(draw):
+    """(logits, target, config): integer targets (some ignored) or probabilities, any
+    reduction, with or without label smoothing."""
+    lead = draw(shapes(max_dims=2))
+    classes, seed = draw(st.integers(1, 6)), draw(seeds)
+    dtype = draw(dtypes)
+    rng = np.random.default_rng(seed)
+    logits = data(lead + (classes,), seed, dtype, scale=3.0)
+    if draw(st.booleans()):
+        target = rng.dirichlet(np.ones(classes), lead).astype(dtype)
+    else:
+        target = rng.integers(0, classes, lead)
+        target = np.where(rng.random(lead) < 0.3, -1, target)     # some ignored
+    config = {"ignore_index": -1, "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+              "label_smoothing": draw(st.sampled_from([0.0, 0.1, 1.0]))}
+    return logits, target, config, dtype, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(cross_entropy_cases())
+def test_cross_entropy_matches_its_reference(case):
+    logits, target, config, dtype, seed = case
+    with np.errstate(invalid="ignore"):   # "mean" over no counted position is NaN in both
+        assert_same(cross_entropy, cross_entropy_reference, [logits, target], seed + 1,
+                    dtype, **config)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_is_stable_at_extreme_logits(dtype, label_smoothing):
+    # Huge logits (exp would overflow without the max) and -inf logits (a class that
+    # can never be picked) give the reference's finite loss and gradient.
+    logits = np.array([[1e30, 0.0, -1e30], [-np.inf, 2.0, 1.0], [3.0, -np.inf, -np.inf],
+                       [0.0, 1.0, 2.0]], dtype)
+    target = np.array([0, 1, 0, -100])
+    out, backward = cross_entropy.forward(logits, target, label_smoothing=label_smoothing)
+    ref_out, ref_backward = cross_entropy_reference(logits, target,
+                                                    label_smoothing=label_smoothing)
+    grad, _ = backward(np.ones((), dtype))
+    ref_grad, _ = ref_backward(np.ones((), dtype))
+    if label_smoothing == 0:
+        assert np.isfinite(out) and np.isfinite(grad).all()
+    np.testing.assert_allclose(out, ref_out, rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(grad, ref_grad, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
 
 
 @st.composite
