@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds, shapes
+from strategies import broadcastable_pair, seeds, shapes
 
 import microtensor as mt
 import microtensor.functional as F
@@ -18,7 +18,12 @@ from microtensor.autograd import sum_to_shape
 from microtensor.kernels import for_row_blocks
 from microtensor.ops import nn as nn_ops
 from microtensor.ops.activation import gelu_exact, gelu_exact_reference
-from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops.elementwise import (
+    gelu_tanh,
+    gelu_tanh_reference,
+    masked_fill,
+    masked_fill_reference,
+)
 from microtensor.ops.linalg import matmul, matmul_reference
 from microtensor.ops.nn import (
     cross_entropy,
@@ -203,6 +208,25 @@ def test_cross_entropy_is_stable_at_extreme_logits(dtype, label_smoothing):
         assert np.isfinite(out) and np.isfinite(grad).all()
     np.testing.assert_allclose(out, ref_out, rtol=TOLERANCE[dtype])
     np.testing.assert_allclose(grad, ref_grad, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(broadcastable_pair(), seeds, dtypes, st.sampled_from([float("-inf"), 0.0, 3.5]))
+def test_masked_fill_matches_its_reference_bit_for_bit(shapes_xm, seed, dtype, value):
+    rng = np.random.default_rng(seed)
+    x = np.asarray(data(shapes_xm[0], seed, dtype))
+    x[x > 2.5] = np.inf                                   # infs and NaNs pass through
+    mask = rng.random(shapes_xm[1]) < 0.5
+    out, backward = masked_fill.forward(x, mask, value=value)
+    ref_out, ref_backward = masked_fill_reference(x, mask, value)
+    np.testing.assert_array_equal(out, ref_out)
+    assert out.dtype == ref_out.dtype
+    g = np.asarray(data(out.shape, seed + 1, dtype))
+    g[g > 2.5] = np.nan
+    np.testing.assert_array_equal(backward(g)[0], ref_backward(g)[0])
+    # A read-only broadcast gradient (as a sum's backward sends) is not written into.
+    broadcast_g = np.broadcast_to(np.ones((), dtype), out.shape)
+    np.testing.assert_array_equal(backward(broadcast_g)[0], ref_backward(broadcast_g)[0])
 
 
 @st.composite
