@@ -1,8 +1,9 @@
 """The speed tricks behind the fast primitives, explained once.
 
-Each fused primitive (softmax, layer_norm, rms_norm, gelu, linear) has a plain NumPy
-reference form beside it that reads like the math (`softmax_reference`, ...). The forms
-that run are the same math rearranged around three facts about NumPy on a CPU:
+Each fused primitive (softmax, layer_norm, rms_norm, gelu, linear, cross_entropy,
+embedding, masked_fill) has a plain NumPy reference form beside it that reads like the
+math (`softmax_reference`, ...). The forms that run are the same math rearranged around
+four facts about NumPy on a CPU:
 
 1. **Reductions over many short rows are slow; a matrix-vector product is not.**
    `a.sum(axis=-1)` over (batch, heads, T, T) attention scores walks each short row with
@@ -10,7 +11,8 @@ that run are the same math rearranged around three facts about NumPy on a CPU:
    once. The same holds for column sums (`ones @ a`, bias gradients) and for means
    (`a @ (ones / n)`, LayerNorm). `sum_over_last_axis`, `sum_over_rows` and `averager`
    are those three products; the averaging vector is cached, because LayerNorm asks for
-   the same one at every call.
+   the same one at every call. A scatter-add can be a product too: embedding's gradient
+   for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort.
 
 2. **On large activations every temporary array costs more than its arithmetic.**
    Allocating it, faulting its pages in and streaming it through memory dominate a
@@ -21,7 +23,14 @@ that run are the same math rearranged around three facts about NumPy on a CPU:
 3. **Fewer passes over memory.** `np.fmax.reduce` does not test each element for NaN
    (a NaN still reaches its whole row through the sum that follows), and
    `np.einsum("...i,...i->...")` forms a row-wise dot product without the (g * y)
-   temporary.
+   temporary. `np.copyto(out, value, where=mask)` writes through a mask without reading
+   a second full-size operand as `np.where` does.
+
+4. **The backward's work can ride on the forward's pass.** While x and its powers are in
+   cache, GELU's forward also writes dy/dx, so its backward is one multiply; it saves
+   dydx (one activation-sized array) where the textbook form saves tanh(...).
+   cross_entropy turns its shifted logits into softmax in place and hands that to the
+   backward, instead of saving log-probabilities and taking exp again.
 
 What is not here: threads. NumPy's ufuncs release the GIL, so two threads could share
 the elementwise work, but in a training step OpenBLAS's own threads keep spinning on both
