@@ -346,11 +346,11 @@ def embedding_reference(ids, weight):
 
 
 # Up to this many table rows, embedding's backward is a one-hot GEMM; above, a sort and
-# a segmented sum. Measured (tests/bench/bench_kernels.py), the GEMM's cost grows with
-# the rows and the sort's does not: with BLAS on 2 threads the crossover is near 100 rows
-# for widths 32 to 512 and 256 to 4096 ids; on one thread it is lower (about 50 rows
-# for 1024 ids, above 96 for 4096).
-ONE_HOT_MAX_VOCAB = 96
+# a segmented sum. Measured (tests/bench/bench_kernels.py; also 256 to 16384 ids of
+# width 32 to 512), the GEMM's cost grows with the rows and the sort's does not. With
+# BLAS on 2 threads the GEMM wins up to about 128 rows; on one thread it breaks even
+# near 64 (and is 1.5x slower at 96). 64 wins on 2 threads and loses little on one.
+ONE_HOT_MAX_VOCAB = 64
 
 
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")

@@ -77,25 +77,26 @@ def run(number: int = 20) -> dict:
 
 def embedding_one_hot_crossover(number: int) -> dict:
     """embedding's backward as a sort + segmented sum ("plain") and as a one-hot GEMM
-    ("trick") for tables of 32 to 256 rows, 1024 ids, width 128: where the GEMM stops
-    winning sets nn.ONE_HOT_MAX_VOCAB."""
+    ("trick") for tables of 32 to 256 rows, 1024 and 4096 ids of width 128: where the
+    GEMM stops winning sets nn.ONE_HOT_MAX_VOCAB."""
     rng = np.random.default_rng(0)
-    grad = rng.standard_normal((1024, 128)).astype(np.float32)
     rows = {}
-    for vocab in (32, 64, 96, 128, 192, 256):
-        ids = rng.integers(0, vocab, 1024)
-        table = rng.standard_normal((vocab, 128)).astype(np.float32)
+    for n_ids in (1024, 4096):
+        grad = rng.standard_normal((n_ids, 128)).astype(np.float32)
+        for vocab in (32, 64, 96, 128, 192, 256):
+            ids = rng.integers(0, vocab, n_ids)
+            table = rng.standard_normal((vocab, 128)).astype(np.float32)
 
-        def backward_with(max_vocab, ids=ids, table=table):
-            def run_backward():
-                saved, nn_ops.ONE_HOT_MAX_VOCAB = nn_ops.ONE_HOT_MAX_VOCAB, max_vocab
-                try:
-                    embedding.forward(ids, table)[1](grad)
-                finally:
-                    nn_ops.ONE_HOT_MAX_VOCAB = saved
-            return run_backward
-        rows[f"embedding_one_hot_vocab_{vocab}"] = compare(backward_with(0),
-                                                          backward_with(vocab), number)
+            def backward_with(max_vocab, ids=ids, table=table, grad=grad):
+                def run_backward():
+                    saved, nn_ops.ONE_HOT_MAX_VOCAB = nn_ops.ONE_HOT_MAX_VOCAB, max_vocab
+                    try:
+                        embedding.forward(ids, table)[1](grad)
+                    finally:
+                        nn_ops.ONE_HOT_MAX_VOCAB = saved
+                return run_backward
+            rows[f"embedding_one_hot_{n_ids}_ids_vocab_{vocab}"] = compare(
+                backward_with(0), backward_with(vocab), number)
     return rows
 
 
