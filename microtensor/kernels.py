@@ -18,7 +18,8 @@ four facts about NumPy on a CPU:
    Allocating it, faulting its pages in and streaming it through memory dominate a
    multiply-add. So the fast GELU writes each step into a buffer it already has
    (`np.multiply(x, x, out=t)`), and `for_row_blocks` runs such an in-place chain over
-   blocks of rows small enough that the few temporaries stay in the CPU cache.
+   blocks of rows small enough that the few temporaries stay in the CPU cache (and
+   hands it block-sized scratch buffers made once, not once per block).
 
 3. **Fewer passes over memory.** `np.fmax.reduce` does not test each element for NaN
    (a NaN still reaches its whole row through the sum that follows), and
@@ -53,20 +54,31 @@ import numpy as np
 BLOCK_SIZE = 1 << 15   # elements per block: a few arrays of this size stay in cache
 
 
-def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray) -> None:
+def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray, scratch: int = 0) -> None:
     """Call `kernel(*(a[rows] for a in arrays))` for blocks of rows that cover the first
     axis, one after another. The arrays share their first axis; the kernel writes its
     results into (views of) them and touches only its own rows, so the result is the same,
-    bit for bit, as one call on the whole arrays."""
-    if arrays[0].size <= BLOCK_SIZE:
-        kernel(*arrays)  # one block: the common case for small tensors, kept cheap
-        return
+    bit for bit, as one call on the whole arrays.
+
+    `scratch=n` also passes n buffers shaped like one block of the last array, made once
+    and reused by every block, for the kernel's temporaries: a fresh array per block
+    would be allocated (and its pages faulted in) block after block."""
     n_rows = len(arrays[0])
-    row_size = max(1, arrays[0].size // max(n_rows, 1))
-    rows_per_block = max(1, BLOCK_SIZE // row_size)
+    if arrays[0].size <= BLOCK_SIZE:
+        rows_per_block = max(n_rows, 1)   # one block: the common case for small tensors
+    else:
+        row_size = max(1, arrays[0].size // max(n_rows, 1))
+        rows_per_block = max(1, BLOCK_SIZE // row_size)
+    last = arrays[-1]
+    buffers = [np.empty((min(rows_per_block, n_rows),) + last.shape[1:], last.dtype)
+               for _ in range(scratch)]
+    if rows_per_block >= n_rows:
+        kernel(*arrays, *buffers)
+        return
     for start in range(0, n_rows, rows_per_block):
         rows = slice(start, start + rows_per_block)
-        kernel(*(a[rows] for a in arrays))
+        block = [a[rows] for a in arrays]
+        kernel(*block, *(b[:len(block[0])] for b in buffers))
 
 
 def sum_over_rows(a: np.ndarray) -> np.ndarray:

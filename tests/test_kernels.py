@@ -288,6 +288,21 @@ def test_for_row_blocks_covers_every_row_in_blocks():
     assert len(sizes) > 1 and sum(sizes) == ROWS
 
 
+def test_for_row_blocks_hands_each_block_its_scratch_buffers():
+    x = np.arange(ROWS * 64, dtype=np.float64).reshape(ROWS, 64)
+    y = np.full_like(x, np.nan)
+    seen = []
+
+    def kernel(x, y, scratch):
+        assert scratch.shape == x.shape and scratch.dtype == y.dtype
+        seen.append(scratch.base if scratch.base is not None else scratch)
+        np.multiply(x, 3, out=scratch)
+        np.subtract(scratch, x, out=y)
+    for_row_blocks(kernel, x, y, scratch=1)
+    np.testing.assert_array_equal(y, 2 * x)
+    assert len(seen) > 1 and all(buffer is seen[0] for buffer in seen)   # made once
+
+
 def test_a_kernel_error_reaches_the_caller():
     def kernel(x):
         raise ValueError("bad block")

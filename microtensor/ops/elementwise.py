@@ -158,13 +158,13 @@ def gelu_tanh(x):
     out = np.empty(x.shape, dtype)
     dydx = np.empty(x.shape, dtype)
 
-    def forward_block(x, out, dydx):
+    def forward_block(x, out, dydx, x_squared, s):
         # With s = (1 + t) / 2, y = x s. As 1 - t^2 = 4 s (1 - s), the textbook derivative
         # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3k x^2) is s + 2c x s (1 - s) (1 + 3k x^2).
         # s (1 - s) comes first: it is exactly 0 where |x| is large, so the growing
         # factors meet a 0 before they can overflow (0 * inf would be NaN).
-        x_squared = np.multiply(x, x, dtype=dtype)
-        s = x_squared * (c * k)
+        np.multiply(x, x, out=x_squared, dtype=dtype)   # (float even for integer x)
+        np.multiply(x_squared, c * k, out=s)
         s += c
         s *= x
         np.tanh(s, out=s)                     # t = tanh(c (x + k x^3))
@@ -178,7 +178,7 @@ def gelu_tanh(x):
         slope += 2 * c                        # 2c (1 + 3k x^2)
         dydx *= slope
         dydx += s
-    for_row_blocks(forward_block, x, out, dydx)
+    for_row_blocks(forward_block, x, out, dydx, scratch=2)
 
     def backward(g):
         return (np.multiply(g, dydx.reshape(shape)),)
