@@ -347,10 +347,11 @@ def embedding_reference(ids, weight):
 
 # Up to this many table rows, embedding's backward is a one-hot GEMM; above, a sort and
 # a segmented sum. Measured (tests/bench/bench_kernels.py; also 256 to 16384 ids of
-# width 32 to 512), the GEMM's cost grows with the rows and the sort's does not. With
-# BLAS on 2 threads the GEMM wins up to about 128 rows; on one thread it breaks even
-# near 64 (and is 1.5x slower at 96). 64 wins on 2 threads and loses little on one.
-ONE_HOT_MAX_VOCAB = 64
+# width 32 to 512), the GEMM's cost grows with the rows and the sort's does not: alone,
+# with BLAS on 2 threads, it wins up to about 128 rows, on one thread up to about 50.
+# Inside a training step (BLAS threads busy, caches cold) a 64-row table was already
+# slower on either setting, so the GEMM is kept for tables of up to 32 rows.
+ONE_HOT_MAX_VOCAB = 32
 
 
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
