@@ -13,8 +13,16 @@ from common import emit, side_by_side, torch
 import microtensor as mt
 from microtensor import kernels, optim
 from microtensor.ops import nn as nn_ops
-from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops.activation import gelu_exact, gelu_exact_reference
+from microtensor.ops.elementwise import (
+    gelu_tanh,
+    gelu_tanh_reference,
+    masked_fill,
+    masked_fill_reference,
+)
 from microtensor.ops.nn import (
+    cross_entropy,
+    cross_entropy_reference,
     embedding,
     embedding_reference,
     layer_norm,
@@ -43,6 +51,9 @@ def run(number: int = 20) -> dict:
     ids = rng.integers(0, 1000, (8, 64))
     table = rng.standard_normal((1000, 256)).astype(np.float32)
     ones = np.ones(256, np.float32)
+    logits = rng.standard_normal((16, 64, 96)).astype(np.float32)      # a character LM
+    targets = rng.integers(0, 96, (16, 64))
+    causal = ~np.tril(np.ones((64, 64), bool))                         # blocked keys
     results = {
         "fmax_vs_max_rows": compare(lambda: np.max(scores, -1), lambda: np.fmax.reduce(
             scores, -1), number),
@@ -63,6 +74,16 @@ def run(number: int = 20) -> dict:
         "embedding_backward": compare(
             lambda: forward_and_backward(embedding_reference, ids, table),
             lambda: forward_and_backward(embedding.forward, ids, table), number),
+        "gelu_exact": compare(lambda: forward_and_backward(gelu_exact_reference, wide[:2]),
+                              lambda: forward_and_backward(gelu_exact.forward, wide[:2]),
+                              number),
+        "cross_entropy": compare(
+            lambda: forward_and_backward(cross_entropy_reference, logits, targets),
+            lambda: forward_and_backward(cross_entropy.forward, logits, targets), number),
+        "masked_fill": compare(
+            lambda: forward_and_backward(masked_fill_reference, scores, causal, -np.inf),
+            lambda: forward_and_backward(lambda x, m, v: masked_fill.forward(x, m, value=v),
+                                         scores, causal, -np.inf), number),
         "adamw_step_1.3M": compare(*adamw_steps(), number=max(1, number // 4)),
     }
     results.update(embedding_one_hot_crossover(number))
