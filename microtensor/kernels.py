@@ -63,18 +63,16 @@ def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray, scratch: in
     `scratch=n` also passes n buffers shaped like one block of the last array, made once
     and reused by every block, for the kernel's temporaries: a fresh array per block
     would be allocated (and its pages faulted in) block after block."""
-    n_rows = len(arrays[0])
-    if arrays[0].size <= BLOCK_SIZE:
-        rows_per_block = max(n_rows, 1)   # one block: the common case for small tensors
-    else:
-        row_size = max(1, arrays[0].size // max(n_rows, 1))
-        rows_per_block = max(1, BLOCK_SIZE // row_size)
     last = arrays[-1]
-    buffers = [np.empty((min(rows_per_block, n_rows),) + last.shape[1:], last.dtype)
-               for _ in range(scratch)]
-    if rows_per_block >= n_rows:
-        kernel(*arrays, *buffers)
+    if arrays[0].size <= BLOCK_SIZE:
+        # One block: the common case for small tensors, kept cheap.
+        kernel(*arrays, *(np.empty_like(last) for _ in range(scratch)))
         return
+    n_rows = len(arrays[0])
+    row_size = max(1, arrays[0].size // max(n_rows, 1))
+    rows_per_block = max(1, BLOCK_SIZE // row_size)
+    buffers = [np.empty((rows_per_block,) + last.shape[1:], last.dtype)
+               for _ in range(scratch)]
     for start in range(0, n_rows, rows_per_block):
         rows = slice(start, start + rows_per_block)
         block = [a[rows] for a in arrays]

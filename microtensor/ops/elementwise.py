@@ -145,9 +145,9 @@ def gelu_tanh(x):
     computes, faster (see kernels.py)."""
     c, k = _GELU_C, 0.044715
     # The forward writes the output and the derivative dy/dx in the same pass over the
-    # rows, while x and x^2 are in cache, so the backward is one multiply. What is saved
-    # for the backward is dydx, one array the size of the activation (the textbook form
-    # saves t, the same size). In-place updates: on large activations each temporary
+    # rows, while x and x^2 are in cache, so the backward is one multiply. The backward
+    # keeps dydx, one array the size of the activation, and neither x nor t (the
+    # textbook form keeps both). In-place updates: on large activations each temporary
     # array costs more (allocation, page faults) than the arithmetic, and row blocks keep
     # the few buffers in cache. Any shape (0-d included) is viewed as a column of
     # elements, so it splits into blocks.
