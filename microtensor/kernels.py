@@ -1,8 +1,9 @@
 """The speed tricks behind the fast primitives, explained once.
 
-Each fused primitive (softmax, layer_norm, rms_norm, gelu, linear) has a plain NumPy
-reference form beside it that reads like the math (`softmax_reference`, ...). The forms
-that run are the same math rearranged around three facts about NumPy on a CPU:
+Each fused primitive (softmax, layer_norm, rms_norm, gelu, linear, cross_entropy,
+embedding, masked_fill) has a plain NumPy reference form beside it that reads like the
+math (`softmax_reference`, ...). The forms that run are the same math rearranged around
+four facts about NumPy on a CPU:
 
 1. **Reductions over many short rows are slow; a matrix-vector product is not.**
    `a.sum(axis=-1)` over (batch, heads, T, T) attention scores walks each short row with
@@ -10,18 +11,27 @@ that run are the same math rearranged around three facts about NumPy on a CPU:
    once. The same holds for column sums (`ones @ a`, bias gradients) and for means
    (`a @ (ones / n)`, LayerNorm). `sum_over_last_axis`, `sum_over_rows` and `averager`
    are those three products; the averaging vector is cached, because LayerNorm asks for
-   the same one at every call.
+   the same one at every call. A scatter-add can be a product too: embedding's gradient
+   for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort.
 
 2. **On large activations every temporary array costs more than its arithmetic.**
    Allocating it, faulting its pages in and streaming it through memory dominate a
    multiply-add. So the fast GELU writes each step into a buffer it already has
    (`np.multiply(x, x, out=t)`), and `for_row_blocks` runs such an in-place chain over
-   blocks of rows small enough that the few temporaries stay in the CPU cache.
+   blocks of rows small enough that the few temporaries stay in the CPU cache (and
+   hands it block-sized scratch buffers made once, not once per block).
 
 3. **Fewer passes over memory.** `np.fmax.reduce` does not test each element for NaN
    (a NaN still reaches its whole row through the sum that follows), and
    `np.einsum("...i,...i->...")` forms a row-wise dot product without the (g * y)
-   temporary.
+   temporary. `np.copyto(out, value, where=mask)` writes through a mask without reading
+   a second full-size operand as `np.where` does.
+
+4. **The backward's work can ride on the forward's pass.** While x and its powers are in
+   cache, GELU's forward also writes dy/dx, so its backward is one multiply; it saves
+   dydx (one activation-sized array) where the textbook form saves tanh(...).
+   cross_entropy turns its shifted logits into softmax in place and hands that to the
+   backward, instead of saving log-probabilities and taking exp again.
 
 What is not here: threads. NumPy's ufuncs release the GIL, so two threads could share
 the elementwise work, but in a training step OpenBLAS's own threads keep spinning on both
@@ -44,20 +54,29 @@ import numpy as np
 BLOCK_SIZE = 1 << 15   # elements per block: a few arrays of this size stay in cache
 
 
-def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray) -> None:
+def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray, scratch: int = 0) -> None:
     """Call `kernel(*(a[rows] for a in arrays))` for blocks of rows that cover the first
     axis, one after another. The arrays share their first axis; the kernel writes its
     results into (views of) them and touches only its own rows, so the result is the same,
-    bit for bit, as one call on the whole arrays."""
+    bit for bit, as one call on the whole arrays.
+
+    `scratch=n` also passes n buffers shaped like one block of the last array, made once
+    and reused by every block, for the kernel's temporaries: a fresh array per block
+    would be allocated (and its pages faulted in) block after block."""
+    last = arrays[-1]
     if arrays[0].size <= BLOCK_SIZE:
-        kernel(*arrays)  # one block: the common case for small tensors, kept cheap
+        # One block: the common case for small tensors, kept cheap.
+        kernel(*arrays, *(np.empty_like(last) for _ in range(scratch)))
         return
     n_rows = len(arrays[0])
     row_size = max(1, arrays[0].size // max(n_rows, 1))
     rows_per_block = max(1, BLOCK_SIZE // row_size)
+    buffers = [np.empty((rows_per_block,) + last.shape[1:], last.dtype)
+               for _ in range(scratch)]
     for start in range(0, n_rows, rows_per_block):
         rows = slice(start, start + rows_per_block)
-        kernel(*(a[rows] for a in arrays))
+        block = [a[rows] for a in arrays]
+        kernel(*block, *(b[:len(block[0])] for b in buffers))
 
 
 def sum_over_rows(a: np.ndarray) -> np.ndarray:

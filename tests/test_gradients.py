@@ -26,6 +26,7 @@ from strategies import (
 
 import microtensor as mt
 import microtensor.functional as F
+from microtensor.ops import nn as nn_ops
 
 # ----------------------------------------------------------------- elementwise, binary
 
@@ -383,10 +384,13 @@ def test_dropout_gradient(shape, p, seed):
     check(fixed_mask_dropout, normal(seed, shape))
 
 
+@pytest.mark.parametrize("one_hot_max_vocab", [10**9, 0])   # the GEMM path, the sort path
 @given(ids_shape=shapes(min_dims=1, max_dims=3), vocab=st.integers(1, 5), seed=seeds)
-def test_embedding_gradient_with_repeated_ids(ids_shape, vocab, seed):
+def test_embedding_gradient_with_repeated_ids(one_hot_max_vocab, ids_shape, vocab, seed):
     ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)
-    check(lambda W: F.embedding(ids, W), normal(seed, (vocab, 3)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", one_hot_max_vocab)
+        check(lambda W: F.embedding(ids, W), normal(seed, (vocab, 3)))
 
 
 def test_embedding_repeated_id_accumulates():

@@ -9,16 +9,25 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds, shapes
+from strategies import broadcastable_pair, seeds, shapes
 
 import microtensor as mt
 import microtensor.functional as F
 from microtensor import kernels
 from microtensor.autograd import sum_to_shape
 from microtensor.kernels import for_row_blocks
-from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops import nn as nn_ops
+from microtensor.ops.activation import gelu_exact, gelu_exact_reference
+from microtensor.ops.elementwise import (
+    gelu_tanh,
+    gelu_tanh_reference,
+    masked_fill,
+    masked_fill_reference,
+)
 from microtensor.ops.linalg import matmul, matmul_reference
 from microtensor.ops.nn import (
+    cross_entropy,
+    cross_entropy_reference,
     embedding,
     embedding_reference,
     layer_norm,
@@ -92,12 +101,132 @@ def test_gelu_matches_its_reference(shape, seed, dtype):
 
 
 @settings(max_examples=40, deadline=None)
+@given(shapes(), seeds, dtypes)
+def test_exact_gelu_matches_its_reference(shape, seed, dtype):
+    assert_same(gelu_exact, gelu_exact_reference, [data(shape, seed, dtype)], seed + 1, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_matches_its_reference_at_extreme_inputs(dtype):
+    # Where t = +-1 exactly, the derivative's growing factors x and 1 + 3k x^2 must meet
+    # the 0 before they overflow, as in the textbook order; NaN and inf pass as there.
+    x = np.array([-1e30, -1e14, -1e10, -30, -5, -1e-30, 0, 1e-3, 5, 30, 1e10, 1e14, 1e30,
+                  np.inf, -np.inf, np.nan], dtype)
+    with np.errstate(all="ignore"):
+        out, backward = gelu_tanh.forward(x)
+        ref_out, ref_backward = gelu_tanh_reference(x)
+        grad, = backward(np.ones_like(x))
+        ref_grad, = ref_backward(np.ones_like(x))
+    np.testing.assert_allclose(out, ref_out, rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(grad, ref_grad, rtol=TOLERANCE[dtype], atol=10 * TOLERANCE[dtype])
+    assert np.isfinite(grad[1:12]).all()                 # |x| <= 1e14: finite in float32 too
+
+
+EMBEDDING_PATHS = {"one_hot_gemm": 10**9, "sort_and_sum": 0}   # ONE_HOT_MAX_VOCAB
+
+
+@pytest.mark.parametrize("path", EMBEDDING_PATHS)
+@settings(max_examples=40, deadline=None)
 @given(shapes(max_dims=3), st.integers(1, 5), st.integers(1, 4), seeds)
-def test_embedding_gradient_matches_its_reference(ids_shape, vocab, dim, seed):
+def test_embedding_gradient_matches_its_reference(path, ids_shape, vocab, dim, seed):
     # Few rows and many ids, so repeated ids (which must accumulate) are the usual case.
     ids = np.random.default_rng(seed).integers(0, vocab, ids_shape)
-    assert_same(embedding, embedding_reference, [ids, data((vocab, dim), seed, np.float64)],
-                seed + 1, np.float64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", EMBEDDING_PATHS[path])
+        assert_same(embedding, embedding_reference,
+                    [ids, data((vocab, dim), seed, np.float64)], seed + 1, np.float64)
+
+
+@pytest.mark.parametrize("path", EMBEDDING_PATHS)
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 120), st.integers(1, 8), seeds,
+       st.sampled_from([np.float64, np.float32]))
+def test_embedding_gradient_is_exactly_np_add_at(path, n_ids, vocab, dim, seed, dtype):
+    # Gradients on a grid of multiples of 1/8 add up exactly in any order, so both paths
+    # must give np.add.at's result bit for bit (here up to 200 ids, many repeated).
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, n_ids)
+    g = (rng.integers(-64, 64, (n_ids, dim)) / 8).astype(dtype)
+    table = data((vocab, dim), seed, dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", EMBEDDING_PATHS[path])
+        grad = embedding.forward(ids, table)[1](g)[1]
+    np.testing.assert_array_equal(grad, embedding_reference(ids, table)[1](g)[1])
+    assert grad.dtype == dtype
+
+
+def test_embedding_gradient_keeps_inf_and_nan_in_their_own_rows():
+    # In a one-hot GEMM 0 * inf would spread NaN to every row: the op sums by sorting then.
+    ids = np.array([0, 2, 2, 1])
+    g = np.array([[1.0, 2.0], [np.inf, 1.0], [1.0, np.nan], [3.0, 4.0]])
+    grad = embedding.forward(ids, np.zeros((4, 2)))[1](g)[1]
+    np.testing.assert_array_equal(grad, [[1.0, 2.0], [3.0, 4.0], [np.inf, np.nan], [0, 0]])
+
+
+@st.composite
+def cross_entropy_cases(draw):
+    """(logits, target, config): integer targets (some ignored) or probabilities, any
+    reduction, with or without label smoothing."""
+    lead = draw(shapes(max_dims=2))
+    classes, seed = draw(st.integers(1, 6)), draw(seeds)
+    dtype = draw(dtypes)
+    rng = np.random.default_rng(seed)
+    logits = data(lead + (classes,), seed, dtype, scale=3.0)
+    if draw(st.booleans()):
+        target = rng.dirichlet(np.ones(classes), lead).astype(dtype)
+    else:
+        target = rng.integers(0, classes, lead)
+        target = np.where(rng.random(lead) < 0.3, -1, target)     # some ignored
+    config = {"ignore_index": -1, "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+              "label_smoothing": draw(st.sampled_from([0.0, 0.1, 1.0]))}
+    return logits, target, config, dtype, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(cross_entropy_cases())
+def test_cross_entropy_matches_its_reference(case):
+    logits, target, config, dtype, seed = case
+    with np.errstate(invalid="ignore"):   # "mean" over no counted position is NaN in both
+        assert_same(cross_entropy, cross_entropy_reference, [logits, target], seed + 1,
+                    dtype, **config)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_is_stable_at_extreme_logits(dtype, label_smoothing):
+    # Huge logits (exp would overflow without the max) and -inf logits (a class that
+    # can never be picked) give the reference's finite loss and gradient.
+    logits = np.array([[1e30, 0.0, -1e30], [-np.inf, 2.0, 1.0], [3.0, -np.inf, -np.inf],
+                       [0.0, 1.0, 2.0]], dtype)
+    target = np.array([0, 1, 0, -100])
+    out, backward = cross_entropy.forward(logits, target, label_smoothing=label_smoothing)
+    ref_out, ref_backward = cross_entropy_reference(logits, target,
+                                                    label_smoothing=label_smoothing)
+    grad, _ = backward(np.ones((), dtype))
+    ref_grad, _ = ref_backward(np.ones((), dtype))
+    if label_smoothing == 0:
+        assert np.isfinite(out) and np.isfinite(grad).all()
+    np.testing.assert_allclose(out, ref_out, rtol=TOLERANCE[dtype])
+    np.testing.assert_allclose(grad, ref_grad, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(broadcastable_pair(), seeds, dtypes, st.sampled_from([float("-inf"), 0.0, 3.5]))
+def test_masked_fill_matches_its_reference_bit_for_bit(shapes_xm, seed, dtype, value):
+    rng = np.random.default_rng(seed)
+    x = np.asarray(data(shapes_xm[0], seed, dtype))
+    x[x > 2.5] = np.inf                                   # infs and NaNs pass through
+    mask = rng.random(shapes_xm[1]) < 0.5
+    out, backward = masked_fill.forward(x, mask, value=value)
+    ref_out, ref_backward = masked_fill_reference(x, mask, value)
+    np.testing.assert_array_equal(out, ref_out)
+    assert out.dtype == ref_out.dtype
+    g = np.asarray(data(out.shape, seed + 1, dtype))
+    g[g > 2.5] = np.nan
+    np.testing.assert_array_equal(backward(g)[0], ref_backward(g)[0])
+    # A read-only broadcast gradient (as a sum's backward sends) is not written into.
+    broadcast_g = np.broadcast_to(np.ones((), dtype), out.shape)
+    np.testing.assert_array_equal(backward(broadcast_g)[0], ref_backward(broadcast_g)[0])
 
 
 @st.composite
@@ -157,6 +286,21 @@ def test_for_row_blocks_covers_every_row_in_blocks():
     for_row_blocks(kernel, x, y)
     np.testing.assert_array_equal(y, 2 * x)
     assert len(sizes) > 1 and sum(sizes) == ROWS
+
+
+def test_for_row_blocks_hands_each_block_its_scratch_buffers():
+    x = np.arange(ROWS * 64, dtype=np.float64).reshape(ROWS, 64)
+    y = np.full_like(x, np.nan)
+    seen = []
+
+    def kernel(x, y, scratch):
+        assert scratch.shape == x.shape and scratch.dtype == y.dtype
+        seen.append(scratch.base if scratch.base is not None else scratch)
+        np.multiply(x, 3, out=scratch)
+        np.subtract(scratch, x, out=y)
+    for_row_blocks(kernel, x, y, scratch=1)
+    np.testing.assert_array_equal(y, 2 * x)
+    assert len(seen) > 1 and all(buffer is seen[0] for buffer in seen)   # made once
 
 
 def test_a_kernel_error_reaches_the_caller():

@@ -71,16 +71,31 @@ _INV_SQRT_2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
-@primitive("gelu", rule="dx = g * (Phi(x) + x * phi(x)),  Phi, phi = the normal cdf and pdf")
-def gelu_exact(x):
-    """GELU as defined, x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2 (PyTorch's
-    default `gelu`, `approximate='none'`)."""
+def gelu_exact_reference(x):
+    """Exact GELU as in a textbook, and its backward: the specification `gelu_exact`
+    meets. y = x Phi(x); dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
     dtype = np.result_type(x, 0.5)
     cdf = (0.5 * (1 + np.asarray(_erf_elementwise(np.asarray(x, np.float64) * _INV_SQRT_2),
                                  np.float64))).astype(dtype)
     def backward(g):
-        # d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
         return (g * (cdf + x * _INV_SQRT_2PI * np.exp(-0.5 * np.square(x))),)
+    return x * cdf, backward
+
+
+@primitive("gelu", rule="dx = g * dydx,  dydx = Phi(x) + x * phi(x),"
+                        "  Phi, phi = the normal cdf and pdf")
+def gelu_exact(x):
+    """GELU as defined, x * Phi(x) with Phi(x) = (1 + erf(x / sqrt(2))) / 2 (PyTorch's
+    default `gelu`, `approximate='none'`). Computes what `gelu_exact_reference` computes."""
+    dtype = np.result_type(x, 0.5)
+    cdf = (0.5 * (1 + np.asarray(_erf_elementwise(np.asarray(x, np.float64) * _INV_SQRT_2),
+                                 np.float64))).astype(dtype)
+    # d/dx [x Phi(x)] = Phi(x) + x phi(x), formed here while x and Phi(x) are at hand, so
+    # the backward is one multiply and saves dydx (the textbook form saves Phi(x)).
+    dydx = x * _INV_SQRT_2PI * np.exp(-0.5 * np.square(x))
+    dydx += cdf
+    def backward(g):
+        return (g * dydx,)
     return x * cdf, backward
 
 

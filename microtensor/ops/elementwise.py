@@ -137,52 +137,51 @@ def gelu_tanh_reference(x):
     return 0.5 * x * (1 + t), backward
 
 
-@primitive("gelu", rule="dx = g * (0.5 * (1 + t) + 0.5 * x * (1 - t^2) * c * (1 + 3k x^2)),"
-                        "  t = tanh(c (x + k x^3))")
+@primitive("gelu", rule="dx = g * dydx,  dydx = s (1 + 2c x (1 - s) (1 + 3k x^2)),"
+                        "  s = (1 + tanh(c (x + k x^3))) / 2")
 def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
     computes, faster (see kernels.py)."""
     c, k = _GELU_C, 0.044715
-    # In-place updates: on large activations each temporary array costs more (allocation,
-    # page faults) than the arithmetic, and row blocks keep the few buffers in cache. Any
-    # shape (0-d included) is viewed as a column of elements, so it splits into blocks.
+    # The forward writes the output and the derivative dy/dx in the same pass over the
+    # rows, while x and x^2 are in cache, so the backward is one multiply. The backward
+    # keeps dydx, one array the size of the activation, and neither x nor t (the
+    # textbook form keeps both). In-place updates: on large activations each temporary
+    # array costs more (allocation, page faults) than the arithmetic, and row blocks keep
+    # the few buffers in cache. Any shape (0-d included) is viewed as a column of
+    # elements, so it splits into blocks.
     x = np.asarray(x)
     shape = x.shape
     x = x.reshape(-1, 1)
-    t = np.empty(x.shape, np.result_type(x, 0.5))
-    out = np.empty_like(t)
+    dtype = np.result_type(x, 0.5)
+    out = np.empty(x.shape, dtype)
+    dydx = np.empty(x.shape, dtype)
 
-    def forward_block(x, t, out):
-        np.multiply(x, x, out=t)
-        t *= c * k
-        t += c
-        t *= x
-        np.tanh(t, out=t)                     # t = tanh(c (x + k x^3))
-        np.add(t, 1, out=out)
-        out *= x
-        out *= 0.5                            # 0.5 x (1 + t)
-    for_row_blocks(forward_block, x, t, out)
+    def forward_block(x, out, dydx, x_squared, s):
+        # With s = (1 + t) / 2, y = x s. As 1 - t^2 = 4 s (1 - s), the textbook derivative
+        # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3k x^2) is s + 2c x s (1 - s) (1 + 3k x^2).
+        # s (1 - s) comes first: it is exactly 0 where |x| is large, so the growing
+        # factors meet a 0 before they can overflow (0 * inf would be NaN).
+        np.multiply(x, x, out=x_squared, dtype=dtype)   # (float even for integer x)
+        np.multiply(x_squared, c * k, out=s)
+        s += c
+        s *= x
+        np.tanh(s, out=s)                     # t = tanh(c (x + k x^3))
+        s *= 0.5
+        s += 0.5                              # s = (1 + t) / 2
+        np.multiply(x, s, out=out)            # y = x s
+        np.subtract(1, s, out=dydx)
+        dydx *= s
+        dydx *= x                             # x s (1 - s)
+        slope = np.multiply(x_squared, 6 * c * k, out=x_squared)   # x^2 is not needed again
+        slope += 2 * c                        # 2c (1 + 3k x^2)
+        dydx *= slope
+        dydx += s
+    for_row_blocks(forward_block, x, out, dydx, scratch=2)
 
     def backward(g):
-        g = np.reshape(g, x.shape)
-        grad = np.empty(x.shape, np.result_type(g, t))
-
-        def backward_block(x, t, g, grad):
-            # The rule, term by term into one buffer (no temporaries but `slope`).
-            np.multiply(t, t, out=grad)
-            np.subtract(1, grad, out=grad)
-            grad *= x
-            slope = x * x
-            slope *= 1.5 * c * k
-            slope += 0.5 * c
-            grad *= slope                     # 0.5 x (1 - t^2) c (1 + 3k x^2)
-            np.multiply(t, 0.5, out=slope)
-            grad += slope
-            grad += 0.5
-            grad *= g
-        for_row_blocks(backward_block, x, t, g, grad)
-        return (grad.reshape(shape),)
+        return (np.multiply(g, dydx.reshape(shape)),)
     return out.reshape(shape), backward
 
 
@@ -255,13 +254,30 @@ def where(cond, a, b):
     return np.where(cond, a, b), backward
 
 
-@primitive("masked_fill", rule="dx = g * ~mask")
-def masked_fill(x, mask, *, value):
-    """`x` with `value` written where `mask` is True (attention masks use -inf)."""
-    _check_mask("masked_fill", mask)
-    out = np.where(mask, np.asarray(value, dtype=x.dtype), x)
+def masked_fill_reference(x, mask, value):
+    """masked_fill as in a textbook, and its backward: the specification `masked_fill`
+    meets. The output selects value or x; the gradient selects 0 or g (a select, never a
+    multiply by ~mask: g * 0 would turn an inf in g into NaN)."""
     def backward(g):
         return np.where(mask, np.zeros((), dtype=g.dtype), g), None
+    return np.where(mask, np.asarray(value, dtype=x.dtype), x), backward
+
+
+@primitive("masked_fill", rule="dx = g * ~mask")
+def masked_fill(x, mask, *, value):
+    """`x` with `value` written where `mask` is True (attention masks use -inf).
+    Computes what `masked_fill_reference` computes, faster."""
+    _check_mask("masked_fill", mask)
+    value = np.asarray(value, dtype=x.dtype)
+    # A copy, then `value` written through the mask: about twice as fast as np.where,
+    # which reads a broadcast (T, T) mask and both branches for every element.
+    out = np.empty(np.broadcast_shapes(x.shape, np.shape(mask)), x.dtype)
+    np.copyto(out, x)
+    np.copyto(out, value, where=mask)
+    def backward(g):
+        grad = np.array(g, dtype=g.dtype)      # a writable copy (g may be a broadcast view)
+        np.copyto(grad, np.zeros((), dtype=g.dtype), where=mask)
+        return grad, None
     return out, backward
 
 

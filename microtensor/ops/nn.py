@@ -190,6 +190,46 @@ def log_softmax_last(logits):
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
+def cross_entropy_reference(logits, target, *, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0):
+    """Cross-entropy as in a textbook, and its backward: the specification
+    `cross_entropy` meets (for inputs `cross_entropy` accepts).
+
+    With q the target distribution (one-hot at the target id, mixed with the uniform one
+    by label smoothing eps: (1 - eps) q + eps / C; or the given probabilities), the loss
+    per position is -sum_c q_c log softmax(x)_c, and its gradient at x is
+    softmax(x) * sum(q) - q: the predicted distribution minus the target one.
+    """
+    target = np.asarray(target)
+    n_classes, eps = logits.shape[-1], float(label_smoothing)
+    log_probs = log_softmax_last(logits)
+    if target.shape == logits.shape:                                   # probabilities
+        valid = np.ones(logits.shape[:-1], dtype=bool)
+        q = target * (1 - eps) + eps / n_classes
+        losses = -np.sum(q * log_probs, axis=-1)
+    else:
+        valid = target != ignore_index
+        safe_target = np.where(valid, target, 0)[..., None]
+        q = (np.arange(n_classes) == safe_target) * (1 - eps) + eps / n_classes
+        # The sum over q picks one log-probability (and, smoothed, takes the mean of all),
+        # written as a pick so that a -inf logit elsewhere does not make 0 * -inf.
+        losses = -(1 - eps) * np.take_along_axis(log_probs, safe_target, axis=-1)[..., 0]
+        if eps:
+            losses -= eps * np.mean(log_probs, axis=-1)
+        losses = np.where(valid, losses, 0)
+    losses = losses.astype(logits.dtype)
+    n_counted = int(valid.sum())
+    out = reduce_losses(losses, n_counted, reduction)
+    def backward(g):
+        weight = valid / max(n_counted, 1) if reduction == "mean" else valid * 1.0
+        weight = (weight * g)[..., None]
+        grad = (np.exp(log_probs) * np.sum(q, axis=-1, keepdims=True) - q) * weight
+        grad_target = -(1 - eps) * log_probs * weight if target.shape == logits.shape \
+            else None
+        return grad, grad_target
+    return np.asarray(out, dtype=logits.dtype), backward
+
+
 @primitive("cross_entropy",
            rule="dlogits = g * (softmax(logits) * sum(q) - q) / n_counted,  "
                 "q = the target distribution (one-hot, smoothed or given)")
@@ -202,6 +242,7 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
     not in the mean's denominator). `label_smoothing` = eps mixes the target with the
     uniform distribution, (1 - eps) target + eps / C, as PyTorch does.
     reduction: "mean" (over counted positions; NaN if none, as PyTorch), "sum" or "none".
+    Computes what `cross_entropy_reference` computes, faster (see kernels.py).
     """
     target = np.asarray(target)
     check_reduction("cross_entropy", reduction)
@@ -222,43 +263,60 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
                        f"last axis)", fix="the last axis of the logits must hold one score "
                        "per class")
     eps = float(label_smoothing)
-    log_probs = log_softmax_last(logits)
+    # One (rows, C) buffer goes from the shifted logits to softmax in place; what the loss
+    # needs of log softmax = shifted - log(sum exp(shifted)) is read off before the exp:
+    # the shifted logit at each target, or a row mean or dot product (GEMVs). Full
+    # log-probabilities are formed only for probability targets (their gradient needs
+    # them). The backward gets softmax itself, so it does not recompute the exp.
+    rows = logits.reshape(-1, n_classes)                               # (N, C)
+    dtype = np.result_type(rows, 0.5)
+    softmax = np.subtract(rows, np.fmax.reduce(rows, axis=-1, keepdims=True), dtype=dtype)
     if probabilities:
-        valid = np.ones(logits.shape[:-1], dtype=bool)
-        q = target * (1 - eps) + eps / n_classes                       # (..., C)
-        losses = -np.sum(q * log_probs, axis=-1)
+        valid = np.ones(len(rows), dtype=bool)
+        q = target.reshape(rows.shape) * (1 - eps) + eps / n_classes   # (N, C)
+        q_sum = sum_over_last_axis(q)
+        q_dot_shifted = np.einsum("ij,ij->i", q, softmax)
+        log_probs = softmax.copy()                      # shifted; minus log_sum_exp below
     else:
-        valid = _check_targets("cross_entropy", target, n_classes, ignore_index)
-        safe_target = np.where(valid, target, 0)
-        picked = np.take_along_axis(log_probs, safe_target[..., None], axis=-1)[..., 0]
-        losses = -picked
+        valid = _check_targets("cross_entropy", target, n_classes, ignore_index).reshape(-1)
+        safe_target = np.where(valid, target.reshape(-1), 0)
+        row_index = np.arange(len(rows))
+        shifted_at_target = softmax[row_index, safe_target]
+        if eps:
+            shifted_mean = softmax @ kernels.averager(n_classes, dtype)
+    np.exp(softmax, out=softmax)
+    sum_exp = sum_over_last_axis(softmax)
+    log_sum_exp = np.log(sum_exp)                       # log softmax = shifted - this
+    if probabilities:
+        losses = q_sum * log_sum_exp - q_dot_shifted    # -sum(q * log softmax)
+        log_probs -= log_sum_exp[:, None]
+    else:
+        losses = log_sum_exp - shifted_at_target        # -log softmax at the target
         if eps:  # smoothing: (1 - eps) of the usual loss, eps of the mean over classes
-            losses = (1 - eps) * losses - eps * np.mean(log_probs, axis=-1)
+            losses = (1 - eps) * losses + eps * (log_sum_exp - shifted_mean)
         losses = np.where(valid, losses, 0)
-    losses = losses.astype(logits.dtype)
+    softmax *= (1 / sum_exp)[:, None]
+    losses = losses.astype(logits.dtype).reshape(logits.shape[:-1])
     n_counted = int(valid.sum())
     out = reduce_losses(losses, n_counted, reduction)
 
     def backward(g):
         # d(-sum_c q_c log softmax(x)_c) / dx = softmax(x) * sum(q) - q: the predicted
         # distribution minus the target one (sum(q) is 1 for a one-hot or smoothed target).
-        weight = valid.astype(log_probs.dtype)
+        weight = valid.astype(dtype)
         if reduction == "mean":
             weight /= max(n_counted, 1)
-        weight = weight * g                                             # (...)
-        grad = np.exp(log_probs)
+        weight = weight * np.reshape(g, -1)                             # (N,)
         if probabilities:
-            grad *= np.sum(q, axis=-1, keepdims=True)
-            grad -= q
-            grad_target = -(1 - eps) * log_probs * weight[..., None]
-        else:
-            grad -= eps / n_classes
-            np.put_along_axis(grad, safe_target[..., None],
-                              np.take_along_axis(grad, safe_target[..., None], axis=-1)
-                              - (1 - eps), axis=-1)
-            grad_target = None
-        grad *= weight[..., None]
-        return grad, grad_target
+            grad = softmax * (q_sum * weight)[:, None]
+            grad -= q * weight[:, None]
+            grad_target = -(1 - eps) * log_probs * weight[:, None]
+            return grad.reshape(logits.shape), grad_target.reshape(logits.shape)
+        grad = softmax * weight[:, None]
+        if eps:
+            grad -= (eps / n_classes * weight)[:, None]
+        grad[row_index, safe_target] -= (1 - eps) * weight
+        return grad.reshape(logits.shape), None
     return np.asarray(out, dtype=logits.dtype), backward
 
 
@@ -287,10 +345,20 @@ def embedding_reference(ids, weight):
     return weight[ids], backward
 
 
+# Up to this many table rows, embedding's backward is a one-hot GEMM; above, a sort and
+# a segmented sum. Measured (tests/bench/bench_kernels.py; also 256 to 16384 ids of
+# width 32 to 512), the GEMM's cost grows with the rows and the sort's does not: alone,
+# with BLAS on 2 threads, it wins up to about 128 rows, on one thread up to about 50.
+# Inside a training step (BLAS threads busy, caches cold) a 64-row table was already
+# slower on either setting, so the GEMM is kept for tables of up to 32 rows.
+ONE_HOT_MAX_VOCAB = 32
+
+
 @primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
 def embedding(ids, weight):
     """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d).
-    Computes what `embedding_reference` computes; its backward is faster."""
+    Computes what `embedding_reference` computes; its backward is faster (a one-hot GEMM
+    for a small table, a sort and a segmented sum otherwise)."""
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise op_error("embedding", f"ids must be integers, got {describe(ids)}", TypeError)
@@ -307,10 +375,22 @@ def embedding(ids, weight):
                        else "the table is empty: give it at least one row")
     flat = ids.reshape(-1)
     def backward(g):
+        rows = g.reshape(-1, weight.shape[1])                       # (N, d)
+        if weight.shape[0] <= ONE_HOT_MAX_VOCAB:
+            # dW = one_hot(ids)^T @ rows: each table row is the sum of the gradient rows
+            # that looked it up, as one GEMM. It costs vocab multiply-adds per gradient
+            # element, so it wins only for a small vocabulary (positions, characters).
+            one_hot_t = np.zeros((weight.shape[0], flat.size), rows.dtype)   # (vocab, N)
+            one_hot_t[flat, np.arange(flat.size)] = 1
+            with np.errstate(invalid="ignore"):   # 0 * inf: handled just below
+                grad = one_hot_t @ rows
+            if np.isfinite(grad).all():
+                return None, grad
+            # An inf or NaN in g would reach every table row through 0 * inf: sum by
+            # sorting instead, which touches only the rows that were looked up.
         # np.add.at is slow (one Python-level scatter per row). Sorting the ids puts equal
         # ones together, so one np.add.reduceat sums each run of rows: O(N * d) work and
         # memory, several times faster (and no (vocab, N) one-hot matrix).
-        rows = g.reshape(-1, weight.shape[1])                       # (N, d)
         order = np.argsort(flat, kind="stable")
         sorted_ids = flat[order]
         starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])

@@ -12,8 +12,17 @@ from common import emit, side_by_side, torch
 
 import microtensor as mt
 from microtensor import kernels, optim
-from microtensor.ops.elementwise import gelu_tanh, gelu_tanh_reference
+from microtensor.ops import nn as nn_ops
+from microtensor.ops.activation import gelu_exact, gelu_exact_reference
+from microtensor.ops.elementwise import (
+    gelu_tanh,
+    gelu_tanh_reference,
+    masked_fill,
+    masked_fill_reference,
+)
 from microtensor.ops.nn import (
+    cross_entropy,
+    cross_entropy_reference,
     embedding,
     embedding_reference,
     layer_norm,
@@ -42,6 +51,9 @@ def run(number: int = 20) -> dict:
     ids = rng.integers(0, 1000, (8, 64))
     table = rng.standard_normal((1000, 256)).astype(np.float32)
     ones = np.ones(256, np.float32)
+    logits = rng.standard_normal((16, 64, 96)).astype(np.float32)      # a character LM
+    targets = rng.integers(0, 96, (16, 64))
+    causal = ~np.tril(np.ones((64, 64), bool))                         # blocked keys
     results = {
         "fmax_vs_max_rows": compare(lambda: np.max(scores, -1), lambda: np.fmax.reduce(
             scores, -1), number),
@@ -62,8 +74,19 @@ def run(number: int = 20) -> dict:
         "embedding_backward": compare(
             lambda: forward_and_backward(embedding_reference, ids, table),
             lambda: forward_and_backward(embedding.forward, ids, table), number),
+        "gelu_exact": compare(lambda: forward_and_backward(gelu_exact_reference, wide[:2]),
+                              lambda: forward_and_backward(gelu_exact.forward, wide[:2]),
+                              number),
+        "cross_entropy": compare(
+            lambda: forward_and_backward(cross_entropy_reference, logits, targets),
+            lambda: forward_and_backward(cross_entropy.forward, logits, targets), number),
+        "masked_fill": compare(
+            lambda: forward_and_backward(masked_fill_reference, scores, causal, -np.inf),
+            lambda: forward_and_backward(lambda x, m, v: masked_fill.forward(x, m, value=v),
+                                         scores, causal, -np.inf), number),
         "adamw_step_1.3M": compare(*adamw_steps(), number=max(1, number // 4)),
     }
+    results.update(embedding_one_hot_crossover(number))
     if torch is not None:
         params = [torch.zeros(1024, 1280, requires_grad=True)]
         params[0].grad = torch.ones(1024, 1280)
@@ -71,6 +94,31 @@ def run(number: int = 20) -> dict:
         results["adamw_step_1.3M"]["torch_us"] = 1e6 * side_by_side(
             {"torch": torch_adamw.step}, rounds=5, number=max(1, number // 4))["torch"]
     return emit("kernels", results)
+
+
+def embedding_one_hot_crossover(number: int) -> dict:
+    """embedding's backward as a sort + segmented sum ("plain") and as a one-hot GEMM
+    ("trick") for tables of 32 to 256 rows, 1024 and 4096 ids of width 128: where the
+    GEMM stops winning sets nn.ONE_HOT_MAX_VOCAB."""
+    rng = np.random.default_rng(0)
+    rows = {}
+    for n_ids in (1024, 4096):
+        grad = rng.standard_normal((n_ids, 128)).astype(np.float32)
+        for vocab in (32, 64, 96, 128, 192, 256):
+            ids = rng.integers(0, vocab, n_ids)
+            table = rng.standard_normal((vocab, 128)).astype(np.float32)
+
+            def backward_with(max_vocab, ids=ids, table=table, grad=grad):
+                def run_backward():
+                    saved, nn_ops.ONE_HOT_MAX_VOCAB = nn_ops.ONE_HOT_MAX_VOCAB, max_vocab
+                    try:
+                        embedding.forward(ids, table)[1](grad)
+                    finally:
+                        nn_ops.ONE_HOT_MAX_VOCAB = saved
+                return run_backward
+            rows[f"embedding_one_hot_{n_ids}_ids_vocab_{vocab}"] = compare(
+                backward_with(0), backward_with(vocab), number)
+    return rows
 
 
 def adamw_steps():
