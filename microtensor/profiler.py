@@ -66,8 +66,8 @@ class profile:
             lines.append((name, f"{1e3 * r['forward_s'] / per:.3f}",
                           f"{1e3 * r['backward_s'] / per:.3f}",
                           f"{r['forward_calls'] // per}/{r['backward_calls'] // per}",
-                          f"{r['forward_bytes'] / per / 1e6:.2f}/"
-                          f"{r['backward_bytes'] / per / 1e6:.2f}"))
+                          (f"{r['forward_bytes'] / per / 1e6:.2f}/"
+                           f"{r['backward_bytes'] / per / 1e6:.2f}")))
         lines.append(("total", f"{1e3 * sum(r['forward_s'] for r in self.rows.values()) / per:.3f}",
                       f"{1e3 * sum(r['backward_s'] for r in self.rows.values()) / per:.3f}",
                       "", ""))

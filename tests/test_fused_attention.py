@@ -8,8 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microtensor as mt
-from transformer import (DecoderLM, MultiHeadAttention, fast_attention, fused_attention,
-                         scaled_dot_product_attention)
+from transformer import (
+    DecoderLM,
+    MultiHeadAttention,
+    fast_attention,
+    fused_attention,
+    scaled_dot_product_attention,
+)
 
 
 def both_paths(fn, tensors):
