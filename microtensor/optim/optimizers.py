@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import op_error
 from ..nn import Module
 from ..tensor import Tensor
+from .flat import FlatBuffers, flat_buffers_by_dtype
 
 
 # ---------------------------------------------------------------------- shared machinery
@@ -159,7 +160,21 @@ class Optimizer:
                            + "".join(f"\n  - {problem}" for problem in problems))
         for group, hyper in zip(self.param_groups, settings):
             group.update(hyper)
-        self.state = entries
+        # Into the arrays already held, in place: they may be views of flat buffers
+        # (optim/flat.py), which stay the state only if they are not replaced.
+        for index in [index for index in self.state if index not in entries]:
+            del self.state[index]
+        for index, loaded in entries.items():
+            held = self.state.setdefault(index, {})
+            for name in [name for name in held if name not in loaded]:
+                del held[name]
+            for name, value in loaded.items():
+                current = held.get(name)
+                if (isinstance(value, np.ndarray) and isinstance(current, np.ndarray)
+                        and current.shape == value.shape):
+                    np.copyto(current, value)
+                else:
+                    held[name] = value
 
     def _buffer(self, array: np.ndarray, slot: int = 0) -> np.ndarray:
         """A reusable scratch array shaped like `array` (no allocation per step)."""
@@ -315,6 +330,11 @@ class Adam(Optimizer):
         m = beta1 * m + (1 - beta1) * g ;  v = beta2 * v + (1 - beta2) * g^2
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
+    With `flat=True` (the default) each step is ten passes over flat buffers holding every
+    gradient and moment of a group (`optim/flat.py`: why, and what stays per parameter);
+    `flat=False` runs the textbook update parameter by parameter. Both give the same
+    numbers to the last bit.
+
         >>> opt = optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     """
 
@@ -324,8 +344,10 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, flat: bool = True):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.flat = flat
+        self._flat_buffers: dict[int, list[FlatBuffers]] = {}  # by group start
 
     def _check_hyper(self, hyper):
         super()._check_hyper(hyper)
@@ -346,13 +368,29 @@ class Adam(Optimizer):
         # torch.optim.AdamW: tests/bench/bench_kernels.py). Splitting the work over two
         # threads or cache-sized chunks made it slower, so it stays one plain loop.
         for start, group in self.groups():
-            self._step_group(start, group)
+            if not self.flat:
+                self._step_group(start, group)
+                continue
+            if start not in self._flat_buffers:
+                self._flat_buffers[start] = flat_buffers_by_dtype(
+                    start, group["params"], ("exp_avg", "exp_avg_sq"))
+            for buffers in self._flat_buffers[start]:
+                steps = buffers.prepare(self.state)
+                if steps is None:   # a grad is None, or step counts differ: per parameter
+                    self._step_params(zip(buffers.indices, buffers.params), group)
+                else:
+                    self._step_flat(buffers, steps + 1, group)
+                    buffers.count_step()
 
     def _step_group(self, start: int, group: dict) -> None:
+        self._step_params(enumerate(group["params"], start), group)
+
+    def _step_params(self, indexed_params: Iterable[tuple[int, Tensor]], group: dict) -> None:
+        """The textbook update, one parameter at a time (the reference for `_step_flat`)."""
         beta1, beta2 = (float(beta) for beta in group["betas"])
         lr, eps = float(group["lr"]), float(group["eps"])
         weight_decay = float(group["weight_decay"])
-        for i, param in enumerate(group["params"], start):
+        for i, param in indexed_params:
             grad = param.grad
             if grad is None:
                 continue
@@ -389,6 +427,43 @@ class Adam(Optimizer):
             scratch *= step_size
             p -= scratch
 
+    def _step_flat(self, buffers: FlatBuffers, step: int, group: dict) -> None:
+        """`_step_params` for every parameter of `buffers` at once: the same operations
+        in the same order, each one NumPy call over the flat arrays (so the same numbers
+        to the last bit). `step` is the step being taken, shared by all."""
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        lr, eps = float(group["lr"]), float(group["eps"])
+        weight_decay = float(group["weight_decay"])
+        step_size = lr / (1 - beta1 ** step)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+        exp_avg, exp_avg_sq = buffers.state["exp_avg"], buffers.state["exp_avg_sq"]
+        grad, scratch = buffers.grad, buffers.scratch
+        if weight_decay and not self.decoupled:
+            # Adam's L2 term needs the parameters, which are not flat: gather p * decay.
+            for param, coupled in zip(buffers.params, buffers.scratches):
+                np.multiply(param.data, weight_decay, out=coupled)
+            grad = np.add(scratch, grad, out=self._buffer(grad, 1))
+        np.subtract(grad, exp_avg, out=scratch)
+        scratch *= 1 - beta1
+        exp_avg += scratch
+        exp_avg_sq *= beta2
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
+        exp_avg_sq += scratch
+        np.sqrt(exp_avg_sq, out=scratch)
+        scratch /= bias_correction2_sqrt
+        scratch += eps
+        np.divide(exp_avg, scratch, out=scratch)
+        scratch *= step_size
+        # The update is flat, the parameters are not: two calls each to apply it. The
+        # decoupled decay can wait until here, as m and v never see the parameters.
+        shrink = 1 - lr * weight_decay if weight_decay and self.decoupled else None
+        for param, update in zip(buffers.params, buffers.scratches):
+            p = param.data
+            if shrink is not None:
+                p *= shrink
+            p -= update
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's formulation:
@@ -401,5 +476,6 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 0.01, flat: bool = True):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         flat=flat)
