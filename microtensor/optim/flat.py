@@ -44,9 +44,11 @@ class FlatBuffers:
     state array (e.g. "exp_avg"); `scratch` and `scratches[k]` are a work area. `indices[k]`
     is the parameter's index in the optimizer's `params` (its key in `opt.state`).
 
+        >>> from microtensor.optim.flat import FlatBuffers
+        >>> W, b = nn.Parameter(np.ones((2, 3))), nn.Parameter(np.ones(3))
         >>> buffers = FlatBuffers([(0, W), (1, b)], state_names=("exp_avg",))
-        >>> buffers.grads[1] is b._grad_storage
-        True
+        >>> buffers.grad.shape, buffers.grads[1] is b._grad_storage
+        ((9,), True)
     """
 
     def __init__(self, indexed_params: list[tuple[int, Tensor]], state_names: tuple[str, ...]):
