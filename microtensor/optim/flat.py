@@ -69,6 +69,10 @@ class FlatBuffers:
         # The optimizer's state dict of each parameter once it holds our views (None
         # before); a different dict there means the state was replaced since.
         self.entries: list[dict | None] = [None] * len(self.params)
+        self._per_param = [(param, index, shape, grad_view,
+                            [(name, views[k]) for name, views in self.state_views.items()])
+                           for k, (param, index, shape, grad_view) in enumerate(
+                               zip(self.params, self.indices, self.shapes, self.grads))]
 
     def views(self, flat: np.ndarray) -> list[np.ndarray]:
         """Each parameter's share of `flat`, shaped like the parameter."""
@@ -81,23 +85,28 @@ class FlatBuffers:
         the flat buffers as needed). Returns the step count all parameters share, or None
         when the flat step does not apply: a gradient is None or mis-shaped, a parameter's
         array changed shape or dtype, or the step counts differ."""
-        names = self.state_views.keys()
-        steps = None
-        for k, param in enumerate(self.params):
-            grad = param.grad
-            if (grad is None or grad.shape != self.shapes[k]
-                    or param.data.shape != self.shapes[k] or param.data.dtype != self.dtype):
+        dtype, entries, steps = self.dtype, self.entries, None
+        # The checks run every step for every parameter, so they are written for speed:
+        # identity before equality, no generators.
+        for k, (param, index, shape, grad_view, state_views) in enumerate(self._per_param):
+            grad, data = param.grad, param.data
+            if (grad is None or grad.shape != shape or data.shape != shape
+                    or (data.dtype is not dtype and data.dtype != dtype)):
                 return None
-            entry = self.entries[k]
-            if (entry is None or state.get(self.indices[k]) is not entry
-                    or any(entry[name] is not self.state_views[name][k] for name in names)):
+            entry = entries[k]
+            if entry is None or state.get(index) is not entry:
                 entry = self._adopt(k, state)
+            else:
+                for name, view in state_views:
+                    if entry[name] is not view:   # replaced by hand since the last step
+                        entry = self._adopt(k, state)
+                        break
             if steps is None:
                 steps = entry["step"]
             elif entry["step"] != steps:
                 return None
-            if grad is not self.grads[k]:  # set by hand, or by backward before we existed
-                np.copyto(self.grads[k], grad, casting="unsafe")
+            if grad is not grad_view:  # set by hand, or by backward before we existed
+                np.copyto(grad_view, grad, casting="unsafe")
         return steps
 
     def count_step(self) -> None:
