@@ -1,5 +1,5 @@
-"""Adam and AdamW over flat buffers (optim/flat.py) against the textbook per-parameter
-update (`flat=False`), a plain NumPy formula and torch.optim: over several steps, with
+"""Adam, AdamW and SGD over flat buffers (optim/flat.py) against the textbook
+per-parameter update (`flat=False`), a plain NumPy formula and torch.optim: over several steps, with
 parameter groups, gradients that are None in some steps, weight decay, float32 and
 float64. Then what must survive the flat buffers: gradients landing in them through
 backward, zero_grad, loading the model's and the optimizer's state (in place),
@@ -86,6 +86,48 @@ def test_flat_equals_per_parameter_to_the_last_bit(kind, dtype, weight_decay, gr
         {i: s["step"] for i, s in textbook.state.items()}
     for i, entry in textbook.state.items():
         np.testing.assert_array_equal(flat.state[i]["exp_avg_sq"], entry["exp_avg_sq"])
+
+
+@settings(max_examples=20, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]), weight_decay=st.sampled_from([0.0, 0.1]),
+       momentum=st.sampled_from([0.0, 0.5, 0.9]), nesterov=st.booleans(), groups=st.booleans(),
+       missing=st.sampled_from([(), MISSING]))
+def test_flat_sgd_equals_per_parameter(dtype, weight_decay, momentum, nesterov, groups,
+                                       missing):
+    nesterov = nesterov and momentum > 0
+    flat_params, textbook_params = make_params(dtype), make_params(dtype)
+
+    def make(params, flat):
+        where = grouped(params, 0.1, weight_decay) if groups else params
+        return optim.SGD(where, lr=0.1, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay, flat=flat)
+    flat, textbook = make(flat_params, True), make(textbook_params, False)
+    for step_grads in gradient_steps(6, dtype, missing):
+        run(flat, flat_params, [step_grads])
+        run(textbook, textbook_params, [step_grads])
+        for p, q in zip(flat_params, textbook_params):
+            np.testing.assert_array_equal(p.data, q.data)
+    assert flat.state.keys() == textbook.state.keys()
+    for i, entry in textbook.state.items():
+        np.testing.assert_array_equal(flat.state[i]["momentum_buffer"], entry["momentum_buffer"])
+
+
+def test_flat_sgd_matches_torch_optim():
+    torch = pytest.importorskip("torch")
+    params = make_params(np.float32)
+    torch_params = [torch.nn.Parameter(torch.tensor(p.data.copy())) for p in params]
+    ours = optim.SGD(grouped(params, 0.1), lr=0.1, momentum=0.9, nesterov=True,
+                     weight_decay=0.05)
+    theirs = torch.optim.SGD(grouped(torch_params, 0.1), lr=0.1, momentum=0.9, nesterov=True,
+                             weight_decay=0.05)
+    for step_grads in gradient_steps(8, np.float32, MISSING):
+        for p, tp, g in zip(params, torch_params, step_grads):
+            p.grad = None if g is None else g.copy()
+            tp.grad = None if g is None else torch.tensor(g)
+        ours.step()
+        theirs.step()
+        for p, tp in zip(params, torch_params):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("kind", ["Adam", "AdamW"])

@@ -42,7 +42,9 @@ class FlatBuffers:
     `grad` (n,) holds every gradient and `grads[k]` is the k-th parameter's view of it,
     shaped like the parameter; `state[name]` and `state_views[name][k]` likewise for each
     state array (e.g. "exp_avg"); `scratch` and `scratches[k]` are a work area. `indices[k]`
-    is the parameter's index in the optimizer's `params` (its key in `opt.state`).
+    is the parameter's index in the optimizer's `params` (its key in `opt.state`). With
+    `count_steps` (Adam) each parameter's state holds its step count, "step", which a flat
+    step needs to be the same for all.
 
         >>> from microtensor.optim.flat import FlatBuffers
         >>> W, b = nn.Parameter(np.ones((2, 3))), nn.Parameter(np.ones(3))
@@ -51,7 +53,9 @@ class FlatBuffers:
         ((9,), True)
     """
 
-    def __init__(self, indexed_params: list[tuple[int, Tensor]], state_names: tuple[str, ...]):
+    def __init__(self, indexed_params: list[tuple[int, Tensor]], state_names: tuple[str, ...],
+                 count_steps: bool = True):
+        self.count_steps = count_steps
         self.indices = [index for index, _ in indexed_params]
         self.params = [param for _, param in indexed_params]
         self.shapes = [param.shape for param in self.params]
@@ -81,11 +85,13 @@ class FlatBuffers:
 
     def prepare(self, state: dict[int, dict]) -> int | None:
         """Make the flat buffers current for one step: every gradient in `grad`, every
-        parameter's state in `state` (the optimizer's; entries are created or moved into
-        the flat buffers as needed). Returns the step count all parameters share, or None
-        when the flat step does not apply: a gradient is None or mis-shaped, a parameter's
-        array changed shape or dtype, or the step counts differ."""
-        dtype, entries, steps = self.dtype, self.entries, None
+        parameter's state in `state` (the optimizer's; entries are created, with zeros, or
+        moved into the flat buffers as needed). Returns the step count all parameters
+        share (0 without `count_steps`), or None when the flat step does not apply: a
+        gradient is None or mis-shaped, a parameter's array changed shape or dtype, or the
+        step counts differ."""
+        dtype, entries = self.dtype, self.entries
+        steps = None if self.count_steps else 0
         # The checks run every step for every parameter, so they are written for speed:
         # identity before equality, no generators.
         for k, (param, index, shape, grad_view, state_views) in enumerate(self._per_param):
@@ -103,7 +109,7 @@ class FlatBuffers:
                         break
             if steps is None:
                 steps = entry["step"]
-            elif entry["step"] != steps:
+            elif self.count_steps and entry["step"] != steps:
                 return None
             if grad is not grad_view:  # set by hand, or by backward before we existed
                 np.copyto(grad_view, grad, casting="unsafe")
@@ -115,9 +121,9 @@ class FlatBuffers:
             entry["step"] += 1
 
     def _adopt(self, k: int, state: dict[int, dict]) -> dict:
-        """Move parameter k's state into the flat buffers (zeros and step 0 if it has none
-        yet) and make its entry in the optimizer's `state` hold the views."""
-        entry = state.setdefault(self.indices[k], {"step": 0})
+        """Move parameter k's state into the flat buffers (zeros, and step 0, if it has
+        none yet) and make its entry in the optimizer's `state` hold the views."""
+        entry = state.setdefault(self.indices[k], {"step": 0} if self.count_steps else {})
         for name, views in self.state_views.items():
             held = entry.get(name)
             if held is None:
@@ -129,11 +135,11 @@ class FlatBuffers:
         return entry
 
 
-def flat_buffers_by_dtype(start: int, params: list[Tensor],
-                          state_names: tuple[str, ...]) -> list[FlatBuffers]:
+def flat_buffers_by_dtype(start: int, params: list[Tensor], state_names: tuple[str, ...],
+                          count_steps: bool = True) -> list[FlatBuffers]:
     """One FlatBuffers per dtype among `params` (a group's; `start` is the first one's
     index in the optimizer), in order of first appearance."""
     by_dtype: dict[np.dtype, list[tuple[int, Tensor]]] = {}
     for index, param in enumerate(params, start):
         by_dtype.setdefault(param.dtype, []).append((index, param))
-    return [FlatBuffers(indexed, state_names) for indexed in by_dtype.values()]
+    return [FlatBuffers(indexed, state_names, count_steps) for indexed in by_dtype.values()]

@@ -49,6 +49,10 @@ class Optimizer:
 
     hyper_names: tuple[str, ...] = ("lr",)
     lr = _Hyper()
+    # Optimizers that step over flat buffers (optim/flat.py) name their per-parameter
+    # state arrays here, say whether that state counts steps, and define `_step_flat`.
+    flat_state: tuple[str, ...] = ()
+    counts_steps = False
 
     def __init__(self, params, **hyper):
         where = type(self).__name__
@@ -70,6 +74,7 @@ class Optimizer:
         _check_unique(where, self.params)
         self.state: dict[int, dict] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
+        self._flat_buffers: dict[int, list[FlatBuffers]] = {}   # by group start, made lazily
 
     def _check_hyper(self, hyper: dict) -> None:
         _check_number(type(self).__name__, "lr", hyper["lr"], low=0.0)
@@ -95,6 +100,25 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define step()")
+
+    def _step_group_flat(self, start: int, group: dict) -> None:
+        """One group's step over its flat buffers (one set per dtype); where the flat step
+        does not apply this time (a grad is None, step counts differ), the textbook
+        `_step_params` runs on the same state."""
+        if start not in self._flat_buffers:
+            self._flat_buffers[start] = flat_buffers_by_dtype(
+                start, group["params"], self.flat_state, self.counts_steps)
+        for buffers in self._flat_buffers[start]:
+            steps = buffers.prepare(self.state)
+            if steps is None:
+                self._step_params(zip(buffers.indices, buffers.params), group)
+            else:
+                self._step_flat(buffers, steps + 1, group)
+                if self.counts_steps:
+                    buffers.count_step()
+
+    def _step_group(self, start: int, group: dict) -> None:
+        self._step_params(enumerate(group["params"], start), group)
 
     def state_dict(self) -> dict:
         """Hyper-parameters (per group) and per-parameter state (arrays copied), keyed by
@@ -266,16 +290,23 @@ class SGD(Optimizer):
         g = g + momentum * buf (nesterov) or buf (momentum > 0)
         p = p - lr * g
 
+    With momentum and `flat=True` (the default), a group's gradients and momentum buffers
+    are flat (`optim/flat.py`) and each step is a few NumPy calls over all of them;
+    `flat=False` runs the textbook update parameter by parameter. Both give the same
+    numbers (the flat buffer starts at zero, so its first step 0 * momentum + g is g).
+
         >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     """
 
     hyper_names = ("lr", "momentum", "nesterov", "weight_decay")
     momentum, nesterov, weight_decay = _Hyper(), _Hyper(), _Hyper()
+    flat_state = ("momentum_buffer",)
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
+                 nesterov: bool = False, weight_decay: float = 0.0, flat: bool = True):
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay)
+        self.flat = flat
 
     def _check_hyper(self, hyper):
         super()._check_hyper(hyper)
@@ -287,13 +318,18 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         for start, group in self.groups():
-            self._step_group(start, group)
+            # Without momentum there is no state: one call per parameter either way.
+            if self.flat and group["momentum"]:
+                self._step_group_flat(start, group)
+            else:
+                self._step_group(start, group)
 
-    def _step_group(self, start: int, group: dict) -> None:
+    def _step_params(self, indexed_params: Iterable[tuple[int, Tensor]], group: dict) -> None:
+        """The textbook update, one parameter at a time (the reference for `_step_flat`)."""
         # Python floats keep float32 arrays float32 (NEP 50); NumPy float64 scalars would not.
         lr, momentum = float(group["lr"]), float(group["momentum"])
         weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
-        for i, param in enumerate(group["params"], start):
+        for i, param in indexed_params:
             grad = param.grad
             if grad is None:
                 continue
@@ -320,6 +356,31 @@ class SGD(Optimizer):
             update = np.multiply(direction, lr, out=self._buffer(p, 2))
             p -= update
 
+    def _step_flat(self, buffers: FlatBuffers, step: int, group: dict) -> None:
+        """`_step_params` (with momentum) for every parameter of `buffers` at once, each
+        operation one NumPy call over the flat arrays."""
+        lr, momentum = float(group["lr"]), float(group["momentum"])
+        weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
+        direction, scratch = buffers.grad, buffers.scratch
+        if weight_decay:
+            # The parameters are not flat: gather p * weight_decay, then add the gradient.
+            for param, decay in zip(buffers.params, buffers.scratches):
+                np.multiply(param.data, weight_decay, out=decay)
+            direction = np.add(scratch, direction, out=self._buffer(direction, 1))
+        buf = buffers.state["momentum_buffer"]
+        buf *= momentum
+        buf += direction
+        if nesterov:
+            nudge = np.multiply(buf, momentum, out=scratch)
+            nudge += direction
+            direction = nudge
+        else:
+            direction = buf
+        np.multiply(direction, lr, out=scratch)
+        for param, update in zip(buffers.params, buffers.scratches):
+            p = param.data
+            p -= update
+
 
 # ---------------------------------------------------------------------- Adam, AdamW
 class Adam(Optimizer):
@@ -341,13 +402,13 @@ class Adam(Optimizer):
     hyper_names = ("lr", "betas", "eps", "weight_decay")
     betas, eps, weight_decay = _Hyper(), _Hyper(), _Hyper()
     decoupled = False
+    flat_state, counts_steps = ("exp_avg", "exp_avg_sq"), True
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, flat: bool = True):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.flat = flat
-        self._flat_buffers: dict[int, list[FlatBuffers]] = {}  # by group start
 
     def _check_hyper(self, hyper):
         super()._check_hyper(hyper)
@@ -368,22 +429,10 @@ class Adam(Optimizer):
         # torch.optim.AdamW: tests/bench/bench_kernels.py). Splitting the work over two
         # threads or cache-sized chunks made it slower, so it stays one plain loop.
         for start, group in self.groups():
-            if not self.flat:
+            if self.flat:
+                self._step_group_flat(start, group)
+            else:
                 self._step_group(start, group)
-                continue
-            if start not in self._flat_buffers:
-                self._flat_buffers[start] = flat_buffers_by_dtype(
-                    start, group["params"], ("exp_avg", "exp_avg_sq"))
-            for buffers in self._flat_buffers[start]:
-                steps = buffers.prepare(self.state)
-                if steps is None:   # a grad is None, or step counts differ: per parameter
-                    self._step_params(zip(buffers.indices, buffers.params), group)
-                else:
-                    self._step_flat(buffers, steps + 1, group)
-                    buffers.count_step()
-
-    def _step_group(self, start: int, group: dict) -> None:
-        self._step_params(enumerate(group["params"], start), group)
 
     def _step_params(self, indexed_params: Iterable[tuple[int, Tensor]], group: dict) -> None:
         """The textbook update, one parameter at a time (the reference for `_step_flat`)."""
