@@ -186,7 +186,8 @@ def train_steps(model, opt, steps, seed=0, schedule=None):
 
 
 def flat_buffers(opt):
-    return [buffers for per_group in opt._flat_buffers.values() for buffers in per_group]
+    return [buffers for every_buffers, _ in opt._flat_buffers.values()
+            for buffers in every_buffers]
 
 
 def test_backward_writes_into_the_flat_gradient_buffer():
@@ -341,3 +342,33 @@ def test_a_late_parameter_keeps_its_own_step_count():
         opt.step()
     assert opt.state[0]["step"] == 5 and opt.state[1]["step"] == 2
     np.testing.assert_allclose(late.data, [-0.2], rtol=1e-6)
+
+
+def test_frozen_parameters_stay_outside_the_flat_buffers():
+    models = make_model(), make_model()
+    for model in models:
+        model[0].weight.requires_grad = False              # frozen from the start
+    opts = [optim.AdamW(model.parameters(), lr=0.01, flat=flat)
+            for model, flat in zip(models, (True, False))]
+    for model, opt in zip(models, opts):
+        train_steps(model, opt, 3)
+    (buffers,) = flat_buffers(opts[0])
+    frozen = models[0][0].weight
+    assert all(param is not frozen for param in buffers.params) and len(buffers.params) == 5
+    assert buffers.prepare(opts[0].state) is not None       # the others step flat
+    for model in models:
+        model[0].weight.requires_grad = True               # unfrozen: textbook update
+    for model, opt in zip(models, opts):
+        train_steps(model, opt, 3, seed=1)
+    for p, q in zip(*(model.parameters() for model in models)):
+        np.testing.assert_array_equal(p.data, q.data)
+    assert opts[0].state[0]["step"] == 3 and opts[0].state[1]["step"] == 6
+
+
+def test_a_step_without_gradients_waits_for_the_buffers():
+    params = make_params(np.float64)
+    opt = optim.Adam(params, lr=0.01)
+    opt.step()                                             # no gradients yet: a no-op
+    assert opt.state == {} and flat_buffers(opt) == []
+    run(opt, params, gradient_steps(1, np.float64))
+    assert len(flat_buffers(opt)[0].params) == len(SHAPES)

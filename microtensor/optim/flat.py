@@ -25,8 +25,10 @@ on a shared 2-core machine; `tests/bench/bench_optim.py` re-measures the result)
   back: arrays taken from the model before stop being its weights, and `param.data = new`
   must be detected. Not worth 1% of a step.
 
-The flat step applies when every parameter of the buffers has a gradient and all have
-taken the same number of steps (the usual case); otherwise that step runs the textbook
+The buffers are made at a group's first step with gradients, for the parameters that have
+one then; the others (frozen ones, say) stay outside and take the textbook update. The
+flat step applies when every parameter of the buffers has a gradient and all have taken
+the same number of steps (the usual case); otherwise that step runs the textbook
 per-parameter update on the same views, which skips parameters without a gradient and
 keeps per-parameter step counts, as PyTorch does.
 """
@@ -136,11 +138,12 @@ class FlatBuffers:
         return entry
 
 
-def flat_buffers_by_dtype(start: int, params: list[Tensor], state_names: tuple[str, ...],
+def flat_buffers_by_dtype(indexed_params: list[tuple[int, Tensor]],
+                          state_names: tuple[str, ...],
                           count_steps: bool = True) -> list[FlatBuffers]:
-    """One FlatBuffers per dtype among `params` (a group's; `start` is the first one's
-    index in the optimizer), in order of first appearance."""
+    """One FlatBuffers per dtype among `indexed_params` ((index in the optimizer,
+    parameter) pairs), in order of first appearance."""
     by_dtype: dict[np.dtype, list[tuple[int, Tensor]]] = {}
-    for index, param in enumerate(params, start):
+    for index, param in indexed_params:
         by_dtype.setdefault(param.dtype, []).append((index, param))
     return [FlatBuffers(indexed, state_names, count_steps) for indexed in by_dtype.values()]

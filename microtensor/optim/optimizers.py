@@ -74,7 +74,9 @@ class Optimizer:
         _check_unique(where, self.params)
         self.state: dict[int, dict] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
-        self._flat_buffers: dict[int, list[FlatBuffers]] = {}   # by group start, made lazily
+        # By group start, made at the group's first step with a gradient: its flat buffers
+        # (one per dtype) and the parameters left outside them.
+        self._flat_buffers: dict[int, tuple[list[FlatBuffers], list[tuple[int, Tensor]]]] = {}
 
     def _check_hyper(self, hyper: dict) -> None:
         _check_number(type(self).__name__, "lr", hyper["lr"], low=0.0)
@@ -106,9 +108,18 @@ class Optimizer:
         does not apply this time (a grad is None, step counts differ), the textbook
         `_step_params` runs on the same state."""
         if start not in self._flat_buffers:
-            self._flat_buffers[start] = flat_buffers_by_dtype(
-                start, group["params"], self.flat_state, self.counts_steps)
-        for buffers in self._flat_buffers[start]:
+            indexed = list(enumerate(group["params"], start))
+            if all(param.grad is None for _, param in indexed):
+                return   # nothing to do; the buffers wait for a step with gradients
+            # Parameters without a gradient now (frozen ones, say) stay outside the flat
+            # buffers, so that they do not keep the others from the flat step; they take
+            # the textbook update whenever they do get a gradient.
+            self._flat_buffers[start] = (
+                flat_buffers_by_dtype([(i, p) for i, p in indexed if p.grad is not None],
+                                      self.flat_state, self.counts_steps),
+                [(i, p) for i, p in indexed if p.grad is None])
+        every_buffers, outside = self._flat_buffers[start]
+        for buffers in every_buffers:
             steps = buffers.prepare(self.state)
             if steps is None:
                 self._step_params(zip(buffers.indices, buffers.params), group)
@@ -116,6 +127,8 @@ class Optimizer:
                 self._step_flat(buffers, steps + 1, group)
                 if self.counts_steps:
                     buffers.count_step()
+        if outside:
+            self._step_params(outside, group)
 
     def _step_group(self, start: int, group: dict) -> None:
         self._step_params(enumerate(group["params"], start), group)
