@@ -5,11 +5,13 @@ parameters of the same shapes. Then the whole training step with each of our two
 
 Each optimizer gets its own model, trained two steps first so that the gradients sit where
 backward puts them in training (for the flat optimizer, in its flat buffer); then only
-`step()` is timed, the contenders taking turns.
+`step()` is timed, our two taking turns, PyTorch's after them.
 
     python tests/bench/bench_optim.py
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from bench_train import microtensor_step
@@ -51,16 +53,19 @@ def torch_optimizer(ours: AdamW):
 
 def measure(config: dict, repeat: int) -> dict:
     flat, per_parameter = trained_optimizer(config, True), trained_optimizer(config, False)
-    contenders = {"flat": flat.step, "per_parameter": per_parameter.step}
-    if torch is not None:
-        contenders["torch"] = torch_optimizer(flat).step
-    seconds = side_by_side(contenders, rounds=5, repeat=repeat, number=10, warmup=3)
+    seconds = side_by_side({"flat": flat.step, "per_parameter": per_parameter.step},
+                           rounds=5, repeat=repeat, number=10, warmup=3)
     results = {"parameters": len(flat.params),
                "numbers": int(sum(param.size for param in flat.params)),
                "adamw_step_flat_ms": 1e3 * seconds["flat"],
                "adamw_step_per_parameter_ms": 1e3 * seconds["per_parameter"]}
     if torch is not None:
-        results["torch_adamw_step_ms"] = 1e3 * seconds["torch"]
+        # Apart, not in turns: PyTorch's idle threads keep spinning for a while after
+        # its step and slowed our (1 ms) steps that came next by a third.
+        results["torch_adamw_step_ms"] = 1e3 * side_by_side(
+            {"torch": torch_optimizer(flat).step}, rounds=3, repeat=repeat, number=10,
+            warmup=3)["torch"]
+        time.sleep(0.5)
     steps = side_by_side({"flat": microtensor_step(config, flat_adamw=True),
                           "per_parameter": microtensor_step(config, flat_adamw=False)},
                          rounds=5, repeat=max(2, repeat // 2), warmup=2)
