@@ -13,7 +13,8 @@ on a shared 2-core machine; `tests/bench/bench_optim.py` re-measures the result)
 - gradients: the optimizer gives each parameter a view of its flat gradient buffer
   (`param._grad_storage`), and backward copies the gradient straight into it
   (`Tensor._accumulate_grad`) instead of allocating a new array. `zero_grad()` still sets
-  `.grad` to None (PyTorch's default), the view stays for the next backward.
+  `.grad` to None (PyTorch's default), the view stays for the next backward (so a
+  gradient array kept from before `zero_grad()` is overwritten by it: copy to keep).
 - optimizer state (Adam's exp_avg and exp_avg_sq, SGD's momentum_buffer): flat;
   `opt.state[i]["exp_avg"]` is the parameter's view, so `state_dict()`, checkpoints and
   the per-parameter update all see the same numbers.
@@ -24,6 +25,10 @@ on a shared 2-core machine; `tests/bench/bench_optim.py` re-measures the result)
   the reference model (~60 ms). But it swaps every parameter's array behind the user's
   back: arrays taken from the model before stop being its weights, and `param.data = new`
   must be detected. Not worth 1% of a step.
+
+Result (AdamW, flat against per parameter): 1.28 against 1.86 ms a step for the reference
+model (69 parameters, 826k numbers), 0.084 against 0.335 ms for the lesson-sized one; its
+whole training step 2.47 against 2.95 ms (OpenBLAS on one thread, a busy machine).
 
 The buffers are made at a group's first step with gradients, for the parameters that have
 one then; the others (frozen ones, say) stay outside and take the textbook update. The
