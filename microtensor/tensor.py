@@ -52,6 +52,7 @@ class Tensor:
 
     __slots__ = (
         "__weakref__",
+        "_grad_storage",
         "_hooks",
         "_requires_grad",
         "_retains_grad",
@@ -77,6 +78,7 @@ class Tensor:
     def _start(self, array: np.ndarray, name: str | None) -> None:
         self.data = array
         self.grad = None
+        self._grad_storage = None
         self._requires_grad = False
         self.name = name
         self.op = None
@@ -225,10 +227,18 @@ class Tensor:
     def _accumulate_grad(self, grad: np.ndarray) -> None:
         # A copy, not the engine's array: one array may be sent to several inputs
         # (add sends the same gradient to both), and users update .grad in place.
-        if self.grad is None:
-            self.grad = np.array(grad, dtype=self.data.dtype)
-        else:
+        if self.grad is not None:
             self.grad += grad
+        elif self._grad_storage is not None and self._grad_storage.shape == grad.shape:
+            # An optimizer gave this parameter a slot in its flat gradient buffer
+            # (optim/flat.py): the copy lands there, where the optimizer's step reads all
+            # gradients at once, and no new array is allocated per backward. As with
+            # PyTorch's zero_grad(set_to_none=False), a .grad array kept from before the
+            # last zero_grad() is that same memory: copy it to keep it.
+            np.copyto(self._grad_storage, grad, casting="unsafe")
+            self.grad = self._grad_storage
+        else:
+            self.grad = np.array(grad, dtype=self.data.dtype)
 
     def zero_grad(self) -> None:
         self.grad = None

@@ -4,6 +4,8 @@ Each optimizer updates `param.data` in place from `param.grad`, skipping paramet
 grad is None, and follows PyTorch's formulation of its rule (so results match
 `torch.optim` to float32 rounding). `state_dict()` / `load_state_dict()` capture
 everything needed to resume exactly: hyper-parameters, step counts and moment arrays.
+Adam, AdamW and SGD with momentum keep every gradient and moment of a parameter group in
+flat buffers and update them all with one NumPy call per operation (`flat.py`).
 
     >>> import microtensor as mt
     >>> from microtensor import nn, optim

@@ -28,12 +28,13 @@ from microtensor.optim import AdamW
 from transformer import DecoderLM, fast_attention
 
 
-def microtensor_step(config=CONFIG, fused_attention: bool = False):
-    """Our step; with `fused_attention`, inside `fast_attention()` (one attention node)."""
+def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: bool = True):
+    """Our step; with `fused_attention`, inside `fast_attention()` (one attention node);
+    `flat_adamw=False` runs AdamW's textbook per-parameter update."""
     mt.manual_seed(0)
     model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
                       config["n_layers"], config["d_ff"], max_len=config["seq"])
-    optimizer = AdamW(model.parameters(), lr=1e-3)
+    optimizer = AdamW(model.parameters(), lr=1e-3, flat=flat_adamw)
     ids, targets = batch(config)
 
     def step():

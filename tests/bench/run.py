@@ -19,6 +19,7 @@ import bench_chain
 import bench_decode
 import bench_draw
 import bench_memory
+import bench_optim
 import bench_small_ops
 import bench_train
 from common import environment
@@ -47,6 +48,9 @@ def table(results: dict) -> str:
          (f"vs torch {train['small_model'].get('ratio_vs_torch', float('nan')):.2f} "
           "(d_model 32, 2 layers, seq 32, batch 8; no goal)")),
         ("train step, hand-written NumPy (ms)", *_manual_row(train)),
+        _optimizer_row("AdamW step (ms)", results["optimizer_step"]["reference"], 2),
+        _optimizer_row("AdamW step, small model (ms)", results["optimizer_step"]["small_model"],
+                       3),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
          "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 1.0") + "; vs uncached "
@@ -84,6 +88,16 @@ def _manual_row(train: dict) -> tuple:
     return (f"{train['numpy_manual_ms']:.1f}", "", "", "")
 
 
+def _optimizer_row(label: str, record: dict, digits: int) -> tuple:
+    """AdamW's step() over flat buffers, torch's, and the textbook per-parameter one with
+    the whole training step under each of ours."""
+    note = (f"textbook per-parameter {record['adamw_step_per_parameter_ms']:.{digits}f}; "
+            f"train step {record['train_step_flat_ms']:.1f} vs "
+            f"{record['train_step_per_parameter_ms']:.1f}")
+    return (label, f"{record['adamw_step_flat_ms']:.{digits}f}",
+            f"{record.get('torch_adamw_step_ms', float('nan')):.{digits}f}", "", note)
+
+
 def per_op_table(per_op: dict) -> str:
     """The per-op profile of one training step, slowest op first."""
     header = ("op", "fwd ms", "bwd ms", "calls fwd/bwd", "MB out fwd/bwd")
@@ -104,6 +118,7 @@ def main():
     repeat = 3 if args.quick else 7
     results = {"environment": environment()}
     for module, kwargs in ((bench_train, {"repeat": repeat}),
+                           (bench_optim, {"repeat": repeat}),
                            (bench_decode, {"repeat": max(3, repeat - 2)}),
                            (bench_small_ops, {}), (bench_chain, {}),
                            (bench_memory, {"steps": 100 if args.quick else 500}),
