@@ -1,9 +1,14 @@
 """Greedy decoding of 256 new tokens with the reference DecoderLM: with the preallocated
 KV cache, without a cache (recomputing the prefix every step), and PyTorch eager with the
-usual concatenating cache, in one run.
+usual concatenating cache, in one run. Also counts what one cached token costs: ops
+(primitive calls, from `mt.profile()`) and Python function calls (from cProfile), each
+over a whole `generate` call (prefill included) divided by the new tokens.
 
     python tests/bench/bench_decode.py
 """
+import cProfile
+import pstats
+
 import numpy as np
 from common import emit, side_by_side, torch
 from reference import CONFIG
@@ -13,6 +18,20 @@ from transformer import DecoderLM
 
 NEW_TOKENS, PROMPT = 256, 16
 MAX_LEN = PROMPT + NEW_TOKENS
+
+
+def per_token_counts(generate) -> dict:
+    """Ops and Python function calls of one `generate()` call, per new token."""
+    with mt.profile() as prof:
+        generate()
+    ops = sum(row["forward_calls"] for row in prof.rows.values())
+    profiler = cProfile.Profile()
+    profiler.enable()
+    generate()
+    profiler.disable()
+    calls = pstats.Stats(profiler).total_calls
+    return {"cached_ops_per_token": ops / NEW_TOKENS,
+            "cached_python_calls_per_token": calls / NEW_TOKENS}
 
 
 def run(repeat: int = 3) -> dict:
@@ -38,7 +57,8 @@ def run(repeat: int = 3) -> dict:
     results = {"new_tokens": NEW_TOKENS, "prompt": PROMPT,
                "cached_tokens_per_s": NEW_TOKENS / seconds["cached"],
                "uncached_tokens_per_s": NEW_TOKENS / uncached,
-               "cached_over_uncached": uncached / seconds["cached"]}
+               "cached_over_uncached": uncached / seconds["cached"],
+               **per_token_counts(contenders["cached"])}
     if torch is not None:
         results["torch_concat_cache_tokens_per_s"] = NEW_TOKENS / seconds["torch"]
         results["ratio_vs_torch"] = seconds["torch"] / seconds["cached"]
