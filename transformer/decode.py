@@ -77,10 +77,11 @@ def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
 def affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """x @ W + bias for rows x (N, in), given W transposed, weight_t (out, in).
 
-    A few rows go through `np.matvec`, one row at a time: OpenBLAS runs a matrix-vector
-    product with a matrix over 9,216 entries on all its threads, and at batch 1 waking
-    them (on a busy machine, waiting for a core) costs far more than the product; matvec
-    stays on one thread. Many rows (a long prefill) are one GEMM."""
+    Up to MATVEC_ROWS rows go through `np.matvec`, one matrix-vector product per row, on
+    one thread. As one GEMM, a 16-token prefill woke OpenBLAS's second thread, and on a
+    busy 2-core machine the 256 one-token steps after it then ran 4x slower (measured:
+    ~2,300 against ~560 us per token); the products of a step are too small to share.
+    More rows (a long prompt) are one GEMM, where threads pay."""
     if len(x) <= MATVEC_ROWS and _matvec is not None:
         out = _matvec(weight_t, x)
     else:
@@ -90,7 +91,7 @@ def affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray | None) -> np.n
     return out
 
 
-MATVEC_ROWS = 8
+MATVEC_ROWS = 64
 _matvec = getattr(np, "matvec", None)   # NumPy >= 2.2; older ones use the GEMM
 
 
