@@ -42,11 +42,12 @@ from .attention import causal_mask
 from .fused_attention import fused_attention
 
 
-def normalized_rows(x: np.ndarray, eps: float, centre: bool) -> np.ndarray:
+def normalized_rows(x: np.ndarray, eps: float, centre: bool,
+                    averager: np.ndarray) -> np.ndarray:
     """Rows of x (N, d) normalised, before the norm's weight and bias (which are folded
     into the next product): (x - mean) / sqrt(var + eps) for LayerNorm (`centre`), and
-    x / sqrt(mean(x^2) + eps) for RMSNorm. Row means as GEMVs, as `layer_norm` does."""
-    averager = kernels.averager(x.shape[-1], np.result_type(x, 0.5))
+    x / sqrt(mean(x^2) + eps) for RMSNorm. Row means are GEMVs with `averager` (d,) =
+    1/d, as in `layer_norm`."""
     if centre:
         x = x - (x @ averager)[:, None]
     rstd = (np.square(x) @ averager + eps) ** -0.5
@@ -105,7 +106,7 @@ def watched(modules) -> bool:
     composed path must run, so that what watches the modules sees them called."""
     for module in modules:
         attributes = module.__dict__
-        if attributes.get("_forward_hooks") or "forward" in attributes:
+        if "forward" in attributes or attributes.get("_forward_hooks"):
             return True
     return False
 
@@ -149,6 +150,7 @@ class FastDecoder:
         self.centre = not self.llama           # LayerNorm subtracts the mean, RMSNorm not
         self.tokens = model.tok_embed.weight.data
         dtype = self.tokens.dtype
+        self.averager = kernels.averager(model.d_model, np.result_type(dtype, 0.5))
         self.positions = None
         if self.llama:
             # cos and sin of every position the cache can hold, as RotaryEmbedding
@@ -176,12 +178,12 @@ class FastDecoder:
                                                 self.sin[positions][:, :, None])
         allowed = self.allowed(cache.key_valid[:, :end], n_new)
         for layer, layer_cache in zip(self.layers, cache.layers):
-            h = normalized_rows(x, layer.norm_eps[0], self.centre)
+            h = normalized_rows(x, layer.norm_eps[0], self.centre, self.averager)
             x += self.attend(layer, h, layer_cache.self_attn, batch, n_new, start, end,
                              rotation, allowed)
-            h = normalized_rows(x, layer.norm_eps[1], self.centre)
+            h = normalized_rows(x, layer.norm_eps[1], self.centre, self.averager)
             x += affine(self.feed_forward(layer, h), layer.W_out, layer.b_out)
-        h = normalized_rows(x, self.final_eps, self.centre)
+        h = normalized_rows(x, self.final_eps, self.centre, self.averager)
         return affine(h, self.W_head, self.b_head).reshape(batch, n_new, -1)
 
     def allowed(self, key_valid: np.ndarray, n_new: int) -> np.ndarray | None:
