@@ -35,7 +35,7 @@ import numpy as np
 
 import microtensor as mt
 from microtensor import kernels
-from microtensor.functional import relu, silu
+from microtensor.functional import embedding, relu, silu
 from microtensor.ops.elementwise import gelu_tanh
 
 from .attention import causal_mask
@@ -170,7 +170,7 @@ class FastDecoder:
     def step(self, ids: np.ndarray, positions: np.ndarray, cache) -> np.ndarray:
         batch, n_new = ids.shape
         start, end = cache.length, cache.length + n_new
-        x = self.tokens[ids]                                          # (B, T, d)
+        x, _ = embedding.forward(ids, self.tokens)       # (B, T, d); refuses bad ids
         if self.positions is not None:
             x = x + self.positions[positions]
         x = x.reshape(batch * n_new, -1)                              # rows (B*T, d)
