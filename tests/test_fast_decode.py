@@ -154,3 +154,17 @@ def test_a_cache_longer_than_the_position_table_still_says_which_position():
     cache = model.new_cache(batch=1, max_len=40)
     with mt.no_grad(), pytest.raises(ValueError, match="position 16 is beyond max_len=16"):
         model(np.arange(17)[None] % 19, cache=cache)
+
+
+def test_each_cache_decodes_with_the_weights_it_was_filled_with():
+    model = make_model("llama-gqa")
+    prompt = np.array([[3, 4, 5]])
+    before = model.generate(prompt, 6, temperature=0, return_logits=True)[1]
+    for param in model.parameters():
+        param.data *= 1.5                          # as an optimizer step would, in place
+    after, after_logits = model.generate(prompt, 6, temperature=0, return_logits=True)
+    plain, plain_logits = model.generate(prompt, 6, temperature=0, use_cache=False,
+                                         return_logits=True)
+    np.testing.assert_array_equal(after, plain)
+    assert_close(after_logits, plain_logits, np.float32)
+    assert not np.allclose(before, after_logits)
