@@ -47,7 +47,10 @@ def table(results: dict) -> str:
         ("train step, hand-written NumPy (ms)", *_manual_row(train)),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
-         "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 2.0") + "; vs uncached "
+         "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 2.0")
+         + f" (1 thread: {decode.get('torch_1_thread_tokens_per_s', float('nan')):.0f}/s); "
+         f"vs composed blocks ({decode['cached_composed_tokens_per_s']:.0f}/s) "
+         f"{decode['cached_over_composed']:.2f}; vs uncached "
          f"({decode['uncached_tokens_per_s']:.1f}/s) "
          + ratio(decode["cached_over_uncached"], ">= 4")
          + f"; per token {decode['cached_ops_per_token']:.0f} ops, "
