@@ -58,47 +58,48 @@ def normalized_rows(x: np.ndarray, eps: float, centre: bool,
 
 
 def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
-    """The linears side by side as one matrix and bias, with the norm's weight and bias
-    folded in: norm(x) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c). The matrix comes
-    transposed, (sum of outs, d), as `affine` takes it.
-    `linears`: Linear modules, or (weight array, None) for a bare matrix."""
-    pairs = [(m.weight.data, None if m.bias is None else m.bias.data)
-             if hasattr(m, "weight") else m for m in linears]
-    weight = np.concatenate([w for w, _ in pairs], axis=1)
+    """The linears side by side as one (d, sum of outs) matrix and bias, with the norm's
+    weight and bias folded in: norm(x) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c).
+    Written in one pass, a copy of these matrices only (the others are used in place)."""
+    weights = [linear.weight.data for linear in linears]
+    scale = norm.weight.data[:, None]
+    folded = np.empty((weights[0].shape[0], sum(w.shape[1] for w in weights)),
+                      np.result_type(scale, *weights))
+    start = 0
+    for weight in weights:
+        np.multiply(scale, weight, out=folded[:, start:start + weight.shape[1]])
+        start += weight.shape[1]
     bias = None
-    if any(b is not None for _, b in pairs):
-        bias = np.concatenate([np.zeros(w.shape[1], w.dtype) if b is None else b
-                               for w, b in pairs])
+    if any(linear.bias is not None for linear in linears):
+        bias = np.concatenate([np.zeros(linear.weight.shape[1], folded.dtype)
+                               if linear.bias is None else linear.bias.data
+                               for linear in linears])
     shift = getattr(norm, "bias", None)
     if shift is not None:
-        bias = shift.data @ weight + (0 if bias is None else bias)
-    return transposed(norm.weight.data[:, None] * weight), bias
+        unscaled = np.concatenate(weights, axis=1)
+        bias = shift.data @ unscaled + (0 if bias is None else bias)
+    return folded, bias
 
 
-def affine(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """x @ W + bias for rows x (N, in), given W transposed, weight_t (out, in).
+def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x @ weight + bias for rows x (N, in), weight (in, out).
 
-    Up to MATVEC_ROWS rows go through `np.matvec`, one matrix-vector product per row, on
+    Up to MATVEC_ROWS rows go through `np.vecmat`, one vector-matrix product per row, on
     one thread. As one GEMM, a 16-token prefill woke OpenBLAS's second thread, and on a
     busy 2-core machine the 256 one-token steps after it then ran 4x slower (measured:
     ~2,300 against ~560 us per token); the products of a step are too small to share.
     More rows (a long prompt) are one GEMM, where threads pay."""
-    if len(x) <= MATVEC_ROWS and _matvec is not None:
-        out = _matvec(weight_t, x)
+    if len(x) <= MATVEC_ROWS and _vecmat is not None:
+        out = _vecmat(x, weight)
     else:
-        out = x @ weight_t.T
+        out = x @ weight
     if bias is not None:
         out += bias
     return out
 
 
 MATVEC_ROWS = 64
-_matvec = getattr(np, "matvec", None)   # NumPy >= 2.2; older ones use the GEMM
-
-
-def transposed(weight: np.ndarray) -> np.ndarray:
-    """(in, out) -> a C-ordered (out, in) copy, the layout `affine` takes."""
-    return np.ascontiguousarray(weight.T)
+_vecmat = getattr(np, "vecmat", None)   # NumPy >= 2.2; older ones use the GEMM
 
 
 def watched(modules) -> bool:
@@ -121,18 +122,18 @@ class FastLayer:
         self.attention = attention
         self.W_qkv, self.b_qkv = fold(block.norm1, [attention.W_q, attention.W_k,
                                                     attention.W_v])
-        self.W_o = transposed(attention.W_o.weight.data)
+        self.W_o = attention.W_o.weight.data
         self.b_o = None if attention.W_o.bias is None else attention.W_o.bias.data
         self.norm_eps = (block.norm1.eps, block.norm2.eps)
         ffn = block.ffn
         if llama:
             self.W_in, self.b_in = fold(block.norm2, [ffn.W_gate, ffn.W_up])
-            self.W_out = transposed(ffn.W_down.weight.data)
+            self.W_out = ffn.W_down.weight.data
             self.b_out = None if ffn.W_down.bias is None else ffn.W_down.bias.data
             self.activation = None
         else:
             self.W_in, self.b_in = fold(block.norm2, [ffn.W_1])
-            self.W_out, self.b_out = transposed(ffn.W_2.weight.data), ffn.W_2.bias.data
+            self.W_out, self.b_out = ffn.W_2.weight.data, ffn.W_2.bias.data
             self.activation = {"gelu": gelu_tanh, "relu": relu}[activation].forward
 
 
@@ -163,9 +164,10 @@ class FastDecoder:
             self.positions = model.position.pe.astype(dtype)
         self.layers = [FastLayer(block, self.llama, model.config["activation"])
                        for block in model.blocks]
-        head = self.tokens.T if model.tie_weights else model.head.weight.data
-        self.W_head, self.b_head = fold(model.norm, [(head, None)])
-        self.final_eps = model.norm.eps
+        # The head is used in place, not folded: it can be the largest matrix of all
+        # (GPT-2's tied 768 x 50,257), so the final norm keeps its weight and bias.
+        self.W_head = self.tokens.T if model.tie_weights else model.head.weight.data
+        self.final_norm = model.norm
 
     def step(self, ids: np.ndarray, positions: np.ndarray, cache) -> np.ndarray:
         batch, n_new = ids.shape
@@ -183,8 +185,12 @@ class FastDecoder:
                              rotation, allowed)
             h = normalized_rows(x, layer.norm_eps[1], self.centre, self.averager)
             x += affine(self.feed_forward(layer, h), layer.W_out, layer.b_out)
-        h = normalized_rows(x, self.final_eps, self.centre, self.averager)
-        return affine(h, self.W_head, self.b_head).reshape(batch, n_new, -1)
+        norm = self.final_norm
+        h = normalized_rows(x, norm.eps, self.centre, self.averager)
+        h *= norm.weight.data
+        if getattr(norm, "bias", None) is not None:
+            h += norm.bias.data
+        return affine(h, self.W_head, None).reshape(batch, n_new, -1)
 
     def allowed(self, key_valid: np.ndarray, n_new: int) -> np.ndarray | None:
         """Which keys each query row may see, (B, 1, group * T, end), shared by every
