@@ -85,6 +85,9 @@ class KVCache:
         self.n_valid = np.zeros(batch, dtype=np.int64)
         shape = (batch, n_kv_heads, max_len, d_k)
         self.layers = [LayerCache(self, shape, dtype, cross) for _ in range(n_layers)]
+        # A DecoderLM's folded weights for decoding without a graph (transformer/decode.py),
+        # made at this cache's first such step.
+        self.fast_decoder = None
 
     @property
     def batch(self) -> int:

@@ -21,7 +21,8 @@ from microtensor.errors import check_count, check_sizes, op_error
 from microtensor.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
-from .dropout import Dropout, dropout_off
+from .decode import FastDecoder, watched
+from .dropout import Dropout, dropout_active, dropout_off
 from .inputs import as_ids, check_mask, check_not_empty
 from .layers import (
     EncoderLayer,
@@ -153,6 +154,8 @@ class DecoderLM(Module):
         check_cache_mode("DecoderLM", cache)
         check_not_empty("DecoderLM", "input", ids)
         valid = check_mask("DecoderLM", attention_mask, ids)
+        if cache is not None and self._decodes_fast(cache):
+            return self._decode_fast(ids, valid, cache)
         if cache is None:
             if ids.shape[1] > self.max_len:
                 raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
@@ -178,6 +181,28 @@ class DecoderLM(Module):
         if self.tie_weights:
             return x @ self.tok_embed.weight.swapaxes(0, 1)
         return self.head(x)
+
+    def _decodes_fast(self, cache: KVCache) -> bool:
+        """Whether this cached step may run `FastDecoder` (transformer/decode.py), the
+        same numbers as the blocks without their bookkeeping: when no dropout is drawn,
+        no module has a forward hook or a replaced `forward` (what lessons and tools
+        watch runs through the modules), and every position is in the position table."""
+        if dropout_active(self.dropout) and self.config["dropout"] > 0:
+            return False
+        if self.rotary is None and cache.max_len > self.max_len:
+            return False  # the composed path says which position is out of range
+        fast = cache.fast_decoder
+        return not watched(self.modules() if fast is None else fast.modules)
+
+    def _decode_fast(self, ids: np.ndarray, valid: np.ndarray, cache: KVCache):
+        """`forward(ids, cache=cache)` through `FastDecoder`, made at the cache's first
+        fast step (it folds the weights of that moment, which the cached K/V come from)."""
+        _, positions = cache.begin(valid)
+        if cache.fast_decoder is None:
+            cache.fast_decoder = FastDecoder(self, cache)
+        logits = cache.fast_decoder.step(ids, positions, cache)
+        cache.advance(valid)
+        return mt.Tensor(logits)
 
     @mt.no_grad()
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0,

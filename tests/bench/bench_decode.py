@@ -1,9 +1,16 @@
 """Greedy decoding of 256 new tokens with the reference DecoderLM: with the preallocated
 KV cache, without a cache (recomputing the prefix every step), and PyTorch eager with the
-usual concatenating cache, in one run.
+usual concatenating cache, in one run. "cached" is the graph-free FastDecoder,
+"cached_composed" the same cache through the composed blocks (a forward hook selects
+them); PyTorch runs on its default threads and on one. Also counts what one cached token
+costs: ops (primitive calls, from `mt.profile()`) and Python function calls (from
+cProfile), each over a whole `generate` call (prefill included) divided by the new tokens.
 
     python tests/bench/bench_decode.py
 """
+import cProfile
+import pstats
+
 import numpy as np
 from common import emit, side_by_side, torch
 from reference import CONFIG
@@ -13,6 +20,42 @@ from transformer import DecoderLM
 
 NEW_TOKENS, PROMPT = 256, 16
 MAX_LEN = PROMPT + NEW_TOKENS
+
+
+def per_token_counts(generate, prefix: str) -> dict:
+    """Ops and Python function calls of one `generate()` call, per new token."""
+    with mt.profile() as prof:
+        generate()
+    ops = sum(row["forward_calls"] for row in prof.rows.values())
+    profiler = cProfile.Profile()
+    profiler.enable()
+    generate()
+    profiler.disable()
+    calls = pstats.Stats(profiler).total_calls
+    return {f"{prefix}_ops_per_token": ops / NEW_TOKENS,
+            f"{prefix}_python_calls_per_token": calls / NEW_TOKENS}
+
+
+def composed(model, generate):
+    """`generate` with a do-nothing forward hook on the model, which makes a cached step
+    run the composed blocks instead of the graph-free FastDecoder."""
+    def run():
+        with model.register_forward_hook(lambda module, args, output: None):
+            return generate()
+    return run
+
+
+def one_thread(generate):
+    """`generate` on one PyTorch thread: on a busy machine PyTorch's second thread waits
+    for a core, and its figure then says more about the machine than about PyTorch."""
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return generate()
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 def run(repeat: int = 3) -> dict:
@@ -25,7 +68,7 @@ def run(repeat: int = 3) -> dict:
     def decode(use_cache):
         return lambda: model.generate(prompt, NEW_TOKENS, temperature=0, use_cache=use_cache)
 
-    contenders = {"cached": decode(True)}
+    contenders = {"cached": decode(True), "cached_composed": composed(model, decode(True))}
     if torch is not None:
         from reference import TorchDecoderLM
         torch.manual_seed(0)
@@ -33,15 +76,22 @@ def run(repeat: int = 3) -> dict:
                               c["d_ff"], MAX_LEN).eval()
         torch_prompt = torch.from_numpy(prompt)
         contenders["torch"] = lambda: twin.greedy(torch_prompt, NEW_TOKENS)
+        contenders["torch_1_thread"] = one_thread(contenders["torch"])
     seconds = side_by_side(contenders, rounds=repeat)
     uncached = side_by_side({"uncached": decode(False)}, rounds=1, warmup=0)["uncached"]
     results = {"new_tokens": NEW_TOKENS, "prompt": PROMPT,
                "cached_tokens_per_s": NEW_TOKENS / seconds["cached"],
                "uncached_tokens_per_s": NEW_TOKENS / uncached,
-               "cached_over_uncached": uncached / seconds["cached"]}
+               "cached_over_uncached": uncached / seconds["cached"],
+               "cached_composed_tokens_per_s": NEW_TOKENS / seconds["cached_composed"],
+               "cached_over_composed": seconds["cached_composed"] / seconds["cached"],
+               **per_token_counts(contenders["cached"], "cached"),
+               **per_token_counts(contenders["cached_composed"], "cached_composed")}
     if torch is not None:
         results["torch_concat_cache_tokens_per_s"] = NEW_TOKENS / seconds["torch"]
         results["ratio_vs_torch"] = seconds["torch"] / seconds["cached"]
+        results["torch_1_thread_tokens_per_s"] = NEW_TOKENS / seconds["torch_1_thread"]
+        results["ratio_vs_torch_1_thread"] = seconds["torch_1_thread"] / seconds["cached"]
     return emit("decode", results)
 
 

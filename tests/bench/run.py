@@ -53,9 +53,14 @@ def table(results: dict) -> str:
                        3),
         ("cached decode (tokens/s)", f"{decode['cached_tokens_per_s']:.0f}",
          f"{decode.get('torch_concat_cache_tokens_per_s', float('nan')):.0f}", "",
-         "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 1.0") + "; vs uncached "
+         "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 2.0")
+         + f" (1 thread: {decode.get('torch_1_thread_tokens_per_s', float('nan')):.0f}/s); "
+         f"vs composed blocks ({decode['cached_composed_tokens_per_s']:.0f}/s) "
+         f"{decode['cached_over_composed']:.2f}; vs uncached "
          f"({decode['uncached_tokens_per_s']:.1f}/s) "
-         + ratio(decode["cached_over_uncached"], ">= 4")),
+         + ratio(decode["cached_over_uncached"], ">= 4")
+         + f"; per token {decode['cached_ops_per_token']:.0f} ops, "
+         f"{decode['cached_python_calls_per_token']:.0f} Python calls"),
         ("4x4 add (us)", f"{small['add_4x4_us']['microtensor']:.2f}",
          f"{small['add_4x4_us'].get('torch', float('nan')):.2f}",
          f"{small['add_4x4_numpy_us']:.2f}",

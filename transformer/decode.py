@@ -1,0 +1,252 @@
+"""Cached decoding without a graph: a DecoderLM step with a KV cache, in plain NumPy.
+
+Under `mt.no_grad()` nothing is recorded, yet the composed forward still pays, for every
+op, what recording needs: wrapping arrays in Tensors, checking inputs, making a backward
+closure that is never called. At batch 1 a step of a small model is ~100 such ops and
+~2,000 Python calls per token, and that bookkeeping, not the arithmetic, sets the pace.
+`FastDecoder` does the same arithmetic on the parameters' arrays, in fewer steps:
+
+- a norm's weight (and bias) folded into the product that follows it:
+  (x_hat * w + b) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c);
+- Q, K and V from one product (the three matrices side by side), and with RoPE the
+  queries and keys rotated together, since they sit side by side in that product;
+- attention as one `fused_attention` forward (one new query needs no causal mask);
+  grouped-query heads as rows of their K/V head, so K and V are never repeated;
+- the residual stream updated in place; cos/sin of every position computed once.
+
+The folded matrices are a snapshot, made at a cache's first fast step: the cache belongs
+to the weights its keys and values came from. The composed form (`DecoderLM.forward`
+through its blocks) stays what runs with gradients, what hooks, graphs and lessons see,
+and tests check the two give the same logits (to rounding) and the same greedy tokens.
+
+    >>> from transformer import DecoderLM
+    >>> lm = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8)
+    >>> with mt.no_grad():
+    ...     cache = lm.new_cache(batch=1)
+    ...     logits = lm(np.array([[1, 2, 3]]), cache=cache)   # runs FastDecoder
+    >>> cache.fast_decoder is not None
+    True
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import microtensor as mt
+from microtensor import kernels
+from microtensor.functional import embedding, relu, silu
+from microtensor.ops.elementwise import gelu_tanh
+
+from .attention import causal_mask
+from .fused_attention import fused_attention
+
+
+def normalized_rows(x: np.ndarray, eps: float, centre: bool,
+                    averager: np.ndarray) -> np.ndarray:
+    """Rows of x (N, d) normalised, before the norm's weight and bias (which are folded
+    into the next product): (x - mean) / sqrt(var + eps) for LayerNorm (`centre`), and
+    x / sqrt(mean(x^2) + eps) for RMSNorm. Row means are GEMVs with `averager` (d,) =
+    1/d, as in `layer_norm`."""
+    if centre:
+        x = x - (x @ averager)[:, None]
+    rstd = (np.square(x) @ averager + eps) ** -0.5
+    if centre:
+        x *= rstd[:, None]           # x is already a new array: normalise it in place
+        return x
+    return x * rstd[:, None]
+
+
+def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
+    """The linears side by side as one (d, sum of outs) matrix and bias, with the norm's
+    weight and bias folded in: norm(x) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c).
+    Written in one pass, a copy of these matrices only (the others are used in place)."""
+    weights = [linear.weight.data for linear in linears]
+    scale = norm.weight.data[:, None]
+    folded = np.empty((weights[0].shape[0], sum(w.shape[1] for w in weights)),
+                      np.result_type(scale, *weights))
+    start = 0
+    for weight in weights:
+        np.multiply(scale, weight, out=folded[:, start:start + weight.shape[1]])
+        start += weight.shape[1]
+    bias = None
+    if any(linear.bias is not None for linear in linears):
+        bias = np.concatenate([np.zeros(linear.weight.shape[1], folded.dtype)
+                               if linear.bias is None else linear.bias.data
+                               for linear in linears])
+    shift = getattr(norm, "bias", None)
+    if shift is not None:
+        unscaled = np.concatenate(weights, axis=1)
+        bias = shift.data @ unscaled + (0 if bias is None else bias)
+    return folded, bias
+
+
+def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """x @ weight + bias for rows x (N, in), weight (in, out).
+
+    Up to MATVEC_ROWS rows go through `np.vecmat`, one vector-matrix product per row, on
+    one thread. As one GEMM, a 16-token prefill woke OpenBLAS's second thread, and on a
+    busy 2-core machine the 256 one-token steps after it then ran 4x slower (measured:
+    ~2,300 against ~560 us per token); the products of a step are too small to share.
+    More rows (a long prompt) are one GEMM, where threads pay."""
+    if len(x) <= MATVEC_ROWS and _vecmat is not None:
+        out = _vecmat(x, weight)
+    else:
+        out = x @ weight
+    if bias is not None:
+        out += bias
+    return out
+
+
+MATVEC_ROWS = 64
+_vecmat = getattr(np, "vecmat", None)   # NumPy >= 2.2; older ones use the GEMM
+
+
+def watched(modules) -> bool:
+    """Whether any of `modules` has a forward hook or a replaced `forward`: then the
+    composed path must run, so that what watches the modules sees them called."""
+    for module in modules:
+        attributes = module.__dict__
+        if "forward" in attributes or attributes.get("_forward_hooks"):
+            return True
+    return False
+
+
+class FastLayer:
+    """One block's folded matrices: attention (Q, K, V side by side) and the feed-forward
+    (GPT: W_1 after LayerNorm, the activation, W_2; Llama: W_gate and W_up side by side
+    after RMSNorm, silu(gate) * up, W_down)."""
+
+    def __init__(self, block, llama: bool, activation: str):
+        attention = block.self_attn
+        self.attention = attention
+        self.W_qkv, self.b_qkv = fold(block.norm1, [attention.W_q, attention.W_k,
+                                                    attention.W_v])
+        self.W_o = attention.W_o.weight.data
+        self.b_o = None if attention.W_o.bias is None else attention.W_o.bias.data
+        self.norm_eps = (block.norm1.eps, block.norm2.eps)
+        ffn = block.ffn
+        if llama:
+            self.W_in, self.b_in = fold(block.norm2, [ffn.W_gate, ffn.W_up])
+            self.W_out = ffn.W_down.weight.data
+            self.b_out = None if ffn.W_down.bias is None else ffn.W_down.bias.data
+            self.activation = None
+        else:
+            self.W_in, self.b_in = fold(block.norm2, [ffn.W_1])
+            self.W_out, self.b_out = ffn.W_2.weight.data, ffn.W_2.bias.data
+            self.activation = {"gelu": gelu_tanh, "relu": relu}[activation].forward
+
+
+class FastDecoder:
+    """A DecoderLM's cached forward on arrays: `step(ids, positions, cache)` gives the
+    logits (B, T, vocab) of T new positions and writes their K and V into `cache`, as
+    `DecoderLM.forward(ids, cache=cache)` does through its modules."""
+
+    def __init__(self, model, cache):
+        self.modules = list(model.modules())      # for `watched`, at every step
+        self.llama = model.style == "llama"
+        self.n_heads, self.n_kv_heads = model.n_heads, model.n_kv_heads
+        self.d_k = model.d_model // model.n_heads
+        self.scale = 1.0 / math.sqrt(self.d_k)
+        self.centre = not self.llama           # LayerNorm subtracts the mean, RMSNorm not
+        self.tokens = model.tok_embed.weight.data
+        dtype = self.tokens.dtype
+        self.averager = kernels.averager(model.d_model, np.result_type(dtype, 0.5))
+        self.positions = None
+        if self.llama:
+            # cos and sin of every position the cache can hold, as RotaryEmbedding
+            # computes them, looked up per step: (max_len, d_k) each.
+            rotation = model.rotary(np.arange(cache.max_len), dtype=dtype)
+            self.cos, self.sin = rotation.cos[0, 0], rotation.sin[0, 0]
+        elif model.position.kind == "learned":
+            self.positions = model.position.table.weight.data
+        else:
+            self.positions = model.position.pe.astype(dtype)
+        self.layers = [FastLayer(block, self.llama, model.config["activation"])
+                       for block in model.blocks]
+        # The head is used in place, not folded: it can be the largest matrix of all
+        # (GPT-2's tied 768 x 50,257), so the final norm keeps its weight and bias.
+        self.W_head = self.tokens.T if model.tie_weights else model.head.weight.data
+        self.final_norm = model.norm
+
+    def step(self, ids: np.ndarray, positions: np.ndarray, cache) -> np.ndarray:
+        batch, n_new = ids.shape
+        start, end = cache.length, cache.length + n_new
+        x, _ = embedding.forward(ids, self.tokens)       # (B, T, d); refuses bad ids
+        if self.positions is not None:
+            x = x + self.positions[positions]
+        x = x.reshape(batch * n_new, -1)                              # rows (B*T, d)
+        rotation = None if not self.llama else (self.cos[positions][:, :, None],
+                                                self.sin[positions][:, :, None])
+        allowed = self.allowed(cache.key_valid[:, :end], n_new)
+        for layer, layer_cache in zip(self.layers, cache.layers):
+            h = normalized_rows(x, layer.norm_eps[0], self.centre, self.averager)
+            x += self.attend(layer, h, layer_cache.self_attn, batch, n_new, start, end,
+                             rotation, allowed)
+            h = normalized_rows(x, layer.norm_eps[1], self.centre, self.averager)
+            x += affine(self.feed_forward(layer, h), layer.W_out, layer.b_out)
+        norm = self.final_norm
+        h = normalized_rows(x, norm.eps, self.centre, self.averager)
+        h *= norm.weight.data
+        if getattr(norm, "bias", None) is not None:
+            h += norm.bias.data
+        return affine(h, self.W_head, None).reshape(batch, n_new, -1)
+
+    def allowed(self, key_valid: np.ndarray, n_new: int) -> np.ndarray | None:
+        """Which keys each query row may see, (B, 1, group * T, end), shared by every
+        layer; None when every query sees every key (one new token, no padding)."""
+        if n_new == 1 and key_valid.all():
+            return None
+        group = self.n_heads // self.n_kv_heads
+        # Query rows are (group, T) per K/V head (see `attend`): the causal mask repeats
+        # for each query head of the group.
+        lower = np.tile(causal_mask(n_new, key_valid.shape[1]), (group, 1))
+        return key_valid[:, None, None, :] & lower
+
+    def attend(self, layer, h, self_cache, batch, n_new, start, end, rotation, allowed):
+        """Self-attention of the new rows h (B*T, d), normalised, with the cached keys;
+        returns its output projection, (B*T, d)."""
+        n_heads, n_kv_heads, d_k = self.n_heads, self.n_kv_heads, self.d_k
+        group = n_heads // n_kv_heads
+        qkv = affine(h, layer.W_qkv, layer.b_qkv)
+        heads = qkv.reshape(batch, n_new, n_heads + 2 * n_kv_heads, d_k)
+        if rotation is not None:
+            rotate_in_place(heads[:, :, :n_heads + n_kv_heads], *rotation)
+        keys = heads[:, :, n_heads:n_heads + n_kv_heads]              # (B, T, h_kv, d_k)
+        values = heads[:, :, n_heads + n_kv_heads:]
+        self_cache.keys[:, :, start:end] = keys.swapaxes(1, 2)
+        self_cache.values[:, :, start:end] = values.swapaxes(1, 2)
+        # Each K/V head answers its group of query heads: their queries become rows,
+        # (B, h_kv, group * T, d_k), so one product serves the group (no repeated K/V).
+        q = (heads[:, :, :n_heads].reshape(batch, n_new, n_kv_heads, group, d_k)
+             .transpose(0, 2, 3, 1, 4).reshape(batch, n_kv_heads, group * n_new, d_k))
+        kept = []
+        out, _ = fused_attention.forward(q, self_cache.keys[:, :, :end],
+                                         self_cache.values[:, :, :end], None,
+                                         allowed=allowed, scale=self.scale,
+                                         keep_weights=kept)
+        layer.attention.last_weights = mt.Tensor(
+            kept[0].reshape(batch, n_heads, n_new, end), name="weights")
+        out = (out.reshape(batch, n_kv_heads, group, n_new, d_k).transpose(0, 3, 1, 2, 4)
+               .reshape(batch * n_new, n_heads * d_k))                 # heads side by side
+        return affine(out, layer.W_o, layer.b_o)
+
+    def feed_forward(self, layer, h):
+        hidden = affine(h, layer.W_in, layer.b_in)
+        if layer.activation is not None:
+            return layer.activation(hidden)[0]
+        gate, up = np.split(hidden, 2, axis=1)
+        out = silu.forward(gate)[0]
+        out *= up
+        return out
+
+
+def rotate_in_place(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> None:
+    """`apply_rotary` on an array, in place: x (B, T, heads, d_k) becomes
+    x * cos + rotate_half(x) * sin, with cos and sin (B, T, 1, d_k)."""
+    half = x.shape[-1] // 2
+    first, second = x[..., :half], x[..., half:]
+    new_first = first * cos[..., :half] - second * sin[..., :half]
+    new_second = second * cos[..., half:] + first * sin[..., half:]
+    first[...] = new_first
+    second[...] = new_second
