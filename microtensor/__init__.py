@@ -8,7 +8,7 @@
     >>> W.grad.shape
     (3, 2)
 """
-from . import functional, nn, ops, optim
+from . import functional, memory, nn, ops, optim
 from .autograd import (
     BackwardStep,
     backward_steps,
@@ -122,6 +122,8 @@ from .profiler import profile
 from .tensor import Tensor, generator, manual_seed
 
 __version__ = "0.1.0"
+
+memory.at_import()   # keep freed arrays for the next step (memory.py says why)
 
 __all__ = [
     "BackwardStep",

@@ -48,10 +48,27 @@ def environment() -> dict:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "processor": _cpu_name(),
+        "blas": _blas(),
     }
     if torch:
         info["torch_threads"] = torch.get_num_threads()
     return info
+
+
+def _blas() -> str:
+    """NumPy's BLAS, and the kernel set it picked for this CPU where threadpoolctl (not a
+    dependency) can say: the same OpenBLAS runs Haswell kernels on one CPU, SkylakeX on
+    another, and that alone moves every matrix product."""
+    try:
+        import threadpoolctl
+        for pool in threadpoolctl.threadpool_info():
+            if pool["user_api"] == "blas":
+                return (f"{pool['internal_api']} {pool['version']} ({pool.get('architecture')} "
+                        f"kernels, {pool['num_threads']} threads)")
+    except ImportError:
+        pass
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return f"{blas['name']} {blas.get('version', '')}"
 
 
 def _cpu_name() -> str:
