@@ -15,19 +15,25 @@ except ImportError:  # the `bench` extra is optional
     torch = None
 
 
+SETTLE_S = 0.25  # seconds; longer than idle BLAS and OpenMP workers keep spinning
+
+
 def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int = 1,
                  warmup: int = 1) -> dict:
     """Median seconds per call of each function in `contenders` ({name: fn}).
 
     The contenders take turns for `rounds` rounds (a, b, c, a, b, c, ...), so a slow
-    spell of a busy machine falls on all of them alike. Each turn starts with `warmup`
-    untimed calls: a library's idle worker threads (OpenBLAS's, PyTorch's) keep spinning
-    for a while after its last call and must not be timed against the next contender.
-    Then `repeat` timings of `number` calls each are taken.
+    spell of a busy machine falls on all of them alike. A library's idle worker threads
+    keep spinning for a while after its last call (PyTorch's OpenMP pool, OpenBLAS's),
+    taking a core from whoever runs next (measured: a third slower for the step after
+    PyTorch's): so each turn starts with a pause of SETTLE_S that outlasts them, then
+    `warmup` untimed calls. Then `repeat`
+    timings of `number` calls each are taken.
     """
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            time.sleep(SETTLE_S)
             for _ in range(warmup):
                 fn()
             for _ in range(repeat):
