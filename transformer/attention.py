@@ -206,6 +206,9 @@ class MultiHeadAttention(Module):
     this call's K and V to preallocated buffers; cross-attention projects `context` once
     and reuses it.
 
+    Inside `fast_attention()`, self-attention without a cache or rotation is three nodes
+    (`_packed_self_attention`): one GEMM for Q, K and V, the packed fused attention, W_o.
+
     >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
     >>> mha(mt.randn(2, 5, 16), causal=True).shape
     (2, 5, 16)
