@@ -48,10 +48,14 @@ def reference_sgd(p, grads, lr, momentum, nesterov, weight_decay):
 
 def reference_adam(p, grads, lr, betas, eps, weight_decay, decoupled):
     """Adam as in Kingma & Ba, Algorithm 1 (bias-corrected m_hat and v_hat); AdamW decays
-    the weights by lr * weight_decay outside the moments (Loshchilov & Hutter)."""
+    the weights by lr * weight_decay outside the moments (Loshchilov & Hutter). A None
+    gradient skips the step and does not count it, as in PyTorch."""
     beta1, beta2 = betas
-    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
-    for t, g in enumerate(grads, start=1):
+    p, m, v, t = p.copy(), np.zeros_like(p), np.zeros_like(p), 0
+    for g in grads:
+        if g is None:
+            continue
+        t += 1
         if decoupled:
             p = p - lr * weight_decay * p
         else:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_optim import reference_adam
+from test_param_groups import train_steps
 
 import microtensor as mt
 import microtensor.functional as F
@@ -40,25 +42,6 @@ def run(optimizer, params, grads):
         for param, grad in zip(params, step_grads):
             param.grad = None if grad is None else grad.copy()
         optimizer.step()
-
-
-def numpy_adam(p, grads, lr, betas, eps, weight_decay, decoupled):
-    """Adam / AdamW written out for one parameter; a None gradient skips the step (and
-    does not count it), as in PyTorch."""
-    beta1, beta2 = betas
-    p, m, v, t = p.copy(), np.zeros_like(p), np.zeros_like(p), 0
-    for g in grads:
-        if g is None:
-            continue
-        t += 1
-        if decoupled:
-            p = p - lr * weight_decay * p
-        else:
-            g = g + weight_decay * p
-        m = beta1 * m + (1 - beta1) * g
-        v = beta2 * v + (1 - beta2) * g * g
-        p = p - lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
-    return p
 
 
 MISSING = {(2, 1), (3, 1), (3, 3)}   # parameter 1 sits out steps 2 and 3, parameter 3 step 3
@@ -139,7 +122,7 @@ def test_flat_follows_the_numpy_formula(kind, missing):
     run(getattr(optim, kind)(params, lr=0.02, betas=(0.8, 0.99), weight_decay=0.1), params,
         grads)
     for k, param in enumerate(params):
-        expected = numpy_adam(start[k], [g[k] for g in grads], 0.02, (0.8, 0.99), 1e-8, 0.1,
+        expected = reference_adam(start[k], [g[k] for g in grads], 0.02, (0.8, 0.99), 1e-8, 0.1,
                               decoupled=kind == "AdamW")
         np.testing.assert_allclose(param.data, expected, rtol=1e-10, atol=1e-12)
 
@@ -170,19 +153,6 @@ def make_model(dtype=np.float32):
     for param in model.parameters():
         param.data = param.data.astype(dtype)
     return model
-
-
-def train_steps(model, opt, steps, seed=0, schedule=None):
-    rng = np.random.default_rng(seed)
-    dtype = next(model.parameters()).dtype
-    for _ in range(steps):
-        x = mt.tensor(rng.standard_normal((8, 3)).astype(dtype))
-        y = rng.integers(0, 2, 8)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        if schedule is not None:
-            schedule.step()
 
 
 def flat_buffers(opt):

@@ -24,8 +24,9 @@ def recipe_groups(model, weight_decay=0.1):
 
 def train_steps(model, opt, steps, schedule=None, seed=0):
     rng = np.random.default_rng(seed)
+    dtype = next(model.parameters()).dtype
     for _ in range(steps):
-        x = mt.tensor(rng.standard_normal((8, 3)).astype(np.float32))
+        x = mt.tensor(rng.standard_normal((8, 3)).astype(dtype))
         y = rng.integers(0, 2, 8)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
