@@ -10,8 +10,8 @@ four facts about NumPy on a CPU:
    per-row overhead, while `a @ ones` hands the whole array to BLAS, which reads each row
    once. The same holds for column sums (`ones @ a`, bias gradients) and for means
    (`a @ (ones / n)`, LayerNorm). `sum_over_last_axis`, `sum_over_rows` and `averager`
-   are those three products; the averaging vector is cached, because LayerNorm asks for
-   the same one at every call. A scatter-add can be a product too: embedding's gradient
+   are those three products; their vectors of ones and of 1/n are cached, because every
+   step asks for the same few. A scatter-add can be a product too: embedding's gradient
    for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort.
 
 2. **On large activations every temporary array costs more than its arithmetic.**
@@ -81,12 +81,21 @@ def for_row_blocks(kernel: Callable[..., None], *arrays: np.ndarray, scratch: in
 
 def sum_over_rows(a: np.ndarray) -> np.ndarray:
     """`a.sum(axis=0)` of a 2-D array, as the vector-matrix product ones @ a."""
-    return np.ones(len(a), a.dtype) @ a if a.dtype.kind == "f" else a.sum(axis=0)
+    return ones_vector(len(a), a.dtype) @ a if a.dtype.kind == "f" else a.sum(axis=0)
 
 
 def sum_over_last_axis(a: np.ndarray) -> np.ndarray:
     """`a.sum(axis=-1)`, as the matrix-vector product a @ ones."""
-    return a @ np.ones(a.shape[-1], a.dtype) if a.dtype.kind == "f" else a.sum(axis=-1)
+    return a @ ones_vector(a.shape[-1], a.dtype) if a.dtype.kind == "f" else a.sum(axis=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def ones_vector(length: int, dtype) -> np.ndarray:
+    """A read-only vector of ones for the sums above. Cached, because every step asks for
+    the same few lengths, and a fresh one costs an allocation and a pass per call."""
+    vector = np.ones(length, dtype)
+    vector.flags.writeable = False
+    return vector
 
 
 @functools.cache

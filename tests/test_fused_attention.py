@@ -113,6 +113,20 @@ def test_fused_is_one_node_and_default_is_the_composed_graph():
     np.testing.assert_allclose(weights.data.sum(-1), 1)
 
 
+def test_the_returned_weights_share_the_ops_array_read_only():
+    # No copy is made, so the array the backward reads must not be writable from outside.
+    q, k, v = qkv(np.random.default_rng(4), 1, 3, 3, 2)
+    with fast_attention():
+        out, weights = scaled_dot_product_attention(q, k, v, causal=True)
+    with pytest.raises(ValueError, match="read-only"):
+        weights.data[...] = 0
+    out.sum().backward()
+    composed_grads = q.grad.copy()
+    q.grad = k.grad = v.grad = None
+    scaled_dot_product_attention(q, k, v, causal=True)[0].sum().backward()
+    np.testing.assert_allclose(q.grad, composed_grads, atol=1e-12)
+
+
 def test_dropout_while_training_keeps_the_composed_form():
     q, k, v = qkv(np.random.default_rng(5), 1, 3, 3, 2)
     with fast_attention():

@@ -84,7 +84,7 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     row_has_key = None
     if allowed is not None:
         np.copyto(scores, -np.inf, where=~allowed)
-        row_has_key = np.broadcast_to(allowed, scores.shape).any(axis=-1, keepdims=True)
+        row_has_key = allowed.any(axis=-1, keepdims=True)   # before broadcasting: small
         if row_has_key.all():
             row_has_key = None
         else:  # a row of only -inf would give 0/0: make it finite, zero its weights below
@@ -98,16 +98,21 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
 
 
-def attend_backward(grad_out, q, k, v, weights, scale):
-    """The closed-form backward of `attend` (the module docstring derives it):
-    (grad_q, grad_k, grad_v, grad_scores)."""
-    grad_v = np.matmul(np.swapaxes(weights, -1, -2), grad_out)
+def attend_backward(grad_out, q, k, v, weights, out, scale, grads_into=(None, None, None)):
+    """The closed-form backward of `attend` (the module docstring derives it), given its
+    output `out`: (grad_q, grad_k, grad_v, grad_scores). `grads_into` may name arrays (views
+    work) to receive grad_q, grad_k and grad_v."""
+    into_q, into_k, into_v = grads_into
+    grad_v = np.matmul(np.swapaxes(weights, -1, -2), grad_out, out=into_v)
+    # rowsum(dW * W) over the keys equals rowsum(g * out) over the features, since
+    # sum_j (g . v_j) W_j = g . out: a pass over (..., Tq, d_v) instead of (..., Tq, Tk).
+    rowsum = np.einsum("...i,...i->...", grad_out, out)
     grad_scores = np.matmul(grad_out, np.swapaxes(v, -1, -2))      # dW first, then
-    grad_scores -= np.einsum("...i,...i->...", grad_scores, weights)[..., None]
+    grad_scores -= rowsum[..., None]
     grad_scores *= weights                 # dS; 0 wherever a key was blocked
-    grad_q = np.matmul(grad_scores, k)
+    grad_q = np.matmul(grad_scores, k, out=into_q)
     grad_q *= scale
-    grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q)
+    grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q, out=into_k)
     grad_k *= scale
     return grad_q, grad_k, grad_v, grad_scores
 
@@ -128,7 +133,8 @@ def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights
         keep_weights.append(weights)
 
     def backward(grad_out):
-        grad_q, grad_k, grad_v, grad_scores = attend_backward(grad_out, q, k, v, weights, scale)
+        grad_q, grad_k, grad_v, grad_scores = attend_backward(grad_out, q, k, v, weights, out,
+                                                              scale)
         return grad_q, grad_k, grad_v, (None if bias is None else grad_scores)
 
     return out, backward
@@ -170,14 +176,18 @@ def fused_self_attention(qkv, bias=None, *, n_heads, n_kv_heads, allowed=None, s
         keep_weights.append(weights)
 
     def backward(grad_out):
-        grads = attend_backward(heads(grad_out, 0, n_heads), q, k, v, weights, scale)
-        grad_q, grad_k, grad_v, grad_scores = grads
-        grad_qkv = np.empty(qkv.shape, dtype=grad_q.dtype)
-        heads(grad_qkv, 0, n_heads)[...] = grad_q
-        for first, grad in ((n_heads, grad_k), (n_heads + n_kv_heads, grad_v)):
-            if group > 1:   # a shared K/V head's gradient: the sum over its query heads
+        grad_qkv = np.empty(qkv.shape, dtype=np.result_type(grad_out, weights))
+        # With a head per K/V, every gradient lands straight in its columns of grad_qkv;
+        # a shared K/V head's gradient is first summed over its group of query heads.
+        into = [heads(grad_qkv, first, n_heads) if group == 1 else None
+                for first in (n_heads, n_heads + n_kv_heads)]
+        grad_q, grad_k, grad_v, grad_scores = attend_backward(
+            heads(grad_out, 0, n_heads), q, k, v, weights, heads(merged, 0, n_heads), scale,
+            grads_into=(heads(grad_qkv, 0, n_heads), *into))
+        if group > 1:
+            for first, grad in ((n_heads, grad_k), (n_heads + n_kv_heads, grad_v)):
                 grad = grad.reshape(batch, n_kv_heads, group, length, d_k).sum(axis=2)
-            heads(grad_qkv, first, n_kv_heads)[...] = grad
+                heads(grad_qkv, first, n_kv_heads)[...] = grad
         return grad_qkv, (None if bias is None else grad_scores)
 
     return merged, backward
