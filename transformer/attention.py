@@ -8,6 +8,7 @@ Masks follow one convention everywhere: a boolean mask where True means "may att
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,8 +48,10 @@ def _additive_mask(mask):
     return (mt.where(blocked, 0.0, mask) if blocked.any() else mask), ~blocked
 
 
+@functools.lru_cache(maxsize=32)
 def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
-    """(n_queries, n_keys) boolean mask, True where query i may see key j.
+    """(n_queries, n_keys) boolean mask, True where query i may see key j. Read-only and
+    cached: every layer of every step asks for the same one.
 
     Aligned bottom-right: the last query sees every key, so query i sees keys
     j <= i + n_keys - n_queries. With n_queries == n_keys this is the usual lower triangle;
@@ -58,7 +61,9 @@ def causal_mask(n_queries: int, n_keys: int) -> np.ndarray:
     array([[ True,  True, False],
            [ True,  True,  True]])
     """
-    return np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
+    mask = np.tril(np.ones((n_queries, n_keys), dtype=bool), k=n_keys - n_queries)
+    mask.flags.writeable = False
+    return mask
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,

@@ -2,6 +2,7 @@
 moves the gradient back the opposite way (reshape back, transpose back, scatter back).
 """
 import builtins
+import itertools
 
 import numpy as np
 
@@ -159,16 +160,17 @@ def getitem(x, *, index):
 def concat(*tensors, axis=0):
     if not tensors:
         raise op_error("concat", "needs at least one tensor")
-    ndim = np.ndim(tensors[0])
-    axis = _axis("concat", axis, ndim, np.shape(tensors[0]))
-    if any(np.ndim(t) != ndim or np.shape(t)[:axis] + np.shape(t)[axis + 1:]
-           != np.shape(tensors[0])[:axis] + np.shape(tensors[0])[axis + 1:] for t in tensors):
-        raise op_error("concat", f"shapes {[np.shape(t) for t in tensors]} must match "
-                       f"except along axis {axis}")
+    shapes = [np.shape(t) for t in tensors]
+    axis = _axis("concat", axis, len(shapes[0]), shapes[0])
+    across = [shape[:axis] + shape[axis + 1:] for shape in shapes]   # all but the axis
+    if any(len(shape) != len(shapes[0]) or other != across[0]
+           for shape, other in zip(shapes, across)):
+        raise op_error("concat", f"shapes {shapes} must match except along axis {axis}")
     out = np.concatenate(tensors, axis=axis)
-    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    before = (slice(None),) * axis
+    bounds = list(itertools.accumulate((shape[axis] for shape in shapes), initial=0))
     def backward(g):
-        return tuple(np.split(g, ends, axis=axis))
+        return tuple(g[before + (slice(start, end),)] for start, end in zip(bounds, bounds[1:]))
     return out, backward
 
 
