@@ -14,6 +14,7 @@ from .ops import (
     embedding,
     gelu,
     layer_norm,
+    layer_norm_linear,
     leaky_relu,
     linear,
     log_softmax,
@@ -30,6 +31,7 @@ from .ops import (
 )
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-           "dropout", "elu", "embedding", "gelu", "layer_norm", "leaky_relu", "linear",
+           "dropout", "elu", "embedding", "gelu", "layer_norm", "layer_norm_linear",
+           "leaky_relu", "linear",
            "log_softmax", "nll_loss", "one_hot", "pad", "relu", "rms_norm", "sigmoid", "silu",
            "softmax", "softplus", "tanh"]

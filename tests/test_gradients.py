@@ -411,6 +411,47 @@ def test_linear_gradient(with_bias, lead, n_in, n_out, seed):
         check(lambda x, w: F.linear(x, w), x, weight)
 
 
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@given(lead=shapes(min_dims=0, max_dims=3), n_in=st.integers(2, 5), n_out=st.integers(1, 4),
+       seed=seeds)
+def test_layer_norm_linear_gradient_and_its_two_op_reference(with_bias, lead, n_in, n_out,
+                                                              seed):
+    x = normal(seed, lead + (n_in,))
+    params = [normal(seed + 1, (n_in,)), normal(seed + 2, (n_in,)),
+              normal(seed + 3, (n_in, n_out))] + ([normal(seed + 4, (n_out,))] if with_bias
+                                                  else [])
+    check(F.layer_norm_linear, x, *params)
+    # The folded form meets the two ops it replaces: output and every gradient.
+    results = []
+    for op in (F.layer_norm_linear, nn_ops.layer_norm_linear_reference):
+        inputs = [mt.tensor(array, requires_grad=True) for array in (x, *params)]
+        out = op(*inputs)
+        (out * normal(seed + 5, out.shape)).sum().backward()
+        results.append([out.data] + [t.grad for t in inputs])
+    for fused, reference in zip(*results):
+        np.testing.assert_allclose(fused, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_layer_norm_linear_in_float32_stays_float32_and_near_the_reference():
+    rng = np.random.default_rng(0)
+    x, w, b, W, c = (mt.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                     for s in [(4, 6, 8), (8,), (8,), (8, 5), (5,)])
+    out = F.layer_norm_linear(x, w, b, W, c)
+    reference = nn_ops.layer_norm_linear_reference(x, w, b, W, c)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.data, reference.data, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_linear_names_itself_on_mismatched_shapes():
+    x, w, b = normal(0, (2, 4)), normal(1, (4,)), normal(2, (4,))
+    with pytest.raises(ValueError, match=r"layer_norm_linear.*\(2, 4\).*\(3, 5\)"):
+        F.layer_norm_linear(x, w, b, normal(3, (3, 5)))
+    with pytest.raises(ValueError, match=r"layer_norm_linear.*norm_weight.*\(3,\)"):
+        F.layer_norm_linear(x, normal(1, (3,)), b, normal(3, (4, 5)))
+    with pytest.raises(ValueError, match=r"layer_norm_linear.*bias.*\(4,\)"):
+        F.layer_norm_linear(x, w, b, normal(3, (4, 5)), normal(4, (4,)))
+
 def test_linear_equals_matmul_plus_bias():
     x, w, b = normal(0, (2, 3, 4)), normal(1, (4, 5)), normal(2, (5,))
     np.testing.assert_allclose(F.linear(x, w, b).data, (x @ w + b).data, rtol=1e-12)
