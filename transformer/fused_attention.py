@@ -181,7 +181,7 @@ def fused_self_attention(qkv, bias=None, *, n_heads, n_kv_heads, allowed=None, s
         # a shared K/V head's gradient is first summed over its group of query heads.
         into = [heads(grad_qkv, first, n_heads) if group == 1 else None
                 for first in (n_heads, n_heads + n_kv_heads)]
-        grad_q, grad_k, grad_v, grad_scores = attend_backward(
+        _, grad_k, grad_v, grad_scores = attend_backward(
             heads(grad_out, 0, n_heads), q, k, v, weights, heads(merged, 0, n_heads), scale,
             grads_into=(heads(grad_qkv, 0, n_heads), *into))
         if group > 1:
