@@ -168,9 +168,10 @@ def concat(*tensors, axis=0):
         raise op_error("concat", f"shapes {shapes} must match except along axis {axis}")
     out = np.concatenate(tensors, axis=axis)
     before = (slice(None),) * axis
-    bounds = list(itertools.accumulate((shape[axis] for shape in shapes), initial=0))
+    bounds = itertools.accumulate((shape[axis] for shape in shapes), initial=0)
+    parts = [before + (slice(start, end),) for start, end in itertools.pairwise(bounds)]
     def backward(g):
-        return tuple(g[before + (slice(start, end),)] for start, end in zip(bounds, bounds[1:]))
+        return tuple(g[part] for part in parts)
     return out, backward
 
 
