@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microtensor as mt
+from microtensor.autograd import topological_order
 from transformer import (
     DecoderLM,
     MultiHeadAttention,
@@ -255,3 +256,47 @@ def test_dropout_while_training_keeps_the_separate_projections():
         assert out.op.inputs[0].op.name != "self_attention"
         mha.eval()
         assert mha(mt.randn(1, 3, 8), causal=True).op.inputs[0].op.name == "self_attention"
+
+
+def float64_lm(seed, **options):
+    mt.manual_seed(seed)
+    model = DecoderLM(vocab=11, d_model=8, n_heads=2, n_layers=2, d_ff=16, max_len=6,
+                      **options)
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    return model
+
+
+def lm_logits_and_grads(model, ids, fast):
+    model.zero_grad()
+    with fast_attention(fast):
+        logits = model(ids)
+    (logits * np.random.default_rng(1).standard_normal(logits.shape)).sum().backward()
+    return logits, [logits.data] + [p.grad for p in model.parameters()]
+
+
+def test_a_whole_model_inside_fast_attention_folds_its_norms_and_agrees():
+    model = float64_lm(11)
+    ids = np.random.default_rng(11).integers(0, 11, (2, 6))
+    _, composed = lm_logits_and_grads(model, ids, fast=False)
+    logits, fast = lm_logits_and_grads(model, ids, fast=True)
+    for a, b in zip(composed, fast):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+    names = [t.op.name for t in topological_order(logits) if t.op is not None]
+    # Q/K/V and W_1 of each block, and the head: every LayerNorm is folded away.
+    assert names.count("layer_norm_linear") == 2 * 2 + 1 and "layer_norm" not in names
+
+
+@pytest.mark.parametrize("watched", ["blocks.0.norm1", "blocks.1.self_attn.W_k",
+                                     "blocks.0.ffn.W_1", "norm"])
+def test_a_forward_hook_inside_fast_attention_still_runs_and_numbers_agree(watched):
+    model = float64_lm(12)
+    ids = np.random.default_rng(12).integers(0, 11, (2, 6))
+    _, composed = lm_logits_and_grads(model, ids, fast=False)
+    seen = []
+    dict(model.named_modules())[watched].register_forward_hook(
+        lambda module, inputs, output: seen.append(output.shape))
+    _, fast = lm_logits_and_grads(model, ids, fast=True)
+    assert seen, f"the hook on {watched} did not run"
+    for a, b in zip(composed, fast):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)

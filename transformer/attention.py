@@ -19,7 +19,13 @@ from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
 from .dropout import dropout_active
-from .fused_attention import fast_attention_enabled, fused_attention, fused_self_attention
+from .fused_attention import (
+    fast_attention_enabled,
+    folds_norm,
+    fused_attention,
+    fused_self_attention,
+    watched,
+)
 from .rope import apply_rotary
 
 
@@ -220,8 +226,14 @@ class MultiHeadAttention(Module):
     this call's K and V to preallocated buffers; cross-attention projects `context` once
     and reuses it.
 
+    `norm` (a module, optional) is applied to x (not to `context`) before the projections:
+    a pre-LN block hands its LayerNorm over instead of calling it, so that the fast path
+    can fold it into the Q/K/V product.
+
     Inside `fast_attention()`, self-attention without a cache or rotation is three nodes
-    (`_packed_self_attention`): one GEMM for Q, K and V, the packed fused attention, W_o.
+    (`_packed_self_attention`): one GEMM for Q, K and V (with a LayerNorm `norm` folded
+    in: `layer_norm_linear`), the packed fused attention, W_o. A forward hook on W_q, W_k,
+    W_v or `norm` keeps the separate modules, so that it sees them called.
 
     >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
     >>> mha(mt.randn(2, 5, 16), causal=True).shape
@@ -287,11 +299,15 @@ class MultiHeadAttention(Module):
                 .reshape(batch, self.n_heads, length, d_k))
 
     def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
-                rotation=None):
+                rotation=None, norm=None):
         self._check_inputs(x, context, rotation)
+        projections = (self.W_q, self.W_k, self.W_v)
         if (fast_attention_enabled() and context is None and cache is None
-                and rotation is None and not (self.dropout_p and dropout_active(self))):
-            return self._packed_self_attention(x, mask, causal)
+                and rotation is None and not (self.dropout_p and dropout_active(self))
+                and not watched(projections)):
+            return self._packed_self_attention(x, mask, causal, norm)
+        if norm is not None:
+            x = norm(x)
         source = x if context is None else context
         q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
         if rotation is not None:
@@ -308,14 +324,18 @@ class MultiHeadAttention(Module):
         self.last_weights = weights
         return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
 
-    def _packed_self_attention(self, x, mask, causal: bool):
+    def _packed_self_attention(self, x, mask, causal: bool, norm=None):
         """What `forward` computes for self-attention, in three nodes: Q, K and V from one
-        GEMM on [W_q | W_k | W_v], then `fused_self_attention` (heads split and merged
-        inside), then W_o. Used inside `fast_attention()`."""
+        GEMM on [W_q | W_k | W_v] (after `norm`, folded into it when it is a LayerNorm),
+        then `fused_self_attention` (heads split and merged inside), then W_o. Used inside
+        `fast_attention()`."""
         projections = (self.W_q, self.W_k, self.W_v)
         weight = mt.concat([p.weight for p in projections], axis=1)
         bias = None if self.W_q.bias is None else mt.concat([p.bias for p in projections])
-        qkv = F.linear(x, weight, bias)            # (B, T, (n_heads + 2 n_kv_heads) d_k)
+        if norm is not None and folds_norm(norm, projections):
+            qkv = F.layer_norm_linear(x, norm.weight, norm.bias, weight, bias, eps=norm.eps)
+        else:
+            qkv = F.linear(x if norm is None else norm(x), weight, bias)
         batch, length, _ = x.shape
         heads_shape = (batch, self.n_heads, length, self.d_k)
         additive, allowed = _fast_masks(mask, causal, heads_shape, heads_shape)

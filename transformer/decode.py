@@ -102,16 +102,6 @@ MATVEC_ROWS = 64
 _vecmat = getattr(np, "vecmat", None)   # NumPy >= 2.2; older ones use the GEMM
 
 
-def watched(modules) -> bool:
-    """Whether any of `modules` has a forward hook or a replaced `forward`: then the
-    composed path must run, so that what watches the modules sees them called."""
-    for module in modules:
-        attributes = module.__dict__
-        if "forward" in attributes or attributes.get("_forward_hooks"):
-            return True
-    return False
-
-
 class FastLayer:
     """One block's folded matrices: attention (Q, K, V side by side) and the feed-forward
     (GPT: W_1 after LayerNorm, the activation, W_2; Llama: W_gate and W_up side by side

@@ -25,6 +25,7 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.kernels import sum_over_last_axis
+from microtensor.nn import LayerNorm
 
 
 class _Choice(threading.local):
@@ -43,8 +44,10 @@ class fast_attention:
     runs `fused_attention`: one node instead of five, the same numbers. Thread-local.
 
     MultiHeadAttention's self-attention then also projects Q, K and V with one GEMM on
-    [W_q | W_k | W_v] (the three Linears stay separate parameters; their forward hooks do
-    not run on this path) and runs `fused_self_attention`.
+    [W_q | W_k | W_v] (the three Linears stay separate parameters) and runs
+    `fused_self_attention`; and a pre-LN block's LayerNorm is folded into the product after
+    it (Q/K/V, W_1, and a DecoderLM's head: `layer_norm_linear`). A module with a forward
+    hook or a replaced `forward` keeps its own call, so what watches it sees it run.
 
     Off by default, so a drawn graph, the stepper and the lessons show the textbook steps
     (QK^T, scores, softmax, weights). A context rather than only an argument, because the
@@ -72,6 +75,24 @@ class fast_attention:
     def __exit__(self, *exc):
         _choice.fused = self._previous
 
+
+
+def watched(modules) -> bool:
+    """Whether any of `modules` has a forward hook or a replaced `forward`: then the
+    composed path must run, so that what watches the modules sees them called."""
+    for module in modules:
+        attributes = module.__dict__
+        if "forward" in attributes or attributes.get("_forward_hooks"):
+            return True
+    return False
+
+
+def folds_norm(norm, linears) -> bool:
+    """Whether a pre-LN block may run `norm` and the `linears` after it as one
+    `layer_norm_linear` node: inside `fast_attention()`, for a LayerNorm, when no hook
+    watches these modules (so what watches them always sees them called)."""
+    return (fast_attention_enabled() and type(norm) is LayerNorm
+            and not watched([norm, *linears]))
 
 def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     """The forward arithmetic of both fused primitives: (softmax(scale q k^T + bias, blocked

@@ -10,11 +10,13 @@ from typing import ClassVar
 import numpy as np
 
 import microtensor as mt
+import microtensor.functional as F
 from microtensor.errors import op_error
 from microtensor.nn import GELU, Embedding, LayerNorm, Linear, Module, ModuleList, ReLU
 
 from .attention import MultiHeadAttention
 from .dropout import Dropout
+from .fused_attention import folds_norm
 
 
 class FeedForward(Module):
@@ -36,8 +38,15 @@ class FeedForward(Module):
         self.dropout = Dropout(dropout)
         self.W_2 = Linear(d_ff, d_model)
 
-    def forward(self, x):
-        return self.W_2(self.dropout(self.activation(self.W_1(x))))
+    def forward(self, x, norm=None):
+        """`norm` (optional) is applied to x first: a pre-LN block hands its LayerNorm over
+        so that inside `fast_attention()` it is folded into W_1 (`layer_norm_linear`)."""
+        if norm is not None and folds_norm(norm, [self.W_1]):
+            hidden = F.layer_norm_linear(x, norm.weight, norm.bias, self.W_1.weight,
+                                         self.W_1.bias, eps=norm.eps)
+        else:
+            hidden = self.W_1(x if norm is None else norm(x))
+        return self.W_2(self.dropout(self.activation(hidden)))
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
@@ -96,12 +105,14 @@ class PositionalEncoding(Module):
 
 
 class _Residual(Module):
-    """Shared by the layers: a sublayer wrapped in dropout, residual and LayerNorm."""
+    """Shared by the layers: a sublayer wrapped in dropout, residual and LayerNorm.
+    `sublayer(x, norm)` applies `norm` to x itself (None: no norm): pre-LN hands it over
+    rather than calling it, so that the fast path can fold it into the first product."""
 
     def residual(self, x, norm, sublayer):
         if self.norm_first:
-            return x + self.dropout(sublayer(norm(x)))
-        return norm(x + self.dropout(sublayer(x)))
+            return x + self.dropout(sublayer(x, norm))          # x + sublayer(norm(x))
+        return norm(x + self.dropout(sublayer(x, None)))
 
 
 class EncoderLayer(_Residual):
@@ -124,8 +135,8 @@ class EncoderLayer(_Residual):
 
     def forward(self, x, mask=None, causal: bool = False, cache=None):
         self_cache = None if cache is None else cache.self_attn
-        x = self.residual(x, self.norm1,
-                          lambda h: self.self_attn(h, mask=mask, causal=causal, cache=self_cache))
+        x = self.residual(x, self.norm1, lambda h, norm: self.self_attn(
+            h, mask=mask, causal=causal, cache=self_cache, norm=norm))
         return self.residual(x, self.norm2, self.ffn)
 
 
@@ -151,10 +162,10 @@ class DecoderLayer(_Residual):
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None):
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
-        x = self.residual(x, self.norm1, lambda h: self.self_attn(
-            h, mask=self_mask, causal=True, cache=self_cache))
-        x = self.residual(x, self.norm2, lambda h: self.cross_attn(
-            h, context=memory, mask=memory_mask, cache=cross_cache))
+        x = self.residual(x, self.norm1, lambda h, norm: self.self_attn(
+            h, mask=self_mask, causal=True, cache=self_cache, norm=norm))
+        x = self.residual(x, self.norm2, lambda h, norm: self.cross_attn(
+            h, context=memory, mask=memory_mask, cache=cross_cache, norm=norm))
         return self.residual(x, self.norm3, self.ffn)
 
 

@@ -17,12 +17,14 @@ import math
 import numpy as np
 
 import microtensor as mt
+import microtensor.functional as F
 from microtensor.errors import check_count, check_sizes, op_error
 from microtensor.nn import Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
-from .decode import FastDecoder, watched
+from .decode import FastDecoder
 from .dropout import Dropout, dropout_active, dropout_off
+from .fused_attention import folds_norm, watched
 from .inputs import as_ids, check_mask, check_not_empty
 from .layers import (
     EncoderLayer,
@@ -175,9 +177,12 @@ class DecoderLM(Module):
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, causal=True,
                       cache=None if cache is None else cache.layers[i], **block_args)
-        x = self.norm(x)
         if cache is not None:
             cache.advance(valid)
+        if not self.tie_weights and folds_norm(self.norm, [self.head]):
+            return F.layer_norm_linear(x, self.norm.weight, self.norm.bias, self.head.weight,
+                                       self.head.bias, eps=self.norm.eps)
+        x = self.norm(x)
         if self.tie_weights:
             return x @ self.tok_embed.weight.swapaxes(0, 1)
         return self.head(x)
