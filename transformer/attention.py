@@ -330,8 +330,12 @@ class MultiHeadAttention(Module):
         then `fused_self_attention` (heads split and merged inside), then W_o. Used inside
         `fast_attention()`."""
         projections = (self.W_q, self.W_k, self.W_v)
-        weight = mt.concat([p.weight for p in projections], axis=1)
-        bias = None if self.W_q.bias is None else mt.concat([p.bias for p in projections])
+        # 1/sqrt(d_k) goes into W_q's columns, (d_model, d_model), rather than onto every
+        # (T, T) score and every row of dQ and dK: the same product, fewer passes.
+        scale = 1.0 / math.sqrt(self.d_k)
+        weight = mt.concat([self.W_q.weight * scale, self.W_k.weight, self.W_v.weight], axis=1)
+        bias = None if self.W_q.bias is None else mt.concat(
+            [self.W_q.bias * scale, self.W_k.bias, self.W_v.bias])
         if norm is not None and folds_norm(norm, projections):
             qkv = F.layer_norm_linear(x, norm.weight, norm.bias, weight, bias, eps=norm.eps)
         else:
@@ -342,7 +346,7 @@ class MultiHeadAttention(Module):
         kept = []
         out = fused_self_attention(qkv, additive, n_heads=self.n_heads,
                                    n_kv_heads=self.n_kv_heads, allowed=allowed,
-                                   scale=1.0 / math.sqrt(self.d_k), keep_weights=kept)
+                                   scale=1.0, keep_weights=kept)
         self.last_weights = _weights_constant(kept.pop())
         return self.W_o(out)                                            # (B, T, d_model)
 

@@ -99,7 +99,8 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     keys at -inf) v, weights). Every step after the first matmul writes into its (..., Tq,
     Tk) buffer; `out`, if given, receives the result (a view works: no copy is made)."""
     scores = np.matmul(q, np.swapaxes(k, -1, -2))        # (..., Tq, Tk)
-    scores *= scale
+    if scale != 1:   # 1 when the caller folded it into q's weights (packed self-attention)
+        scores *= scale
     if bias is not None:
         scores = scores + bias                            # (may widen the dtype, as composed)
     row_has_key = None
@@ -132,9 +133,10 @@ def attend_backward(grad_out, q, k, v, weights, out, scale, grads_into=(None, No
     grad_scores -= rowsum[..., None]
     grad_scores *= weights                 # dS; 0 wherever a key was blocked
     grad_q = np.matmul(grad_scores, k, out=into_q)
-    grad_q *= scale
     grad_k = np.matmul(np.swapaxes(grad_scores, -1, -2), q, out=into_k)
-    grad_k *= scale
+    if scale != 1:
+        grad_q *= scale
+        grad_k *= scale
     return grad_q, grad_k, grad_v, grad_scores
 
 
