@@ -118,15 +118,17 @@ class Node:
     those arrays; the structure (name, inputs, rule) stays so the graph can still be drawn.
     """
 
-    __slots__ = ("backward", "config", "created_at", "inputs", "name", "rule")
+    __slots__ = ("backward", "config", "created_at", "inputs", "name", "new_grads", "rule")
 
-    def __init__(self, name, rule, inputs, backward, config, created_at=None):
+    def __init__(self, name, rule, inputs, backward, config, created_at=None,
+                 new_grads=False):
         self.name = name
         self.rule = rule
         self.inputs = inputs
         self.backward = backward
         self.config = config  # the op's non-tensor arguments, e.g. {"axis": -1}
         self.created_at = created_at  # "file:line in function" (anomaly mode only)
+        self.new_grads = new_grads  # see `primitive`
 
     @property
     def saved(self) -> dict:
@@ -161,7 +163,7 @@ def _unwrap(x):
     return np.asarray(x)
 
 
-def primitive(name: str, rule: str) -> Callable:
+def primitive(name: str, rule: str, *, new_grads: bool = False) -> Callable:
     """Turn a NumPy function `forward(*inputs, **config) -> (out, backward)` into an op.
 
     The positional parameters of `forward` are its inputs (Tensors, arrays or numbers;
@@ -172,6 +174,12 @@ def primitive(name: str, rule: str) -> Callable:
     `backward(grad_out)` returns one gradient (or None) per input. The decorator sums each
     back to its input's shape where the forward broadcast it, and casts it to the input's
     dtype.
+
+    `new_grads=True` promises that every array `backward` returns was made by that call
+    and is held nowhere else (not grad_out passed through, not a saved array, not one
+    array for two inputs). `backward()` may then add a tensor's other gradients into it in
+    place, instead of allocating their sum: the residual stream of a Transformer receives
+    two gradients per block.
     """
 
     def decorate(forward):
@@ -213,7 +221,7 @@ def primitive(name: str, rule: str) -> Callable:
                     if isinstance(a, Tensor) and a._requires_grad:
                         result._requires_grad = True
                         result.op = Node(name, rule, args, backward, config,
-                                         _user_frame() if anomaly else None)
+                                         _user_frame() if anomaly else None, new_grads)
                         break
             return result
 
@@ -368,13 +376,16 @@ class BackwardStep:
     grads_in: tuple
 
 
-def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Iterator[BackwardStep]:
+def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
+                   sum_in_place: bool = False) -> Iterator[BackwardStep]:
     """Run the backward pass from `root` one node at a time, yielding a `BackwardStep` each.
 
     Gradients arriving at a tensor from several uses are summed before it is processed
     (the topological order guarantees all uses come first). Each intermediate gradient is
     dropped once passed on; each node's saved arrays are freed after its step unless
-    `retain_graph=True`.
+    `retain_graph=True`. With `sum_in_place` (what `backward` asks, since it keeps no
+    step), a later gradient is added into one that an op marked `new_grads` sent, so an
+    earlier step's `grads_in` may then hold that sum.
     """
     if not isinstance(root, Tensor):
         raise TypeError(f"backward: expected a Tensor, got {type(root).__name__}")
@@ -425,13 +436,15 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False) -> Itera
                              sum(g.nbytes for g in grads_in if isinstance(g, np.ndarray)))
         if not retain_graph:
             node.backward = None  # frees what the closure saved
-        grads_in = tuple(_deliver(node, pending, inp, g, anomaly)
+        in_place = sum_in_place and node.new_grads
+        grads_in = tuple(_deliver(node, pending, inp, g, anomaly, in_place)
                          for inp, g in zip(node.inputs, grads_in))
         yield BackwardStep(index, tensor, node, grad_out, grads_in)
 
 
-def _deliver(node, pending, inp, grad, anomaly):
-    """Shape one input gradient and add it to what that input has received so far."""
+def _deliver(node, pending, inp, grad, anomaly, in_place=False):
+    """Shape one input gradient and add it to what that input has received so far (into
+    `grad` itself when `in_place`: the op made it new, and nothing else holds it)."""
     if grad is None or not (isinstance(inp, Tensor) and inp._requires_grad):
         return None
     grad = np.asarray(grad)
@@ -442,11 +455,16 @@ def _deliver(node, pending, inp, grad, anomaly):
     if anomaly:
         _check_finite(node.name, "backward", grad, node.created_at)
     earlier = pending.get(id(inp))
-    pending[id(inp)] = grad if earlier is None else earlier + grad
+    if earlier is None:
+        pending[id(inp)] = grad
+    elif in_place and grad.flags.writeable:
+        pending[id(inp)] = np.add(grad, earlier, out=grad)
+    else:
+        pending[id(inp)] = earlier + grad
     return grad
 
 
 def backward(root: Tensor, grad=None, retain_graph: bool = False) -> None:
     """The whole backward pass: `backward_steps` run to the end."""
-    for _ in backward_steps(root, grad, retain_graph):
+    for _ in backward_steps(root, grad, retain_graph, sum_in_place=True):
         pass

@@ -92,7 +92,8 @@ def _result_shape(a, b, out_shape):
     return out_shape
 
 
-@primitive("linear", rule="dx = g @ W^T ;  dW = x^T @ g ;  db = sum of g over rows")
+@primitive("linear", rule="dx = g @ W^T ;  dW = x^T @ g ;  db = sum of g over rows",
+           new_grads=True)
 def linear(x, weight, bias=None):
     """x @ weight + bias in one node, weight shaped (in_features, out_features).
 

@@ -115,7 +115,7 @@ def layer_norm_reference(x, weight=None, bias=None, eps=1e-5):
 
 
 @primitive("layer_norm", rule="dx = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)),"
-                              "  g_hat = g * weight")
+                              "  g_hat = g * weight", new_grads=True)
 def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis).
@@ -157,7 +157,7 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
 
 @primitive("layer_norm_linear", rule="layer_norm's and linear's rules, on W' = w W (rows "
                                      "scaled) and c' = b W + c: dW = w dW' + b (x) dc', "
-                                     "dw = rowsum(W * dW'), db = W dc'")
+                                     "dw = rowsum(W * dW'), db = W dc'", new_grads=True)
 def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5):
     """linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias) as one node,
     the same numbers with fewer passes over the activations (`layer_norm_linear_reference`
@@ -490,7 +490,7 @@ def rms_norm_reference(x, weight=None, eps=1e-6):
 
 
 @primitive("rms_norm", rule="dx = rstd * (g_hat - x_hat * mean(g_hat * x_hat)),"
-                            "  g_hat = g * weight")
+                            "  g_hat = g * weight", new_grads=True)
 def rms_norm(x, weight=None, *, eps=1e-6):
     """Divide by the root mean square over the last axis, then scale by `weight` (shaped
     like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
