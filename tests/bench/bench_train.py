@@ -19,13 +19,15 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from common import emit, side_by_side, torch
+from common import emit, paired_ratio, side_by_side, torch
 from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
 
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
 from transformer import DecoderLM, fast_attention
+
+ROUNDS = 9  # turns per contender; on a drifting VM more rounds steady the paired ratios
 
 
 def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: bool = True):
@@ -122,22 +124,25 @@ def measure(config: dict, repeat: int) -> dict:
         contenders["numpy_manual"] = numpy_manual_step(manual, config)
     if torch is not None:
         contenders["torch"] = torch_step(config)
-    seconds = side_by_side(contenders, rounds=3, repeat=repeat, warmup=2)
-    results = {"config": config, "microtensor_ms": 1e3 * seconds["microtensor"],
+    rounds = {}
+    seconds = side_by_side(contenders, rounds=ROUNDS, repeat=repeat, warmup=2,
+                           per_round=rounds)
+    results = {"config": config, "rounds": ROUNDS,
+               "microtensor_ms": 1e3 * seconds["microtensor"],
                "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
-    fast = results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
-    if manual is not None:
-        results["numpy_manual_ms"] = 1e3 * seconds["numpy_manual"]
-        results["ratio_vs_numpy_manual"] = results["microtensor_ms"] / results["numpy_manual_ms"]
-        results["fused_attention_ratio_vs_numpy_manual"] = fast / results["numpy_manual_ms"]
-    else:
+    results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
+    # Ratios are medians of the ratios within each round (common.paired_ratio).
+    for other, label in (("numpy_manual", "numpy_manual"), ("torch", "torch")):
+        if other not in contenders:
+            continue
+        results[f"{label}_ms"] = 1e3 * seconds[other]
+        results[f"ratio_vs_{label}"] = paired_ratio(rounds, "microtensor", other)
+        results[f"fused_attention_ratio_vs_{label}"] = paired_ratio(rounds,
+                                                                    "microtensor_fused", other)
+    if manual is None:
         results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
                                         "MICROTENSOR_NUMPY_MANUAL to its path)")
-    if torch is not None:
-        results["torch_ms"] = 1e3 * seconds["torch"]
-        results["ratio_vs_torch"] = results["microtensor_ms"] / results["torch_ms"]
-        results["fused_attention_ratio_vs_torch"] = fast / results["torch_ms"]
     return results
 
 

@@ -19,7 +19,7 @@ SETTLE_S = 0.25  # seconds; longer than idle BLAS and OpenMP workers keep spinni
 
 
 def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int = 1,
-                 warmup: int = 1) -> dict:
+                 warmup: int = 1, per_round: dict | None = None) -> dict:
     """Median seconds per call of each function in `contenders` ({name: fn}).
 
     The contenders take turns for `rounds` rounds (a, b, c, a, b, c, ...), so a slow
@@ -29,6 +29,10 @@ def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int
     PyTorch's): so each turn starts with a pause of SETTLE_S that outlasts them, then
     `warmup` untimed calls. Then `repeat`
     timings of `number` calls each are taken.
+
+    `per_round`, a dict, receives each contender's median of every round: the ratio of
+    two contenders within a round compares them a few seconds apart, which holds on a VM
+    whose speed drifts by more than the difference being measured (`paired_ratio`).
     """
     times = {name: [] for name in contenders}
     for _ in range(rounds):
@@ -36,12 +40,21 @@ def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int
             time.sleep(SETTLE_S)
             for _ in range(warmup):
                 fn()
+            this_round = []
             for _ in range(repeat):
                 start = time.perf_counter()
                 for _ in range(number):
                     fn()
-                times[name].append((time.perf_counter() - start) / number)
+                this_round.append((time.perf_counter() - start) / number)
+            times[name] += this_round
+            if per_round is not None:
+                per_round.setdefault(name, []).append(statistics.median(this_round))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def paired_ratio(per_round: dict, name: str, other: str) -> float:
+    """The median over rounds of name's time / other's time in the same round."""
+    return statistics.median(a / b for a, b in zip(per_round[name], per_round[other]))
 
 
 def environment() -> dict:
