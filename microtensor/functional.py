@@ -32,6 +32,5 @@ from .ops import (
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
            "dropout", "elu", "embedding", "gelu", "layer_norm", "layer_norm_linear",
-           "leaky_relu", "linear",
-           "log_softmax", "nll_loss", "one_hot", "pad", "relu", "rms_norm", "sigmoid", "silu",
-           "softmax", "softplus", "tanh"]
+           "leaky_relu", "linear", "log_softmax", "nll_loss", "one_hot", "pad", "relu",
+           "rms_norm", "sigmoid", "silu", "softmax", "softplus", "tanh"]

@@ -154,7 +154,6 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     return out.reshape(x.shape), backward
 
 
-
 @primitive("layer_norm_linear", rule="layer_norm's and linear's rules, on W' = w W (rows "
                                      "scaled) and c' = b W + c: dW = w dW' + b (x) dc', "
                                      "dw = rowsum(W * dW'), db = W dc'", new_grads=True)
@@ -221,6 +220,7 @@ def layer_norm_linear_reference(x, norm_weight, norm_bias, weight, bias=None, ep
     """What `layer_norm_linear` computes, as the two ops a textbook writes (Tensors in,
     Tensor out, the gradient from their rules)."""
     return linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias)
+
 
 def _check_targets(name, target, n_classes, ignore_index):
     if target.dtype.kind not in "iu":
