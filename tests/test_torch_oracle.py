@@ -65,6 +65,16 @@ def test_layer_norm(shape, seed):
     agree(lambda x: F.layer_norm(x), lambda x: TF.layer_norm(x, (d,)), normal(seed, shape))
 
 
+@given(shape=shapes(min_dims=1), n_out=st.integers(1, 4), seed=seeds)
+def test_layer_norm_linear(shape, n_out, seed):
+    # (Without torch, tests/test_gradients.py holds it to layer_norm then linear.)
+    shape = shape[:-1] + (shape[-1] + 1,)
+    d = shape[-1]
+    agree(lambda x, w, b, W, c: F.layer_norm_linear(x, w, b, W, c),
+          lambda x, w, b, W, c: TF.layer_norm(x, (d,), w, b, eps=1e-5) @ W + c,
+          normal(seed, shape), normal(seed + 1, (d,)), normal(seed + 2, (d,)),
+          normal(seed + 3, (d, n_out)), normal(seed + 4, (n_out,)), seed=seed)
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @given(n=st.integers(1, 6), classes=st.integers(1, 5), seed=seeds)
 def test_cross_entropy_with_ignore_index(reduction, n, classes, seed):
