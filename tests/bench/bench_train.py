@@ -10,7 +10,9 @@ The yardstick for the engine's own cost is the same step written by hand in NumP
 in a `shared/bench/` folder beside the repository). When that file is found, or named by
 the environment variable MICROTENSOR_NUMPY_MANUAL, it is imported and its `ManualGPT`
 step, built with the same sizes, takes turns with ours; otherwise that row is skipped
-with a note. Last, one step is run under `mt.profile()` for the per-op table.
+with a note. The contenders take ROUNDS turns each, and a ratio is the median over rounds
+of the two contenders' ratio within a round. Last, one step is run under `mt.profile()`
+for the per-op table.
 
     python tests/bench/bench_train.py
 """
