@@ -16,6 +16,7 @@ from transformer import (
     fused_attention,
     scaled_dot_product_attention,
 )
+from transformer.fused_attention import fast_attention_enabled
 
 
 def both_paths(fn, tensors):
@@ -288,15 +289,17 @@ def test_a_whole_model_inside_fast_attention_folds_its_norms_and_agrees():
 
 
 @pytest.mark.parametrize("watched", ["blocks.0.norm1", "blocks.1.self_attn.W_k",
-                                     "blocks.0.ffn.W_1", "norm"])
-def test_a_forward_hook_inside_fast_attention_still_runs_and_numbers_agree(watched):
+                                     "blocks.0.ffn.W_1", "norm", "blocks.0.self_attn",
+                                     "blocks.1.ffn"])
+def test_a_forward_hook_inside_fast_attention_sees_what_it_sees_outside(watched):
     model = float64_lm(12)
     ids = np.random.default_rng(12).integers(0, 11, (2, 6))
-    _, composed = lm_logits_and_grads(model, ids, fast=False)
-    seen = []
+    seen = {True: [], False: []}
     dict(model.named_modules())[watched].register_forward_hook(
-        lambda module, inputs, output: seen.append(output.shape))
+        lambda module, inputs, output: seen[fast_attention_enabled()].append(
+            [inputs[0].data, output.data]))
+    _, composed = lm_logits_and_grads(model, ids, fast=False)
     _, fast = lm_logits_and_grads(model, ids, fast=True)
-    assert seen, f"the hook on {watched} did not run"
-    for a, b in zip(composed, fast):
+    assert seen[True], f"the hook on {watched} did not run"
+    for a, b in zip(composed + seen[False][0], fast + seen[True][0]):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)

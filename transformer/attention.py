@@ -227,8 +227,8 @@ class MultiHeadAttention(Module):
     and reuses it.
 
     `norm` (a module, optional) is applied to x (not to `context`) before the projections:
-    a pre-LN block hands its LayerNorm over instead of calling it, so that the fast path
-    can fold it into the Q/K/V product.
+    inside `fast_attention()` a pre-LN block hands its LayerNorm over instead of calling
+    it, so that it can be folded into the Q/K/V product.
 
     Inside `fast_attention()`, self-attention without a cache or rotation is three nodes
     (`_packed_self_attention`): one GEMM for Q, K and V (with a LayerNorm `norm` folded

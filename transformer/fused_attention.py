@@ -76,7 +76,6 @@ class fast_attention:
         _choice.fused = self._previous
 
 
-
 def watched(modules) -> bool:
     """Whether any of `modules` has a forward hook or a replaced `forward`: then the
     composed path must run, so that what watches the modules sees them called."""
@@ -87,12 +86,13 @@ def watched(modules) -> bool:
     return False
 
 
-def folds_norm(norm, linears) -> bool:
-    """Whether a pre-LN block may run `norm` and the `linears` after it as one
+def folds_norm(norm, modules) -> bool:
+    """Whether a pre-LN block may run `norm` and the product after it (in `modules`) as one
     `layer_norm_linear` node: inside `fast_attention()`, for a LayerNorm, when no hook
     watches these modules (so what watches them always sees them called)."""
     return (fast_attention_enabled() and type(norm) is LayerNorm
-            and not watched([norm, *linears]))
+            and not watched([norm, *modules]))
+
 
 def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     """The forward arithmetic of both fused primitives: (softmax(scale q k^T + bias, blocked

@@ -39,8 +39,8 @@ class FeedForward(Module):
         self.W_2 = Linear(d_ff, d_model)
 
     def forward(self, x, norm=None):
-        """`norm` (optional) is applied to x first: a pre-LN block hands its LayerNorm over
-        so that inside `fast_attention()` it is folded into W_1 (`layer_norm_linear`)."""
+        """`norm` (optional) is applied to x first: inside `fast_attention()` a pre-LN block
+        hands its LayerNorm over, to be folded into W_1 (`layer_norm_linear`)."""
         if norm is not None and folds_norm(norm, [self.W_1]):
             hidden = F.layer_norm_linear(x, norm.weight, norm.bias, self.W_1.weight,
                                          self.W_1.bias, eps=norm.eps)
@@ -105,14 +105,18 @@ class PositionalEncoding(Module):
 
 
 class _Residual(Module):
-    """Shared by the layers: a sublayer wrapped in dropout, residual and LayerNorm.
-    `sublayer(x, norm)` applies `norm` to x itself (None: no norm): pre-LN hands it over
-    rather than calling it, so that the fast path can fold it into the first product."""
+    """Shared by the layers: a sublayer wrapped in dropout, residual and LayerNorm."""
 
-    def residual(self, x, norm, sublayer):
-        if self.norm_first:
-            return x + self.dropout(sublayer(x, norm))          # x + sublayer(norm(x))
-        return norm(x + self.dropout(sublayer(x, None)))
+    def residual(self, x, norm, sublayer, **options):
+        """x + sublayer(norm(x)) (pre-LN) or norm(x + sublayer(x)) (post-LN), dropout on the
+        sublayer's output. Inside `fast_attention()` a pre-LN LayerNorm is handed to the
+        sublayer (`norm=`), which folds it into its first product; not when a hook
+        watches either module, so a hook always sees the input it expects."""
+        if not self.norm_first:
+            return norm(x + self.dropout(sublayer(x, **options)))
+        if folds_norm(norm, [sublayer]):
+            return x + self.dropout(sublayer(x, norm=norm, **options))
+        return x + self.dropout(sublayer(norm(x), **options))
 
 
 class EncoderLayer(_Residual):
@@ -135,8 +139,8 @@ class EncoderLayer(_Residual):
 
     def forward(self, x, mask=None, causal: bool = False, cache=None):
         self_cache = None if cache is None else cache.self_attn
-        x = self.residual(x, self.norm1, lambda h, norm: self.self_attn(
-            h, mask=mask, causal=causal, cache=self_cache, norm=norm))
+        x = self.residual(x, self.norm1, self.self_attn, mask=mask, causal=causal,
+                          cache=self_cache)
         return self.residual(x, self.norm2, self.ffn)
 
 
@@ -162,10 +166,10 @@ class DecoderLayer(_Residual):
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None):
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
-        x = self.residual(x, self.norm1, lambda h, norm: self.self_attn(
-            h, mask=self_mask, causal=True, cache=self_cache, norm=norm))
-        x = self.residual(x, self.norm2, lambda h, norm: self.cross_attn(
-            h, context=memory, mask=memory_mask, cache=cross_cache, norm=norm))
+        x = self.residual(x, self.norm1, self.self_attn, mask=self_mask, causal=True,
+                          cache=self_cache)
+        x = self.residual(x, self.norm2, self.cross_attn, context=memory, mask=memory_mask,
+                          cache=cross_cache)
         return self.residual(x, self.norm3, self.ffn)
 
 
