@@ -119,10 +119,10 @@ def _fused(q, k, v, mask, causal: bool):
     kept = []  # receives the weights array, the fused op's second result
     out = fused_attention(q, k, v, additive, allowed=allowed,
                           scale=1.0 / math.sqrt(q.shape[-1]), keep_weights=kept)
-    return out, _weights_constant(kept.pop())
+    return out, weights_constant(kept.pop())
 
 
-def _weights_constant(weights: np.ndarray) -> mt.Tensor:
+def weights_constant(weights: np.ndarray) -> mt.Tensor:
     """The fused op's weights as a tensor named "weights", without a copy: a read-only view,
     because the op's backward reads the same array."""
     view = weights.view()
@@ -347,7 +347,7 @@ class MultiHeadAttention(Module):
         out = fused_self_attention(qkv, additive, n_heads=self.n_heads,
                                    n_kv_heads=self.n_kv_heads, allowed=allowed,
                                    scale=1.0, keep_weights=kept)
-        self.last_weights = _weights_constant(kept.pop())
+        self.last_weights = weights_constant(kept.pop())
         return self.W_o(out)                                            # (B, T, d_model)
 
     def _check_inputs(self, x, context, rotation) -> None:

@@ -33,12 +33,11 @@ import math
 
 import numpy as np
 
-import microtensor as mt
 from microtensor import kernels
 from microtensor.functional import embedding, relu, silu
 from microtensor.ops.elementwise import gelu_tanh
 
-from .attention import causal_mask
+from .attention import causal_mask, weights_constant
 from .fused_attention import fused_attention
 
 
@@ -215,8 +214,8 @@ class FastDecoder:
                                          self_cache.values[:, :, :end], None,
                                          allowed=allowed, scale=self.scale,
                                          keep_weights=kept)
-        layer.attention.last_weights = mt.Tensor(
-            kept[0].reshape(batch, n_heads, n_new, end), name="weights")
+        layer.attention.last_weights = weights_constant(
+            kept[0].reshape(batch, n_heads, n_new, end))
         out = (out.reshape(batch, n_kv_heads, group, n_new, d_k).transpose(0, 3, 1, 2, 4)
                .reshape(batch * n_new, n_heads * d_k))                 # heads side by side
         return affine(out, layer.W_o, layer.b_o)

@@ -135,13 +135,12 @@ def measure(config: dict, repeat: int) -> dict:
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
     results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
     # Ratios are medians of the ratios within each round (common.paired_ratio).
-    for other, label in (("numpy_manual", "numpy_manual"), ("torch", "torch")):
-        if other not in contenders:
-            continue
-        results[f"{label}_ms"] = 1e3 * seconds[other]
-        results[f"ratio_vs_{label}"] = paired_ratio(rounds, "microtensor", other)
-        results[f"fused_attention_ratio_vs_{label}"] = paired_ratio(rounds,
-                                                                    "microtensor_fused", other)
+    for other in ("numpy_manual", "torch"):
+        if other in contenders:
+            results[f"{other}_ms"] = 1e3 * seconds[other]
+            results[f"ratio_vs_{other}"] = paired_ratio(rounds, "microtensor", other)
+            results[f"fused_attention_ratio_vs_{other}"] = paired_ratio(
+                rounds, "microtensor_fused", other)
     if manual is None:
         results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
                                         "MICROTENSOR_NUMPY_MANUAL to its path)")
