@@ -174,7 +174,8 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     if getattr(weight, "ndim", 0) != 2 or weight.shape[0] != features:
         raise op_error("layer_norm_linear", f"input {x.shape} and weight "
                        f"{np.shape(weight)} do not match: the weight must be 2-D "
-                       f"(in_features, out_features) with in_features {features}")
+                       f"(in_features, out_features) with in_features {features}",
+                       fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
     if bias is not None and getattr(bias, "shape", ()) != weight.shape[1:]:
         raise op_error("layer_norm_linear", f"bias has shape {np.shape(bias)}, expected "
                        f"{weight.shape[1:]} (one per output feature)")
