@@ -92,6 +92,19 @@ def _result_shape(a, b, out_shape):
     return out_shape
 
 
+def check_linear_inputs(name, x, weight, bias) -> None:
+    """x (..., in), weight (in, out) and bias (out,) or None, or an error naming `name`."""
+    if getattr(weight, "ndim", 0) != 2 or getattr(x, "ndim", 0) == 0 \
+            or x.shape[-1] != weight.shape[0]:
+        raise op_error(name, f"input {np.shape(x)} and weight {np.shape(weight)} do not "
+                       f"match: the weight must be 2-D (in_features, out_features) with "
+                       f"in_features equal to the input's last axis",
+                       fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
+    if bias is not None and getattr(bias, "shape", ()) != weight.shape[1:]:
+        raise op_error(name, f"bias has shape {np.shape(bias)}, expected "
+                       f"{weight.shape[1:]} (one per output feature)")
+
+
 @primitive("linear", rule="dx = g @ W^T ;  dW = x^T @ g ;  db = sum of g over rows",
            new_grads=True)
 def linear(x, weight, bias=None):
@@ -100,15 +113,7 @@ def linear(x, weight, bias=None):
     Every leading axis of x is a batch of rows, so forward and both weight gradients are
     single 2-D GEMMs, and the bias is added in place (no second activation-sized array).
     """
-    if getattr(weight, "ndim", 0) != 2 or getattr(x, "ndim", 0) == 0 \
-            or x.shape[-1] != weight.shape[0]:
-        raise op_error("linear", f"input {np.shape(x)} and weight {np.shape(weight)} do not "
-                       f"match: the weight must be 2-D (in_features, out_features) with "
-                       f"in_features equal to the input's last axis",
-                       fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
-    if bias is not None and getattr(bias, "shape", ()) != weight.shape[1:]:
-        raise op_error("linear", f"bias has shape {np.shape(bias)}, expected "
-                       f"{weight.shape[1:]} (one per output feature)")
+    check_linear_inputs("linear", x, weight, bias)
     rows = x.reshape(-1, x.shape[-1])                  # (N, in)
     out = rows @ weight                                # (N, out)
     if bias is not None:

@@ -10,7 +10,7 @@ from ..autograd import primitive
 from ..errors import describe, op_error
 from ..kernels import sum_over_last_axis, sum_over_rows
 from ..tensor import generator
-from .linalg import linear
+from .linalg import check_linear_inputs, linear
 
 
 def _check_axis(name, x, axis):
@@ -170,15 +170,8 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     `fast_attention()`.
     """
     _check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
+    check_linear_inputs("layer_norm_linear", x, weight, bias)
     features = x.shape[-1]
-    if getattr(weight, "ndim", 0) != 2 or weight.shape[0] != features:
-        raise op_error("layer_norm_linear", f"input {x.shape} and weight "
-                       f"{np.shape(weight)} do not match: the weight must be 2-D "
-                       f"(in_features, out_features) with in_features {features}",
-                       fix="weights here are (in, out), the transpose of PyTorch's (out, in)")
-    if bias is not None and getattr(bias, "shape", ()) != weight.shape[1:]:
-        raise op_error("layer_norm_linear", f"bias has shape {np.shape(bias)}, expected "
-                       f"{weight.shape[1:]} (one per output feature)")
     x_rows = x.reshape(math.prod(x.shape[:-1]), features)
     dtype = np.result_type(x_rows, norm_weight, norm_bias, weight,
                            0.5 if bias is None else bias)
