@@ -10,9 +10,11 @@ The yardstick for the engine's own cost is the same step written by hand in NumP
 in a `shared/bench/` folder beside the repository). When that file is found, or named by
 the environment variable MICROTENSOR_NUMPY_MANUAL, it is imported and its `ManualGPT`
 step, built with the same sizes, takes turns with ours; otherwise that row is skipped
-with a note. The contenders take ROUNDS turns each, and a ratio is the median over rounds
-of the two contenders' ratio within a round. Last, one step is run under `mt.profile()`
-for the per-op table.
+with a note. The NumPy-based steps (ours, the floor, the hand-written one) alternate
+single calls, PAIRS each, and a ratio is the median of neighbouring calls' ratios, with
+a 90% interval; PyTorch takes ROUNDS turns (with a pause) beside ours, and that ratio is
+the median over rounds of the ratio within a round. Last, one step is run under
+`mt.profile()` for the per-op table.
 
     python tests/bench/bench_train.py
 """
@@ -20,8 +22,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import statistics
 
-from common import emit, paired_ratio, side_by_side, torch
+from common import (
+    alternating_calls,
+    emit,
+    paired_ratio,
+    ratio_with_interval,
+    side_by_side,
+    torch,
+)
 from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
 
 import microtensor as mt
@@ -29,7 +39,8 @@ import microtensor.functional as F
 from microtensor.optim import AdamW
 from transformer import DecoderLM, fast_attention
 
-ROUNDS = 9  # turns per contender; on a drifting VM more rounds steady the paired ratios
+ROUNDS = 9  # turns per contender beside PyTorch; on a drifting VM more rounds steady ratios
+PAIRS = 40  # alternating single calls per NumPy-based contender (common.alternating_calls)
 
 
 def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: bool = True):
@@ -118,32 +129,41 @@ def torch_step(config=CONFIG):
 
 
 def measure(config: dict, repeat: int) -> dict:
-    contenders = {"microtensor": microtensor_step(config),
-                  "microtensor_fused": microtensor_step(config, fused_attention=True),
-                  "floor": numpy_gemm_floor_step(config)}
+    """Our step (composed and fused), the GEMM floor and the hand-written step in
+    alternating single calls (`alternating_calls`: their ratios to about 1%), then ours
+    and PyTorch's in rounds with a pause (`side_by_side`)."""
+    steps = {"microtensor": microtensor_step(config),
+             "microtensor_fused": microtensor_step(config, fused_attention=True),
+             "floor": numpy_gemm_floor_step(config)}
     manual = find_numpy_manual()
     if manual is not None:
-        contenders["numpy_manual"] = numpy_manual_step(manual, config)
-    if torch is not None:
-        contenders["torch"] = torch_step(config)
-    rounds = {}
-    seconds = side_by_side(contenders, rounds=ROUNDS, repeat=repeat, warmup=2,
-                           per_round=rounds)
-    results = {"config": config, "rounds": ROUNDS,
-               "microtensor_ms": 1e3 * seconds["microtensor"],
-               "numpy_gemm_floor_ms": 1e3 * seconds["floor"]}
+        steps["numpy_manual"] = numpy_manual_step(manual, config)
+    calls = alternating_calls(steps, pairs=PAIRS)
+    ms = {name: 1e3 * statistics.median(times) for name, times in calls.items()}
+    results = {"config": config, "pairs": PAIRS, "rounds": ROUNDS,
+               "microtensor_ms": ms["microtensor"], "numpy_gemm_floor_ms": ms["floor"],
+               "microtensor_fused_attention_ms": ms["microtensor_fused"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
-    results["microtensor_fused_attention_ms"] = 1e3 * seconds["microtensor_fused"]
-    # Ratios are medians of the ratios within each round (common.paired_ratio).
-    for other in ("numpy_manual", "torch"):
-        if other in contenders:
-            results[f"{other}_ms"] = 1e3 * seconds[other]
-            results[f"ratio_vs_{other}"] = paired_ratio(rounds, "microtensor", other)
-            results[f"fused_attention_ratio_vs_{other}"] = paired_ratio(
-                rounds, "microtensor_fused", other)
     if manual is None:
         results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
                                         "MICROTENSOR_NUMPY_MANUAL to its path)")
+    else:
+        results["numpy_manual_ms"] = ms["numpy_manual"]
+        for name, prefix in (("microtensor", ""), ("microtensor_fused", "fused_attention_")):
+            paired = ratio_with_interval(calls, name, "numpy_manual")
+            results[f"{prefix}ratio_vs_numpy_manual"] = paired["ratio"]
+            results[f"{prefix}ratio_vs_numpy_manual_interval_90"] = paired["interval_90"]
+    if torch is not None:
+        rounds = {}
+        seconds = side_by_side({"microtensor": steps["microtensor"],
+                                "microtensor_fused": steps["microtensor_fused"],
+                                "torch": torch_step(config)},
+                               rounds=ROUNDS, repeat=repeat, warmup=2, per_round=rounds)
+        results["torch_ms"] = 1e3 * seconds["torch"]
+        # Ratios are medians of the ratios within each round (common.paired_ratio).
+        results["ratio_vs_torch"] = paired_ratio(rounds, "microtensor", "torch")
+        results["fused_attention_ratio_vs_torch"] = paired_ratio(rounds, "microtensor_fused",
+                                                                 "torch")
     return results
 
 

@@ -57,6 +57,39 @@ def paired_ratio(per_round: dict, name: str, other: str) -> float:
     return statistics.median(a / b for a, b in zip(per_round[name], per_round[other]))
 
 
+def alternating_calls(contenders: dict, pairs: int, warmup: int = 2) -> dict:
+    """Seconds of each single call of each function in `contenders`, the calls taken in
+    turns a, b, c, then c, b, a, and so on (`pairs` calls each), so consecutive calls of
+    two contenders are a step apart and each follows the other as often as it precedes
+    it. On a VM whose speed drifts by 10-15% within minutes, the ratio of neighbouring
+    calls holds to about 1% where medians of rounds seconds apart do not
+    (`ratio_with_interval`). Only for contenders that share their thread pools
+    (NumPy-based ones): PyTorch's idle workers would slow whoever follows it, so it takes
+    `side_by_side` turns with a pause instead."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in contenders}
+    names = list(contenders)
+    for turn in range(pairs):
+        for name in (names if turn % 2 == 0 else reversed(names)):
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_with_interval(times: dict, name: str, other: str) -> dict:
+    """The median of name's / other's time over `alternating_calls`'s turns, with a 90%
+    bootstrap interval of that median (500 resamples, seeded: the same times give the
+    same interval)."""
+    ratios = [a / b for a, b in zip(times[name], times[other])]
+    rng = np.random.default_rng(0)
+    medians = np.sort(np.median(rng.choice(ratios, (500, len(ratios))), axis=1))
+    return {"ratio": statistics.median(ratios),
+            "interval_90": [float(medians[25]), float(medians[474])]}
+
+
 def environment() -> dict:
     import microtensor
     info = {

@@ -30,18 +30,23 @@ def table(results: dict) -> str:
     small, chain = results["small_ops"], results["chain"]
     memory, draw = results["memory"], results["draw"]
 
-    def ratio(value, goal):
-        return "n/a" if value is None else f"{value:.2f} (goal {goal})"
+    def ratio(value, goal, interval=None):
+        if value is None:
+            return "n/a"
+        within = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+        return f"{value:.2f}{within} (goal {goal})"
 
     rows = [
         ("train step, fast_attention() (ms)", f"{train['microtensor_fused_attention_ms']:.1f}",
          f"{train.get('torch_ms', float('nan')):.1f}", f"{train['numpy_gemm_floor_ms']:.1f}",
          "vs torch " + ratio(train.get("fused_attention_ratio_vs_torch"), "<= 1.0")
          + "; vs hand-written "
-         + ratio(train.get("fused_attention_ratio_vs_numpy_manual"), "<= 1.05")),
+         + ratio(train.get("fused_attention_ratio_vs_numpy_manual"), "<= 1.05",
+                 train.get("fused_attention_ratio_vs_numpy_manual_interval_90"))),
         ("train step, composed attention (ms)", f"{train['microtensor_ms']:.1f}", "", "",
          "vs torch " + ratio(train.get("ratio_vs_torch"), "<= 1.0") + "; vs hand-written "
-         + ratio(train.get("ratio_vs_numpy_manual"), "<= 1.05")),
+         + ratio(train.get("ratio_vs_numpy_manual"), "<= 1.05",
+                 train.get("ratio_vs_numpy_manual_interval_90"))),
         ("train step, small model (ms)", f"{train['small_model']['microtensor_ms']:.2f}",
          f"{train['small_model'].get('torch_ms', float('nan')):.2f}",
          f"{train['small_model']['numpy_gemm_floor_ms']:.2f}",
