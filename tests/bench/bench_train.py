@@ -13,17 +13,21 @@ step, built with the same sizes, takes turns with ours; otherwise that row is sk
 with a note. The NumPy-based steps (ours, the floor, the hand-written one) alternate
 single calls, PAIRS each, and a ratio is the median of neighbouring calls' ratios, with
 a 90% interval; PyTorch takes ROUNDS turns (with a pause) beside ours, and that ratio is
-the median over rounds of the ratio within a round. Last, one step is run under
-`mt.profile()` for the per-op table.
+the median over rounds of the ratio within a round. A third contender of ours,
+`ops_only_step`, calls the fast step's primitives with no engine: the fast step over it
+is what the engine itself costs. Last, one step is run under `mt.profile()` for the
+per-op table.
 
     python tests/bench/bench_train.py
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import statistics
 
+import numpy as np
 from common import (
     alternating_calls,
     emit,
@@ -38,6 +42,9 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
 from transformer import DecoderLM, fast_attention
+from transformer.attention import causal_mask
+from transformer.fused_attention import fused_self_attention
+from transformer.layers import positions_from_valid
 
 ROUNDS = 9  # turns per contender beside PyTorch; on a drifting VM more rounds steady ratios
 PAIRS = 40  # alternating single calls per NumPy-based contender (common.alternating_calls)
@@ -60,6 +67,96 @@ def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: b
         loss.backward()
         optimizer.step()
         return loss
+    return step
+
+
+def ops_only_step(config=CONFIG):
+    """The fast step's own primitives called in order with no engine: each op's NumPy
+    forward (`op.forward`), then the backward closures they returned, in reverse, the
+    gradients summed and accumulated as backward() does, then the same AdamW. What the
+    real step costs beyond this is the engine's and the modules' own work: recording
+    nodes, the topological walk, routing gradients, module calls and hook checks.
+    It follows `microtensor_step(config, fused_attention=True)` on the reference model's
+    structure (GPT style, learned positions, pre-LN, GELU, untied head); `run` checks its
+    first loss equal to that step's, so the two cannot drift apart unnoticed."""
+    mt.manual_seed(0)
+    model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
+                      config["n_layers"], config["d_ff"], max_len=config["seq"])
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    ids, targets = batch(config)
+    positions = positions_from_valid(np.ones(ids.shape, dtype=bool))
+    allowed = causal_mask(ids.shape[1], ids.shape[1])
+    embedding, layer_norm_linear = F.embedding.forward, F.layer_norm_linear.forward
+    linear, gelu, cross_entropy = F.linear.forward, mt.ops.gelu_tanh.forward, F.cross_entropy.forward
+    token, position = model.tok_embed.weight, model.position.table.weight
+
+    def accumulate(params, grads):
+        for param, grad in zip(params, grads):
+            param._accumulate_grad(grad)
+
+    def step():
+        optimizer.zero_grad()
+        tokens, token_backward = embedding(ids, token.data)
+        positioned, position_backward = embedding(positions, position.data)
+        x = tokens + positioned
+        saved = []
+        for block in model.blocks:
+            attention, norm1, norm2, ffn = block.self_attn, block.norm1, block.norm2, block.ffn
+            projections = (attention.W_q, attention.W_k, attention.W_v)
+            scale = 1 / math.sqrt(attention.d_k)       # folded into W_q, as the model does
+            weight = np.concatenate([projections[0].weight.data * scale,
+                                     *(p.weight.data for p in projections[1:])], axis=1)
+            bias = np.concatenate([projections[0].bias.data * scale,
+                                   *(p.bias.data for p in projections[1:])])
+            qkv, qkv_backward = layer_norm_linear(x, norm1.weight.data, norm1.bias.data,
+                                                  weight, bias, eps=norm1.eps)
+            heads, attention_backward = fused_self_attention.forward(
+                qkv, None, n_heads=attention.n_heads, n_kv_heads=attention.n_kv_heads,
+                allowed=allowed, scale=1.0)
+            out, out_backward = linear(heads, attention.W_o.weight.data,
+                                       attention.W_o.bias.data)
+            x = x + out
+            hidden, hidden_backward = layer_norm_linear(
+                x, norm2.weight.data, norm2.bias.data, ffn.W_1.weight.data,
+                ffn.W_1.bias.data, eps=norm2.eps)
+            activated, gelu_backward = gelu(hidden)
+            out, down_backward = linear(activated, ffn.W_2.weight.data, ffn.W_2.bias.data)
+            x = x + out
+            saved.append((block, scale, qkv_backward, attention_backward, out_backward,
+                          hidden_backward, gelu_backward, down_backward))
+        norm, head = model.norm, model.head
+        logits, head_backward = layer_norm_linear(x, norm.weight.data, norm.bias.data,
+                                                  head.weight.data, eps=norm.eps)
+        loss, loss_backward = cross_entropy(logits, targets)
+
+        grad_x, *grads = head_backward(loss_backward(np.ones((), loss.dtype))[0])
+        accumulate([norm.weight, norm.bias, head.weight], grads)
+        for (block, scale, qkv_backward, attention_backward, out_backward, hidden_backward,
+             gelu_backward, down_backward) in reversed(saved):
+            attention, ffn = block.self_attn, block.ffn
+            grad_activated, *grads = down_backward(grad_x)
+            accumulate([ffn.W_2.weight, ffn.W_2.bias], grads)
+            grad_inner, *grads = hidden_backward(gelu_backward(grad_activated)[0])
+            accumulate([block.norm2.weight, block.norm2.bias, ffn.W_1.weight, ffn.W_1.bias],
+                       grads)
+            grad_x = np.add(grad_inner, grad_x, out=grad_inner)   # the residual's two paths
+            grad_heads, *grads = out_backward(grad_x)
+            accumulate([attention.W_o.weight, attention.W_o.bias], grads)
+            grad_qkv = attention_backward(grad_heads)[0]
+            grad_inner, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias = \
+                qkv_backward(grad_qkv)
+            accumulate([block.norm1.weight, block.norm1.bias],
+                       [grad_norm_weight, grad_norm_bias])
+            start = 0
+            for i, p in enumerate((attention.W_q, attention.W_k, attention.W_v)):
+                part = slice(start, start + p.weight.shape[1])
+                start = part.stop
+                accumulate([p.weight, p.bias], [grad_weight[:, part] * (scale, 1, 1)[i],
+                                                grad_bias[part] * (scale, 1, 1)[i]])
+            grad_x = np.add(grad_inner, grad_x, out=grad_inner)
+        accumulate([token, position], [token_backward(grad_x)[1], position_backward(grad_x)[1]])
+        optimizer.step()
+        return float(loss)
     return step
 
 
@@ -134,7 +231,12 @@ def measure(config: dict, repeat: int) -> dict:
     and PyTorch's in rounds with a pause (`side_by_side`)."""
     steps = {"microtensor": microtensor_step(config),
              "microtensor_fused": microtensor_step(config, fused_attention=True),
+             "ops_only": ops_only_step(config),
              "floor": numpy_gemm_floor_step(config)}
+    first, again = float(steps["microtensor_fused"]().data), steps["ops_only"]()
+    if abs(first - again) > 1e-6 * abs(first):   # the same weights and batch: the same loss
+        raise RuntimeError(f"bench_train: ops_only_step's loss {again} is not the fast "
+                           f"step's {first}: make it follow the model again")
     manual = find_numpy_manual()
     if manual is not None:
         steps["numpy_manual"] = numpy_manual_step(manual, config)
@@ -144,12 +246,18 @@ def measure(config: dict, repeat: int) -> dict:
                "microtensor_ms": ms["microtensor"], "numpy_gemm_floor_ms": ms["floor"],
                "microtensor_fused_attention_ms": ms["microtensor_fused"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
+    # The engine's own cost: the fast step against its primitives called with no engine.
+    results["ops_only_ms"] = ms["ops_only"]
+    engine = ratio_with_interval(calls, "microtensor_fused", "ops_only")
+    results["fused_attention_ratio_vs_ops_only"] = engine["ratio"]
+    results["fused_attention_ratio_vs_ops_only_interval_90"] = engine["interval_90"]
     if manual is None:
         results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
                                         "MICROTENSOR_NUMPY_MANUAL to its path)")
     else:
         results["numpy_manual_ms"] = ms["numpy_manual"]
-        for name, prefix in (("microtensor", ""), ("microtensor_fused", "fused_attention_")):
+        for name, prefix in (("microtensor", ""), ("microtensor_fused", "fused_attention_"),
+                             ("ops_only", "ops_only_")):
             paired = ratio_with_interval(calls, name, "numpy_manual")
             results[f"{prefix}ratio_vs_numpy_manual"] = paired["ratio"]
             results[f"{prefix}ratio_vs_numpy_manual_interval_90"] = paired["interval_90"]

@@ -43,6 +43,13 @@ def table(results: dict) -> str:
          + "; vs hand-written "
          + ratio(train.get("fused_attention_ratio_vs_numpy_manual"), "<= 1.05",
                  train.get("fused_attention_ratio_vs_numpy_manual_interval_90"))),
+        ("train step, its ops with no engine (ms)", f"{train['ops_only_ms']:.1f}", "", "",
+         "fast step / this "
+         + ratio(train["fused_attention_ratio_vs_ops_only"], "~1.0: the engine's cost",
+                 train["fused_attention_ratio_vs_ops_only_interval_90"])
+         + "; vs hand-written "
+         + ratio(train.get("ops_only_ratio_vs_numpy_manual"), "<= 1.05",
+                 train.get("ops_only_ratio_vs_numpy_manual_interval_90"))),
         ("train step, composed attention (ms)", f"{train['microtensor_ms']:.1f}", "", "",
          "vs torch " + ratio(train.get("ratio_vs_torch"), "<= 1.0") + "; vs hand-written "
          + ratio(train.get("ratio_vs_numpy_manual"), "<= 1.05",
