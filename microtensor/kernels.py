@@ -15,8 +15,8 @@ four facts about NumPy on a CPU:
    for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort. A max
    has no such product, so fused attention's softmax subtracts the largest score of each
    head's whole (Tq, Tk) matrix, one reduction over contiguous memory, rather than each
-   row's (softmax is the same whatever a row is shifted by; a row more than 16 below the
-   peak, where rounding the larger shift would cost accuracy, takes its own max).
+   row's (softmax is the same whatever a row is shifted by; a row so far below that its
+   exps would underflow takes its own max after all).
 
 2. **On large activations every temporary array costs more than its arithmetic.**
    Allocating it, faulting its pages in and streaming it through memory dominate a

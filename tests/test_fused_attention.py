@@ -315,29 +315,26 @@ def test_softmax_shifted_by_the_peak_equals_the_row_max_form_or_declines():
         softmax_shifted_by_row_max(by_row)
         assert softmax_shifted_by_peak(by_peak)
         np.testing.assert_allclose(by_peak, by_row, rtol=10 * np.finfo(dtype).eps, atol=0)
-    # A row 10 below its matrix's peak keeps the peak; one 20 below declines (rounding).
-    for gap, taken in ((10, True), (20, False)):
-        for dtype in (np.float32, np.float64):
-            rows = np.array([[[30, 29, 28], [30 - gap, 29 - gap, 28 - gap]]], dtype)
-            by_row = rows.copy()
-            softmax_shifted_by_row_max(by_row)
-            assert softmax_shifted_by_peak(rows) is taken
-            if taken:
-                np.testing.assert_allclose(rows, by_row, rtol=10 * np.finfo(dtype).eps)
+    # In float32, a row 100 below its matrix's peak would underflow: it declines.
+    far = np.zeros((1, 2, 3), np.float32)
+    far[0, 0] = [100, 99, 98]
+    far[0, 1] = [0, -1, -2]
+    assert not softmax_shifted_by_peak(far.copy())
+    assert softmax_shifted_by_peak(far.astype(np.float64))   # float64 has the range
     nan_row = np.zeros((2, 3), np.float32)
     nan_row[1, 1] = np.nan
     assert not softmax_shifted_by_peak(nan_row)
 
 
 @pytest.mark.parametrize("case", ["row far below", "nan in a row", "inf score"])
-def test_fused_attention_takes_the_row_max_where_the_peak_would_cost_accuracy(case):
+def test_fused_attention_takes_the_row_max_where_the_peak_would_lose_a_row(case):
     rng = np.random.default_rng(14)
     q, k, v = (mt.tensor(rng.standard_normal((1, 2, 3, 4)), dtype=np.float32,
                          requires_grad=True) for _ in range(3))
     bias = np.zeros((1, 2, 3, 3), np.float32)
-    if case == "row far below":      # query 0 of head 1: ~50 below the rest (> PEAK_GAP)
-        bias[0, 1, 0] = -20.0
-        bias[0, 1, 1:] = 30.0
+    if case == "row far below":      # query 0 of head 1: every score ~200 below the rest
+        bias[0, 1, 0] = -200.0
+        bias[0, 1, 1:] = 50.0
     elif case == "nan in a row":
         bias[0, 0, 2, 1] = np.nan
     else:
@@ -347,6 +344,6 @@ def test_fused_attention_takes_the_row_max_where_the_peak_would_cost_accuracy(ca
         return scaled_dot_product_attention(q, k, v, mask=bias)
     composed, fused = both_paths(run, [q, k, v])
     for a, b in zip(composed, fused):
-        np.testing.assert_allclose(b, a, rtol=3e-7, atol=3e-7, equal_nan=True)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, equal_nan=True)
     if case == "row far below":
         assert np.isfinite(fused[1]).all() and fused[1][0, 1, 0].sum() == pytest.approx(1)

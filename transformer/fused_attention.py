@@ -19,7 +19,6 @@ row with no key at all (W = 0 everywhere) sends nothing back, as in the composed
 """
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -129,9 +128,6 @@ def masked_scores(q, k, bias, allowed, scale):
     return scores, row_has_key
 
 
-PEAK_GAP = 16.0   # how far below its matrix's peak a row may lie (softmax_shifted_by_peak)
-
-
 def softmax_shifted_by_row_max(scores):
     """softmax over the last axis in place, each row's max subtracted first (the textbook
     way to keep exp from overflowing)."""
@@ -142,18 +138,15 @@ def softmax_shifted_by_row_max(scores):
 
 def softmax_shifted_by_peak(scores) -> bool:
     """softmax over the last axis in place, shifted by each (Tq, Tk) matrix's largest
-    score instead of each row's; False (and `scores` spent) where that would cost accuracy.
+    score instead of each row's; False (and `scores` spent) where that is not exact.
 
     Softmax is the same whatever number is subtracted from a row; subtracting one at least
     as large as every score keeps exp from overflowing. The peak of a whole matrix is one
     reduction over contiguous memory, where a max per row of Tk keys pays NumPy's per-row
-    cost (more than the exp of every score). The price is rounding: a row whose own max
-    lies g below the peak has its scores rounded at the scale of g when shifted, so its
-    weights carry up to g/2 more ulps of relative error than the row-max form's (whose
-    largest weight comes from exp(0)). So it keeps to rows within PEAK_GAP of the peak, at
-    most 8 more ulps, checked through each row's sum of exps (at least Tk exp(-PEAK_GAP)
-    means the row's largest exp is at least exp(-PEAK_GAP)); a row further below, a NaN
-    or an infinite peak returns False, and the caller takes the row max."""
+    cost (more than the exp of every score). It is exact while each row's own largest exp
+    stays a normal number even after 1/eps of range below it: so every row's sum of exps is
+    checked against Tk * tiny / eps. A row too far below its matrix's peak (a score of
+    -100 beside one of +100 in float32), a NaN or an infinite peak returns False."""
     *batch, n_queries, n_keys = scores.shape
     if scores.size == 0:
         return False    # the row-max path says what an empty axis means
@@ -163,7 +156,8 @@ def softmax_shifted_by_peak(scores) -> bool:
     scores -= peak[..., None, None]
     np.exp(scores, out=scores)
     sums = sum_over_last_axis(scores)
-    if not (sums >= n_keys * math.exp(-PEAK_GAP)).all():
+    info = np.finfo(scores.dtype)
+    if not (sums >= n_keys * (info.tiny / info.eps)).all():
         return False
     scores *= (1 / sums)[..., None]
     return True
