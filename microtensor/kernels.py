@@ -12,11 +12,7 @@ four facts about NumPy on a CPU:
    (`a @ (ones / n)`, LayerNorm). `sum_over_last_axis`, `sum_over_rows` and `averager`
    are those three products; their vectors of ones and of 1/n are cached, because every
    step asks for the same few. A scatter-add can be a product too: embedding's gradient
-   for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort. A max
-   has no such product, so fused attention's softmax subtracts the largest score of each
-   head's whole (Tq, Tk) matrix, one reduction over contiguous memory, rather than each
-   row's (softmax is the same whatever a row is shifted by; a row so far below that its
-   exps would underflow takes its own max after all).
+   for a small table is one_hot(ids)^T @ grad_rows, one GEMM instead of a sort.
 
 2. **On large activations every temporary array costs more than its arithmetic.**
    Allocating it, faulting its pages in and streaming it through memory dominate a

@@ -98,20 +98,6 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     """The forward arithmetic of both fused primitives: (softmax(scale q k^T + bias, blocked
     keys at -inf) v, weights). Every step after the first matmul writes into its (..., Tq,
     Tk) buffer; `out`, if given, receives the result (a view works: no copy is made)."""
-    scores, row_has_key = masked_scores(q, k, bias, allowed, scale)
-    if not softmax_shifted_by_peak(scores):   # a row far below its matrix's peak
-        scores, row_has_key = masked_scores(q, k, bias, allowed, scale)
-        softmax_shifted_by_row_max(scores)
-    weights = scores
-    if row_has_key is not None:
-        weights *= row_has_key
-    return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
-
-
-def masked_scores(q, k, bias, allowed, scale):
-    """scale q k^T + bias with blocked keys at -inf, and the (..., Tq, 1) rows that keep a
-    key (None if all do); a row with none is made finite (0) for softmax, its weights are
-    zeroed after it."""
     scores = np.matmul(q, np.swapaxes(k, -1, -2))        # (..., Tq, Tk)
     if scale != 1:   # 1 when the caller folded it into q's weights (packed self-attention)
         scores *= scale
@@ -123,44 +109,15 @@ def masked_scores(q, k, bias, allowed, scale):
         row_has_key = allowed.any(axis=-1, keepdims=True)   # before broadcasting: small
         if row_has_key.all():
             row_has_key = None
-        else:  # a row of only -inf would give 0/0
+        else:  # a row of only -inf would give 0/0: make it finite, zero its weights below
             np.copyto(scores, 0.0, where=~row_has_key)
-    return scores, row_has_key
-
-
-def softmax_shifted_by_row_max(scores):
-    """softmax over the last axis in place, each row's max subtracted first (the textbook
-    way to keep exp from overflowing)."""
-    scores -= np.fmax.reduce(scores, axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    scores *= (1 / sum_over_last_axis(scores))[..., None]
-
-
-def softmax_shifted_by_peak(scores) -> bool:
-    """softmax over the last axis in place, shifted by each (Tq, Tk) matrix's largest
-    score instead of each row's; False (and `scores` spent) where that is not exact.
-
-    Softmax is the same whatever number is subtracted from a row; subtracting one at least
-    as large as every score keeps exp from overflowing. The peak of a whole matrix is one
-    reduction over contiguous memory, where a max per row of Tk keys pays NumPy's per-row
-    cost (more than the exp of every score). It is exact while each row's own largest exp
-    stays a normal number even after 1/eps of range below it: so every row's sum of exps is
-    checked against Tk * tiny / eps. A row too far below its matrix's peak (a score of
-    -100 beside one of +100 in float32), a NaN or an infinite peak returns False."""
-    *batch, n_queries, n_keys = scores.shape
-    if scores.size == 0:
-        return False    # the row-max path says what an empty axis means
-    peak = np.fmax.reduce(scores.reshape(*batch, n_queries * n_keys), axis=-1)
-    if not np.isfinite(peak).all():
-        return False
-    scores -= peak[..., None, None]
-    np.exp(scores, out=scores)
-    sums = sum_over_last_axis(scores)
-    info = np.finfo(scores.dtype)
-    if not (sums >= n_keys * (info.tiny / info.eps)).all():
-        return False
-    scores *= (1 / sums)[..., None]
-    return True
+    weights = scores                                      # softmax in place, max first
+    weights -= np.fmax.reduce(weights, axis=-1, keepdims=True)
+    np.exp(weights, out=weights)
+    weights *= (1 / sum_over_last_axis(weights))[..., None]
+    if row_has_key is not None:
+        weights *= row_has_key
+    return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
 
 
 def attend_backward(grad_out, q, k, v, weights, out, scale, grads_into=(None, None, None)):

@@ -30,7 +30,6 @@ from microtensor.ops.nn import (
     softmax,
     softmax_reference,
 )
-from transformer.fused_attention import softmax_shifted_by_peak, softmax_shifted_by_row_max
 
 
 def compare(plain, trick, number: int) -> dict:
@@ -65,9 +64,6 @@ def run(number: int = 20) -> dict:
         "averager_vs_mean": compare(lambda: hidden.mean(-1),
                                     lambda: hidden @ kernels.averager(256, np.float32),
                                     number),
-        "attention_softmax_shift_by_peak": compare(  # each on a fresh copy: in place
-            lambda: softmax_shifted_by_row_max(scores.copy()),
-            lambda: softmax_shifted_by_peak(scores.copy()), number),
         "softmax": compare(lambda: forward_and_backward(softmax_reference, scores),
                            lambda: forward_and_backward(softmax.forward, scores), number),
         "layer_norm": compare(
