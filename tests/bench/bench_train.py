@@ -67,6 +67,7 @@ def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: b
         loss.backward()
         optimizer.step()
         return loss
+    step.model = model   # for the test that holds ops_only_step to this step
     return step
 
 
@@ -157,6 +158,7 @@ def ops_only_step(config=CONFIG):
         accumulate([token, position], [token_backward(grad_x)[1], position_backward(grad_x)[1]])
         optimizer.step()
         return float(loss)
+    step.model = model
     return step
 
 
