@@ -18,7 +18,7 @@ import bench_train
 def test_the_engine_free_step_follows_the_fast_step(config):
     fast = bench_train.microtensor_step(config, fused_attention=True)
     ops_only = bench_train.ops_only_step(config)
-    for step in range(3):
+    for _ in range(3):
         assert ops_only() == pytest.approx(float(fast().data), rel=1e-6)
         # Every gradient, not only the loss: AdamW's update would hide a gradient off by a
         # constant factor (it divides by the gradient's own scale).

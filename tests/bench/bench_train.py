@@ -78,8 +78,9 @@ def ops_only_step(config=CONFIG):
     real step costs beyond this is the engine's and the modules' own work: recording
     nodes, the topological walk, routing gradients, module calls and hook checks.
     It follows `microtensor_step(config, fused_attention=True)` on the reference model's
-    structure (GPT style, learned positions, pre-LN, GELU, untied head); `run` checks its
-    first loss equal to that step's, so the two cannot drift apart unnoticed."""
+    structure (GPT style, learned positions, pre-LN, GELU, untied head). `measure` checks
+    its first loss equal to that step's, and tests/test_bench_ops_only.py every gradient,
+    so the two cannot drift apart unnoticed."""
     mt.manual_seed(0)
     model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
                       config["n_layers"], config["d_ff"], max_len=config["seq"])
