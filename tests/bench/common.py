@@ -53,7 +53,7 @@ def side_by_side(contenders: dict, rounds: int = 3, repeat: int = 1, number: int
 
 
 def paired_ratio(per_round: dict, name: str, other: str) -> float:
-    """The median over rounds of name's time / other's time in the same round."""
+    """The median over rounds (or turns) of name's time / other's time in the same one."""
     return statistics.median(a / b for a, b in zip(per_round[name], per_round[other]))
 
 
@@ -86,7 +86,7 @@ def ratio_with_interval(times: dict, name: str, other: str) -> dict:
     ratios = [a / b for a, b in zip(times[name], times[other])]
     rng = np.random.default_rng(0)
     medians = np.sort(np.median(rng.choice(ratios, (500, len(ratios))), axis=1))
-    return {"ratio": statistics.median(ratios),
+    return {"ratio": paired_ratio(times, name, other),
             "interval_90": [float(medians[25]), float(medians[474])]}
 
 
