@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microtensor as mt
+from microtensor.ops.elementwise import gelu_tanh
 from transformer import DecoderLM
+from transformer.decode import gelu_in_place
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
 
@@ -120,12 +122,31 @@ def test_fast_prefill_in_any_pieces_equals_one_pass(name, batch, length, first, 
     assert_close(fast[real], whole[real], np.float64)
 
 
-def test_fast_path_keeps_last_weights():
-    model = make_model("llama-gqa")
-    stepped_logits(model, np.array([[3, 4, 5, 6]]), None, first=3)
-    weights = model.blocks[0].self_attn.last_weights
-    assert weights.shape == (1, 4, 1, 4)                           # (B, h, Tq, Tk)
-    np.testing.assert_allclose(weights.data.sum(-1), 1, rtol=1e-5)
+@pytest.mark.parametrize("name", ["gpt", "llama-gqa"])
+def test_fast_path_keeps_last_weights(name):
+    model = make_model(name)
+    ids = np.array([[3, 4, 5, 6]])
+    stepped_logits(model, ids, None, first=3)
+    with watch(model):
+        stepped_logits(model, ids, None, first=3)
+        composed = [block.self_attn.last_weights.data for block in model.blocks]
+    stepped_logits(model, ids, None, first=3)
+    for block, expected in zip(model.blocks, composed):
+        weights = block.self_attn.last_weights       # kept as an array, a tensor when asked
+        assert isinstance(weights, mt.Tensor) and weights.name == "weights"
+        assert weights.shape == (1, 4, 1, 4)                       # (B, h, Tq, Tk)
+        assert not weights.data.flags.writeable
+        assert block.self_attn.last_weights is weights             # wrapped once
+        np.testing.assert_allclose(weights.data, expected, atol=2e-6)
+
+
+@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40]), min_size=1, max_size=300))
+def test_decoding_gelu_gives_the_numbers_of_the_gelu_op(values):
+    x = np.array(values, np.float32)
+    with np.errstate(all="ignore"):         # -inf gives NaN in both, as in the textbook form
+        expected, _ = gelu_tanh.forward(x)
+        np.testing.assert_array_equal(gelu_in_place(x.copy()), expected)   # NaN == NaN here
 
 
 def test_hooks_see_every_cached_step():

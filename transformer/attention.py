@@ -268,6 +268,21 @@ class MultiHeadAttention(Module):
         self.dropout_p = dropout  # on the attention weights, while training
         self.last_weights = None
 
+    @property
+    def last_weights(self):
+        """The attention weights of the last forward, (B, h, Tq, Tk), or None before one:
+        a tensor of the graph on the composed path, a constant named "weights" on the
+        fused ones. A fused path keeps the array, which becomes that constant when first
+        asked for: decoding makes one per layer per token, and few are ever looked at."""
+        weights = self.__dict__["_last_weights"]
+        if isinstance(weights, np.ndarray):
+            weights = self.__dict__["_last_weights"] = weights_constant(weights)
+        return weights
+
+    @last_weights.setter
+    def last_weights(self, weights):   # a Tensor, None, or a fused kernel's array
+        self.__dict__["_last_weights"] = weights
+
     def split_heads(self, x, n_heads: int | None = None):
         """(B, T, n_heads * d_k) -> (B, n_heads, T, d_k); n_heads defaults to the queries'."""
         batch, length, _ = x.shape
@@ -347,7 +362,7 @@ class MultiHeadAttention(Module):
         out = fused_self_attention(qkv, additive, n_heads=self.n_heads,
                                    n_kv_heads=self.n_kv_heads, allowed=allowed,
                                    scale=1.0, keep_weights=kept)
-        self.last_weights = weights_constant(kept.pop())
+        self.last_weights = kept.pop()
         return self.W_o(out)                                            # (B, T, d_model)
 
     def _check_inputs(self, x, context, rotation) -> None:

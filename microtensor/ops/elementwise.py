@@ -123,14 +123,15 @@ def relu(x):
     return out, backward
 
 
-_GELU_C = float(np.sqrt(2 / np.pi))  # a Python float, so float32 stays float32
+# c = sqrt(2/pi) and k of the tanh form, Python floats so that float32 stays float32
+GELU_C, GELU_K = float(np.sqrt(2 / np.pi)), 0.044715
 
 
 def gelu_tanh_reference(x):
     """GELU's tanh form as in a textbook, and its backward: the specification `gelu_tanh`
     meets. y = 0.5 x (1 + t) with t = tanh(c (x + k x^3)), c = sqrt(2/pi), k = 0.044715;
     dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
-    c, k = _GELU_C, 0.044715
+    c, k = GELU_C, GELU_K
     t = np.tanh(c * (x + k * x**3))
     def backward(g):
         return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * k * x**2)),)
@@ -143,7 +144,7 @@ def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
     computes, faster (see kernels.py)."""
-    c, k = _GELU_C, 0.044715
+    c, k = GELU_C, GELU_K
     # The forward writes the output and the derivative dy/dx in the same pass over the
     # rows, while x and x^2 are in cache, so the backward is one multiply. The backward
     # keeps dydx, one array the size of the activation, and neither x nor t (the
