@@ -70,6 +70,29 @@ def test_fused_equals_composed_over_shapes_and_masks(batch, heads, n_q, n_k, d_k
                                                             causal=causal), [q, k, v])
 
 
+@pytest.mark.parametrize("dtype,above", [(np.float32, 100.0), (np.float64, 800.0)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_score_far_above_its_rows_diagonal_still_gives_the_softmax(dtype, above, causal):
+    # The fused softmax shifts each row by its own diagonal score q_i . k_i. Where another
+    # key scores more than exp's range above it (88 in float32, 709 in float64), exp
+    # overflows, and that row alone must be redone with its max: the same weights as the
+    # composed path, nothing infinite or NaN, and the other rows untouched.
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)).astype(dtype) for _ in range(3))
+    q[1, 2, 3] = np.array([3.0, 0, 0, 0], dtype)
+    k[1, 2, 3] = np.array([-3.0, 0, 0, 0], dtype)    # query 3's own score: -9 * scale
+    k[1, 2, 1] = np.array([2 * above, 0, 0, 0], dtype)  # key 1's: 6 * above * scale
+    tensors = [mt.tensor(a, requires_grad=True) for a in (q, k, v)]
+    composed, fused = both_paths(
+        lambda: scaled_dot_product_attention(*tensors, causal=causal), tensors)
+    for a, b in zip(composed, fused):
+        assert np.isfinite(b).all()
+        # (scores near 100 carry rounding errors near 100 ulps through exp, on both paths)
+        tolerance = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(b, a, atol=tolerance, rtol=tolerance)
+    assert fused[1][1, 2, 3, 1] == pytest.approx(1.0)     # that row's weight is all on key 1
+
+
 def test_a_float_mask_tensor_gets_the_same_gradient():
     rng = np.random.default_rng(1)
     q, k, v = qkv(rng, 2, 3, 4, 5)

@@ -111,13 +111,48 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
             row_has_key = None
         else:  # a row of only -inf would give 0/0: make it finite, zero its weights below
             np.copyto(scores, 0.0, where=~row_has_key)
-    weights = scores                                      # softmax in place, max first
-    weights -= np.fmax.reduce(weights, axis=-1, keepdims=True)
-    np.exp(weights, out=weights)
-    weights *= (1 / sum_over_last_axis(weights))[..., None]
+    weights = scores                                      # softmax in place, shift first
+    # Any shift c per row leaves softmax unchanged; it only has to keep exp(s - c) in
+    # range. The row's max is the textbook shift, but NumPy takes a max over each of many
+    # short rows at ~30x the cost of one over the whole array. When every query may see
+    # its own key (self-attention: causal or unmasked), the row's own diagonal score
+    # q_i . k_i is a shift just as row-local (a causal model's past outputs still do not
+    # depend on its future, bit for bit), from one pass over q and k. exp(s_ii - c_i) ~ 1
+    # keeps the sum from underflowing; a score more than ~88 above the diagonal (709 in
+    # float64) overflows, and that row is redone with its max.
+    sees_itself = (bias is None and q.shape[:-1] == k.shape[:-1]
+                   and (allowed is None or np.diagonal(allowed, 0, -2, -1).all()))
+    if sees_itself:
+        weights -= (np.einsum("...i,...i->...", q, k) * scale)[..., None]
+        with np.errstate(over="ignore"):                   # such a row is redone below
+            np.exp(weights, out=weights)
+    else:
+        weights -= np.fmax.reduce(weights, axis=-1, keepdims=True)
+        np.exp(weights, out=weights)
+    sums = sum_over_last_axis(weights)
+    if sees_itself:
+        overflowed = ~((sums > 0) & (sums < np.inf))
+        if overflowed.any():
+            sums[overflowed] = _softmax_rows_by_max(weights, overflowed, q, k, allowed, scale)
+    weights *= (1 / sums)[..., None]
     if row_has_key is not None:
         weights *= row_has_key
     return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
+
+
+def _softmax_rows_by_max(weights, rows, q, k, allowed, scale) -> np.ndarray:
+    """Redo the rows of `weights` (..., Tq, Tk) where `rows` (..., Tq) is True as the
+    textbook does: scores again, blocked keys at -inf, the row's max subtracted, exp.
+    Writes exp(s - max) into those rows and returns their sums."""
+    index = np.nonzero(rows)                              # (batch..., query) of each row
+    scores = np.einsum("nd,nkd->nk", q[index], k[index[:-1]]) * scale
+    if allowed is not None:
+        blocked = ~np.broadcast_to(allowed, weights.shape)[index]
+        scores[blocked] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    weights[index] = scores
+    return scores.sum(axis=-1)
 
 
 def attend_backward(grad_out, q, k, v, weights, out, scale, grads_into=(None, None, None)):
