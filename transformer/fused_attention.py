@@ -121,7 +121,7 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     # keeps the sum from underflowing; a score more than ~88 above the diagonal (709 in
     # float64) overflows, and that row is redone with its max.
     sees_itself = (bias is None and q.shape[:-1] == k.shape[:-1]
-                   and (allowed is None or np.diagonal(allowed, 0, -2, -1).all()))
+                   and (allowed is None or _sees_own_key(allowed, q.shape[-2])))
     if sees_itself:
         weights -= (np.einsum("...i,...i->...", q, k) * scale)[..., None]
         with np.errstate(over="ignore"):                   # such a row is redone below
@@ -138,6 +138,12 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     if row_has_key is not None:
         weights *= row_has_key
     return np.matmul(weights, v, out=out), weights        # (..., Tq, d_v)
+
+
+def _sees_own_key(allowed, n) -> bool:
+    """Whether `allowed`, broadcast to (..., n, n), lets every query see its own key."""
+    square = np.broadcast_to(allowed, np.broadcast_shapes(allowed.shape, (n, n)))
+    return bool(np.diagonal(square, 0, -2, -1).all())
 
 
 def _softmax_rows_by_max(weights, rows, q, k, allowed, scale) -> np.ndarray:
