@@ -35,7 +35,7 @@ import numpy as np
 
 from microtensor import kernels
 from microtensor.functional import embedding, silu
-from microtensor.ops.elementwise import GELU_C, GELU_K
+from microtensor.ops.elementwise import gelu_tanh_gate
 
 from .attention import causal_mask
 from .fused_attention import attend
@@ -102,18 +102,12 @@ _vecmat = getattr(np, "vecmat", None)   # NumPy >= 2.2; older ones use the GEMM
 
 
 def gelu_in_place(x: np.ndarray) -> np.ndarray:
-    """GELU's tanh form, 0.5 x (1 + tanh(c (x + k x^3))), written over x: the same steps
-    as `gelu_tanh`'s forward, so the same numbers, without the derivative it also writes
-    for a backward that decoding never runs (8 NumPy calls instead of about 20; on one
-    token's few hundred numbers, the calls are the cost)."""
-    s = np.multiply(x, x)
-    s *= GELU_C * GELU_K
-    s += GELU_C
-    s *= x
-    np.tanh(s, out=s)                  # t = tanh(c (x + k x^3))
-    s *= 0.5
-    s += 0.5                           # s = (1 + t) / 2
-    x *= s
+    """GELU's tanh form, 0.5 x (1 + tanh(c (x + k x^3))), written over x: `gelu_tanh`'s
+    forward steps, so the same numbers, without the derivative it also writes for a
+    backward that decoding never runs (8 NumPy calls instead of about 20; on one token's
+    few hundred numbers, the calls are the cost)."""
+    x_squared = np.multiply(x, x)
+    x *= gelu_tanh_gate(x, x_squared, out=x_squared)
     return x
 
 

@@ -123,19 +123,30 @@ def relu(x):
     return out, backward
 
 
-# c = sqrt(2/pi) and k of the tanh form, Python floats so that float32 stays float32
-GELU_C, GELU_K = float(np.sqrt(2 / np.pi)), 0.044715
+_GELU_C = float(np.sqrt(2 / np.pi))  # a Python float, so float32 stays float32
 
 
 def gelu_tanh_reference(x):
     """GELU's tanh form as in a textbook, and its backward: the specification `gelu_tanh`
     meets. y = 0.5 x (1 + t) with t = tanh(c (x + k x^3)), c = sqrt(2/pi), k = 0.044715;
     dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
-    c, k = GELU_C, GELU_K
+    c, k = _GELU_C, 0.044715
     t = np.tanh(c * (x + k * x**3))
     def backward(g):
         return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * k * x**2)),)
     return 0.5 * x * (1 + t), backward
+
+
+def gelu_tanh_gate(x, x_squared, out):
+    """s = (1 + tanh(c (x + k x^3))) / 2 written into `out` (which may be `x_squared`), so
+    that GELU is x s: the steps `gelu_tanh` and decoding's value-only GELU share."""
+    np.multiply(x_squared, _GELU_C * 0.044715, out=out)
+    out += _GELU_C
+    out *= x
+    np.tanh(out, out=out)                     # t = tanh(c (x + k x^3))
+    out *= 0.5
+    out += 0.5                                # s = (1 + t) / 2
+    return out
 
 
 @primitive("gelu", rule="dx = g * dydx,  dydx = s (1 + 2c x (1 - s) (1 + 3k x^2)),"
@@ -144,7 +155,7 @@ def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
     computes, faster (see kernels.py)."""
-    c, k = GELU_C, GELU_K
+    c, k = _GELU_C, 0.044715
     # The forward writes the output and the derivative dy/dx in the same pass over the
     # rows, while x and x^2 are in cache, so the backward is one multiply. The backward
     # keeps dydx, one array the size of the activation, and neither x nor t (the
@@ -165,12 +176,7 @@ def gelu_tanh(x):
         # s (1 - s) comes first: it is exactly 0 where |x| is large, so the growing
         # factors meet a 0 before they can overflow (0 * inf would be NaN).
         np.multiply(x, x, out=x_squared, dtype=dtype)   # (float even for integer x)
-        np.multiply(x_squared, c * k, out=s)
-        s += c
-        s *= x
-        np.tanh(s, out=s)                     # t = tanh(c (x + k x^3))
-        s *= 0.5
-        s += 0.5                              # s = (1 + t) / 2
+        gelu_tanh_gate(x, x_squared, s)
         np.multiply(x, s, out=out)            # y = x s
         np.subtract(1, s, out=dydx)
         dydx *= s
