@@ -8,10 +8,13 @@ closure that is never called. At batch 1 a step of a small model is ~100 such op
 
 - a norm's weight (and bias) folded into the product that follows it:
   (x_hat * w + b) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c);
-- Q, K and V from one product (the three matrices side by side), and with RoPE the
-  queries and keys rotated together, since they sit side by side in that product;
-- attention as one `fused_attention` forward (one new query needs no causal mask);
-  grouped-query heads as rows of their K/V head, so K and V are never repeated;
+- Q, K and V from one product (the three matrices side by side, 1/sqrt(d_k) folded into
+  the queries' columns), and with RoPE the queries and keys rotated together, since they
+  sit side by side in that product;
+- attention as the fused kernel's forward (one new query needs no causal mask);
+  grouped-query heads as rows of their K/V head, so K and V are never repeated; each
+  layer's weights kept as an array, made a tensor only if `last_weights` is read;
+- GELU's value alone, without the derivative the training op writes for its backward;
 - the residual stream updated in place; cos/sin of every position computed once.
 
 The folded matrices are a snapshot, made at a cache's first fast step: the cache belongs
