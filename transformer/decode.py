@@ -130,10 +130,10 @@ class FastLayer:
                                                     attention.W_v])
         # 1/sqrt(d_k) goes into the queries' columns once (they are a new array), rather
         # than onto every step's scores; RoPE's rotation is linear, so it commutes.
-        queries = slice(0, attention.n_heads * attention.d_k)
-        self.W_qkv[:, queries] *= 1.0 / math.sqrt(attention.d_k)
+        queries, scale = slice(0, attention.n_heads * attention.d_k), 1 / math.sqrt(attention.d_k)
+        self.W_qkv[:, queries] *= scale
         if self.b_qkv is not None:
-            self.b_qkv[queries] *= 1.0 / math.sqrt(attention.d_k)
+            self.b_qkv[queries] *= scale
         self.W_o = attention.W_o.weight.data
         self.b_o = None if attention.W_o.bias is None else attention.W_o.bias.data
         self.norm_eps = (block.norm1.eps, block.norm2.eps)
