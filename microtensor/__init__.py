@@ -13,10 +13,15 @@ from .autograd import (
     BackwardStep,
     backward_steps,
     detect_anomaly,
+    dropout_off,
     enable_grad,
+    fast_paths,
+    is_dropout_enabled,
+    is_fast_enabled,
     is_grad_enabled,
     no_grad,
     primitive,
+    textbook_graph,
 )
 from .checkpoint import CheckpointError, load, save
 from .creation import (

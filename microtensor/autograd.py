@@ -32,11 +32,15 @@ from .tensor import Tensor
 # --------------------------------------------------------------------------- modes
 
 class _Mode(threading.local):
-    """Per-thread switches. Class attributes are the defaults every new thread sees."""
+    """Every per-thread switch, in one place. Class attributes are the defaults every new
+    thread sees. Per thread, because a model shared by threads (one training, one
+    generating) must not have its behaviour flipped by the other thread's choice."""
 
     grad_enabled = True
     anomaly = False
     profile = None  # the `profile` collecting per-op times, or None (the usual case)
+    fast = True     # modules run their registered fast forms (see `fast_paths`)
+    dropout = True  # Dropout modules drop while training (see `dropout_off`)
 
 
 _mode = _Mode()
@@ -56,6 +60,10 @@ class _SetMode:
     flag = ""
     value = True
 
+    def __init__(self, value: bool | None = None):
+        if value is not None:
+            self.value = bool(value)
+
     def __enter__(self):
         self._previous = getattr(_mode, self.flag)
         setattr(_mode, self.flag, self.value)
@@ -67,7 +75,7 @@ class _SetMode:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)():
+            with type(self)(self.value):
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -106,6 +114,48 @@ class detect_anomaly(_SetMode):
     flag, value = "anomaly", True
 
 
+class fast_paths(_SetMode):
+    """Whether modules run their fast forms (on by default). Thread-local.
+
+    A module's `forward` is the textbook computation. A module type may also register a
+    fast form (`microtensor.nn.fast_form`): the same numbers from fewer, fused ops, such
+    as attention as one node. Calling a module runs its fast form while this is on, so a
+    training loop is fast with no opt-in; `fast_paths(False)` runs every textbook
+    `forward` instead. Drawings do not need it: they open each fused node into its
+    textbook ops (`textbook_graph`).
+
+    >>> with mt.fast_paths(False):
+    ...     mt.is_fast_enabled()
+    False
+    """
+
+    flag, value = "fast", True
+
+
+class dropout_off(_SetMode):
+    """No dropout in this thread's forward passes, whatever the modules' `training`.
+
+    `model.eval()` flips `training` on modules that every thread shares: generating from
+    a model that another thread trains would turn that thread's dropout off. Generation
+    runs inside `dropout_off()` instead and leaves `training` alone.
+
+    >>> layer = mt.nn.Dropout(0.5)
+    >>> with mt.dropout_off():
+    ...     bool((layer(mt.ones(4)).data == 1).all())
+    True
+    """
+
+    flag, value = "dropout", False
+
+
+def is_fast_enabled() -> bool:
+    return _mode.fast
+
+
+def is_dropout_enabled() -> bool:
+    return _mode.dropout
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -118,10 +168,11 @@ class Node:
     those arrays; the structure (name, inputs, rule) stays so the graph can still be drawn.
     """
 
-    __slots__ = ("backward", "config", "created_at", "inputs", "name", "new_grads", "rule")
+    __slots__ = ("backward", "config", "created_at", "inputs", "name", "new_grads",
+                 "reference", "rule")
 
     def __init__(self, name, rule, inputs, backward, config, created_at=None,
-                 new_grads=False):
+                 new_grads=False, reference=None):
         self.name = name
         self.rule = rule
         self.inputs = inputs
@@ -129,6 +180,7 @@ class Node:
         self.config = config  # the op's non-tensor arguments, e.g. {"axis": -1}
         self.created_at = created_at  # "file:line in function" (anomaly mode only)
         self.new_grads = new_grads  # see `primitive`
+        self.reference = reference  # a fused op's textbook form (see `primitive`)
 
     @property
     def saved(self) -> dict:
@@ -163,7 +215,8 @@ def _unwrap(x):
     return np.asarray(x)
 
 
-def primitive(name: str, rule: str, *, new_grads: bool = False) -> Callable:
+def primitive(name: str, rule: str, *, new_grads: bool = False,
+              reference: Callable | None = None) -> Callable:
     """Turn a NumPy function `forward(*inputs, **config) -> (out, backward)` into an op.
 
     The positional parameters of `forward` are its inputs (Tensors, arrays or numbers;
@@ -180,6 +233,11 @@ def primitive(name: str, rule: str, *, new_grads: bool = False) -> Callable:
     array for two inputs). `backward()` may then add a tensor's other gradients into it in
     place, instead of allocating their sum: the residual stream of a Transformer receives
     two gradients per block.
+
+    `reference` marks a fused op: several textbook steps done as one node. It is that
+    textbook form, written with other ops: `reference(*inputs, **config)` returns the
+    same output as a graph of those ops. Drawings and the stepper open a fused node into
+    it (`textbook_graph`), and a test holds the two equal, forward and backward.
     """
 
     def decorate(forward):
@@ -221,12 +279,14 @@ def primitive(name: str, rule: str, *, new_grads: bool = False) -> Callable:
                     if isinstance(a, Tensor) and a._requires_grad:
                         result._requires_grad = True
                         result.op = Node(name, rule, args, backward, config,
-                                         _user_frame() if anomaly else None, new_grads)
+                                         _user_frame() if anomaly else None, new_grads,
+                                         reference)
                         break
             return result
 
         op.rule = rule
         op.forward = forward
+        op.reference = reference
         return op
 
     return decorate
@@ -358,6 +418,47 @@ def topological_order(root: Tensor, *, every_input: bool = False) -> list[Tensor
                     stack.append((inp, False))
     order.reverse()
     return order
+
+
+def textbook_graph(root: Tensor) -> Tensor:
+    """The graph behind `root` with every fused node opened into its textbook form.
+
+    A fused op (one made with `primitive(reference=...)`, such as attention as one node)
+    is replaced by its reference run on the same inputs, so a drawing or a step-through
+    shows matmul, scale, mask, softmax, matmul where the fast path ran one node. Leaves
+    (parameters, inputs) are the same tensors; an op after an opened node is a copy of
+    its node on the new inputs, with the same values and the same backward. The reference
+    gives the fused node's numbers up to rounding, and its backward, given the gradient
+    the fused node received, the fused node's input gradients (tests hold both). Returns
+    `root` itself when nothing is fused.
+
+    >>> x = mt.randn(2, 3, 4, requires_grad=True)
+    >>> from transformer.fast import fused_attention
+    >>> out = fused_attention(x, x, x, scale=0.5)
+    >>> [t.op.name for t in topological_order(textbook_graph(out.sum())) if t.op][:4]
+    ['sum', 'matmul', 'weights', 'softmax']
+    """
+    opened = {}    # id(tensor) -> its tensor in the textbook graph
+    for tensor in reversed(topological_order(root, every_input=True)):
+        node = tensor.op
+        if node is None:
+            continue
+        inputs = [opened.get(id(inp), inp) if isinstance(inp, Tensor) else inp
+                  for inp in node.inputs]
+        if node.reference is not None:
+            with enable_grad():
+                new = node.reference(*inputs, **node.config)
+        elif any(new is not old for new, old in zip(inputs, node.inputs)):
+            new = Tensor._wrap(tensor.data)
+            new._requires_grad = True
+            new.op = Node(node.name, node.rule, tuple(inputs), node.backward, node.config,
+                          node.created_at)
+        else:
+            continue
+        if tensor.name is not None and node.reference is None:
+            new.name = tensor.name
+        opened[id(tensor)] = new
+    return opened.get(id(root), root)
 
 
 @dataclass

@@ -10,13 +10,13 @@ tokenizers and a training command line (`python -m transformer train ...`).
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .bpe import BPETokenizer
 from .cache import KVCache
-from .fused_attention import fast_attention, fused_attention
 from .layers import (
     Decoder,
     DecoderLayer,
     Encoder,
     EncoderLayer,
     FeedForward,
+    GPTBlock,
     PositionalEncoding,
     sinusoidal_table,
 )
@@ -26,9 +26,12 @@ from .model import Transformer
 from .rope import RotaryEmbedding, apply_rotary
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
+# Last: the fast forms register themselves for the modules above (see transformer.fast).
+from .fast import fused_attention  # noqa: E402  (isort: skip)
+
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
-           "Encoder", "EncoderLayer", "FeedForward", "KVCache", "LlamaBlock",
+           "Encoder", "EncoderLayer", "FeedForward", "GPTBlock", "KVCache", "LlamaBlock",
            "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
-           "Transformer", "apply_rotary", "causal_mask", "fast_attention", "fused_attention",
+           "Transformer", "apply_rotary", "causal_mask", "fused_attention",
            "scaled_dot_product_attention",
            "sinusoidal_table", "tokenizer_from_dict"]

@@ -18,14 +18,6 @@ import microtensor.functional as F
 from microtensor.errors import op_error
 from microtensor.nn import Linear, Module
 
-from .dropout import dropout_active
-from .fused_attention import (
-    fast_attention_enabled,
-    folds_norm,
-    fused_attention,
-    fused_self_attention,
-    watched,
-)
 from .rope import apply_rotary
 
 
@@ -85,58 +77,55 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False,
     attention weights while `training`. The tensors it makes are named `QK^T`, `scores`
     and `weights`, so graphs and backward steps show those names.
 
-    Inside `with fast_attention():` the same numbers come from one fused node instead
-    (`fused_attention`; the weights are then a constant tensor, see `fast_attention`).
-    Dropout on the weights keeps the composed form.
-
     >>> q = k = v = mt.randn(2, 5, 8)
     >>> out, weights = scaled_dot_product_attention(q, k, v, causal=True)
     >>> out.shape, weights.shape
     ((2, 5, 8), (2, 5, 5))
     """
     _check_qkv(q, k, v)
-    if fast_attention_enabled() and not (dropout_p and training):
-        return _fused(q, k, v, mask, causal)
-    scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
-    scores.name = "QK^T"
+    bias, allowed = attention_masks(mask, causal, q.shape, k.shape)
     # A Python float keeps float32 float32; 1/sqrt(d_k) keeps the scores' variance near 1
     # so softmax does not saturate as d_k grows.
-    scores = scores * (1.0 / math.sqrt(q.shape[-1]))
+    return attention(q, k, v, bias, allowed, scale=1.0 / math.sqrt(q.shape[-1]),
+                     dropout_p=dropout_p if training else 0.0)
+
+
+def attention(q, k, v, bias=None, allowed=None, scale: float = 1.0, dropout_p: float = 0.0):
+    """The textbook steps, on masks already prepared (`attention_masks`): scores = scale
+    q k^T (+ bias), blocked keys at -inf, softmax, weights v. Returns `(out, weights)`.
+    The fused kernels (`transformer.fast`) name this as their reference."""
+    scores = q @ k.swapaxes(-1, -2)                    # (..., Tq, Tk)
+    scores.name = "QK^T"
+    scores = scores * scale
     scores.name = "scores"
-    scores, row_has_key = _masked(scores, mask, causal)
+    if bias is not None:
+        scores = scores + bias
+    row_has_key = None
+    if allowed is not None:
+        # -inf, not a large negative number: exp(-inf) is exactly 0, so a masked key gets
+        # no weight at all, however large the other scores are.
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        row_has_key = allowed.any(axis=-1, keepdims=True)      # (..., Tq, 1)
+        if row_has_key.all():
+            row_has_key = None
+        else:
+            # A row of only -inf would give softmax 0/0 = NaN. Give those rows finite
+            # scores (0), then multiply their weights by 0: output 0, gradient 0.
+            scores = scores.masked_fill(~row_has_key, 0.0)
     weights = scores.softmax(axis=-1)                  # (..., Tq, Tk), rows sum to 1
     if row_has_key is not None:
         weights = weights * row_has_key.astype(weights.dtype)
-    if dropout_p and training:
+    if dropout_p:
         weights = F.dropout(weights, p=dropout_p, training=True)
     weights.name = "weights"
     return weights @ v, weights                        # (..., Tq, d_v)
 
 
-def _fused(q, k, v, mask, causal: bool):
-    """The fast path: the masks of `_masked` as arrays, then one `fused_attention` node."""
-    additive, allowed = _fast_masks(mask, causal, q.shape, k.shape)
-    kept = []  # receives the weights array, the fused op's second result
-    out = fused_attention(q, k, v, additive, allowed=allowed,
-                          scale=1.0 / math.sqrt(q.shape[-1]), keep_weights=kept)
-    return out, weights_constant(kept.pop())
-
-
-def weights_constant(weights: np.ndarray) -> mt.Tensor:
-    """The fused op's weights as a tensor named "weights", without a copy: a read-only view,
-    because the op's backward reads the same array."""
-    view = weights.view()
-    view.flags.writeable = False
-    constant = mt.from_numpy(view)
-    constant.name = "weights"
-    return constant
-
-
-def _fast_masks(mask, causal: bool, q_shape: tuple, k_shape: tuple):
-    """The masks of `_masked` for the fused kernels: (float mask to add or None, boolean
-    array of allowed keys or None), checked against the (..., Tq, Tk) scores of queries
-    and keys of these shapes."""
-    additive, mask = _additive_mask(mask)
+def attention_masks(mask, causal: bool, q_shape: tuple, k_shape: tuple):
+    """A mask as attention uses it: (float mask to add to the scores or None, boolean
+    array of the keys each query may see or None), checked against the (..., Tq, Tk)
+    scores of queries and keys of these shapes, the causal mask included."""
+    bias, mask = _additive_mask(mask)
     allowed = _mask_array(mask, "scaled_dot_product_attention")
     n_queries, n_keys = q_shape[-2], k_shape[-2]
     if allowed is not None:
@@ -147,11 +136,11 @@ def _fast_masks(mask, causal: bool, q_shape: tuple, k_shape: tuple):
                            f"{tuple(q_shape)} and k {tuple(k_shape)} do not broadcast") from None
         _check_mask_shape(allowed, batch + (n_queries, n_keys))
         if allowed.all():
-            allowed = None
-    if causal and n_queries > 1:
+            allowed = None  # nothing is masked (no padding): skip the masking ops
+    if causal and n_queries > 1:  # one query (cached decoding) may see every key
         lower = causal_mask(n_queries, n_keys)
         allowed = lower if allowed is None else allowed & lower
-    return additive, allowed
+    return bias, allowed
 
 
 def _check_qkv(q, k, v) -> None:
@@ -164,34 +153,6 @@ def _check_qkv(q, k, v) -> None:
                        f"axis (d_k), and k and v {tuple(v.shape)} the key axis (Tk)")
 
 
-def _masked(scores, mask, causal: bool):
-    """The scores with every blocked key at -inf (a float mask added first), and a
-    (..., Tq, 1) boolean array of the rows that keep at least one key (None if all do)."""
-    additive, mask = _additive_mask(mask)
-    allowed = _mask_array(mask, "scaled_dot_product_attention")
-    if allowed is not None:
-        _check_mask_shape(allowed, scores.shape)
-        if additive is not None:
-            scores = scores + additive
-        if allowed.all():
-            allowed = None  # nothing is masked (no padding): skip the masking ops
-    n_queries, n_keys = scores.shape[-2:]
-    if causal and n_queries > 1:  # one query (cached decoding) may see every key
-        lower = causal_mask(n_queries, n_keys)
-        allowed = lower if allowed is None else allowed & lower
-    if allowed is None:
-        return scores, None
-    # -inf, not a large negative number: exp(-inf) is exactly 0, so a masked key gets
-    # no weight at all, however large the other scores are.
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    row_has_key = allowed.any(axis=-1, keepdims=True)          # (..., Tq, 1)
-    if row_has_key.all():
-        return scores, None
-    # A row of only -inf would give softmax 0/0 = NaN. Give those rows finite scores (0);
-    # the caller multiplies their weights by 0: output 0, gradient 0.
-    return scores.masked_fill(~row_has_key, 0.0), row_has_key
-
-
 def _check_mask_shape(allowed: np.ndarray, scores_shape: tuple) -> None:
     try:
         broadcast = np.broadcast_shapes(allowed.shape, scores_shape)
@@ -202,6 +163,30 @@ def _check_mask_shape(allowed: np.ndarray, scores_shape: tuple) -> None:
                        f"not broadcast to the scores' shape {scores_shape} (..., Tq, Tk)",
                        fix="a key-padding mask of shape (B, Tk) becomes "
                        "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
+
+
+def split_heads(x, n_heads: int):
+    """(B, T, n_heads * d_k) -> (B, n_heads, T, d_k)."""
+    batch, length, width = x.shape
+    return x.reshape(batch, length, n_heads, width // n_heads).swapaxes(1, 2)
+
+
+def merge_heads(x):
+    """(B, h, T, d_k) -> (B, T, h * d_k): the heads' outputs side by side."""
+    batch, n_heads, length, d_k = x.shape
+    return x.swapaxes(1, 2).reshape(batch, length, n_heads * d_k)
+
+
+def repeat_kv_heads(x, n_heads: int):
+    """(B, n_kv_heads, Tk, d_k) -> (B, n_heads, Tk, d_k): each K/V head repeated for the
+    n_heads / n_kv_heads query heads of its group (unsqueeze, expand, reshape; the
+    backward sums each group's gradients onto its shared head)."""
+    batch, n_kv_heads, length, d_k = x.shape
+    if n_kv_heads == n_heads:
+        return x
+    group = n_heads // n_kv_heads
+    return (x.unsqueeze(2).expand(batch, n_kv_heads, group, length, d_k)
+            .reshape(batch, n_heads, length, d_k))
 
 
 class MultiHeadAttention(Module):
@@ -226,14 +211,8 @@ class MultiHeadAttention(Module):
     this call's K and V to preallocated buffers; cross-attention projects `context` once
     and reuses it.
 
-    `norm` (a module, optional) is applied to x (not to `context`) before the projections:
-    inside `fast_attention()` a pre-LN block hands its LayerNorm over instead of calling
-    it, so that it can be folded into the Q/K/V product.
-
-    Inside `fast_attention()`, self-attention without a cache or rotation is three nodes
-    (`_packed_self_attention`): one GEMM for Q, K and V (with a LayerNorm `norm` folded
-    in: `layer_norm_linear`), the packed fused attention, W_o. A forward hook on W_q, W_k,
-    W_v or `norm` keeps the separate modules, so that it sees them called.
+    This `forward` is the textbook computation. Calling the module runs its fast form
+    (`transformer.fast`): the same numbers, attention as one fused node.
 
     >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
     >>> mha(mt.randn(2, 5, 16), causal=True).shape
@@ -268,102 +247,39 @@ class MultiHeadAttention(Module):
         self.dropout_p = dropout  # on the attention weights, while training
         self.last_weights = None
 
-    @property
-    def last_weights(self):
-        """The attention weights of the last forward, (B, h, Tq, Tk), or None before one:
-        a tensor of the graph on the composed path, a constant named "weights" on the
-        fused ones. A fused path keeps the array, which becomes that constant when first
-        asked for: decoding makes one per layer per token, and few are ever looked at."""
-        weights = self.__dict__["_last_weights"]
-        if isinstance(weights, np.ndarray):
-            weights = self.__dict__["_last_weights"] = weights_constant(weights)
-        return weights
-
-    @last_weights.setter
-    def last_weights(self, weights):   # a Tensor, None, or a fused kernel's array
-        self.__dict__["_last_weights"] = weights
-
-    def split_heads(self, x, n_heads: int | None = None):
-        """(B, T, n_heads * d_k) -> (B, n_heads, T, d_k); n_heads defaults to the queries'."""
-        batch, length, _ = x.shape
-        return x.reshape(batch, length, n_heads or self.n_heads, self.d_k).swapaxes(1, 2)
-
-    def merge_heads(self, x):
-        """(B, h, T, d_k) -> (B, T, d_model): the heads' outputs side by side."""
-        batch, _, length, _ = x.shape
-        return x.swapaxes(1, 2).reshape(batch, length, self.d_model)
-
     def project_keys_values(self, source, rotation=None):
         """K and V of `source`, split into heads: two (B, n_kv_heads, Tk, d_k) tensors;
         K rotated by `rotation` when given (RoPE)."""
-        k = self.split_heads(self.W_k(source), self.n_kv_heads)
-        v = self.split_heads(self.W_v(source), self.n_kv_heads)
+        k = split_heads(self.W_k(source), self.n_kv_heads)
+        v = split_heads(self.W_v(source), self.n_kv_heads)
         if rotation is not None:
             k = apply_rotary(k, rotation)
         return k, v
 
-    def repeat_kv_heads(self, x):
-        """(B, n_kv_heads, Tk, d_k) -> (B, n_heads, Tk, d_k): each K/V head repeated for
-        the n_heads / n_kv_heads query heads of its group (unsqueeze, expand, reshape; the
-        backward sums each group's gradients onto its shared head)."""
-        if self.n_kv_heads == self.n_heads:
-            return x
-        batch, n_kv_heads, length, d_k = x.shape
-        group = self.n_heads // n_kv_heads
-        return (x.unsqueeze(2).expand(batch, n_kv_heads, group, length, d_k)
-                .reshape(batch, self.n_heads, length, d_k))
-
-    def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
-                rotation=None, norm=None):
-        self._check_inputs(x, context, rotation)
-        projections = (self.W_q, self.W_k, self.W_v)
-        if (fast_attention_enabled() and context is None and cache is None
-                and rotation is None and not (self.dropout_p and dropout_active(self))
-                and not watched(projections)):
-            return self._packed_self_attention(x, mask, causal, norm)
-        if norm is not None:
-            x = norm(x)
-        source = x if context is None else context
-        q = self.split_heads(self.W_q(x))                               # (B, h, Tq, d_k)
+    def project(self, x, context=None, cache=None, rotation=None):
+        """Q of x, (B, h, Tq, d_k), and K and V of `context` (x when None), (B, n_kv_heads,
+        Tk, d_k): this call's alone, or appended to `cache`; queries and keys rotated by
+        `rotation` when given (RoPE)."""
+        q = split_heads(self.W_q(x), self.n_heads)
         if rotation is not None:
             q = apply_rotary(q, rotation)
-        project = self.project_keys_values
-        if rotation is not None:
-            def project(source):
-                return self.project_keys_values(source, rotation)
-        # K and V: (B, n_kv_heads, Tk, d_k), from this call alone or appended to the cache
-        k, v = project(source) if cache is None else cache.update(project, source)
-        out, weights = scaled_dot_product_attention(
-            q, self.repeat_kv_heads(k), self.repeat_kv_heads(v), mask=mask, causal=causal,
-            dropout_p=self.dropout_p, training=dropout_active(self))
-        self.last_weights = weights
-        return self.W_o(self.merge_heads(out))                          # (B, Tq, d_model)
 
-    def _packed_self_attention(self, x, mask, causal: bool, norm=None):
-        """What `forward` computes for self-attention, in three nodes: Q, K and V from one
-        GEMM on [W_q | W_k | W_v] (after `norm`, folded into it when it is a LayerNorm),
-        then `fused_self_attention` (heads split and merged inside), then W_o. Used inside
-        `fast_attention()`."""
-        projections = (self.W_q, self.W_k, self.W_v)
-        # 1/sqrt(d_k) goes into W_q's columns, (d_model, d_model), rather than onto every
-        # (T, T) score and every row of dQ and dK: the same product, fewer passes.
-        scale = 1.0 / math.sqrt(self.d_k)
-        weight = mt.concat([self.W_q.weight * scale, self.W_k.weight, self.W_v.weight], axis=1)
-        bias = None if self.W_q.bias is None else mt.concat(
-            [self.W_q.bias * scale, self.W_k.bias, self.W_v.bias])
-        if norm is not None and folds_norm(norm, projections):
-            qkv = F.layer_norm_linear(x, norm.weight, norm.bias, weight, bias, eps=norm.eps)
-        else:
-            qkv = F.linear(x if norm is None else norm(x), weight, bias)
-        batch, length, _ = x.shape
-        heads_shape = (batch, self.n_heads, length, self.d_k)
-        additive, allowed = _fast_masks(mask, causal, heads_shape, heads_shape)
-        kept = []
-        out = fused_self_attention(qkv, additive, n_heads=self.n_heads,
-                                   n_kv_heads=self.n_kv_heads, allowed=allowed,
-                                   scale=1.0, keep_weights=kept)
-        self.last_weights = kept.pop()
-        return self.W_o(out)                                            # (B, T, d_model)
+        def project(source):
+            return self.project_keys_values(source, rotation)
+
+        source = x if context is None else context
+        k, v = project(source) if cache is None else cache.update(project, source)
+        return q, k, v
+
+    def forward(self, x, context=None, mask=None, causal: bool = False, cache=None,
+                rotation=None):
+        self._check_inputs(x, context, rotation)
+        q, k, v = self.project(x, context, cache, rotation)
+        out, self.last_weights = scaled_dot_product_attention(
+            q, repeat_kv_heads(k, self.n_heads), repeat_kv_heads(v, self.n_heads),
+            mask=mask, causal=causal, dropout_p=self.dropout_p,
+            training=self.training and mt.is_dropout_enabled())
+        return self.W_o(merge_heads(out))                          # (B, Tq, d_model)
 
     def _check_inputs(self, x, context, rotation) -> None:
         if x.ndim != 3 or x.shape[-1] != self.d_model:

@@ -10,13 +10,10 @@ from typing import ClassVar
 import numpy as np
 
 import microtensor as mt
-import microtensor.functional as F
 from microtensor.errors import op_error
-from microtensor.nn import GELU, Embedding, LayerNorm, Linear, Module, ModuleList, ReLU
+from microtensor.nn import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, ReLU
 
 from .attention import MultiHeadAttention
-from .dropout import Dropout
-from .fused_attention import folds_norm
 
 
 class FeedForward(Module):
@@ -38,15 +35,8 @@ class FeedForward(Module):
         self.dropout = Dropout(dropout)
         self.W_2 = Linear(d_ff, d_model)
 
-    def forward(self, x, norm=None):
-        """`norm` (optional) is applied to x first: inside `fast_attention()` a pre-LN block
-        hands its LayerNorm over, to be folded into W_1 (`layer_norm_linear`)."""
-        if norm is not None and folds_norm(norm, [self.W_1]):
-            hidden = F.layer_norm_linear(x, norm.weight, norm.bias, self.W_1.weight,
-                                         self.W_1.bias, eps=norm.eps)
-        else:
-            hidden = self.W_1(x if norm is None else norm(x))
-        return self.W_2(self.dropout(self.activation(hidden)))
+    def forward(self, x):
+        return self.W_2(self.dropout(self.activation(self.W_1(x))))
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
@@ -109,20 +99,43 @@ class _Residual(Module):
 
     def residual(self, x, norm, sublayer, **options):
         """x + sublayer(norm(x)) (pre-LN) or norm(x + sublayer(x)) (post-LN), dropout on the
-        sublayer's output. Inside `fast_attention()` a pre-LN LayerNorm is handed to the
-        sublayer (`norm=`), which folds it into its first product; not when a hook
-        watches either module, so a hook always sees the input it expects."""
-        if not self.norm_first:
-            return norm(x + self.dropout(sublayer(x, **options)))
-        if folds_norm(norm, [sublayer]):
-            return x + self.dropout(sublayer(x, norm=norm, **options))
-        return x + self.dropout(sublayer(norm(x), **options))
+        sublayer's output."""
+        if self.norm_first:
+            return x + self.dropout(sublayer(norm(x), **options))
+        return norm(x + self.dropout(sublayer(x, **options)))
+
+
+class GPTBlock(Module):
+    """A GPT-2 decoder layer: pre-LN causal self-attention, then a pre-LN feed-forward;
+    each added to the residual stream.
+
+        x = x + attention(layer_norm(x))
+        x = x + feed_forward(layer_norm(x))
+
+    `mask`, `causal` and `cache` are as in `MultiHeadAttention`.
+
+    >>> GPTBlock(16, 4, 64)(mt.randn(2, 5, 16), causal=True).shape
+    (2, 5, 16)
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 activation: str = "gelu"):
+        super().__init__()
+        self.norm1 = LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.norm2 = LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, activation, dropout)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x, mask=None, causal: bool = False, cache=None):
+        self_cache = None if cache is None else cache.self_attn
+        x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask, causal=causal,
+                                            cache=self_cache))
+        return x + self.dropout(self.ffn(self.norm2(x)))
 
 
 class EncoderLayer(_Residual):
     """Self-attention then feed-forward, each with residual + LayerNorm.
-
-    With `causal=True` this is also the GPT block (a decoder without cross-attention).
 
     >>> EncoderLayer(16, 4, 64)(mt.randn(2, 5, 16)).shape
     (2, 5, 16)

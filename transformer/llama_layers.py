@@ -17,11 +17,10 @@ import numpy as np
 
 import microtensor.functional as F
 from microtensor.errors import check_sizes, op_error
-from microtensor.nn import Linear, Module, Parameter
+from microtensor.nn import Dropout, Linear, Module, Parameter
 from microtensor.tensor import DEFAULT_FLOAT
 
 from .attention import MultiHeadAttention
-from .dropout import Dropout
 
 
 class RMSNorm(Module):

@@ -17,17 +17,13 @@ import math
 import numpy as np
 
 import microtensor as mt
-import microtensor.functional as F
 from microtensor.errors import check_count, check_sizes, op_error
-from microtensor.nn import Embedding, LayerNorm, Linear, Module, ModuleList
+from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 
 from .cache import KVCache
-from .decode import FastDecoder
-from .dropout import Dropout, dropout_active, dropout_off
-from .fused_attention import folds_norm, watched
 from .inputs import as_ids, check_mask, check_not_empty
 from .layers import (
-    EncoderLayer,
+    GPTBlock,
     PositionalEncoding,
     check_cache_mode,
     key_mask,
@@ -107,8 +103,7 @@ class DecoderLM(Module):
             self.position = PositionalEncoding(d_model, max_len, kind=positional)
             self.rotary = None
             self.dropout = Dropout(dropout)
-            self.blocks = ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout,
-                                                  norm_first=True, activation=activation)
+            self.blocks = ModuleList(GPTBlock(d_model, n_heads, d_ff, dropout, activation)
                                      for _ in range(n_layers))
             self.norm = LayerNorm(d_model)
         self.tie_weights = tie_weights
@@ -156,8 +151,6 @@ class DecoderLM(Module):
         check_cache_mode("DecoderLM", cache)
         check_not_empty("DecoderLM", "input", ids)
         valid = check_mask("DecoderLM", attention_mask, ids)
-        if cache is not None and self._decodes_fast(cache):
-            return self._decode_fast(ids, valid, cache)
         if cache is None:
             if ids.shape[1] > self.max_len:
                 raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
@@ -179,35 +172,10 @@ class DecoderLM(Module):
                       cache=None if cache is None else cache.layers[i], **block_args)
         if cache is not None:
             cache.advance(valid)
-        if not self.tie_weights and folds_norm(self.norm, [self.head]):
-            return F.layer_norm_linear(x, self.norm.weight, self.norm.bias, self.head.weight,
-                                       self.head.bias, eps=self.norm.eps)
         x = self.norm(x)
         if self.tie_weights:
             return x @ self.tok_embed.weight.swapaxes(0, 1)
         return self.head(x)
-
-    def _decodes_fast(self, cache: KVCache) -> bool:
-        """Whether this cached step may run `FastDecoder` (transformer/decode.py), the
-        same numbers as the blocks without their bookkeeping: when no dropout is drawn,
-        no module has a forward hook or a replaced `forward` (what lessons and tools
-        watch runs through the modules), and every position is in the position table."""
-        if dropout_active(self.dropout) and self.config["dropout"] > 0:
-            return False
-        if self.rotary is None and cache.max_len > self.max_len:
-            return False  # the composed path says which position is out of range
-        fast = cache.fast_decoder
-        return not watched(self.modules() if fast is None else fast.modules)
-
-    def _decode_fast(self, ids: np.ndarray, valid: np.ndarray, cache: KVCache):
-        """`forward(ids, cache=cache)` through `FastDecoder`, made at the cache's first
-        fast step (it folds the weights of that moment, which the cached K/V come from)."""
-        _, positions = cache.begin(valid)
-        if cache.fast_decoder is None:
-            cache.fast_decoder = FastDecoder(self, cache)
-        logits = cache.fast_decoder.step(ids, positions, cache)
-        cache.advance(valid)
-        return mt.Tensor(logits)
 
     @mt.no_grad()
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0,
@@ -234,7 +202,7 @@ class DecoderLM(Module):
         all_ids = np.empty((batch, length + max_new_tokens), ids.dtype)
         all_valid = np.ones((batch, length + max_new_tokens), bool)
         all_ids[:, :length], all_valid[:, :length] = ids, valid
-        with dropout_off():
+        with mt.dropout_off():
             start, cache, step_logits = 0, None, []
             for end in range(length, length + max_new_tokens):
                 ids, valid = all_ids[:, :end], all_valid[:, :end]

@@ -17,7 +17,7 @@ from microtensor.errors import check_count, check_sizes, op_error
 from microtensor.nn import Embedding, Linear, Module
 
 from .cache import KVCache
-from .dropout import Dropout, dropout_off
+
 from .inputs import as_ids, check_not_empty
 from .layers import Decoder, Encoder, PositionalEncoding, check_cache_mode, key_mask
 
@@ -132,7 +132,7 @@ class Transformer(Module):
                            f"token exceeds the model's max_len={self.max_len}",
                            fix=f"ask for at most {self.max_len - 1} tokens")
         # dropout_off, not self.eval(): `training` is shared with every other thread
-        with dropout_off():
+        with mt.dropout_off():
             src_mask = self.source_mask(src)
             memory = self.encode(src, src_mask)
             batch = src.shape[0]

@@ -23,8 +23,6 @@ from microtensor.errors import op_error
 from . import pretrained
 from .bpe import MERGES, VOCAB, BPETokenizer
 from .data import CharLMTask, SequenceTask
-from .dropout import dropout_off
-from .fused_attention import fast_attention
 from .lm import DecoderLM
 from .model import Transformer
 from .tokenizer import tokenizer_from_dict
@@ -105,7 +103,7 @@ def sequence_accuracy(model, task: SequenceTask, seqs=None, batch_size: int = 50
 @mt.no_grad()
 def validation_loss(model, task: CharLMTask, batch_size: int = 32) -> float:
     total, count = 0.0, 0
-    with dropout_off():
+    with mt.dropout_off():
         for inputs, targets in task.validation_batches(batch_size):
             total += float(F.cross_entropy(model(inputs), targets, reduction="sum").item())
             count += targets.size
@@ -218,8 +216,7 @@ def _train(opts: dict, log, progress: dict) -> dict:
         progress["saved_step"] = step
 
     for step in range(start, end):
-        with fast_attention():   # a training run never draws its graph: fused attention
-            loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
+        loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
         if not math.isfinite(loss.item()):
             raise diverged(f"the loss is {loss.item()}", step + 1, opts, progress)
         loss.backward()

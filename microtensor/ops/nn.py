@@ -154,9 +154,16 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     return out.reshape(x.shape), backward
 
 
+def layer_norm_linear_reference(x, norm_weight, norm_bias, weight, bias=None, eps=1e-5):
+    """What `layer_norm_linear` computes, as the two ops a textbook writes (Tensors in,
+    Tensor out, the gradient from their rules)."""
+    return linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias)
+
+
 @primitive("layer_norm_linear", rule="layer_norm's and linear's rules, on W' = w W (rows "
                                      "scaled) and c' = b W + c: dW = w dW' + b (x) dc', "
-                                     "dw = rowsum(W * dW'), db = W dc'", new_grads=True)
+                                     "dw = rowsum(W * dW'), db = W dc'", new_grads=True,
+           reference=layer_norm_linear_reference)
 def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5):
     """linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias) as one node,
     the same numbers with fewer passes over the activations (`layer_norm_linear_reference`
@@ -166,8 +173,8 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     x_hat (w W) + (b W + c), so the folded weight is computed once per call on the small
     (features, out) matrix instead of scaling and shifting every row of x. x_hat carries a
     column of ones, so one GEMM adds the bias and, in the backward, one GEMM
-    [x_hat | 1]^T g gives the gradients of both folded parts. Pre-LN blocks use it inside
-    `fast_attention()`.
+    [x_hat | 1]^T g gives the gradients of both folded parts. The fast forms of pre-LN
+    blocks use it (`transformer.fast`).
     """
     _check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
     check_linear_inputs("layer_norm_linear", x, weight, bias)
@@ -210,10 +217,6 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
 
 
-def layer_norm_linear_reference(x, norm_weight, norm_bias, weight, bias=None, eps=1e-5):
-    """What `layer_norm_linear` computes, as the two ops a textbook writes (Tensors in,
-    Tensor out, the gradient from their rules)."""
-    return linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias)
 
 
 def _check_targets(name, target, n_classes, ignore_index):

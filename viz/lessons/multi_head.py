@@ -59,14 +59,14 @@ def run(out_dir=None, step: bool = False, html: bool = False, echo=print) -> dic
     echo("x: one random 8-dim embedding per token of 我 想 吃 苹果, shape (1, 4, 8).")
 
     heading(echo, "1. split, attend, merge (the batched way)")
-    q = mha.split_heads(mha.W_q(x))
+    q = split_heads(mha.W_q(x), mha.n_heads)
     echo(f"W_q(x): {mha.W_q(x).shape}  → split_heads → {q.shape}  (B, h, T, d_k)")
     flat = mha.W_q(x).data
     check(all(np.array_equal(q.data[0, h], flat[0, :, h * mha.d_k:(h + 1) * mha.d_k])
               for h in range(N_HEADS)),
           "split_heads gives head h the columns [h·d_k, (h+1)·d_k): its own subspace", "",
           echo)
-    check(np.array_equal(mha.merge_heads(q).data, flat),
+    check(np.array_equal(merge_heads(q).data, flat),
           "merge_heads undoes split_heads (the heads' outputs side by side)", "", echo)
     output = mha(x)
     weights = mha.last_weights.data          # (1, h, T, T)

@@ -12,15 +12,17 @@ closure that is never called. At batch 1 a step of a small model is ~100 such op
   the queries' columns), and with RoPE the queries and keys rotated together, since they
   sit side by side in that product;
 - attention as the fused kernel's forward (one new query needs no causal mask);
-  grouped-query heads as rows of their K/V head, so K and V are never repeated; each
-  layer's weights kept as an array, made a tensor only if `last_weights` is read;
+  grouped-query heads as rows of their K/V head, so K and V are never repeated;
 - GELU's value alone, without the derivative the training op writes for its backward;
 - the residual stream updated in place; cos/sin of every position computed once.
 
-The folded matrices are a snapshot, made at a cache's first fast step: the cache belongs
-to the weights its keys and values came from. The composed form (`DecoderLM.forward`
-through its blocks) stays what runs with gradients, what hooks, graphs and lessons see,
-and tests check the two give the same logits (to rounding) and the same greedy tokens.
+It is derived from the modules' types, not from a model's settings: it knows GPTBlock
+and LlamaBlock (`KNOWN_BLOCKS`), and a model with any other block decodes through the
+blocks' own forwards (and the fast forms of their attention). The folded matrices are a
+snapshot, made at a cache's first fast step: the cache belongs to the weights its keys
+and values came from. The textbook form (`DecoderLM.forward` through its blocks) stays
+what runs with gradients and what hooks see, and tests check the two give the same
+logits (to rounding) and the same greedy tokens.
 
     >>> from transformer import DecoderLM
     >>> lm = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8)
@@ -36,12 +38,18 @@ import math
 
 import numpy as np
 
+import microtensor as mt
 from microtensor import kernels
 from microtensor.functional import embedding, silu
 from microtensor.ops.elementwise import gelu_tanh_gate
 
-from .attention import causal_mask
-from .fused_attention import attend
+from microtensor.nn import GELU, LayerNorm, ReLU
+
+from ..attention import MultiHeadAttention, causal_mask
+from ..inputs import as_ids, check_mask
+from ..layers import FeedForward, GPTBlock
+from ..llama_layers import LlamaBlock, RMSNorm, SwiGLU
+from .attention import attend
 
 
 def normalized_rows(x: np.ndarray, eps: float, centre: bool,
@@ -118,12 +126,26 @@ def relu_in_place(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
+# The blocks this step knows, each as (its type, its norms' type, its feed-forward's type).
+# It reads a block's parameters by these types' attribute names; any other block (or a
+# subclass) decodes through its own forward and the fast forms of its sub-modules.
+KNOWN_BLOCKS = {GPTBlock: (LayerNorm, FeedForward), LlamaBlock: (RMSNorm, SwiGLU)}
+ACTIVATIONS = {GELU: gelu_in_place, ReLU: relu_in_place}
+
+
+def known_block(block) -> bool:
+    norm, ffn = KNOWN_BLOCKS.get(type(block), (None, None))
+    return (norm is not None and type(block.norm1) is norm and type(block.norm2) is norm
+            and type(block.self_attn) is MultiHeadAttention and type(block.ffn) is ffn
+            and (ffn is SwiGLU or type(block.ffn.activation) in ACTIVATIONS))
+
+
 class FastLayer:
     """One block's folded matrices: attention (Q, K, V side by side) and the feed-forward
     (GPT: W_1 after LayerNorm, the activation, W_2; Llama: W_gate and W_up side by side
     after RMSNorm, silu(gate) * up, W_down)."""
 
-    def __init__(self, block, llama: bool, activation: str):
+    def __init__(self, block):
         attention = block.self_attn
         self.attention = attention
         self.W_qkv, self.b_qkv = fold(block.norm1, [attention.W_q, attention.W_k,
@@ -137,8 +159,9 @@ class FastLayer:
         self.W_o = attention.W_o.weight.data
         self.b_o = None if attention.W_o.bias is None else attention.W_o.bias.data
         self.norm_eps = (block.norm1.eps, block.norm2.eps)
+        self.centre = type(block.norm1) is LayerNorm   # RMSNorm does not subtract the mean
         ffn = block.ffn
-        if llama:
+        if type(ffn) is SwiGLU:
             self.W_in, self.b_in = fold(block.norm2, [ffn.W_gate, ffn.W_up])
             self.W_out = ffn.W_down.weight.data
             self.b_out = None if ffn.W_down.bias is None else ffn.W_down.bias.data
@@ -146,7 +169,7 @@ class FastLayer:
         else:
             self.W_in, self.b_in = fold(block.norm2, [ffn.W_1])
             self.W_out, self.b_out = ffn.W_2.weight.data, ffn.W_2.bias.data
-            self.activation = {"gelu": gelu_in_place, "relu": relu_in_place}[activation]
+            self.activation = ACTIVATIONS[type(ffn.activation)]
 
 
 class FastDecoder:
@@ -154,12 +177,40 @@ class FastDecoder:
     logits (B, T, vocab) of T new positions and writes their K and V into `cache`, as
     `DecoderLM.forward(ids, cache=cache)` does through its modules."""
 
+    @staticmethod
+    def decodes(model, cache) -> bool:
+        """Whether this cached step may run here: when every block is one this step knows,
+        no dropout is drawn, no module has a forward hook or a replaced `forward` (what
+        lessons and tools watch runs through the modules), and every position is in the
+        position table."""
+        if model.training and model.config["dropout"] > 0 and mt.is_dropout_enabled():
+            return False
+        if model.rotary is None and cache.max_len > model.max_len:
+            return False  # the textbook path says which position is out of range
+        if cache.fast_decoder is None and not all(known_block(b) for b in model.blocks):
+            return False
+        modules = model.modules() if cache.fast_decoder is None else cache.fast_decoder.modules
+        return not any("forward" in m.__dict__ or m.__dict__.get("_forward_hooks")
+                       for m in modules)
+
+    @staticmethod
+    def run(model, ids, cache, attention_mask=None):
+        """`model(ids, cache=cache)` through a FastDecoder, made at the cache's first fast
+        step (it folds the weights of that moment, which the cached K/V come from)."""
+        ids = as_ids(ids, "DecoderLM")
+        valid = check_mask("DecoderLM", attention_mask, ids)
+        _, positions = cache.begin(valid)
+        if cache.fast_decoder is None:
+            cache.fast_decoder = FastDecoder(model, cache)
+        logits = cache.fast_decoder.step(ids, positions, cache)
+        cache.advance(valid)
+        return mt.Tensor(logits)
+
     def __init__(self, model, cache):
-        self.modules = list(model.modules())      # for `watched`, at every step
-        self.llama = model.style == "llama"
+        self.modules = list(model.modules())      # to see new hooks, at every step
+        self.llama = model.rotary is not None
         self.n_heads, self.n_kv_heads = model.n_heads, model.n_kv_heads
         self.d_k = model.d_model // model.n_heads
-        self.centre = not self.llama           # LayerNorm subtracts the mean, RMSNorm not
         self.tokens = model.tok_embed.weight.data
         dtype = self.tokens.dtype
         self.averager = kernels.averager(model.d_model, np.result_type(dtype, 0.5))
@@ -173,8 +224,7 @@ class FastDecoder:
             self.positions = model.position.table.weight.data
         else:
             self.positions = model.position.pe.astype(dtype)
-        self.layers = [FastLayer(block, self.llama, model.config["activation"])
-                       for block in model.blocks]
+        self.layers = [FastLayer(block) for block in model.blocks]
         # The head is used in place, not folded: it can be the largest matrix of all
         # (GPT-2's tied 768 x 50,257), so the final norm keeps its weight and bias.
         self.W_head = self.tokens.T if model.tie_weights else model.head.weight.data
@@ -191,13 +241,13 @@ class FastDecoder:
                                                 self.sin[positions][:, :, None])
         allowed = self.allowed(cache.key_valid[:, :end], n_new)
         for layer, layer_cache in zip(self.layers, cache.layers):
-            h = normalized_rows(x, layer.norm_eps[0], self.centre, self.averager)
+            h = normalized_rows(x, layer.norm_eps[0], layer.centre, self.averager)
             x += self.attend(layer, h, layer_cache.self_attn, batch, n_new, start, end,
                              rotation, allowed)
-            h = normalized_rows(x, layer.norm_eps[1], self.centre, self.averager)
+            h = normalized_rows(x, layer.norm_eps[1], layer.centre, self.averager)
             x += affine(self.feed_forward(layer, h), layer.W_out, layer.b_out)
         norm = self.final_norm
-        h = normalized_rows(x, norm.eps, self.centre, self.averager)
+        h = normalized_rows(x, norm.eps, type(norm) is LayerNorm, self.averager)
         h *= norm.weight.data
         if getattr(norm, "bias", None) is not None:
             h += norm.bias.data
@@ -234,7 +284,10 @@ class FastDecoder:
         # (1/sqrt(d_k) is in the queries already: scale 1)
         out, weights = attend(q, self_cache.keys[:, :, :end], self_cache.values[:, :, :end],
                               allowed=allowed)
-        layer.attention.last_weights = weights.reshape(batch, n_heads, n_new, end)
+        weights = weights.reshape(batch, n_heads, n_new, end).view()
+        weights.flags.writeable = False
+        layer.attention.last_weights = mt.from_numpy(weights)
+        layer.attention.last_weights.name = "weights"
         out = (out.reshape(batch, n_kv_heads, group, n_new, d_k).transpose(0, 3, 1, 2, 4)
                .reshape(batch * n_new, n_heads * d_k))                 # heads side by side
         return affine(out, layer.W_o, layer.b_o)

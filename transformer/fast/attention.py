@@ -1,12 +1,11 @@
-"""Attention as one primitive: the fast path beside the composed teaching form.
+"""Attention as one primitive: the fast form of the textbook steps.
 
-`scaled_dot_product_attention` builds attention from five ops (matmul, scale, mask,
-softmax, matmul), so graphs and the stepper show each of them. `fused_attention` computes
-the same thing as a single node, with no intermediate tensors, no per-op bookkeeping and
-a closed-form backward. It is selected by `fast_attention()` (see there for why).
-Inside it, `MultiHeadAttention` goes one step further for self-attention: one GEMM makes
-Q, K and V side by side, and `fused_self_attention` reads its heads from that packed
-tensor and writes the output with the heads already merged.
+`transformer.attention.attention` builds attention from five ops (matmul, scale, mask,
+softmax, matmul). `fused_attention` computes the same thing as a single node, with no
+intermediate tensors, no per-op bookkeeping and a closed-form backward, and names those
+five ops as its reference, so a drawing opens it into them. `fused_self_attention` goes
+one step further for self-attention: it reads the heads of Q, K and V from one packed
+tensor (one GEMM makes them side by side) and writes the output with the heads merged.
 
 The backward, for out = W V with W = softmax(S), S = scale * Q K^T (+ bias, blocked keys
 at -inf), and G = d loss / d out:
@@ -19,79 +18,12 @@ row with no key at all (W = 0 everywhere) sends nothing back, as in the composed
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 import microtensor as mt
 from microtensor.kernels import sum_over_last_axis
-from microtensor.nn import LayerNorm
 
-
-class _Choice(threading.local):
-    fused = False  # every new thread starts on the composed (teaching) path
-
-
-_choice = _Choice()
-
-
-def fast_attention_enabled() -> bool:
-    return _choice.fused
-
-
-class fast_attention:
-    """Inside this block `scaled_dot_product_attention` (and so every MultiHeadAttention)
-    runs `fused_attention`: one node instead of five, the same numbers. Thread-local.
-
-    MultiHeadAttention's self-attention then also projects Q, K and V with one GEMM on
-    [W_q | W_k | W_v] (the three Linears stay separate parameters) and runs
-    `fused_self_attention`; and a pre-LN block's LayerNorm is folded into the product after
-    it (Q/K/V, W_1, and a DecoderLM's head: `layer_norm_linear`). A module with a forward
-    hook or a replaced `forward` keeps its own call, so what watches it sees it run.
-
-    Off by default, so a drawn graph, the stepper and the lessons show the textbook steps
-    (QK^T, scores, softmax, weights). A context rather than only an argument, because the
-    choice is made for a whole model: attention sits deep inside every block. Inside it,
-    the weights are still returned (and kept in `last_weights`) as a tensor named
-    "weights", but as a constant: gradients flow through the fused node alone, and the
-    intermediate `QK^T` and `scores` tensors are never made (leave the block to see them).
-
-    >>> from transformer import scaled_dot_product_attention
-    >>> q = k = v = mt.randn(1, 3, 4)
-    >>> with fast_attention():
-    ...     out, weights = scaled_dot_product_attention(q, k, v, causal=True)
-    >>> weights.op is None, out.shape
-    (True, (1, 3, 4))
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-
-    def __enter__(self):
-        self._previous = _choice.fused
-        _choice.fused = self.enabled
-        return self
-
-    def __exit__(self, *exc):
-        _choice.fused = self._previous
-
-
-def watched(modules) -> bool:
-    """Whether any of `modules` has a forward hook or a replaced `forward`: then the
-    composed path must run, so that what watches the modules sees them called."""
-    for module in modules:
-        attributes = module.__dict__
-        if "forward" in attributes or attributes.get("_forward_hooks"):
-            return True
-    return False
-
-
-def folds_norm(norm, modules) -> bool:
-    """Whether a pre-LN block may run `norm` and the product after it (in `modules`) as one
-    `layer_norm_linear` node: inside `fast_attention()`, for a LayerNorm, when no hook
-    watches these modules (so what watches them always sees them called)."""
-    return (fast_attention_enabled() and type(norm) is LayerNorm
-            and not watched([norm, *modules]))
+from ..attention import attention, merge_heads, repeat_kv_heads, split_heads
 
 
 def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
@@ -181,8 +113,15 @@ def attend_backward(grad_out, q, k, v, weights, out, scale, grads_into=(None, No
     return grad_q, grad_k, grad_v, grad_scores
 
 
+def fused_attention_reference(q, k, v, bias=None, *, allowed=None, scale=1.0,
+                              keep_weights=None):
+    """`fused_attention` as the textbook ops (`keep_weights` is the fused op's own)."""
+    return attention(q, k, v, bias, allowed, scale)[0]
+
+
 @mt.primitive("attention", rule="dV = W^T g; dW = g V^T; dS = W * (dW - rowsum(dW * W)); "
-                                "dQ = scale dS K; dK = scale dS^T Q; dbias = dS")
+                                "dQ = scale dS K; dK = scale dS^T Q; dbias = dS",
+              reference=fused_attention_reference)
 def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights=None):
     """softmax(scale * q k^T + bias, blocked keys at -inf) v as one op.
 
@@ -204,8 +143,21 @@ def fused_attention(q, k, v, bias=None, *, allowed=None, scale=1.0, keep_weights
     return out, backward
 
 
+def fused_self_attention_reference(qkv, bias=None, *, n_heads, n_kv_heads, allowed=None,
+                                   scale=1.0, keep_weights=None):
+    """`fused_self_attention` as the textbook ops: Q, K and V sliced from qkv and split
+    into heads, the K/V heads repeated for their groups, attention, heads merged."""
+    d_k = qkv.shape[-1] // (n_heads + 2 * n_kv_heads)
+    q_end, k_end = n_heads * d_k, (n_heads + n_kv_heads) * d_k
+    q = split_heads(qkv[..., :q_end], n_heads)
+    k = repeat_kv_heads(split_heads(qkv[..., q_end:k_end], n_kv_heads), n_heads)
+    v = repeat_kv_heads(split_heads(qkv[..., k_end:], n_kv_heads), n_heads)
+    return merge_heads(attention(q, k, v, bias, allowed, scale)[0])
+
+
 @mt.primitive("self_attention", rule="attention's rule on Q, K, V read from one packed "
-                                     "tensor [Q | K | V]: dqkv = [dQ | dK | dV]")
+                                     "tensor [Q | K | V]: dqkv = [dQ | dK | dV]",
+              reference=fused_self_attention_reference)
 def fused_self_attention(qkv, bias=None, *, n_heads, n_kv_heads, allowed=None, scale=1.0,
                          keep_weights=None):
     """Multi-head self-attention on packed projections, heads split and merged inside.

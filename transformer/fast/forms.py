@@ -1,0 +1,135 @@
+"""The fast forms of the Transformer's modules (see `transformer.fast`).
+
+Each form takes the module and the arguments of its `forward`, gives `forward`'s numbers
+and gradients, and calls `forward` itself where it has nothing faster. A form that skips
+a sub-module's call (a LayerNorm folded into the product after it, the three Q/K/V
+Linears as one product) does so only when nothing watches that sub-module: a forward hook
+or a replaced `forward` always sees its module called.
+"""
+from __future__ import annotations
+
+import math
+
+import microtensor as mt
+import microtensor.functional as F
+from microtensor.nn import LayerNorm, fast_form
+
+from ..attention import (
+    MultiHeadAttention,
+    attention_masks,
+    merge_heads,
+    repeat_kv_heads,
+)
+from ..layers import GPTBlock
+from ..lm import DecoderLM
+from .attention import fused_attention, fused_self_attention
+from .decode import FastDecoder
+
+
+def watched(modules) -> bool:
+    """Whether any of `modules` has a forward hook or a replaced `forward`."""
+    for module in modules:
+        attributes = module.__dict__
+        if "forward" in attributes or attributes.get("_forward_hooks"):
+            return True
+    return False
+
+
+def folds(norm, *modules) -> bool:
+    """Whether a LayerNorm `norm` may be folded into the first product of `modules`."""
+    return type(norm) is LayerNorm and not watched([norm, *modules])
+
+
+def weights_constant(weights) -> mt.Tensor:
+    """A fused kernel's attention weights as a constant tensor named "weights", without a
+    copy: a read-only view, because the kernel's backward reads the same array."""
+    view = weights.view()
+    view.flags.writeable = False
+    constant = mt.from_numpy(view)
+    constant.name = "weights"
+    return constant
+
+
+@fast_form(MultiHeadAttention)
+def multi_head_attention(attn, x, context=None, mask=None, causal: bool = False, cache=None,
+                         rotation=None, *, norm=None):
+    """MultiHeadAttention.forward with attention as one fused node; self-attention without
+    a cache or rotation also takes Q, K and V from one product (`packed_self_attention`).
+    `norm`, a LayerNorm that a block hands over, is applied to x first (folded into that
+    product when it can be). The weights in `last_weights` are then a constant tensor."""
+    if attn.dropout_p and attn.training and mt.is_dropout_enabled():
+        # dropout on the weights needs them as a tensor of the graph: the textbook form
+        return attn.forward(x if norm is None else norm(x), context, mask, causal, cache,
+                            rotation)
+    attn._check_inputs(x, context, rotation)
+    if (context is None and cache is None and rotation is None
+            and not watched([attn.W_q, attn.W_k, attn.W_v])):
+        return packed_self_attention(attn, x, mask, causal, norm)
+    if norm is not None:
+        x = norm(x)
+    q, k, v = attn.project(x, context, cache, rotation)
+    bias, allowed = attention_masks(mask, causal, q.shape, k.shape)
+    kept = []   # receives the weights array, the fused op's second result
+    out = fused_attention(q, repeat_kv_heads(k, attn.n_heads), repeat_kv_heads(v, attn.n_heads),
+                          bias, allowed=allowed, scale=1.0 / math.sqrt(attn.d_k),
+                          keep_weights=kept)
+    attn.last_weights = weights_constant(kept.pop())
+    return attn.W_o(merge_heads(out))
+
+
+def packed_self_attention(attn, x, mask, causal: bool, norm=None):
+    """Self-attention in three nodes: Q, K and V from one GEMM on [W_q | W_k | W_v]
+    (after `norm`, folded into it when it is a LayerNorm: `layer_norm_linear`), then
+    `fused_self_attention` (heads split and merged inside), then W_o."""
+    # 1/sqrt(d_k) goes into W_q's columns, (d_model, d_model), rather than onto every
+    # (T, T) score and every row of dQ and dK: the same product, fewer passes.
+    scale = 1.0 / math.sqrt(attn.d_k)
+    weight = mt.concat([attn.W_q.weight * scale, attn.W_k.weight, attn.W_v.weight], axis=1)
+    bias = None if attn.W_q.bias is None else mt.concat(
+        [attn.W_q.bias * scale, attn.W_k.bias, attn.W_v.bias])
+    if norm is not None and folds(norm):
+        qkv = F.layer_norm_linear(x, norm.weight, norm.bias, weight, bias, eps=norm.eps)
+    else:
+        qkv = F.linear(x if norm is None else norm(x), weight, bias)
+    heads_shape = (x.shape[0], attn.n_heads, x.shape[1], attn.d_k)
+    additive, allowed = attention_masks(mask, causal, heads_shape, heads_shape)
+    kept = []
+    out = fused_self_attention(qkv, additive, n_heads=attn.n_heads, n_kv_heads=attn.n_kv_heads,
+                               allowed=allowed, keep_weights=kept)
+    attn.last_weights = weights_constant(kept.pop())
+    return attn.W_o(out)                                            # (B, T, d_model)
+
+
+def feed_forward(ffn, x, norm):
+    """FeedForward.forward on norm(x), the LayerNorm folded into W_1 when it can be."""
+    if folds(norm, ffn.W_1):
+        hidden = F.layer_norm_linear(x, norm.weight, norm.bias, ffn.W_1.weight, ffn.W_1.bias,
+                                     eps=norm.eps)
+    else:
+        hidden = ffn.W_1(norm(x))
+    return ffn.W_2(ffn.dropout(ffn.activation(hidden)))
+
+
+@fast_form(GPTBlock)
+def gpt_block(block, x, mask=None, causal: bool = False, cache=None):
+    """GPTBlock.forward with each LayerNorm folded into the product after it, unless a
+    hook watches the sublayer (it then sees the normalised input, as it expects)."""
+    self_cache = None if cache is None else cache.self_attn
+    if watched([block.self_attn]):
+        attended = block.self_attn(block.norm1(x), mask=mask, causal=causal, cache=self_cache)
+    else:
+        attended = multi_head_attention(block.self_attn, x, mask=mask, causal=causal,
+                                        cache=self_cache, norm=block.norm1)
+    x = x + block.dropout(attended)
+    if watched([block.ffn]):
+        return x + block.dropout(block.ffn(block.norm2(x)))
+    return x + block.dropout(feed_forward(block.ffn, x, block.norm2))
+
+
+@fast_form(DecoderLM)
+def decoder_lm(model, ids, cache=None, attention_mask=None):
+    """DecoderLM.forward; a cached step without gradients runs `FastDecoder` on the
+    parameters' arrays, when it knows every block and nothing watches a module."""
+    if cache is None or mt.is_grad_enabled() or not FastDecoder.decodes(model, cache):
+        return model.forward(ids, cache=cache, attention_mask=attention_mask)
+    return FastDecoder.run(model, ids, cache, attention_mask)
