@@ -155,6 +155,7 @@ __all__ = [
     "detect_anomaly",
     "div",
     "dropout",
+    "dropout_off",
     "einsum",
     "elu",
     "embedding",
@@ -164,6 +165,7 @@ __all__ = [
     "exp",
     "expand",
     "eye",
+    "fast_paths",
     "flatten",
     "flip",
     "from_numpy",
@@ -174,6 +176,8 @@ __all__ = [
     "gelu",
     "generator",
     "gradcheck",
+    "is_dropout_enabled",
+    "is_fast_enabled",
     "is_grad_enabled",
     "isfinite",
     "isinf",
@@ -237,6 +241,7 @@ __all__ = [
     "swapaxes",
     "tanh",
     "tensor",
+    "textbook_graph",
     "tile",
     "topk",
     "transpose",
@@ -249,18 +254,3 @@ __all__ = [
     "zeros",
     "zeros_like",
 ]
-
-
-def concat(tensors, axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis: `mt.concat([a, b], axis=-1)`."""
-    return ops.concat(*tensors, axis=axis)
-
-
-def stack(tensors, axis: int = 0) -> Tensor:
-    """Join tensors along a new axis: `mt.stack([a, b])` has shape (2, *a.shape)."""
-    return ops.stack(*tensors, axis=axis)
-
-
-def transpose(x: Tensor, axis1: int, axis2: int) -> Tensor:
-    """Swap two axes (PyTorch's `torch.transpose`)."""
-    return ops.swapaxes(x, axis1=axis1, axis2=axis2)

@@ -28,7 +28,6 @@ from .safetensors_io import EXTENSION as SAFETENSORS_EXTENSION
 from .safetensors_io import load_safetensors, save_safetensors
 from .tensor import DEFAULT_FLOAT, Tensor, generator
 
-
 _FAST_FORMS: dict[type, Callable] = {}
 
 
@@ -473,6 +472,35 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.dim}"
+
+
+class RMSNorm(Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis (`F.rms_norm`, one node).
+
+    LayerNorm without the mean subtraction and without the bias: only the scale of each
+    row is normalised. `eps` defaults to 1e-6, the value Llama configs use (PyTorch's
+    `nn.RMSNorm` defaults to the dtype's machine epsilon instead).
+
+    >>> RMSNorm(4)(mt.tensor([[1.0, -1.0, 1.0, -1.0]]))
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        check_sizes("RMSNorm", dim=dim)
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise op_error("RMSNorm", f"eps must be a positive number, got {eps!r}",
+                           fix="Llama uses 1e-6 or 1e-5")
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(np.ones(dim, DEFAULT_FLOAT))
+
+    def forward(self, x):
+        if x.shape[-1] != self.dim:
+            raise op_error("RMSNorm", f"expected the last axis to have size {self.dim}, "
+                           f"got input of shape {tuple(x.shape)}")
+        return F.rms_norm(x, self.weight, eps=self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps:g}"
 
 
 class Dropout(Module):

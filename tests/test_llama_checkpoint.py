@@ -8,8 +8,8 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import optim
 from transformer import DecoderLM
-from transformer.llama import llama_from_hf, llama_to_hf
-from transformer.pretrained import read_pretrained_dir
+from transformer.hub.llama import llama_from_hf, llama_to_hf
+from transformer.hub.pretrained import read_pretrained_dir
 
 IDS = np.random.default_rng(0).integers(0, 100, (3, 21))
 

@@ -18,7 +18,7 @@ from transformer import BPETokenizer, DecoderLM
 from transformer import pretrained as pretrained_module
 from transformer.__main__ import main
 from transformer.bpe import byte_to_char
-from transformer.pretrained import read_pretrained_dir, write_pretrained_dir
+from transformer.hub.pretrained import read_pretrained_dir, write_pretrained_dir
 
 SIZES = {"vocab": 61, "d_model": 32, "n_heads": 4, "n_layers": 2, "max_len": 16}
 

@@ -7,9 +7,15 @@ tokenizers and a training command line (`python -m transformer train ...`).
     >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, max_len=128)
     >>> lm.generate([[5, 6, 7]], max_new_tokens=10, temperature=0)
 """
+from microtensor.nn import RMSNorm  # beside LayerNorm; here too, as before
+
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .bpe import BPETokenizer
 from .cache import KVCache
+from .encoder_decoder import Transformer
+
+# Last: the fast forms register themselves for the modules above (see transformer.fast).
+from .fast import fused_attention
 from .layers import (
     Decoder,
     DecoderLayer,
@@ -20,14 +26,10 @@ from .layers import (
     PositionalEncoding,
     sinusoidal_table,
 )
-from .llama_layers import LlamaBlock, RMSNorm, SwiGLU
+from .llama import LlamaBlock, SwiGLU
 from .lm import DecoderLM
-from .model import Transformer
 from .rope import RotaryEmbedding, apply_rotary
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
-
-# Last: the fast forms register themselves for the modules above (see transformer.fast).
-from .fast import fused_attention  # noqa: E402  (isort: skip)
 
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
            "Encoder", "EncoderLayer", "FeedForward", "GPTBlock", "KVCache", "LlamaBlock",

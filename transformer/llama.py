@@ -1,195 +1,70 @@
-"""Llama-architecture checkpoints in the layout of Hugging Face `transformers`
-(`model_type: "llama"`): a config dict and a dict of named arrays, to and from a
-`DecoderLM(style="llama")`.
+"""The parts today's decoders (Llama, Mistral, Qwen, SmolLM) swap into the 2017 block:
+RMSNorm for LayerNorm, a SwiGLU feed-forward, rotary positions (`rope.py`) and grouped-query
+attention (`MultiHeadAttention(n_kv_heads=...)`), no biases anywhere, pre-norm residuals:
 
-    >>> from transformer import DecoderLM
-    >>> llama = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, style="llama")
-    >>> config, tensors = llama_to_hf(llama)       # a config.json dict and HF-named arrays
-    >>> model = llama_from_hf(config, tensors)
+    x = x + attention(rms_norm(x), rotated by position)
+    x = x + swiglu(rms_norm(x))
 
-Names and shapes (L = layer index; `transformers` stores a Linear weight as (out, in), we
-store (in, out), so every projection is transposed on the way in and out):
-
-    model.embed_tokens.weight                    (vocab, d)   tok_embed.weight
-    model.layers.L.input_layernorm.weight        (d,)         blocks.L.norm1.weight
-    model.layers.L.self_attn.q_proj.weight       (h d_k, d)   blocks.L.self_attn.W_q.weight.T
-    model.layers.L.self_attn.k_proj.weight       (h_kv d_k, d)         ... W_k.weight.T
-    model.layers.L.self_attn.v_proj.weight       (h_kv d_k, d)         ... W_v.weight.T
-    model.layers.L.self_attn.o_proj.weight       (d, h d_k)            ... W_o.weight.T
-    model.layers.L.post_attention_layernorm.weight (d,)       blocks.L.norm2.weight
-    model.layers.L.mlp.gate_proj.weight          (d_ff, d)    blocks.L.ffn.W_gate.weight.T
-    model.layers.L.mlp.up_proj.weight            (d_ff, d)    blocks.L.ffn.W_up.weight.T
-    model.layers.L.mlp.down_proj.weight          (d, d_ff)    blocks.L.ffn.W_down.weight.T
-    model.norm.weight                            (d,)         norm.weight
-    lm_head.weight                               (vocab, d)   head.weight.T (absent if tied)
-
-q_proj and k_proj need no permutation: our rotary embedding pairs dimension j with
-j + d_k/2, the "rotate-half" layout `transformers` uses. Config values this model cannot
-compute (rope scaling, biases, a head_dim other than hidden_size / heads, an activation
-other than SiLU, attention dropout) are refused with an error naming the key and value,
-rather than loaded into a model that would compute something else.
+    >>> from transformer.rope import RotaryEmbedding
+    >>> block = LlamaBlock(d_model=32, n_heads=4, n_kv_heads=2, d_ff=64)
+    >>> rotation = RotaryEmbedding(8)(np.arange(5))
+    >>> block(mt.randn(2, 5, 32), rotation=rotation, causal=True).shape
+    (2, 5, 32)
 """
 from __future__ import annotations
 
-import numpy as np
+import microtensor.functional as F
+from microtensor.nn import Dropout, Linear, Module, RMSNorm
 
-from microtensor.errors import op_error
-from microtensor.tensor import DEFAULT_FLOAT
-
-from .lm import DecoderLM
-
-# Other config keys (token ids, dtype, initializer_range, use_cache, ...) do not change
-# what a forward pass computes and are ignored.
-_ALLOWED_ROPE_KEYS = {"rope_type", "type", "rope_theta"}
+from .attention import MultiHeadAttention
 
 
-def _read_config(config: dict) -> dict:
-    """The DecoderLM arguments of a Hugging Face Llama config, or a clear refusal."""
-    where = "llama_from_hf"
+class SwiGLU(Module):
+    """SwiGLU(x) = (silu(x W_gate) * (x W_up)) W_down (Shazeer 2020, as Llama uses it).
 
-    def refuse(key, value, why, fix=None):
-        raise op_error(where, f"config {key}={value!r} is not supported: {why}", ValueError,
-                       fix)
+    The gate decides, per hidden unit, how much of the up-projection passes: a GLU with
+    SiLU as the gate's activation. Three matrices instead of FeedForward's two, so a d_ff
+    about 8/3 d_model costs what a 4 d_model two-matrix FFN does. silu(x) = x * sigmoid(x)
+    (`F.silu`, also called swish). No biases by default (Llama has none). `dropout` acts
+    on the gated hidden units while training.
 
-    def required(key):
-        if key not in config:
-            raise op_error(where, f"config has no {key!r}", KeyError,
-                           "pass the config.json of a Llama model (transformers' "
-                           "LlamaConfig.to_dict())")
-        return config[key]
+    >>> SwiGLU(16, 48)(mt.randn(2, 5, 16)).shape
+    (2, 5, 16)
+    """
 
-    if config.get("model_type") != "llama":
-        refuse("model_type", config.get("model_type"), "this reads Llama checkpoints",
-               "convert only configs with model_type 'llama'")
-    d_model, n_heads = required("hidden_size"), required("num_attention_heads")
-    n_kv_heads = config.get("num_key_value_heads") or n_heads
-    checks = [
-        ("hidden_act", config.get("hidden_act", "silu"), "silu",
-         "the feed-forward is SwiGLU with SiLU"),
-        ("attention_bias", config.get("attention_bias", False), False,
-         "the projections have no biases"),
-        ("mlp_bias", config.get("mlp_bias", False), False, "the feed-forward has no biases"),
-        ("attention_dropout", config.get("attention_dropout", 0.0), 0.0,
-         "no dropout on attention weights"),
-        ("partial_rotary_factor", config.get("partial_rotary_factor", 1.0), 1.0,
-         "rotary positions turn every dimension of a head"),
-    ]
-    for key, value, supported, why in checks:
-        if value != supported:
-            refuse(key, value, why, f"only {key}={supported!r} is supported")
-    head_dim = config.get("head_dim")
-    if head_dim is not None and head_dim * n_heads != d_model:
-        refuse("head_dim", head_dim, f"heads here have hidden_size / num_attention_heads = "
-               f"{d_model}/{n_heads} dimensions")
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.W_gate = Linear(d_model, d_ff, bias=bias)
+        self.W_up = Linear(d_model, d_ff, bias=bias)
+        self.dropout = Dropout(dropout)
+        self.W_down = Linear(d_ff, d_model, bias=bias)
 
-    # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta}; earlier versions
-    # wrote rope_theta and rope_scaling (None, or a dict naming a scaled type).
-    rope_theta = config.get("rope_theta", 10000.0)
-    for key in ("rope_parameters", "rope_scaling"):
-        rope = config.get(key)
-        if rope is None:
-            continue
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        extra = sorted(set(rope) - _ALLOWED_ROPE_KEYS)
-        if rope_type != "default" or extra:
-            refuse(key, rope, "only plain rotary positions (rope_type 'default', no "
-                   "scaling) are implemented")
-        rope_theta = rope.get("rope_theta", rope_theta)
-    return {"vocab": required("vocab_size"), "d_model": d_model, "n_heads": n_heads,
-            "n_layers": required("num_hidden_layers"), "d_ff": required("intermediate_size"),
-            "max_len": config.get("max_position_embeddings", 2048),
-            "tie_weights": bool(config.get("tie_word_embeddings", False)), "style": "llama",
-            "n_kv_heads": n_kv_heads, "rope_theta": float(rope_theta),
-            "norm_eps": float(config.get("rms_norm_eps", 1e-6))}
+    def forward(self, x):
+        hidden = F.silu(self.W_gate(x)) * self.W_up(x)                # (..., d_ff)
+        return self.W_down(self.dropout(hidden))
 
 
-def _name_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
-    """(our name, Hugging Face name, transposed?) for every parameter."""
-    names = [("tok_embed.weight", "model.embed_tokens.weight", False)]
-    for layer in range(n_layers):
-        ours, theirs = f"blocks.{layer}.", f"model.layers.{layer}."
-        names += [(ours + "norm1.weight", theirs + "input_layernorm.weight", False),
-                  (ours + "norm2.weight", theirs + "post_attention_layernorm.weight", False)]
-        names += [(f"{ours}self_attn.W_{x}.weight", f"{theirs}self_attn.{x}_proj.weight", True)
-                  for x in "qkvo"]
-        names += [(f"{ours}ffn.W_{x}.weight", f"{theirs}mlp.{x}_proj.weight", True)
-                  for x in ("gate", "up", "down")]
-    names.append(("norm.weight", "model.norm.weight", False))
-    if not tied:
-        names.append(("head.weight", "lm_head.weight", True))
-    return names
+class LlamaBlock(Module):
+    """A Llama decoder layer: pre-norm (RMSNorm) grouped-query self-attention with rotary
+    positions, then a pre-norm SwiGLU; each added to the residual stream. No biases.
 
+    `rotation` is the `Rotation` of this call's positions (the model computes it once for
+    all layers); `mask`, `causal` and `cache` are as in `MultiHeadAttention`.
+    """
 
-def llama_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
-    """A `DecoderLM(style="llama")` with the weights of a Hugging Face Llama checkpoint:
-    `config` as read from config.json, `tensors` as read from model.safetensors. Weights
-    become float32 arrays of our (in, out) layout. Missing, unexpected or misshapen tensors
-    are refused by name (a tied checkpoint may carry lm_head.weight if it equals the
-    embedding; older checkpoints' rotary_emb.inv_freq buffers are recomputed, not read)."""
-    where = "llama_from_hf"
-    settings = _read_config(config)
-    model = DecoderLM(**settings)
-    names = _name_map(settings["n_layers"], settings["tie_weights"])
-    expected = {theirs for _, theirs, _ in names}
-    missing = sorted(expected - set(tensors))
-    if missing:
-        raise op_error(where, f"{len(missing)} tensors are missing, e.g. {missing[:3]}",
-                       KeyError, "pass every tensor of model.safetensors (all shards)")
-    unexpected = sorted(name for name in set(tensors) - expected
-                        if not name.endswith("rotary_emb.inv_freq"))
-    if unexpected == ["lm_head.weight"] and np.array_equal(
-            tensors["lm_head.weight"], tensors["model.embed_tokens.weight"]):
-        unexpected = []                      # a tied head saved anyway: the same numbers
-    if unexpected:
-        raise op_error(where, f"{len(unexpected)} tensors are not part of a Llama model, "
-                       f"e.g. {unexpected[:3]}", KeyError,
-                       "is this checkpoint a Llama (model_type 'llama') one?")
-    parameters = dict(model.named_parameters())
-    state = {}
-    for ours, theirs, transposed in names:
-        array = np.asarray(tensors[theirs])
-        array = array.T if transposed else array
-        if array.shape != parameters[ours].shape:
-            stored = tuple(reversed(array.shape)) if transposed else array.shape
-            want = tuple(reversed(parameters[ours].shape)) if transposed \
-                else parameters[ours].shape
-            raise op_error(where, f"tensor {theirs} has shape {stored}, but the config "
-                           f"makes it {want}", ValueError,
-                           "check that config.json belongs to these weights")
-        state[ours] = np.ascontiguousarray(array, dtype=DEFAULT_FLOAT)
-    model.load_state_dict(state)
-    return model.eval()
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, n_kv_heads: int | None = None,
+                 norm_eps: float = 1e-6, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model, norm_eps)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, bias=False,
+                                            n_kv_heads=n_kv_heads)
+        self.norm2 = RMSNorm(d_model, norm_eps)
+        self.ffn = SwiGLU(d_model, d_ff, dropout=dropout)
+        self.dropout = Dropout(dropout)
 
+    def forward(self, x, rotation=None, mask=None, causal: bool = False, cache=None):
+        self_cache = None if cache is None else cache.self_attn
+        x = x + self.dropout(self.self_attn(self.norm1(x), mask=mask, causal=causal,
+                                            cache=self_cache, rotation=rotation))
+        return x + self.dropout(self.ffn(self.norm2(x)))
 
-def llama_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
-    """The Hugging Face config dict and named float32 arrays of a `DecoderLM(style=
-    "llama")`, ready for config.json and `safetensors.numpy.save_file`. A tied model
-    stores no lm_head.weight (as `transformers` does)."""
-    where = "llama_to_hf"
-    if not isinstance(model, DecoderLM) or model.config.get("style") != "llama":
-        raise op_error(where, f"expected a DecoderLM(style='llama'), got "
-                       f"{type(model).__name__}"
-                       + (f"(style={model.config.get('style', 'gpt')!r})"
-                          if isinstance(model, DecoderLM) else ""), TypeError,
-                       "only the Llama style has a Llama checkpoint layout")
-    c = model.config
-    rope_theta = float(c["rope_theta"])
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": c["vocab"], "hidden_size": c["d_model"],
-        "intermediate_size": c["d_ff"], "num_hidden_layers": c["n_layers"],
-        "num_attention_heads": c["n_heads"], "num_key_value_heads": c["n_kv_heads"],
-        "head_dim": c["d_model"] // c["n_heads"], "hidden_act": "silu",
-        "max_position_embeddings": c["max_len"], "rms_norm_eps": c["norm_eps"],
-        "rope_theta": rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
-        "tie_word_embeddings": bool(c["tie_weights"]), "attention_bias": False,
-        "mlp_bias": False, "attention_dropout": 0.0, "dtype": "float32",
-    }
-    parameters = dict(model.named_parameters())
-    tensors = {}
-    for ours, theirs, transposed in _name_map(c["n_layers"], c["tie_weights"]):
-        array = parameters[ours].data
-        tensors[theirs] = np.ascontiguousarray(array.T if transposed else array,
-                                               dtype=np.float32)
-    return config, tensors

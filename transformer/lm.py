@@ -18,7 +18,7 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.errors import check_count, check_sizes, op_error
-from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, RMSNorm
 
 from .cache import KVCache
 from .inputs import as_ids, check_mask, check_not_empty
@@ -29,7 +29,7 @@ from .layers import (
     key_mask,
     positions_from_valid,
 )
-from .llama_layers import LlamaBlock, RMSNorm
+from .llama import LlamaBlock
 from .rope import RotaryEmbedding
 
 
@@ -118,18 +118,18 @@ class DecoderLM(Module):
     def from_pretrained(cls, path) -> DecoderLM:
         """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2
         (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode. See
-        `transformer.pretrained`, `transformer.gpt2` and `transformer.llama`.
+        `transformer.hub`.
 
             >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
         """
-        from .pretrained import from_pretrained  # imported here: it imports this module
+        from .hub import from_pretrained  # imported here: the hub imports this module
         return from_pretrained(path)
 
     def save_pretrained(self, path) -> None:
         """Write this model as a Hugging Face directory (atomically) that
         `transformers.GPT2LMHeadModel.from_pretrained(path)` loads, or
         `LlamaForCausalLM.from_pretrained(path)` for `style="llama"`."""
-        from .pretrained import save_pretrained
+        from .hub import save_pretrained
         save_pretrained(self, path)
 
     @staticmethod

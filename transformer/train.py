@@ -20,11 +20,11 @@ import microtensor.functional as F
 from microtensor import optim
 from microtensor.errors import op_error
 
-from . import pretrained
+from . import hub
 from .bpe import MERGES, VOCAB, BPETokenizer
 from .data import CharLMTask, SequenceTask
+from .encoder_decoder import Transformer
 from .lm import DecoderLM
-from .model import Transformer
 from .tokenizer import tokenizer_from_dict
 
 CHECKPOINT = "checkpoint.npz"
@@ -269,7 +269,7 @@ def task_prompt(task: CharLMTask) -> str:
 def generate(opts: dict) -> str:
     """Text generated from a checkpoint for `opts['prompt']` (or `opts['prompt_ids']`)
     (the CLI's generate). `opts['ckpt']` is a run folder or a Hugging Face directory."""
-    if os.path.isfile(os.path.join(opts["ckpt"], pretrained.CONFIG)):
+    if os.path.isfile(os.path.join(opts["ckpt"], hub.pretrained.CONFIG)):
         return generate_pretrained(opts)
     ckpt = load_checkpoint(opts["ckpt"])
     model, tokenizer, run = model_from_checkpoint(ckpt)

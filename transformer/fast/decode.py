@@ -41,14 +41,13 @@ import numpy as np
 import microtensor as mt
 from microtensor import kernels
 from microtensor.functional import embedding, silu
+from microtensor.nn import GELU, LayerNorm, ReLU, RMSNorm
 from microtensor.ops.elementwise import gelu_tanh_gate
-
-from microtensor.nn import GELU, LayerNorm, ReLU
 
 from ..attention import MultiHeadAttention, causal_mask
 from ..inputs import as_ids, check_mask
 from ..layers import FeedForward, GPTBlock
-from ..llama_layers import LlamaBlock, RMSNorm, SwiGLU
+from ..llama import LlamaBlock, SwiGLU
 from .attention import attend
 
 

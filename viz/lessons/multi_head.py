@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 import microtensor as mt
-from transformer.attention import MultiHeadAttention
+from transformer.attention import MultiHeadAttention, merge_heads, split_heads
 
 from ..heatmap import heatmap_svg
 from .common import check, heading, matrix_rows, output_dir, step_and_play

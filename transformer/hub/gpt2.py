@@ -29,8 +29,8 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.nn import GELU, LayerNorm, ReLU
 
-from .layers import FeedForward
-from .lm import DecoderLM
+from ..layers import FeedForward
+from ..lm import DecoderLM
 
 # HF activation_function -> ours. "gelu" in transformers is the exact erf form, which we
 # do not have; "gelu_new" and "gelu_pytorch_tanh" are both the tanh form we compute.

@@ -14,10 +14,9 @@ import numpy as np
 
 import microtensor as mt
 from microtensor.errors import check_count, check_sizes, op_error
-from microtensor.nn import Embedding, Linear, Module
+from microtensor.nn import Dropout, Embedding, Linear, Module
 
 from .cache import KVCache
-
 from .inputs import as_ids, check_not_empty
 from .layers import Decoder, Encoder, PositionalEncoding, check_cache_mode, key_mask
 
