@@ -16,7 +16,7 @@ import bench_train
 @pytest.mark.parametrize("config", [dict(bench_train.SMALL_CONFIG, seq=8, batch=2),
                                     dict(bench_train.SMALL_CONFIG, n_heads=2, n_layers=1)])
 def test_the_engine_free_step_follows_the_fast_step(config):
-    fast = bench_train.microtensor_step(config, fused_attention=True)
+    fast = bench_train.microtensor_step(config)
     ops_only = bench_train.ops_only_step(config)
     for _ in range(3):
         assert ops_only() == pytest.approx(float(fast().data), rel=1e-6)

@@ -1,8 +1,9 @@
 """Greedy decoding of 256 new tokens with the reference DecoderLM: with the preallocated
 KV cache, without a cache (recomputing the prefix every step), and PyTorch eager with the
-usual concatenating cache, in one run. "cached" is the graph-free FastDecoder,
-"cached_composed" the same cache through the composed blocks (a forward hook selects
-them); PyTorch runs on its default threads and on one. Also counts what one cached token
+usual concatenating cache, in one run. "cached" is the graph-free FastDecoder (the
+DecoderLM's fast form), "cached_composed" the same cache through the blocks' own calls and
+their fast forms, which is what a block FastDecoder does not know gets (a forward hook on
+the model selects it); PyTorch runs on its default threads and on one. Also counts what one cached token
 costs: ops (primitive calls, from `mt.profile()`) and Python function calls (from
 cProfile), each over a whole `generate` call (prefill included) divided by the new tokens.
 
@@ -38,7 +39,7 @@ def per_token_counts(generate, prefix: str) -> dict:
 
 def composed(model, generate):
     """`generate` with a do-nothing forward hook on the model, which makes a cached step
-    run the composed blocks instead of the graph-free FastDecoder."""
+    run through the blocks instead of the graph-free FastDecoder."""
     def run():
         with model.register_forward_hook(lambda module, args, output: None):
             return generate()

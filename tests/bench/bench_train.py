@@ -1,9 +1,9 @@
 """One training step (forward + backward + AdamW) of the reference DecoderLM, side by side
 with the same model in PyTorch (if installed) and with the bare-NumPy GEMM floor: the time
 of just the matrix products that forward + backward must do, which no NumPy framework can
-beat. Our step runs twice, composed attention and inside `fast_attention()` (one fused
-attention node). Then the same for a lesson-sized model (SMALL_CONFIG), where overhead
-dominates.
+beat. Our step runs twice: as a user's own loop gets it (the default: the modules' fast
+forms, `transformer.fast`) and with every module's textbook forward (`mt.fast_paths(False)`).
+Then the same for a lesson-sized model (SMALL_CONFIG), where overhead dominates.
 
 The yardstick for the engine's own cost is the same step written by hand in NumPy
 (forward, backward and AdamW in closed form, `numpy_manual.py`, kept outside the project
@@ -41,18 +41,18 @@ from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM, fast_attention
+from transformer import DecoderLM
 from transformer.attention import causal_mask
-from transformer.fused_attention import fused_self_attention
+from transformer.fast import fused_self_attention
 from transformer.layers import positions_from_valid
 
 ROUNDS = 9  # turns per contender beside PyTorch; on a drifting VM more rounds steady ratios
 PAIRS = 40  # alternating single calls per NumPy-based contender (common.alternating_calls)
 
 
-def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: bool = True):
-    """Our step; with `fused_attention`, inside `fast_attention()` (one attention node);
-    `flat_adamw=False` runs AdamW's textbook per-parameter update."""
+def microtensor_step(config=CONFIG, fast: bool = True, flat_adamw: bool = True):
+    """Our step as a user's loop runs it; `fast=False` inside `mt.fast_paths(False)` (every
+    module's textbook forward); `flat_adamw=False` runs AdamW's per-parameter update."""
     mt.manual_seed(0)
     model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
                       config["n_layers"], config["d_ff"], max_len=config["seq"])
@@ -60,7 +60,7 @@ def microtensor_step(config=CONFIG, fused_attention: bool = False, flat_adamw: b
     ids, targets = batch(config)
 
     def step():
-        with fast_attention(fused_attention):
+        with mt.fast_paths(fast):
             logits = model(ids)
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad()
@@ -77,7 +77,7 @@ def ops_only_step(config=CONFIG):
     gradients summed and accumulated as backward() does, then the same AdamW. What the
     real step costs beyond this is the engine's and the modules' own work: recording
     nodes, the topological walk, routing gradients, module calls and hook checks.
-    It follows `microtensor_step(config, fused_attention=True)` on the reference model's
+    It follows `microtensor_step(config)` on the reference model's
     structure (GPT style, learned positions, pre-LN, GELU, untied head). `measure` checks
     its first loss equal to that step's, and tests/test_bench_ops_only.py every gradient,
     so the two cannot drift apart unnoticed."""
@@ -89,6 +89,7 @@ def ops_only_step(config=CONFIG):
     positions = positions_from_valid(np.ones(ids.shape, dtype=bool))
     allowed = causal_mask(ids.shape[1], ids.shape[1])
     embedding, layer_norm_linear = F.embedding.forward, F.layer_norm_linear.forward
+    layer_norm = F.layer_norm.forward
     linear, gelu, cross_entropy = F.linear.forward, mt.ops.gelu_tanh.forward, F.cross_entropy.forward
     token, position = model.tok_embed.weight, model.position.table.weight
 
@@ -127,12 +128,14 @@ def ops_only_step(config=CONFIG):
             saved.append((block, scale, qkv_backward, attention_backward, out_backward,
                           hidden_backward, gelu_backward, down_backward))
         norm, head = model.norm, model.head
-        logits, head_backward = layer_norm_linear(x, norm.weight.data, norm.bias.data,
-                                                  head.weight.data, eps=norm.eps)
+        normed, norm_backward = layer_norm(x, norm.weight.data, norm.bias.data, eps=norm.eps)
+        logits, head_backward = linear(normed, head.weight.data, None)
         loss, loss_backward = cross_entropy(logits, targets)
 
-        grad_x, *grads = head_backward(loss_backward(np.ones((), loss.dtype))[0])
-        accumulate([norm.weight, norm.bias, head.weight], grads)
+        grad_normed, grad_head, _ = head_backward(loss_backward(np.ones((), loss.dtype))[0])
+        accumulate([head.weight], [grad_head])
+        grad_x, *grads = norm_backward(grad_normed)
+        accumulate([norm.weight, norm.bias], grads)
         for (block, scale, qkv_backward, attention_backward, out_backward, hidden_backward,
              gelu_backward, down_backward) in reversed(saved):
             attention, ffn = block.self_attn, block.ffn
@@ -190,11 +193,11 @@ def numpy_manual_step(path: str, config=CONFIG):
     return step
 
 
-def profile_step(config=CONFIG, steps: int = 3, fused_attention: bool = True) -> dict:
-    """Per-op forward/backward ms, calls and output MB of one training step (the mean of
-    `steps` profiled steps after one warm-up), by default inside `fast_attention()` as the
-    trainer runs it. AdamW's in-place updates are not ops."""
-    step = microtensor_step(config, fused_attention)
+def profile_step(config=CONFIG, steps: int = 3) -> dict:
+    """Per-op forward/backward ms, calls and output MB of one training step as a user's
+    loop runs it (the mean of `steps` profiled steps after one warm-up). AdamW's in-place
+    updates are not ops."""
+    step = microtensor_step(config)
     step()
     with mt.profile() as prof:
         for _ in range(steps):
@@ -229,14 +232,14 @@ def torch_step(config=CONFIG):
 
 
 def measure(config: dict, repeat: int) -> dict:
-    """Our step (composed and fused), the GEMM floor and the hand-written step in
+    """Our step (default and textbook), the GEMM floor and the hand-written step in
     alternating single calls (`alternating_calls`: their ratios to about 1%), then ours
     and PyTorch's in rounds with a pause (`side_by_side`)."""
     steps = {"microtensor": microtensor_step(config),
-             "microtensor_fused": microtensor_step(config, fused_attention=True),
+             "textbook": microtensor_step(config, fast=False),
              "ops_only": ops_only_step(config),
              "floor": numpy_gemm_floor_step(config)}
-    first, again = float(steps["microtensor_fused"]().data), steps["ops_only"]()
+    first, again = float(steps["microtensor"]().data), steps["ops_only"]()
     if abs(first - again) > 1e-6 * abs(first):   # the same weights and batch: the same loss
         raise RuntimeError(f"bench_train: ops_only_step's loss {again} is not the fast "
                            f"step's {first}: make it follow the model again")
@@ -247,19 +250,19 @@ def measure(config: dict, repeat: int) -> dict:
     ms = {name: 1e3 * statistics.median(times) for name, times in calls.items()}
     results = {"config": config, "pairs": PAIRS, "rounds": ROUNDS,
                "microtensor_ms": ms["microtensor"], "numpy_gemm_floor_ms": ms["floor"],
-               "microtensor_fused_attention_ms": ms["microtensor_fused"]}
+               "textbook_ms": ms["textbook"]}
     results["ratio_vs_floor"] = results["microtensor_ms"] / results["numpy_gemm_floor_ms"]
     # The engine's own cost: the fast step against its primitives called with no engine.
     results["ops_only_ms"] = ms["ops_only"]
-    engine = ratio_with_interval(calls, "microtensor_fused", "ops_only")
-    results["fused_attention_ratio_vs_ops_only"] = engine["ratio"]
-    results["fused_attention_ratio_vs_ops_only_interval_90"] = engine["interval_90"]
+    engine = ratio_with_interval(calls, "microtensor", "ops_only")
+    results["ratio_vs_ops_only"] = engine["ratio"]
+    results["ratio_vs_ops_only_interval_90"] = engine["interval_90"]
     if manual is None:
         results["numpy_manual_note"] = ("skipped: numpy_manual.py not found (set "
                                         "MICROTENSOR_NUMPY_MANUAL to its path)")
     else:
         results["numpy_manual_ms"] = ms["numpy_manual"]
-        for name, prefix in (("microtensor", ""), ("microtensor_fused", "fused_attention_"),
+        for name, prefix in (("microtensor", ""), ("textbook", "textbook_"),
                              ("ops_only", "ops_only_")):
             paired = ratio_with_interval(calls, name, "numpy_manual")
             results[f"{prefix}ratio_vs_numpy_manual"] = paired["ratio"]
@@ -267,14 +270,13 @@ def measure(config: dict, repeat: int) -> dict:
     if torch is not None:
         rounds = {}
         seconds = side_by_side({"microtensor": steps["microtensor"],
-                                "microtensor_fused": steps["microtensor_fused"],
+                                "textbook": steps["textbook"],
                                 "torch": torch_step(config)},
                                rounds=ROUNDS, repeat=repeat, warmup=2, per_round=rounds)
         results["torch_ms"] = 1e3 * seconds["torch"]
         # Ratios are medians of the ratios within each round (common.paired_ratio).
         results["ratio_vs_torch"] = paired_ratio(rounds, "microtensor", "torch")
-        results["fused_attention_ratio_vs_torch"] = paired_ratio(rounds, "microtensor_fused",
-                                                                 "torch")
+        results["textbook_ratio_vs_torch"] = paired_ratio(rounds, "textbook", "torch")
     return results
 
 
