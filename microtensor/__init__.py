@@ -254,3 +254,18 @@ __all__ = [
     "zeros",
     "zeros_like",
 ]
+
+
+def concat(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis: `mt.concat([a, b], axis=-1)`."""
+    return ops.concat(*tensors, axis=axis)
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along a new axis: `mt.stack([a, b])` has shape (2, *a.shape)."""
+    return ops.stack(*tensors, axis=axis)
+
+
+def transpose(x: Tensor, axis1: int, axis2: int) -> Tensor:
+    """Swap two axes (PyTorch's `torch.transpose`)."""
+    return ops.swapaxes(x, axis1=axis1, axis2=axis2)
