@@ -68,10 +68,10 @@ def multi_head_attention(attn, x, context=None, mask=None, causal: bool = False,
     if norm is not None:
         x = norm(x)
     q, k, v = attn.project(x, context, cache, rotation)
+    k, v = repeat_kv_heads(k, attn.n_heads), repeat_kv_heads(v, attn.n_heads)
     bias, allowed = attention_masks(mask, causal, q.shape, k.shape)
     kept = []   # receives the weights array, the fused op's second result
-    out = fused_attention(q, repeat_kv_heads(k, attn.n_heads), repeat_kv_heads(v, attn.n_heads),
-                          bias, allowed=allowed, scale=1.0 / math.sqrt(attn.d_k),
+    out = fused_attention(q, k, v, bias, allowed=allowed, scale=1.0 / math.sqrt(attn.d_k),
                           keep_weights=kept)
     attn.last_weights = weights_constant(kept.pop())
     return attn.W_o(merge_heads(out))
