@@ -29,7 +29,7 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.nn import GELU, LayerNorm, ReLU
 
-from ..layers import FeedForward
+from ..layers import FeedForward, GPTBlock
 from ..lm import DecoderLM
 
 # HF activation_function -> ours. "gelu" in transformers is the exact erf form, which we
@@ -218,9 +218,9 @@ def _config_of(model: DecoderLM) -> dict:
         raise op_error(where, f"the model has activation={options['activation']!r}, which "
                        f"GPT-2 configs cannot name (they can: {sorted(ACTIVATIONS_TO_HF)})")
     for i, block in enumerate(model.blocks):
-        if not block.norm_first:
-            raise op_error(where, f"block {i} is post-LN (norm after the residual add); "
-                           "GPT-2 blocks are pre-LN", fix="build it with norm_first=True")
+        if type(block) is not GPTBlock:
+            raise op_error(where, f"block {i} is a {type(block).__name__}, where GPT-2 has "
+                           "GPTBlock (pre-LN attention and feed-forward)")
         if not (type(block.norm1) is type(block.norm2) is LayerNorm
                 and type(block.ffn) is FeedForward
                 and type(block.ffn.activation) in (GELU, ReLU)):
