@@ -147,18 +147,7 @@ class DecoderLM(Module):
     def forward(self, ids, cache: KVCache | None = None, attention_mask=None):
         """Token ids (B, T) -> next-token logits (B, T, vocab). With `cache` (under
         `mt.no_grad()`), `ids` are the positions after the cached ones."""
-        ids = as_ids(ids, "DecoderLM")
-        check_cache_mode("DecoderLM", cache)
-        check_not_empty("DecoderLM", "input", ids)
-        valid = check_mask("DecoderLM", attention_mask, ids)
-        if cache is None:
-            if ids.shape[1] > self.max_len:
-                raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
-                               f"than max_len={self.max_len}",
-                               fix=f"feed at most the last {self.max_len} tokens")
-            mask, positions = key_mask(valid), positions_from_valid(valid)
-        else:
-            mask, positions = cache.begin(valid)
+        ids, valid, mask, positions = self.read_inputs(ids, cache, attention_mask)
         if self.rotary is None:
             x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
             block_args = {}
@@ -176,6 +165,22 @@ class DecoderLM(Module):
         if self.tie_weights:
             return x @ self.tok_embed.weight.swapaxes(0, 1)
         return self.head(x)
+
+    def read_inputs(self, ids, cache=None, attention_mask=None):
+        """Checked ids (B, T), which of them are real tokens (B, T), the key mask for
+        attention and each token's position (padding is never attended to, and a
+        left-padded row's positions count its real tokens only)."""
+        ids = as_ids(ids, "DecoderLM")
+        check_cache_mode("DecoderLM", cache)
+        check_not_empty("DecoderLM", "input", ids)
+        valid = check_mask("DecoderLM", attention_mask, ids)
+        if cache is not None:
+            return (ids, valid, *cache.begin(valid))
+        if ids.shape[1] > self.max_len:
+            raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
+                           f"than max_len={self.max_len}",
+                           fix=f"feed at most the last {self.max_len} tokens")
+        return ids, valid, key_mask(valid), positions_from_valid(valid)
 
     @mt.no_grad()
     def generate(self, ids, max_new_tokens: int, temperature: float = 1.0,

@@ -45,7 +45,6 @@ from microtensor.nn import GELU, LayerNorm, ReLU, RMSNorm
 from microtensor.ops.elementwise import gelu_tanh_gate
 
 from ..attention import MultiHeadAttention, causal_mask
-from ..inputs import as_ids, check_mask
 from ..layers import FeedForward, GPTBlock
 from ..llama import LlamaBlock, SwiGLU
 from .attention import attend
@@ -196,9 +195,7 @@ class FastDecoder:
     def run(model, ids, cache, attention_mask=None):
         """`model(ids, cache=cache)` through a FastDecoder, made at the cache's first fast
         step (it folds the weights of that moment, which the cached K/V come from)."""
-        ids = as_ids(ids, "DecoderLM")
-        valid = check_mask("DecoderLM", attention_mask, ids)
-        _, positions = cache.begin(valid)
+        ids, valid, _, positions = model.read_inputs(ids, cache, attention_mask)
         if cache.fast_decoder is None:
             cache.fast_decoder = FastDecoder(model, cache)
         logits = cache.fast_decoder.step(ids, positions, cache)
