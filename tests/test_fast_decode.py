@@ -1,4 +1,4 @@
-"""The cached fast path (`transformer/decode.py`) against the composed forward: the same
+"""The cached fast path (`transformer/fast/decode.py`) against the composed forward: the same
 logits (to rounding) and the same greedy tokens, for GPT-style and Llama-style models
 (RoPE, RMSNorm, SwiGLU, grouped-query attention), with and without left padding, at
 batch 1 and above, in float32 and float64; and the composed path wherever something
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import microtensor as mt
 from microtensor.ops.elementwise import gelu_tanh
 from transformer import DecoderLM
-from transformer.decode import gelu_in_place
+from transformer.fast.decode import gelu_in_place
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
 

@@ -1,7 +1,9 @@
 """The fused attention path computes what the composed (teaching) form computes: forward,
 weights and gradients, over boolean and float masks, padding, causal, grouped-query and
-cached (one query, many keys) shapes; and it is one node, chosen only inside
-`fast_attention()`."""
+cached (one query, many keys) shapes; and it is one node, which modules run by default
+(their fast forms) and the textbook forwards under `mt.fast_paths(False)`."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,21 +14,39 @@ from microtensor.autograd import topological_order
 from transformer import (
     DecoderLM,
     MultiHeadAttention,
-    fast_attention,
     fused_attention,
     scaled_dot_product_attention,
 )
-from transformer.fused_attention import fast_attention_enabled
+from transformer.attention import _check_qkv, attention_masks
+from transformer.fast.attention import fused_self_attention
+from transformer.fast.forms import weights_constant
+
+
+def fused_sdpa(q, k, v, mask=None, causal=False):
+    """scaled_dot_product_attention as the fast forms run it: the same checks and masks,
+    attention as one fused node, the weights a constant tensor."""
+    _check_qkv(q, k, v)
+    bias, allowed = attention_masks(mask, causal, q.shape, k.shape)
+    kept = []
+    out = fused_attention(q, k, v, bias, allowed=allowed, scale=1.0 / math.sqrt(q.shape[-1]),
+                          keep_weights=kept)
+    return out, weights_constant(kept.pop())
+
+
+def sdpa(fused):
+    """scaled_dot_product_attention, composed (the textbook function) or fused."""
+    return fused_sdpa if fused else scaled_dot_product_attention
 
 
 def both_paths(fn, tensors):
-    """fn() run composed, then fused: [(output arrays..., input grads...)] for each."""
+    """fn(fused) run composed (under mt.fast_paths(False)), then fused (the default):
+    [(output arrays..., input grads...)] for each."""
     results = []
     for fused in (False, True):
         for t in tensors:
             t.grad = None
-        with fast_attention(fused):
-            out, weights = fn()
+        with mt.fast_paths(fused):
+            out, weights = fn(fused)
         projection = np.random.default_rng(0).standard_normal(out.shape)
         (out * projection).sum().backward()
         results.append([out.data, weights.data] + [t.grad for t in tensors])
@@ -66,8 +86,8 @@ def test_fused_equals_composed_over_shapes_and_masks(batch, heads, n_q, n_k, d_k
     elif mask_kind == "float":   # a bias with some -inf entries, as PyTorch's float mask
         mask = rng.standard_normal(scores_shape)
         mask[rng.random(scores_shape) > 0.7] = -np.inf
-    assert_paths_agree(lambda: scaled_dot_product_attention(q, k, v, mask=mask,
-                                                            causal=causal), [q, k, v])
+    assert_paths_agree(lambda fused: sdpa(fused)(q, k, v, mask=mask, causal=causal),
+                       [q, k, v])
 
 
 @pytest.mark.parametrize("dtype,above", [(np.float32, 100.0), (np.float64, 800.0)])
@@ -84,7 +104,7 @@ def test_a_score_far_above_its_rows_diagonal_still_gives_the_softmax(dtype, abov
     k[1, 2, 1] = np.array([2 * above, 0, 0, 0], dtype)  # key 1's: 6 * above * scale
     tensors = [mt.tensor(a, requires_grad=True) for a in (q, k, v)]
     composed, fused = both_paths(
-        lambda: scaled_dot_product_attention(*tensors, causal=causal), tensors)
+        lambda fused: sdpa(fused)(*tensors, causal=causal), tensors)
     for a, b in zip(composed, fused):
         assert np.isfinite(b).all()
         # (scores near 100 carry rounding errors near 100 ulps through exp, on both paths)
@@ -97,8 +117,7 @@ def test_a_float_mask_tensor_gets_the_same_gradient():
     rng = np.random.default_rng(1)
     q, k, v = qkv(rng, 2, 3, 4, 5)
     bias = mt.tensor(rng.standard_normal((1, 3, 4)), dtype=np.float64, requires_grad=True)
-    assert_paths_agree(lambda: scaled_dot_product_attention(q, k, v, mask=bias),
-                       [q, k, v, bias])
+    assert_paths_agree(lambda fused: sdpa(fused)(q, k, v, mask=bias), [q, k, v, bias])
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
@@ -110,9 +129,8 @@ def test_fused_gradcheck(mask_kind):
     bias = None if mask_kind == "none" else (
         allowed if mask_kind == "bool" else np.where(allowed, rng.standard_normal(allowed.shape),
                                                      -np.inf))
-    with fast_attention():
-        assert mt.gradcheck(lambda q, k, v: scaled_dot_product_attention(
-            q, k, v, mask=bias, causal=True)[0], [q, k, v])
+    assert mt.gradcheck(lambda q, k, v: fused_sdpa(q, k, v, mask=bias, causal=True)[0],
+                        [q, k, v])
 
 
 def test_fused_primitive_gradcheck_with_a_bias_input():
@@ -124,15 +142,24 @@ def test_fused_primitive_gradcheck_with_a_bias_input():
                                                            scale=0.5), [q, k, v, bias])
 
 
-def test_fused_is_one_node_and_default_is_the_composed_graph():
+def test_fused_is_one_node_and_the_textbook_function_is_the_composed_graph():
     q, k, v = qkv(np.random.default_rng(4), 1, 3, 3, 2)
     out, weights = scaled_dot_product_attention(q, k, v, causal=True)
     assert out.op.name == "matmul" and weights.name == "weights" and weights.op is not None
-    with fast_attention():
-        out, weights = scaled_dot_product_attention(q, k, v, causal=True)
-        with fast_attention(False):   # nested: the inner choice wins, then the outer resumes
-            assert scaled_dot_product_attention(q, k, v)[0].op.name == "matmul"
-        assert scaled_dot_product_attention(q, k, v)[0].op.name == "attention"
+    mha = MultiHeadAttention(4, 2)
+    x = mt.randn(1, 3, 4)
+
+    def attention_node(out):     # W_o's input: the fused node, or merge_heads' reshape
+        return out.op.inputs[0].op.name
+    assert mt.is_fast_enabled() and attention_node(mha(x, causal=True)) == "self_attention"
+    with mt.fast_paths(False):
+        assert not mt.is_fast_enabled()
+        assert attention_node(mha(x, causal=True)) == "reshape"
+        with mt.fast_paths(True):   # nested: the inner choice wins, then the outer resumes
+            assert attention_node(mha(x, causal=True)) == "self_attention"
+        assert attention_node(mha(x, causal=True)) == "reshape"
+    assert mt.is_fast_enabled() and attention_node(mha(x, causal=True)) == "self_attention"
+    out, weights = fused_sdpa(q, k, v, causal=True)
     assert out.op.name == "attention" and [i for i in out.op.inputs[:3]] == [q, k, v]
     assert weights.name == "weights" and weights.op is None and not weights.requires_grad
     np.testing.assert_allclose(weights.data.sum(-1), 1)
@@ -141,8 +168,7 @@ def test_fused_is_one_node_and_default_is_the_composed_graph():
 def test_the_returned_weights_share_the_ops_array_read_only():
     # No copy is made, so the array the backward reads must not be writable from outside.
     q, k, v = qkv(np.random.default_rng(4), 1, 3, 3, 2)
-    with fast_attention():
-        out, weights = scaled_dot_product_attention(q, k, v, causal=True)
+    out, weights = fused_sdpa(q, k, v, causal=True)
     with pytest.raises(ValueError, match="read-only"):
         weights.data[...] = 0
     out.sum().backward()
@@ -153,10 +179,14 @@ def test_the_returned_weights_share_the_ops_array_read_only():
 
 
 def test_dropout_while_training_keeps_the_composed_form():
-    q, k, v = qkv(np.random.default_rng(5), 1, 3, 3, 2)
-    with fast_attention():
-        out, _ = scaled_dot_product_attention(q, k, v, dropout_p=0.5, training=True)
-    assert out.op.name == "matmul"
+    mha = MultiHeadAttention(8, 2, dropout=0.5)
+    out = mha(mt.randn(1, 3, 8), causal=True)          # the default: fast paths on
+    names = [t.op.name for t in topological_order(out) if t.op is not None]
+    assert "dropout" in names and "softmax" in names
+    assert "attention" not in names and "self_attention" not in names
+    with mt.dropout_off():                              # nothing drawn: fused again
+        out = mha(mt.randn(1, 3, 8), causal=True)
+    assert out.op.inputs[0].op.name == "self_attention"
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
@@ -168,7 +198,7 @@ def test_multi_head_attention_agrees_and_keeps_last_weights(n_kv_heads):
     x = mt.tensor(np.random.default_rng(6).standard_normal((2, 5, 16)), requires_grad=True)
     valid = np.array([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
 
-    def run():
+    def run(fused):
         out = mha(x, mask=valid, causal=True)
         return out, mha.last_weights
     assert_paths_agree(run, [x, *mha.parameters()])
@@ -181,28 +211,34 @@ def test_cached_decoding_and_training_agree(style, n_kv_heads):
     lm = DecoderLM(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=32, style=style,
                    n_kv_heads=n_kv_heads)
     prompt = np.array([[1, 2, 3], [4, 5, 6]])
-    composed = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
-    with fast_attention():
-        fused = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
+    with mt.fast_paths(False):
+        composed = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
+    fused = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
     np.testing.assert_array_equal(fused[0], composed[0])
     np.testing.assert_allclose(fused[1], composed[1], atol=1e-4)
     # one training step's gradients
     grads = []
     for on in (False, True):
         lm.zero_grad()
-        with fast_attention(on):
+        with mt.fast_paths(on):
             lm(prompt).sum().backward()
         grads.append([p.grad.copy() for p in lm.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-3)
 
 
-def test_fused_path_checks_masks_as_the_composed_one():
+@pytest.mark.parametrize("fast", [False, True])
+def test_fused_path_checks_masks_as_the_composed_one(fast):
     q, k, v = qkv(np.random.default_rng(8), 2, 3, 4, 2)
-    with fast_attention(), pytest.raises(ValueError, match="does not broadcast"):
-        scaled_dot_product_attention(q, k, v, mask=np.ones((3, 3), dtype=bool))
-    with fast_attention(), pytest.raises(TypeError, match="boolean"):
-        scaled_dot_product_attention(q, k, v, mask=np.ones((3, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        sdpa(fast)(q, k, v, mask=np.ones((3, 3), dtype=bool))
+    with pytest.raises(TypeError, match="boolean"):
+        sdpa(fast)(q, k, v, mask=np.ones((3, 4), dtype=np.int64))
+    mha, x = MultiHeadAttention(4, 2), mt.randn(2, 3, 4)   # the modules' forms, the same
+    with mt.fast_paths(fast), pytest.raises(ValueError, match="does not broadcast"):
+        mha(x, mask=np.ones((2, 2), dtype=bool))
+    with mt.fast_paths(fast), pytest.raises(TypeError, match="boolean"):
+        mha(x, mask=np.ones((3, 3), dtype=np.int64))
 
 
 # ------------------------------------------------ packed self-attention (one GEMM for Q, K, V)
@@ -237,7 +273,7 @@ def test_packed_self_attention_equals_the_composed_module(batch, length, heads, 
         mask = rng.standard_normal((1, n_heads, length, length))
         mask[rng.random(mask.shape) > 0.7] = -np.inf
 
-    def run():
+    def run(fused):
         return mha(x, mask=mask, causal=causal), mha.last_weights
     assert_paths_agree(run, [x, *mha.parameters()])
 
@@ -245,8 +281,7 @@ def test_packed_self_attention_equals_the_composed_module(batch, length, heads, 
 def test_packed_self_attention_is_three_nodes_and_the_projections_keep_their_grads():
     mha = float64_mha(9, 8, 4, 2, True)
     x = mt.tensor(np.random.default_rng(9).standard_normal((2, 3, 8)), requires_grad=True)
-    with fast_attention():
-        out = mha(x, causal=True)
+    out = mha(x, causal=True)                          # the default: fast paths on
     attention = out.op.inputs[0].op
     assert out.op.name == "linear" and attention.name == "self_attention"
     qkv = attention.inputs[0].op
@@ -260,7 +295,6 @@ def test_packed_self_attention_is_three_nodes_and_the_projections_keep_their_gra
 
 @pytest.mark.parametrize("n_kv_heads", [2, 1])
 def test_packed_primitive_gradcheck_with_masks_and_a_bias_input(n_kv_heads):
-    from transformer.fused_attention import fused_self_attention
     rng = np.random.default_rng(10)
     n_heads, d_k, length = 2, 2, 4
     qkv = mt.tensor(rng.standard_normal((2, length, (n_heads + 2 * n_kv_heads) * d_k)),
@@ -275,7 +309,7 @@ def test_packed_primitive_gradcheck_with_masks_and_a_bias_input(n_kv_heads):
 
 def test_dropout_while_training_keeps_the_separate_projections():
     mha = MultiHeadAttention(8, 2, dropout=0.5)
-    with fast_attention():
+    with mt.fast_paths(True):
         out = mha(mt.randn(1, 3, 8), causal=True)
         assert out.op.inputs[0].op.name != "self_attention"
         mha.eval()
@@ -293,13 +327,13 @@ def float64_lm(seed, **options):
 
 def lm_logits_and_grads(model, ids, fast):
     model.zero_grad()
-    with fast_attention(fast):
+    with mt.fast_paths(fast):
         logits = model(ids)
     (logits * np.random.default_rng(1).standard_normal(logits.shape)).sum().backward()
     return logits, [logits.data] + [p.grad for p in model.parameters()]
 
 
-def test_a_whole_model_inside_fast_attention_folds_its_norms_and_agrees():
+def test_a_whole_model_on_fast_paths_folds_its_norms_and_agrees():
     model = float64_lm(11)
     ids = np.random.default_rng(11).integers(0, 11, (2, 6))
     _, composed = lm_logits_and_grads(model, ids, fast=False)
@@ -307,19 +341,21 @@ def test_a_whole_model_inside_fast_attention_folds_its_norms_and_agrees():
     for a, b in zip(composed, fast):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
     names = [t.op.name for t in topological_order(logits) if t.op is not None]
-    # Q/K/V and W_1 of each block, and the head: every LayerNorm is folded away.
-    assert names.count("layer_norm_linear") == 2 * 2 + 1 and "layer_norm" not in names
+    # Q/K/V and W_1 of each block: every block's LayerNorm is folded away; the final
+    # LayerNorm, before the head (DecoderLM has no fast form for a forward without a
+    # cache), is the one layer_norm left.
+    assert names.count("layer_norm_linear") == 2 * 2 and names.count("layer_norm") == 1
 
 
 @pytest.mark.parametrize("watched", ["blocks.0.norm1", "blocks.1.self_attn.W_k",
                                      "blocks.0.ffn.W_1", "norm", "blocks.0.self_attn",
                                      "blocks.1.ffn"])
-def test_a_forward_hook_inside_fast_attention_sees_what_it_sees_outside(watched):
+def test_a_forward_hook_on_fast_paths_sees_what_it_sees_on_textbook_ones(watched):
     model = float64_lm(12)
     ids = np.random.default_rng(12).integers(0, 11, (2, 6))
     seen = {True: [], False: []}
     dict(model.named_modules())[watched].register_forward_hook(
-        lambda module, inputs, output: seen[fast_attention_enabled()].append(
+        lambda module, inputs, output: seen[mt.is_fast_enabled()].append(
             [inputs[0].data, output.data]))
     _, composed = lm_logits_and_grads(model, ids, fast=False)
     _, fast = lm_logits_and_grads(model, ids, fast=True)

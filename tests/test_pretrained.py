@@ -14,10 +14,10 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import nn
 from microtensor.safetensors_io import SafetensorsFileError, load_safetensors, save_safetensors
-from transformer import BPETokenizer, DecoderLM
-from transformer import pretrained as pretrained_module
+from transformer import BPETokenizer, DecoderLM, EncoderLayer
 from transformer.__main__ import main
 from transformer.bpe import byte_to_char
+from transformer.hub import pretrained as pretrained_module
 from transformer.hub.pretrained import read_pretrained_dir, write_pretrained_dir
 
 SIZES = {"vocab": 61, "d_model": 32, "n_heads": 4, "n_layers": 2, "max_len": 16}
@@ -276,8 +276,9 @@ def test_architecture_gpt2_cannot_express_is_refused(tmp_path):
     with pytest.raises(ValueError, match="positional='sinusoidal'"):
         random_model(positional="sinusoidal").save_pretrained(tmp_path / "a")
     post_ln = random_model()
-    post_ln.blocks[1].norm_first = False
-    with pytest.raises(ValueError, match="block 1 is post-LN"):
+    post_ln.blocks = nn.ModuleList([post_ln.blocks[0], EncoderLayer(
+        SIZES["d_model"], SIZES["n_heads"], 4 * SIZES["d_model"], norm_first=False)])
+    with pytest.raises(ValueError, match="block 1 is a EncoderLayer, where GPT-2 has GPTBlock"):
         post_ln.save_pretrained(tmp_path / "b")
     mixed = random_model()
     mixed.norm.eps = 1e-6
