@@ -14,6 +14,9 @@ edges: the three gradient contributions that backward adds up. Pass the recorded
 backward pass (`steps=list(backward_steps(loss))`) to also see every intermediate gradient
 and each contribution's norm on its edge.
 
+Fused nodes (a model's fast path runs attention as one node) are drawn as their textbook
+form, and the title says so; `textbook=False` draws the graph as it ran (`viz.fused`).
+
 Modules: with `params=model`, nodes are grouped into one cluster per module and modules
 can be folded into one box each; `viz.layout` says which module each tensor belongs to.
 """
@@ -29,6 +32,7 @@ from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
 from .engine import DotNotFoundError, find_engine, write_atomic
+from .fused import as_drawn, fused_label
 from .labels import (
     GRAD_PALETTE,
     VALUE_PALETTE,
@@ -153,6 +157,9 @@ def _op_label(node) -> tuple[str, dict]:
     config = format_config(node.config)
     head = f"{node.name} ({config})" if config else node.name
     rule = wrap(printable(node.rule))
+    fused = fused_label(node)            # drawn as it ran (textbook=False): say it is fused
+    if fused is not None:
+        rule = [fused] + rule
     lines = [f"<B>{escape(node.name)}</B>" + (f" ({escape(config)})" if config else "")]
     lines += [f'<FONT POINT-SIZE="9">{escape(line)}</FONT>' for line in rule]
     return "<" + "<BR/>".join(lines) + ">", _room_for([(head, 10, True)]
@@ -209,7 +216,7 @@ def computed_from(order: list[Tensor], targets) -> list[Tensor]:
 def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir: str = "BT",
          max_nodes: int = DEFAULT_MAX_NODES, collapse=None, depth: int | None = None,
          expand=None, steps=None, title: str | None = None,
-         layout: Layout | None = None) -> Graph:
+         layout: Layout | None = None, textbook: bool = True) -> Graph:
     """The graph behind `root` as a `graphviz.Digraph` (shows inline in Jupyter).
 
     highlight: a tensor or several; every path from root to them is coloured, the rest
@@ -226,6 +233,10 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     steps: the recorded `backward_steps` of this graph; shows intermediate gradients
         and each contribution's norm on its edge.
     layout: a `viz.layout.plan_layout(root, ...)` made already (drawing then uses it).
+    textbook: draw each fused node (attention as one `self_attention` node, say) as its
+        textbook form, matmul, scale, mask, softmax, matmul (`viz.fused.as_drawn`); the
+        title says which were opened. textbook=False draws the graph as it ran, each fused
+        node labelled "fused" with the name of its textbook form.
 
     >>> from viz.examples import decoder_lm_example
     >>> loss, model = decoder_lm_example(n_layers=2)          # a DecoderLM and its loss
@@ -238,7 +249,14 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     unknown = [s for s in show if s not in SHOW_ITEMS]
     if unknown:
         raise op_error("draw", f"show={unknown} is not one of {SHOW_ITEMS}")
+    fused_note = ""
     if layout is None:
+        if textbook and steps and any(s.node is not None and s.node.reference is not None
+                                      for s in steps):
+            # The steps were recorded on the graph as it ran (backward_steps(loss)), so
+            # their gradients belong to its fused nodes: draw that graph.
+            textbook = False
+        root, fused_note = as_drawn(root, textbook)
         layout = plan_layout(root, params, collapse, max_nodes, depth, expand)
     targets = [] if highlight is None else (
         [highlight] if isinstance(highlight, Tensor) else list(highlight))
@@ -246,9 +264,12 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         if not isinstance(target, Tensor) or id(target) not in layout.index:
             what = (f"{target.name or 'tensor'} {tuple(target.shape)}"
                     if isinstance(target, Tensor) else f"{type(target).__name__}")
+            hint = "highlight a tensor the root was computed from, e.g. a weight"
+            if fused_note and textbook:
+                hint += (" (fused nodes are drawn opened, as new tensors: highlight a "
+                         "parameter, or pass textbook=False)")
             raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
-                           f"root", ValueError,
-                           "highlight a tensor the root was computed from, e.g. a weight")
+                           f"root", ValueError, hint)
     on_path = {id(t) for t in targets} | {id(t) for t in computed_from(layout.order, targets)}
     look = _Look(layout, on_path, bool(targets), {id(s.tensor): s for s in (steps or ())},
                  show)
@@ -262,7 +283,8 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         # Rank the whole graph at once, not cluster by cluster: modules then stack in
         # forward order along one axis instead of spreading side by side.
         graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
-    title_lines = [line for x in (title, layout.note) if x for line in str(x).split("\n")]
+    title_lines = [line for x in (title, fused_note, layout.note) if x
+                   for line in str(x).split("\n")]
     if title_lines:
         graph.attr(label=text_label(title_lines, 12))
     graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(layout.order)}

@@ -27,6 +27,7 @@ from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
 from .engine import DotNotFoundError, find_engine, write_atomic
+from .fused import as_drawn
 from .graph import draw
 from .labels import format_config, summary
 from .layout import DEFAULT_MAX_NODES, Layout, plan_layout
@@ -110,20 +111,24 @@ def player_html(svg: str, steps: list[dict], title: str, folds: dict | None = No
 def player_page(root: Tensor, *, params=None, title: str | None = None, grad=None,
                 collapse=None, depth: int | None = None, expand=None,
                 max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
-                engine=None, source_path: Path | None = None, where: str = "player_page") -> str:
+                engine=None, source_path: Path | None = None, where: str = "player_page",
+                textbook: bool = True) -> str:
     """Run the backward pass of `root` and return the step-through page as one string.
 
     The graph is laid out with every module open; the modules that `draw` would fold
     (by `collapse`, `depth`, `expand` or past `max_nodes`) start folded in the page and
     open on click. The layout engine (`viz.engine.find_engine(engine)`) is found before
     backward runs: when none can run, nothing is run, the graph's source is saved to
-    `source_path` (if given) and one error says how to get an engine."""
+    `source_path` (if given) and one error says how to get an engine. Fused nodes are
+    drawn and stepped through as their textbook form unless `textbook=False`."""
     if not isinstance(root, Tensor):
         raise op_error(where, f"expected the Tensor to backpropagate from, got "
                        f"{type(root).__name__}", TypeError, f"pass e.g. {where}(loss, ...)")
+    # Fused nodes are stepped through as their textbook form; the graph's title says so.
+    root, note = as_drawn(root, textbook)
     plan = plan_layout(root, params, collapse, max_nodes, depth, expand)  # what starts folded
     layout = plan_layout(root, params, collapse=False)
-    graph = draw(root, show=("shape", "values"), layout=layout)
+    graph = draw(root, show=("shape", "values"), layout=layout, title=note or None)
     if not root.requires_grad:
         # Let the engine word this error, before any file is written.
         next(backward_steps(root, grad))
@@ -162,13 +167,15 @@ def _fold_data(layout: Layout, cluster_ids: dict, start_folded: list) -> dict:
 def write_player(root: Tensor, path, *, params=None, title: str | None = None, grad=None,
                  collapse=None, depth: int | None = None, expand=None,
                  max_nodes: int = DEFAULT_MAX_NODES, max_values: int = 64,
-                 engine=None) -> Path:
+                 engine=None, textbook: bool = True) -> Path:
     """Run the backward pass of `root` and write a step-through page to `path`.
 
     Like `root.backward()`, this fills the leaves' `.grad` (call it instead of backward,
     not after). `collapse`, `depth`, `expand` and `max_nodes` say, as in `viz.draw`, which
-    modules start folded; every one opens in the page. The graph is laid out by `viz.engine.find_engine(engine)` (system `dot`
-    or the bundled graphviz-pure); when no engine runs, nothing is run, the `.dot` source
+    modules start folded; every one opens in the page. Fused nodes are stepped through as
+    their textbook form (same leaves, same gradients) unless `textbook=False`. The graph
+    is laid out by `viz.engine.find_engine(engine)` (system `dot` or the bundled
+    graphviz-pure); when no engine runs, nothing is run, the `.dot` source
     is saved beside `path` and one error says how to get one. Returns the path written.
 
     >>> viz.write_player(loss, "backprop.html", title="softmax attention")
@@ -181,7 +188,8 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
     page = player_page(root, params=params, title=title, grad=grad, collapse=collapse,
                        depth=depth, expand=expand, max_nodes=max_nodes,
                        max_values=max_values, engine=engine,
-                       source_path=path.with_suffix(".dot"), where="write_player")
+                       source_path=path.with_suffix(".dot"), where="write_player",
+                       textbook=textbook)
     write_atomic(path, page)
     return path
 
@@ -214,7 +222,8 @@ class Player:
 
 def play(root: Tensor, *, params=None, title: str | None = None, grad=None, collapse=None,
          depth: int | None = None, expand=None, max_nodes: int = DEFAULT_MAX_NODES,
-         max_values: int = 64, engine=None, height: int = 640) -> Player:
+         max_values: int = 64, engine=None, height: int = 640,
+         textbook: bool = True) -> Player:
     """Run the backward pass of `root` and return the step-through player for Jupyter
     (what `write_player` writes to a file). Fills the leaves' `.grad` like backward.
 
@@ -222,4 +231,5 @@ def play(root: Tensor, *, params=None, title: str | None = None, grad=None, coll
     """
     return Player(player_page(root, params=params, title=title, grad=grad, collapse=collapse,
                               depth=depth, expand=expand, max_nodes=max_nodes,
-                              max_values=max_values, engine=engine, where="play"), height)
+                              max_values=max_values, engine=engine, where="play",
+                              textbook=textbook), height)

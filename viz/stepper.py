@@ -24,6 +24,7 @@ from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
 from microtensor.tensor import Tensor
 
+from .fused import as_drawn
 from .labels import format_config
 from .labels import preview as _preview
 from .layout import Layout, plan_layout
@@ -63,13 +64,16 @@ def describe_step(step: BackwardStep, layout: Layout, total: int,
 
 
 def step_through(root: Tensor, grad=None, *, pause: bool = False, file: TextIO | None = None,
-                 params=None, max_values: int = 16,
-                 retain_graph: bool = False) -> list[BackwardStep]:
+                 params=None, max_values: int = 16, retain_graph: bool = False,
+                 textbook: bool = True) -> list[BackwardStep]:
     """Run the backward pass of `root`, printing each step; returns the steps.
 
     This *is* the backward pass (leaves' `.grad` fill up as it goes), so call it instead of
     `root.backward()`, not after. With `pause=True` it waits for Enter between steps
     (type q and Enter to run the rest without pausing). `params=model` names parameters.
+    Fused nodes are stepped through as their textbook form (`viz.fused.as_drawn`; the
+    leaves are the same tensors and get the same gradients); `textbook=False` steps
+    through the graph as it ran. `viz.draw(root, steps=steps)` then draws the same graph.
 
     >>> steps = step_through(loss, params=model, pause=True)
     """
@@ -77,12 +81,15 @@ def step_through(root: Tensor, grad=None, *, pause: bool = False, file: TextIO |
         raise op_error("step_through", f"expected the Tensor to backpropagate from, got "
                        f"{type(root).__name__}", TypeError, "pass e.g. step_through(loss)")
     file = sys.stdout if file is None else file
+    root, note = as_drawn(root, textbook)
     layout = plan_layout(root, params)
     # Steps are numbered by their place in the engine's own order (the tensors that need
     # gradients), so "k/N" here matches `BackwardStep.index` exactly.
     total = sum(1 for t in layout.order if t.requires_grad)
     print(f"backward pass from {layout.label_of(root)} {tuple(root.shape)}: "
           f"{total} steps, root first, each tensor after every use of it", file=file)
+    if note:
+        print(note, file=file)
     steps = []
     for step in backward_steps(root, grad, retain_graph=retain_graph):
         if pause and steps:
