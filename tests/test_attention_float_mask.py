@@ -28,7 +28,9 @@ def test_a_float_mask_is_added_to_the_scores(seed, tq, tk, bias_shape):
     shape = {"full": (2, tq, tk), "row": (tq, tk), "key": (2, 1, tk)}[bias_shape]
     bias = rng.standard_normal(shape)
     out, _ = sdpa(mt.tensor(q), mt.tensor(k), mt.tensor(v), mask=bias)
-    np.testing.assert_allclose(out.data, reference(q, k, v, bias), rtol=1e-12)
+    # (atol: an output near 0 is a cancellation of O(1) terms, so its rounding is
+    # absolute; scale * (q k^T) and (q k^T) / sqrt(d) differ in the last bit)
+    np.testing.assert_allclose(out.data, reference(q, k, v, bias), rtol=1e-12, atol=1e-14)
     # A learnable bias (ALiBi-like) gets its gradient; so do q, k, v.
     leaves = [mt.tensor(a, requires_grad=True) for a in (q, k, v, bias)]
     assert mt.gradcheck(lambda q, k, v, b: sdpa(q, k, v, mask=b)[0], leaves)
