@@ -1,4 +1,4 @@
-"""The deliberate differences from PyTorch that remain (README, "Choices worth knowing"),
+"""The deliberate differences from PyTorch that remain (docs/reference.md, "Choices worth knowing"),
 each pinned down, and the ones that were brought in line with PyTorch."""
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
-"""Docs that cannot drift: every Python block in README.md runs, and where the README shows
-its printed output (a plain ``` block right after it) the output is compared, numbers
+"""Docs that cannot drift: every Python block in README.md and docs/*.md runs, and where
+a page shows its printed output (a plain ``` block right after it) the output is compared, numbers
 within the precision shown. A block quoted from the source (marked
 `<!-- source: path -->` just above it) must appear in that file word for word. A block
 that cannot run here (it needs a network or a long training run) says so just above it,
@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*(source|no-run):\s*(.+?)\s*-->\s*$")
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -31,6 +32,7 @@ class Block:
     line: int                    # where the block's first line is in the file
     marker: tuple | None         # ("source", path) or ("no-run", reason)
     output: str | None = None    # the plain block right after a python block
+    page: str = "README.md"      # the file it is in, relative to the repository
 
 
 def blocks(path: Path = README) -> list[Block]:
@@ -48,7 +50,8 @@ def blocks(path: Path = README) -> list[Block]:
             i += 1
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        block = Block(fence.group(1), "\n".join(lines[i + 1:end]), i + 2, pending_marker)
+        block = Block(fence.group(1), "\n".join(lines[i + 1:end]), i + 2, pending_marker,
+                      page=str(path.relative_to(ROOT)))
         between = lines[previous_end + 1:i] if previous_end is not None else ["x"]
         if (block.language == "" and found and found[-1].language == "python"
                 and not any(line.strip() for line in between)):
@@ -59,7 +62,7 @@ def blocks(path: Path = README) -> list[Block]:
     return found
 
 
-PYTHON = [b for b in blocks() if b.language == "python"]
+PYTHON = [b for page in PAGES for b in blocks(page) if b.language == "python"]
 
 
 def output_matches(shown: str, printed: str) -> bool:
@@ -101,29 +104,29 @@ def output_matches(shown: str, printed: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("block", PYTHON, ids=lambda b: f"README.md:{b.line}")
+@pytest.mark.parametrize("block", PYTHON, ids=lambda b: f"{b.page}:{b.line}")
 def test_readme_python_block(block, tmp_path, monkeypatch):
     if block.marker and block.marker[0] == "source":
         source = (ROOT / block.marker[1]).read_text(encoding="utf-8")
-        assert block.text in source, (f"README.md:{block.line} quotes {block.marker[1]}, "
+        assert block.text in source, (f"{block.page}:{block.line} quotes {block.marker[1]}, "
                                       "but the file no longer holds that text")
         return
     if block.marker and block.marker[0] == "no-run":
-        pytest.skip(f"README.md:{block.line}: {block.marker[1]}")
+        pytest.skip(f"{block.page}:{block.line}: {block.marker[1]}")
     monkeypatch.chdir(tmp_path)              # files the example writes land here
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = compile(block.text, f"README.md:{block.line}", "exec")
+        code = compile(block.text, f"{block.page}:{block.line}", "exec")
         exec(code, {"__name__": "__readme__"})  # noqa: S102 (running the README is the point)
     if block.output is not None:
         assert output_matches(block.output, printed.getvalue()), (
-            f"README.md:{block.line} shows\n{block.output}\nbut the code printed\n"
+            f"{block.page}:{block.line} shows\n{block.output}\nbut the code printed\n"
             f"{printed.getvalue()}")
 
 
-def test_the_readme_parser_sees_every_python_block():
-    text = README.read_text(encoding="utf-8")
-    assert len(PYTHON) == text.count("```python") >= 5
+def test_the_parser_sees_every_python_block():
+    count = sum(page.read_text(encoding="utf-8").count("```python") for page in PAGES)
+    assert len(PYTHON) == count >= 5
     assert sum(b.output is not None for b in PYTHON) >= 3
 
 
