@@ -449,25 +449,32 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.dim}"
 
 
+def _check_norm_sizes(where: str, dim, eps, fix: str) -> None:
+    check_sizes(where, dim=dim)
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        # eps <= 0 turns a constant row into sqrt(0) or sqrt(negative): inf or NaN.
+        raise op_error(where, f"eps must be a positive number, got {eps!r}", fix=fix)
+
+
+def _check_last_axis(where: str, x, dim: int) -> None:
+    if x.shape[-1] != dim:
+        raise op_error(where, f"expected the last axis to have size {dim}, "
+                       f"got input of shape {tuple(x.shape)}")
+
+
 class LayerNorm(Module):
     """Normalise the last axis (biased variance, as the paper and PyTorch), then scale
     by `weight` (ones) and shift by `bias` (zeros)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
-        check_sizes("LayerNorm", dim=dim)
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            # eps <= 0 turns a constant row into sqrt(0) or sqrt(negative): inf or NaN.
-            raise op_error("LayerNorm", f"eps must be a positive number, got {eps!r}",
-                           fix="the usual value is 1e-5")
+        _check_norm_sizes("LayerNorm", dim, eps, fix="the usual value is 1e-5")
         self.dim, self.eps = dim, eps
         self.weight = Parameter(np.ones(dim, DEFAULT_FLOAT))
         self.bias = Parameter(np.zeros(dim, DEFAULT_FLOAT))
 
     def forward(self, x):
-        if x.shape[-1] != self.dim:
-            raise op_error("LayerNorm", f"expected the last axis to have size {self.dim}, "
-                           f"got input of shape {tuple(x.shape)}")
+        _check_last_axis("LayerNorm", x, self.dim)
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self):
@@ -486,17 +493,12 @@ class RMSNorm(Module):
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
-        check_sizes("RMSNorm", dim=dim)
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise op_error("RMSNorm", f"eps must be a positive number, got {eps!r}",
-                           fix="Llama uses 1e-6 or 1e-5")
+        _check_norm_sizes("RMSNorm", dim, eps, fix="Llama uses 1e-6 or 1e-5")
         self.dim, self.eps = dim, eps
         self.weight = Parameter(np.ones(dim, DEFAULT_FLOAT))
 
     def forward(self, x):
-        if x.shape[-1] != self.dim:
-            raise op_error("RMSNorm", f"expected the last axis to have size {self.dim}, "
-                           f"got input of shape {tuple(x.shape)}")
+        _check_last_axis("RMSNorm", x, self.dim)
         return F.rms_norm(x, self.weight, eps=self.eps)
 
     def extra_repr(self):
