@@ -47,7 +47,7 @@ from microtensor.ops.elementwise import gelu_tanh_gate
 from ..attention import MultiHeadAttention, causal_mask
 from ..layers import FeedForward, GPTBlock
 from ..llama import LlamaBlock, SwiGLU
-from .attention import attend
+from .attention import attend, weights_constant
 
 
 def normalized_rows(x: np.ndarray, eps: float, centre: bool,
@@ -280,10 +280,8 @@ class FastDecoder:
         # (1/sqrt(d_k) is in the queries already: scale 1)
         out, weights = attend(q, self_cache.keys[:, :, :end], self_cache.values[:, :, :end],
                               allowed=allowed)
-        weights = weights.reshape(batch, n_heads, n_new, end).view()
-        weights.flags.writeable = False
-        layer.attention.last_weights = mt.from_numpy(weights)
-        layer.attention.last_weights.name = "weights"
+        layer.attention.last_weights = weights_constant(
+            weights.reshape(batch, n_heads, n_new, end))
         out = (out.reshape(batch, n_kv_heads, group, n_new, d_k).transpose(0, 3, 1, 2, 4)
                .reshape(batch * n_new, n_heads * d_k))                 # heads side by side
         return affine(out, layer.W_o, layer.b_o)

@@ -22,7 +22,7 @@ from ..attention import (
 )
 from ..layers import GPTBlock
 from ..lm import DecoderLM
-from .attention import fused_attention, fused_self_attention
+from .attention import fused_attention, fused_self_attention, weights_constant
 from .decode import FastDecoder
 
 
@@ -38,16 +38,6 @@ def watched(modules) -> bool:
 def folds(norm, *modules) -> bool:
     """Whether a LayerNorm `norm` may be folded into the first product of `modules`."""
     return type(norm) is LayerNorm and not watched([norm, *modules])
-
-
-def weights_constant(weights) -> mt.Tensor:
-    """A fused kernel's attention weights as a constant tensor named "weights", without a
-    copy: a read-only view, because the kernel's backward reads the same array."""
-    view = weights.view()
-    view.flags.writeable = False
-    constant = mt.from_numpy(view)
-    constant.name = "weights"
-    return constant
 
 
 @fast_form(MultiHeadAttention)
