@@ -258,18 +258,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
             textbook = False
         root, fused_note = as_drawn(root, textbook)
         layout = plan_layout(root, params, collapse, max_nodes, depth, expand)
-    targets = [] if highlight is None else (
-        [highlight] if isinstance(highlight, Tensor) else list(highlight))
-    for target in targets:
-        if not isinstance(target, Tensor) or id(target) not in layout.index:
-            what = (f"{target.name or 'tensor'} {tuple(target.shape)}"
-                    if isinstance(target, Tensor) else f"{type(target).__name__}")
-            hint = "highlight a tensor the root was computed from, e.g. a weight"
-            if fused_note and textbook:
-                hint += (" (fused nodes are drawn opened, as new tensors: highlight a "
-                         "parameter, or pass textbook=False)")
-            raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
-                           f"root", ValueError, hint)
+    targets = _highlight_targets(highlight, layout, opened=bool(fused_note) and textbook)
     on_path = {id(t) for t in targets} | {id(t) for t in computed_from(layout.order, targets)}
     look = _Look(layout, on_path, bool(targets), {id(s.tensor): s for s in (steps or ())},
                  show)
@@ -315,6 +304,24 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     _emit_clusters(graph, clusters, layout, look.dim)
     _emit_edges(graph, look)
     return graph
+
+
+def _highlight_targets(highlight, layout: Layout, opened: bool) -> list[Tensor]:
+    """`highlight` as a list of tensors of the drawn graph, or an error naming the one
+    that is not (`opened`: fused nodes were opened, so their tensors are new ones)."""
+    targets = [] if highlight is None else (
+        [highlight] if isinstance(highlight, Tensor) else list(highlight))
+    for target in targets:
+        if not isinstance(target, Tensor) or id(target) not in layout.index:
+            what = (f"{target.name or 'tensor'} {tuple(target.shape)}"
+                    if isinstance(target, Tensor) else f"{type(target).__name__}")
+            hint = "highlight a tensor the root was computed from, e.g. a weight"
+            if opened:
+                hint += (" (fused nodes are drawn opened, as new tensors: highlight a "
+                         "parameter, or pass textbook=False)")
+            raise op_error("draw", f"highlight={what} is not a tensor of the graph behind "
+                           f"root", ValueError, hint)
+    return targets
 
 
 class _Look:
