@@ -56,6 +56,17 @@ def fast_form(module_type: type) -> Callable:
     return register
 
 
+def watched(modules) -> bool:
+    """Whether any of `modules` has a forward hook or a replaced `forward`: a fast form
+    may skip a sub-module's call (fold it into a product) only when this is False, so
+    that what watches a module always sees it called."""
+    for module in modules:
+        attributes = module.__dict__
+        if "forward" in attributes or attributes.get("_forward_hooks"):
+            return True
+    return False
+
+
 class Parameter(Tensor):
     """A Tensor that a Module registers as learnable (requires_grad=True by default)."""
 

@@ -17,9 +17,8 @@ from transformer import (
     fused_attention,
     scaled_dot_product_attention,
 )
-from transformer.attention import _check_qkv, attention_masks
+from transformer.attention import _check_qkv, attention_masks, weights_constant
 from transformer.fast.attention import fused_self_attention
-from transformer.fast.forms import weights_constant
 
 
 def fused_sdpa(q, k, v, mask=None, causal=False):

@@ -165,6 +165,16 @@ def _check_mask_shape(allowed: np.ndarray, scores_shape: tuple) -> None:
                        "mask[:, None, None, :] for (B, h, Tq, Tk) scores")
 
 
+def weights_constant(weights) -> mt.Tensor:
+    """A fused kernel's attention weights as a constant tensor named "weights", without a
+    copy: a read-only view, because the kernel's backward reads the same array."""
+    view = weights.view()
+    view.flags.writeable = False
+    constant = mt.from_numpy(view)
+    constant.name = "weights"
+    return constant
+
+
 def split_heads(x, n_heads: int):
     """(B, T, n_heads * d_k) -> (B, n_heads, T, d_k)."""
     batch, length, width = x.shape
@@ -246,6 +256,21 @@ class MultiHeadAttention(Module):
         self.W_o = Linear(d_model, d_model, bias=bias)
         self.dropout_p = dropout  # on the attention weights, while training
         self.last_weights = None
+
+    @property
+    def last_weights(self):
+        """The attention weights of the last call, (B, h, Tq, Tk), or None before one: a
+        tensor of the graph on the textbook path, a constant named "weights" on the fast
+        ones. Cached decoding keeps the kernel's array, made a tensor when first read
+        here: it would make one per layer per token, and few are ever looked at."""
+        weights = self.__dict__["_last_weights"]
+        if isinstance(weights, np.ndarray):
+            weights = self.__dict__["_last_weights"] = weights_constant(weights)
+        return weights
+
+    @last_weights.setter
+    def last_weights(self, weights):
+        self.__dict__["_last_weights"] = weights
 
     def project_keys_values(self, source, rotation=None):
         """K and V of `source`, split into heads: two (B, n_kv_heads, Tk, d_k) tensors;

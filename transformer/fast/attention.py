@@ -26,16 +26,6 @@ from microtensor.kernels import sum_over_last_axis
 from ..attention import attention, merge_heads, repeat_kv_heads, split_heads
 
 
-def weights_constant(weights) -> mt.Tensor:
-    """A fused kernel's attention weights as a constant tensor named "weights", without a
-    copy: a read-only view, because the kernel's backward reads the same array."""
-    view = weights.view()
-    view.flags.writeable = False
-    constant = mt.from_numpy(view)
-    constant.name = "weights"
-    return constant
-
-
 def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     """The forward arithmetic of both fused primitives: (softmax(scale q k^T + bias, blocked
     keys at -inf) v, weights). Every step after the first matmul writes into its (..., Tq,

@@ -41,13 +41,13 @@ import numpy as np
 import microtensor as mt
 from microtensor import kernels
 from microtensor.functional import embedding, silu
-from microtensor.nn import GELU, LayerNorm, ReLU, RMSNorm
+from microtensor.nn import GELU, LayerNorm, ReLU, RMSNorm, watched
 from microtensor.ops.elementwise import gelu_tanh_gate
 
 from ..attention import MultiHeadAttention, causal_mask
 from ..layers import FeedForward, GPTBlock
 from ..llama import LlamaBlock, SwiGLU
-from .attention import attend, weights_constant
+from .attention import attend
 
 
 def normalized_rows(x: np.ndarray, eps: float, centre: bool,
@@ -187,9 +187,8 @@ class FastDecoder:
             return False  # the textbook path says which position is out of range
         if cache.fast_decoder is None and not all(known_block(b) for b in model.blocks):
             return False
-        modules = model.modules() if cache.fast_decoder is None else cache.fast_decoder.modules
-        return not any("forward" in m.__dict__ or m.__dict__.get("_forward_hooks")
-                       for m in modules)
+        return not watched(model.modules() if cache.fast_decoder is None
+                           else cache.fast_decoder.modules)
 
     @staticmethod
     def run(model, ids, cache, attention_mask=None):
@@ -280,8 +279,8 @@ class FastDecoder:
         # (1/sqrt(d_k) is in the queries already: scale 1)
         out, weights = attend(q, self_cache.keys[:, :, :end], self_cache.values[:, :, :end],
                               allowed=allowed)
-        layer.attention.last_weights = weights_constant(
-            weights.reshape(batch, n_heads, n_new, end))
+        # Kept as the array: `last_weights` wraps it when read (most never are).
+        layer.attention.last_weights = weights.reshape(batch, n_heads, n_new, end)
         out = (out.reshape(batch, n_kv_heads, group, n_new, d_k).transpose(0, 3, 1, 2, 4)
                .reshape(batch * n_new, n_heads * d_k))                 # heads side by side
         return affine(out, layer.W_o, layer.b_o)

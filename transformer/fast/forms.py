@@ -12,7 +12,7 @@ import math
 
 import microtensor as mt
 import microtensor.functional as F
-from microtensor.nn import LayerNorm, fast_form
+from microtensor.nn import LayerNorm, fast_form, watched
 
 from ..attention import (
     MultiHeadAttention,
@@ -22,17 +22,8 @@ from ..attention import (
 )
 from ..layers import GPTBlock
 from ..lm import DecoderLM
-from .attention import fused_attention, fused_self_attention, weights_constant
+from .attention import fused_attention, fused_self_attention
 from .decode import FastDecoder
-
-
-def watched(modules) -> bool:
-    """Whether any of `modules` has a forward hook or a replaced `forward`."""
-    for module in modules:
-        attributes = module.__dict__
-        if "forward" in attributes or attributes.get("_forward_hooks"):
-            return True
-    return False
 
 
 def folds(norm, *modules) -> bool:
@@ -63,7 +54,7 @@ def multi_head_attention(attn, x, context=None, mask=None, causal: bool = False,
     kept = []   # receives the weights array, the fused op's second result
     out = fused_attention(q, k, v, bias, allowed=allowed, scale=1.0 / math.sqrt(attn.d_k),
                           keep_weights=kept)
-    attn.last_weights = weights_constant(kept.pop())
+    attn.last_weights = kept.pop()   # wrapped as a constant when read
     return attn.W_o(merge_heads(out))
 
 
@@ -86,7 +77,7 @@ def packed_self_attention(attn, x, mask, causal: bool, norm=None):
     kept = []
     out = fused_self_attention(qkv, additive, n_heads=attn.n_heads, n_kv_heads=attn.n_kv_heads,
                                allowed=allowed, keep_weights=kept)
-    attn.last_weights = weights_constant(kept.pop())
+    attn.last_weights = kept.pop()   # wrapped as a constant when read
     return attn.W_o(out)                                            # (B, T, d_model)
 
 
