@@ -15,7 +15,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor.autograd import topological_order
 from microtensor.nn import LayerNorm, Module, ModuleList
-from microtensor.ops.nn import layer_norm_linear_reference
+from microtensor.ops.neural import layer_norm_linear_reference
 from transformer import DecoderLM, FeedForward, MultiHeadAttention
 from transformer.fast.attention import (
     fused_attention,

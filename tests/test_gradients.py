@@ -26,7 +26,7 @@ from strategies import (
 
 import microtensor as mt
 import microtensor.functional as F
-from microtensor.ops import nn as nn_ops
+from microtensor.ops import neural as nn_ops
 
 # ----------------------------------------------------------------- elementwise, binary
 

@@ -16,7 +16,7 @@ import microtensor.functional as F
 from microtensor import kernels
 from microtensor.autograd import sum_to_shape
 from microtensor.kernels import for_row_blocks
-from microtensor.ops import nn as nn_ops
+from microtensor.ops import neural as nn_ops
 from microtensor.ops.activation import gelu_exact, gelu_exact_reference
 from microtensor.ops.elementwise import (
     gelu_tanh,
@@ -25,7 +25,7 @@ from microtensor.ops.elementwise import (
     masked_fill_reference,
 )
 from microtensor.ops.linalg import matmul, matmul_reference
-from microtensor.ops.nn import (
+from microtensor.ops.neural import (
     cross_entropy,
     cross_entropy_reference,
     embedding,

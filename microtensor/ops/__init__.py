@@ -41,7 +41,7 @@ from .elementwise import (
 from .indexing import argsort, gather, masked_select, one_hot, scatter_add, sort, topk
 from .linalg import einsum, linear, matmul
 from .loss import binary_cross_entropy, binary_cross_entropy_with_logits, nll_loss
-from .nn import (
+from .neural import (
     cross_entropy,
     dropout,
     embedding,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import describe, op_error
-from .nn import _check_targets, check_reduction, reduce_losses
+from .neural import _check_targets, check_reduction, reduce_losses
 
 
 def _reduce(losses, reduction):

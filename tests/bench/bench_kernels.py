@@ -12,7 +12,7 @@ from common import emit, side_by_side, torch
 
 import microtensor as mt
 from microtensor import kernels, optim
-from microtensor.ops import nn as nn_ops
+from microtensor.ops import neural as nn_ops
 from microtensor.ops.activation import gelu_exact, gelu_exact_reference
 from microtensor.ops.elementwise import (
     gelu_tanh,
@@ -20,7 +20,7 @@ from microtensor.ops.elementwise import (
     masked_fill,
     masked_fill_reference,
 )
-from microtensor.ops.nn import (
+from microtensor.ops.neural import (
     cross_entropy,
     cross_entropy_reference,
     embedding,
