@@ -35,8 +35,8 @@ four facts about NumPy on a CPU:
 
 What is not here: threads. NumPy's ufuncs release the GIL, so two threads could share
 the elementwise work, but in a training step OpenBLAS's own threads keep spinning on both
-cores after every matrix product and a second Python thread finds no free core; measured,
-threads lost. The figures behind each choice are re-measured by
+cores after every matrix product and a second Python thread finds no free core, so
+threads lost when measured. The figures behind each choice are re-measured by
 `python tests/bench/bench_kernels.py`.
 
     >>> x, y = np.ones((4096, 64)), np.empty((4096, 64))

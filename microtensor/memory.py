@@ -5,9 +5,9 @@ Every op returns a new array, and a training step frees most of them again: on t
 reference model about 40 MB, in arrays of 0.1 to 2 MB. glibc's malloc (Linux) serves each
 large request either by mapping fresh pages (freed with munmap) or from the heap, whose
 free top it hands back once it exceeds a threshold; which happens depends on the order of
-earlier requests. When it goes badly, every step faults its ~10 MB of arrays in anew:
-measured, 2,600 page faults and 6 ms of kernel time per 50 ms step, where the same step
-with a luckier order faulted 24 times. A step written by hand with preallocated buffers
+earlier requests. When it goes badly, every step faults its arrays in anew: thousands of
+page faults a step, where the same step with a luckier order faults a few dozen times
+(`tests/bench/bench_memory.py`; docs/performance.md). A step written by hand with preallocated buffers
 never pays it.
 
 `keep_freed_memory()` fixes the two thresholds, so arrays up to 32 MB come from the heap

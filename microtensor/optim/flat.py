@@ -19,16 +19,13 @@ on a shared 2-core machine; `tests/bench/bench_optim.py` re-measures the result)
   `opt.state[i]["exp_avg"]` is the parameter's view, so `state_dict()`, checkpoints and
   the per-parameter update all see the same numbers.
 - parameters: not flat. `param.data` stays the array the model made; the update, computed
-  flat, is applied with two calls per parameter. A prototype that made the parameters
-  views of a flat buffer as well saved those calls: 0.039 against 0.068 ms a step for the
-  lesson-sized model (whose whole training step takes ~3 ms), 1.09 against 1.15 ms for
-  the reference model (~60 ms). But it swaps every parameter's array behind the user's
-  back: arrays taken from the model before stop being its weights, and `param.data = new`
-  must be detected. Not worth 1% of a step.
+  flat, is applied with two calls per parameter. Making the parameters views of a flat
+  buffer as well would save those calls, about 1% of a step, but it swaps every
+  parameter's array behind the user's back: arrays taken from the model before stop
+  being its weights, and `param.data = new` must be detected.
 
-Result (AdamW, flat against per parameter): 1.28 against 1.86 ms a step for the reference
-model (69 parameters, 826k numbers), 0.084 against 0.335 ms for the lesson-sized one; its
-whole training step 2.47 against 2.95 ms (OpenBLAS on one thread, a busy machine).
+`tests/bench/bench_optim.py` times the flat step against the per-parameter one
+(docs/performance.md gives the figures).
 
 The buffers are made at a group's first step with gradients, for the parameters that have
 one then; the others (frozen ones, say) stay outside and take the textbook update. The

@@ -441,8 +441,7 @@ class Adam(Optimizer):
         # step (faster than the textbook update with temporaries, and than
         # torch.optim.AdamW: tests/bench/bench_kernels.py). Splitting the work over two
         # threads made it slower; so did running the flat passes chunk by chunk (runs of
-        # parameters of 32k-256k numbers, to stay in cache): 1.23-1.40 ms against 1.18
-        # for the reference model's 826k numbers in one pass each.
+        # parameters sized to stay in cache) instead of one pass each.
         for start, group in self.groups():
             if self.flat:
                 self._step_group_flat(start, group)

@@ -46,7 +46,7 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     weights = scores                                      # softmax in place, shift first
     # Any shift c per row leaves softmax unchanged; it only has to keep exp(s - c) in
     # range. The row's max is the textbook shift, but NumPy takes a max over each of many
-    # short rows at ~30x the cost of one over the whole array. When every query may see
+    # short rows at many times the cost of one over the whole array. When every query may see
     # its own key (self-attention: causal or unmasked), the row's own diagonal score
     # q_i . k_i is a shift just as row-local (a causal model's past outputs still do not
     # depend on its future, bit for bit), from one pass over q and k. exp(s_ii - c_i) ~ 1

@@ -94,8 +94,8 @@ def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
 
     Up to MATVEC_ROWS rows go through `np.vecmat`, one vector-matrix product per row, on
     one thread. As one GEMM, a 16-token prefill woke OpenBLAS's second thread, and on a
-    busy 2-core machine the 256 one-token steps after it then ran 4x slower (measured:
-    ~2,300 against ~560 us per token); the products of a step are too small to share.
+    busy 2-core machine the one-token steps after it then ran several times slower
+    (docs/performance.md); the products of a step are too small to share.
     More rows (a long prompt) are one GEMM, where threads pay."""
     if len(x) <= MATVEC_ROWS and _vecmat is not None:
         out = _vecmat(x, weight)
