@@ -438,6 +438,9 @@ def textbook_graph(root: Tensor) -> Tensor:
     >>> [t.op.name for t in topological_order(textbook_graph(out.sum())) if t.op]
     ['sum', 'matmul', 'softmax', 'mul', 'matmul', 'swapaxes']
     """
+    if not isinstance(root, Tensor):
+        raise op_error("textbook_graph", f"expected the Tensor whose graph to open, got "
+                       f"{type(root).__name__}", TypeError, "pass e.g. textbook_graph(loss)")
     opened = {}    # id(tensor) -> its tensor in the textbook graph
     for tensor in reversed(topological_order(root, every_input=True)):
         node = tensor.op

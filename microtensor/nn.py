@@ -50,7 +50,15 @@ def fast_form(module_type: type) -> Callable:
         >>> Square()(mt.tensor([3.0]))
         tensor([9.])
     """
+    if not (isinstance(module_type, type) and issubclass(module_type, Module)):
+        raise op_error("fast_form", f"expected a Module subclass, got {module_type!r}",
+                       TypeError, "decorate with @fast_form(MyModule), the class itself")
+
     def register(form: Callable) -> Callable:
+        if not callable(form):
+            raise op_error("fast_form", f"the fast form of {module_type.__name__} must be "
+                           f"callable, got {type(form).__name__}", TypeError,
+                           "decorate a function form(module, *args, **kwargs)")
         _FAST_FORMS[module_type] = form
         return form
     return register

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import microtensor as mt
 import microtensor.functional as F
+from microtensor import nn
 from microtensor.autograd import topological_order
 from microtensor.nn import LayerNorm, Module, ModuleList
 from microtensor.ops.neural import layer_norm_linear_reference
@@ -439,3 +440,32 @@ def test_a_custom_parallel_block_gives_the_uncached_logits_step_by_step(padded):
     with mt.no_grad(), mt.fast_paths(False):
         textbook = model(ids, attention_mask=mask).data
     np.testing.assert_allclose(whole[real], textbook[real], atol=1e-5)
+
+
+def test_fast_form_and_textbook_graph_refuse_what_they_cannot_use():
+    with pytest.raises(TypeError, match=r"fast_form: expected a Module subclass.*MyModule"):
+        nn.fast_form(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"fast_form: the fast form of Linear must be callable"):
+        nn.fast_form(nn.Linear)(3)
+    with pytest.raises(TypeError, match=r"textbook_graph: expected the Tensor.*textbook_graph\(loss\)"):
+        mt.textbook_graph(np.ones(3))
+
+
+def test_a_registered_fast_form_runs_by_default_and_the_textbook_forward_without_it():
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    calls = []
+
+    @nn.fast_form(Square)
+    def square_fast(module, x):
+        calls.append(module)
+        return x ** 2
+
+    square, x = Square(), mt.tensor([3.0], requires_grad=True)
+    assert square(x).op.name == "pow" and calls == [square]
+    with mt.fast_paths(False):
+        assert square(x).op.name == "mul" and calls == [square]
+    square.forward = lambda x: x + x        # a replaced forward always runs
+    assert square(x).op.name == "add"
