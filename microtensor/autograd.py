@@ -41,6 +41,7 @@ class _Mode(threading.local):
     profile = None  # the `profile` collecting per-op times, or None (the usual case)
     fast = True     # modules run their registered fast forms (see `fast_paths`)
     dropout = True  # Dropout modules drop while training (see `dropout_off`)
+    modules = ()    # the modules whose forward is running, outermost first (Module.__call__)
 
 
 _mode = _Mode()
@@ -168,11 +169,11 @@ class Node:
     those arrays; the structure (name, inputs, rule) stays so the graph can still be drawn.
     """
 
-    __slots__ = ("backward", "config", "created_at", "inputs", "name", "new_grads",
+    __slots__ = ("backward", "config", "created_at", "inputs", "modules", "name", "new_grads",
                  "reference", "rule")
 
     def __init__(self, name, rule, inputs, backward, config, created_at=None,
-                 new_grads=False, reference=None):
+                 new_grads=False, reference=None, modules=()):
         self.name = name
         self.rule = rule
         self.inputs = inputs
@@ -181,6 +182,9 @@ class Node:
         self.created_at = created_at  # "file:line in function" (anomaly mode only)
         self.new_grads = new_grads  # see `primitive`
         self.reference = reference  # a fused op's textbook form (see `primitive`)
+        # The modules whose forward made this op, outermost first: a drawing groups ops by
+        # the module that ran them, and draws the loss, made outside them all, outside.
+        self.modules = modules
 
     @property
     def saved(self) -> dict:
@@ -280,7 +284,7 @@ def primitive(name: str, rule: str, *, new_grads: bool = False,
                         result._requires_grad = True
                         result.op = Node(name, rule, args, backward, config,
                                          _user_frame() if anomaly else None, new_grads,
-                                         reference)
+                                         reference, _mode.modules)
                         break
             return result
 
@@ -449,13 +453,18 @@ def textbook_graph(root: Tensor) -> Tensor:
         inputs = [opened.get(id(inp), inp) if isinstance(inp, Tensor) else inp
                   for inp in node.inputs]
         if node.reference is not None:
-            with enable_grad():
-                new = node.reference(*inputs, **node.config)
+            outer = _mode.modules
+            _mode.modules = node.modules    # the textbook ops belong where the fused op ran
+            try:
+                with enable_grad():
+                    new = node.reference(*inputs, **node.config)
+            finally:
+                _mode.modules = outer
         elif any(new is not old for new, old in zip(inputs, node.inputs)):
             new = Tensor._wrap(tensor.data)
             new._requires_grad = True
             new.op = Node(node.name, node.rule, tuple(inputs), node.backward, node.config,
-                          node.created_at)
+                          node.created_at, modules=node.modules)
         else:
             continue
         if tensor.name is not None and node.reference is None:

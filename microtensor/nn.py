@@ -196,10 +196,15 @@ class Module:
         # its textbook `forward` (unless fast paths are off, or this module's forward was
         # replaced: then what replaced it must run).
         fast = _FAST_FORMS.get(type(self)) if _mode.fast else None
-        if fast is not None and "forward" not in self.__dict__:
-            output = fast(self, *args, **kwargs)
-        else:
-            output = self.forward(*args, **kwargs)
+        outer = _mode.modules
+        _mode.modules = outer + (self,)     # each op made now records who made it
+        try:
+            if fast is not None and "forward" not in self.__dict__:
+                output = fast(self, *args, **kwargs)
+            else:
+                output = self.forward(*args, **kwargs)
+        finally:
+            _mode.modules = outer
         hooks = self.__dict__.get("_forward_hooks")
         if hooks:
             for hook, with_kwargs in list(hooks.values()):

@@ -446,23 +446,41 @@ def _emit_clusters(graph, clusters, layout, dim):
         (bodies[parent] if parent else graph).subgraph(bodies[path])
 
 
-def _fed_back(layout: Layout) -> dict:
-    """For each folded box, the tensors outside it computed from its outputs. A residual
-    block reads x and, later, x + attn(x): drawn as one box, the second edge would point
-    back up against the flow, so it is left out of the ranking (the box ranks after x)."""
-    inside = {}
-    for k, tensor in enumerate(layout.order):
-        fold = layout.fold_of(k)
-        if fold is not None:
-            inside.setdefault(layout.tensor_node(k), []).append(tensor)
-    return {box: {id(t) for t in computed_from(layout.order, tensors)
-                  if layout.tensor_node(layout.index[id(t)]) != box}
-            for box, tensors in inside.items()}
+class _FedBack:
+    """Whether an input of a folded box was computed from that box's own outputs. A
+    module called twice with an outside op between the calls, f(g(f(x))), drawn as one
+    box, has an edge from g's output back up into the box: that edge is left out of the
+    ranking (the box ranks after x). The walk back from the input stops at tensors made
+    before anything in the box, so it stays short."""
+
+    def __init__(self, layout: Layout):
+        self.layout, self.first = layout, {}   # box -> the largest k (earliest) inside it
+        for k in range(len(layout.order)):
+            fold = layout.fold_of(k)
+            if fold is not None:
+                self.first[fold] = k
+
+    def __call__(self, tensor, fold) -> bool:
+        layout, first = self.layout, self.first.get(fold)
+        if first is None or layout.fold_of(layout.index[id(tensor)]) == fold:
+            return False
+        stack, seen = [tensor], set()
+        while stack:
+            current = stack.pop()
+            k = layout.index[id(current)]
+            if id(current) in seen or k > first:
+                continue
+            seen.add(id(current))
+            if layout.fold_of(k) == fold:
+                return True
+            if current.op is not None:
+                stack.extend(t for t in current.op.inputs if isinstance(t, Tensor))
+        return False
 
 
 def _emit_edges(graph, look: _Look):
     layout, seen = look.layout, set()
-    fed_back = _fed_back(layout)
+    fed_back = _FedBack(layout)
     for k, tensor in enumerate(layout.order):
         node = tensor.op
         if node is None:
@@ -487,7 +505,8 @@ def _emit_edges(graph, look: _Look):
                 attrs["style"] = "dashed"  # a constant input: no gradient flows back here
             if label:
                 attrs.update(label=label, fontcolor=look.colour(lit, "#333333"))
-            if tail_tensor and id(tail_tensor[0]) in fed_back.get(head, ()):
+            if tail_tensor and head.startswith("m") and fed_back(
+                    tail_tensor[0], layout.folded[int(head[1:])]):
                 attrs["constraint"] = "false"
             graph.edge(tail, head, **attrs)
 

@@ -4,26 +4,29 @@
 records for every tensor its name and its module. Drawing, the stepper and the player all
 read the same `Layout`, so a tensor called "t7" in the terminal is "t7" in the picture.
 
-With `params=model`, nodes are grouped into one cluster per module path. A
-parameter belongs to the module that owns it ("layers.0.attn.W_q.weight" to
-"layers.0.attn.W_q"). An op that uses parameters directly belongs to the deepest module
-owning all of them (x @ W_q.weight lives in W_q); any other op belongs to the deepest module
-containing the modules of all its inputs (softmax(q k^T) lives in attn, the parent of W_q and
-W_k). So a residual add, which mixes a block's output with its input from before the block,
-sits in the common parent: the residual stream is drawn between open blocks. A folded
-block's box takes in its residual adds, so folded blocks read as a chain.
-Tensors that no parameter reaches (inputs, masks) belong to no module.
+With `params=model`, nodes are grouped into one cluster per module path. Each op belongs
+to the module whose `forward` made it: every node records the modules running when it
+was made (`Module.__call__` keeps that stack), so nothing is guessed. A parameter belongs
+to the module that owns it ("layers.0.attn.W_q.weight" to "layers.0.attn.W_q"). Ops made
+outside every module (the loss, a user's own arithmetic) and tensors made by no op
+(inputs, masks) belong to no module and are drawn outside every cluster. A residual add
+sits in the block whose `forward` made it, so folded blocks read as a chain. With a
+mapping name -> Tensor as `params`, tensors are named and no module is drawn.
 
 Names: a parameter is named by its path; any other tensor inside a module by that module's
 path plus its own `.name` ("blocks.0.self_attn.weights"), else by where it comes from: the
 module's "output" when it leaves the module ("blocks.1.ffn output"), else the module path
-plus the op that made it ("blocks.1.ffn.gelu"). Tensors outside every module keep their
-`.name`, else "t{k}", the node's id.
+plus the op that made it ("blocks.1.ffn.gelu"). A tensor made outside every module keeps
+its `.name`, else is named by its op ("cross_entropy"); an input with no name is "t{k}",
+the node's id.
 
 Folding: `depth=k` draws modules k levels deep (a ModuleList or Sequential is no level) and
 folds the next level into one box each; `expand=["blocks.0"]` keeps those modules, and all
 inside them, open. Past `max_nodes` nodes, modules fold by default: the graph's title says so
 and how to open them.
+
+Every loop here runs over the graph's tensors or its module paths in forward order, never
+over a set or a dict of strings: the same graph gives the same picture in every process.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ class Layout:
 
     `order` is `topological_order(root, every_input=True)` (root first); tensor k is drawn
     as `t{k}` and the op that made it as `op{k}`, unless its module is folded, in which case
-    both are drawn as that module's box `m{j}`."""
+    both are drawn as that module's box `m{j}`, j its place in `folded`."""
 
     order: list
     index: dict                      # id(tensor) -> k
@@ -54,16 +57,22 @@ class Layout:
     containers: set = field(default_factory=set)  # ModuleList/Sequential paths (no cluster)
     note: str = ""
     paths: list = field(default_factory=list)     # every module path, in forward order
-    absorbed: dict = field(default_factory=dict)  # id(tensor) -> the fold it is drawn in
+    fold_by_module: dict = field(default_factory=dict)  # module path -> its box's path
+
+    def fold(self, paths) -> None:
+        """Draw the modules `paths` as one box each (outermost first)."""
+        self.folded = list(paths)
+        boxes = set(self.folded)
+        self.fold_by_module = {}
+        for path in self.paths:
+            parts = path.split(".")
+            outer = (".".join(parts[:n]) for n in range(1, len(parts) + 1))
+            self.fold_by_module[path] = next((p for p in outer if p in boxes), None)
+        self._box_number = {path: j for j, path in enumerate(self.folded)}
 
     def fold_of(self, k: int) -> str | None:
-        if id(self.order[k]) in self.absorbed:
-            return self.absorbed[id(self.order[k])]
-        module = self.modules[id(self.order[k])]
-        for path in self.folded:
-            if _within(module, path):
-                return path
-        return None
+        """The folded module tensor k is drawn in, or None."""
+        return self.fold_by_module.get(self.modules[id(self.order[k])])
 
     def cluster_parent(self, path: str) -> str:
         """The nearest enclosing module path that is drawn as a cluster ("" for none)."""
@@ -74,11 +83,11 @@ class Layout:
 
     def tensor_node(self, k: int) -> str:
         fold = self.fold_of(k)
-        return f"t{k}" if fold is None else f"m{self.folded.index(fold)}"
+        return f"t{k}" if fold is None else f"m{self._box_number[fold]}"
 
     def op_node(self, k: int) -> str:
         fold = self.fold_of(k)
-        return f"op{k}" if fold is None else f"m{self.folded.index(fold)}"
+        return f"op{k}" if fold is None else f"m{self._box_number[fold]}"
 
     def step_node(self, step: BackwardStep) -> str:
         """The node a backward step acts at: the op for op outputs, the tensor for leaves."""
@@ -127,30 +136,17 @@ def _module_of_name(name: str) -> str:
     return name.rpartition(".")[0]
 
 
-def _common_prefix(paths: list) -> str:
-    parts = [p.split(".") if p else [] for p in paths]
-    common = []
-    for level in zip(*parts):
-        if any(item != level[0] for item in level):
-            break
-        common.append(level[0])
-    return ".".join(common)
-
-
-def _fold_units(params, modules: Iterable) -> list:
+def _fold_units(params) -> list:
     """Module paths that collapse=True folds: the root's children, with containers
     (ModuleList, Sequential) replaced by their children, so a stack folds block by block."""
-    if hasattr(params, "named_modules"):
-        units, stack = [], [(f"{name}", child) for name, child in params._modules.items()]
-        while stack:
-            path, module = stack.pop(0)
-            if type(module).__name__ in CONTAINERS:
-                stack[0:0] = [(f"{path}.{name}", child)
-                              for name, child in module._modules.items()]
-            else:
-                units.append(path)
-        return units
-    return sorted({m.split(".")[0] for m in modules if m})
+    units, stack = [], [(f"{name}", child) for name, child in params._modules.items()]
+    while stack:
+        path, module = stack.pop(0)
+        if type(module).__name__ in CONTAINERS:
+            stack[0:0] = [(f"{path}.{name}", child) for name, child in module._modules.items()]
+        else:
+            units.append(path)
+    return units
 
 
 def _where_from(layout: Layout) -> None:
@@ -174,7 +170,13 @@ def _where_from(layout: Layout) -> None:
             if fed:
                 proposed[id(tensor)] = f"{tensor.op.name} after {fed[0][1]}"
             continue
-        if tensor.op is None or not module:
+        if tensor.op is None:
+            continue
+        if module is None:              # made outside every module: the loss, say
+            if not names[id(tensor)]:
+                proposed[id(tensor)] = tensor.op.name
+            continue
+        if not module:
             continue
         own = names[id(tensor)]
         if own:
@@ -195,35 +197,6 @@ def _where_from(layout: Layout) -> None:
         names[key] = name
 
 
-def absorb_residual_adds(layout: Layout) -> None:
-    """Draw a folded block's residual adds inside its box: an op outside every fold whose
-    inputs each come from one folded module or feed it (x + attn(x), then h + ffn(h)). The
-    folded blocks then read as a chain, x -> blocks.0 -> blocks.1, with no edge going back
-    up from a block's sum into the block that made it."""
-    if not layout.folded:
-        return
-    feeds = {}
-    for k, tensor in enumerate(layout.order):
-        fold = layout.fold_of(k)
-        if fold is not None and tensor.op is not None:
-            feeds.setdefault(fold, set()).update(
-                id(t) for t in tensor.op.inputs if isinstance(t, Tensor))
-    for k in range(len(layout.order) - 1, -1, -1):      # forward order
-        tensor = layout.order[k]
-        if tensor.op is None or layout.fold_of(k) is not None:
-            continue
-        inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
-        folds = [layout.fold_of(layout.index[id(t)]) for t in inputs]
-        for fold in dict.fromkeys(f for f in folds if f is not None):
-            # Only a sum of the block's work with what also went into it (the residual):
-            # a loss or a sum over the block's output stays outside.
-            from_before = any(not _within(layout.modules[id(t)], fold) for t in inputs)
-            if from_before and all(f == fold or id(t) in feeds[fold]
-                                   for f, t in zip(folds, inputs)):
-                layout.absorbed[id(tensor)] = fold
-                break
-
-
 def _within(module: str | None, path: str) -> bool:
     return module is not None and (module == path or module.startswith(path + "."))
 
@@ -242,15 +215,39 @@ def _module_paths(order: list, modules: dict) -> list:
 def _folds_at_depth(layout: Layout, depth: int, expand: list) -> list:
     """The modules one level below `depth` (outermost first), except those inside or
     around an `expand` path, which stay open."""
-    folded = []
-    for path in layout.paths:
-        if path in layout.containers or any(_within(path, f) for f in folded):
+    folded, inside_fold = [], set()
+    for path in layout.paths:                   # parents come before their children
+        if path.rpartition(".")[0] in inside_fold:
+            inside_fold.add(path)
             continue
-        if any(_within(path, e) or _within(e, path) for e in expand):
+        if path in layout.containers or any(_within(path, e) or _within(e, path)
+                                            for e in expand):
             continue
         if layout.module_depth(path) > depth:
             folded.append(path)
+            inside_fold.add(path)
     return folded
+
+
+def _module_of_op(modules: tuple, module_paths: dict, known: dict) -> str | None:
+    """The path of the innermost module of `modules` (a node's record of the modules
+    running when it was made) that the drawing knows; None outside them all."""
+    key = id(modules)
+    if key not in known:        # every op made in one module call shares one tuple
+        known[key] = next((module_paths[id(m)] for m in reversed(modules)
+                           if id(m) in module_paths), None)
+    return known[key]
+
+
+def _check_paths(name: str, paths, every_path: set) -> None:
+    if isinstance(paths, str):
+        paths = [paths]
+    unknown = [c for c in paths if c not in every_path] if isinstance(
+        paths, (list, tuple)) else []
+    if unknown:
+        raise op_error("draw", f"{name}={unknown} names no module of this graph; "
+                       f"modules here: {sorted(every_path) or 'none'}", ValueError,
+                       "pass params=model and dotted module paths such as 'layers.0'")
 
 
 def plan_layout(root: Tensor, params=None, collapse=None,
@@ -261,38 +258,28 @@ def plan_layout(root: Tensor, params=None, collapse=None,
     index = {id(t): k for k, t in enumerate(order)}
     param_names = named_tensors(params)
     names = {id(t): _display_name(param_names.get(id(t)), t.name) for t in order}
-    modules = {}
-    for tensor in reversed(order):  # inputs before the ops that use them
-        if id(tensor) in param_names:
+    is_model = hasattr(params, "named_modules")
+    module_paths = {id(m): path for path, m in params.named_modules()} if is_model else {}
+    modules, known = {}, {}
+    for tensor in order:
+        if tensor.op is not None:
+            modules[id(tensor)] = _module_of_op(tensor.op.modules, module_paths, known)
+        elif is_model and id(tensor) in param_names:
             modules[id(tensor)] = _module_of_name(param_names[id(tensor)])
-        elif tensor.op is None:
-            modules[id(tensor)] = None
         else:
-            inputs = [t for t in tensor.op.inputs if isinstance(t, Tensor)]
-            direct = [modules[id(t)] for t in inputs if id(t) in param_names]
-            fed = [modules[id(t)] for t in inputs if modules[id(t)] is not None]
-            modules[id(tensor)] = (_common_prefix(direct or fed) if fed else None)
+            modules[id(tensor)] = None
 
     layout = Layout(order, index, names, modules, paths=_module_paths(order, modules))
-    if hasattr(params, "named_modules"):
-        # A stack of blocks gets no cluster of its own: the residual adds between blocks
-        # live outside every block, and a box around all blocks would have to contain them.
+    if is_model:
+        # A stack of blocks gets no cluster of its own: it is a list, not a step.
         layout.containers = {path for path, module in params.named_modules()
                              if path and type(module).__name__ in CONTAINERS}
     if params is not None:
         _where_from(layout)
-    known = {m for m in modules.values() if m}
     every_path = set(layout.paths)
     expand = [expand] if isinstance(expand, str) else list(expand or ())
-    for name, paths in (("expand", expand), ("collapse", collapse)):
-        if isinstance(paths, str):
-            paths = [paths]
-        unknown = [c for c in paths if c not in every_path] if isinstance(
-            paths, (list, tuple)) else []
-        if unknown:
-            raise op_error("draw", f"{name}={unknown} names no module of this graph; "
-                           f"modules here: {sorted(every_path) or 'none'}", ValueError,
-                           "pass params=model and dotted module paths such as 'layers.0'")
+    _check_paths("expand", expand, every_path)
+    _check_paths("collapse", collapse, every_path)
     n_nodes = len(order) + sum(t.op is not None for t in order)
     if depth is not None or expand:
         if collapse not in (None, False):
@@ -300,13 +287,12 @@ def plan_layout(root: Tensor, params=None, collapse=None,
                            f"{expand}: choose one way to fold", ValueError,
                            "pass depth=/expand= (or collapse=) alone")
         if collapse is None:
-            layout.folded = _folds_at_depth(layout, 0 if depth is None else depth, expand)
-        absorb_residual_adds(layout)
+            layout.fold(_folds_at_depth(layout, 0 if depth is None else depth, expand))
         return layout
     if collapse is None and n_nodes > max_nodes:
-        if params is not None:
+        if is_model:
             collapse = True
-            units = [u for u in _fold_units(params, known) if u in every_path]
+            units = [u for u in _fold_units(params) if u in every_path]
             # Suggest opening a block of a stack ("blocks.0") when there is one.
             first = next((u for u in units if u.rpartition(".")[0] in layout.containers),
                          units[0] if units else "")
@@ -317,10 +303,9 @@ def plan_layout(root: Tensor, params=None, collapse=None,
             layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
                            f"to fold modules into boxes")
     if collapse is True:
-        layout.folded = [u for u in _fold_units(params, known) if u in every_path]
+        layout.fold([u for u in _fold_units(params) if u in every_path] if is_model else [])
     elif isinstance(collapse, str):
-        collapse = [collapse]
-    if isinstance(collapse, (list, tuple)):
-        layout.folded = list(collapse)
-    absorb_residual_adds(layout)
+        layout.fold([collapse])
+    elif isinstance(collapse, (list, tuple)):
+        layout.fold(collapse)
     return layout

@@ -141,12 +141,7 @@ def player_page(root: Tensor, *, params=None, title: str | None = None, grad=Non
         find_engine(engine, where=where, source_path=source_path)
         raise
     svg = chosen.run(graph.source, "svg", where).decode("utf-8")
-    records = []
-    for step in backward_steps(root, grad):
-        records.append(step_record(step, layout, max_values))
-        if id(step.tensor) in plan.absorbed:
-            # A residual add drawn inside a folded block's box: one step with the block.
-            records[-1]["joins"] = plan.absorbed[id(step.tensor)]
+    records = [step_record(step, layout, max_values) for step in backward_steps(root, grad)]
     return player_html(svg, records, title or "backward pass, step by step",
                        _fold_data(layout, graph.cluster_ids, plan.folded))
 

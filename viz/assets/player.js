@@ -99,10 +99,7 @@
   }
 
   function stepFold(step) {
-    // The folded box a step is inside: its module's, or the block whose residual add it is.
-    var fold = foldOf(step.module);
-    if (fold === null && step.joins && folded.indexOf(step.joins) >= 0) fold = step.joins;
-    return fold;
+    return foldOf(step.module);        // the folded box a step is inside, or null
   }
 
   function clusterOf(path) {
