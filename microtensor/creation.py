@@ -97,11 +97,29 @@ def empty(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor
 
 def linspace(start, stop, num: int, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
     """`num` evenly spaced values from start to stop, both included (np.linspace,
-    torch.linspace); float32 unless a dtype is given."""
+    torch.linspace); float32 unless a dtype is given. An integer dtype gets each exact
+    value truncated toward zero, as PyTorch (NumPy rounds down), from start and stop
+    themselves truncated first:
+
+    >>> mt.linspace(5, -5, 6, dtype=np.int64).tolist()
+    [5, 3, 1, -1, -3, -5]
+    """
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
         raise op_error("linspace", f"num must be a non-negative integer, got {num!r}",
                        fix="num counts the values, both ends included")
-    return _new(np.linspace(start, stop, int(num), dtype=dtype), requires_grad, None)
+    kind = np.dtype(dtype).kind
+    if kind == "b":   # PyTorch refuses it too: booleans have no values in between
+        raise op_error("linspace", "dtype bool has no evenly spaced values", TypeError,
+                       "use a float or integer dtype, then compare (e.g. > 0.5)")
+    if kind not in "iu":
+        return _new(np.linspace(start, stop, int(num), dtype=dtype), requires_grad, None)
+    # Integer arithmetic: value i is start + (stop - start) i / (num - 1), exactly, then
+    # truncated. Floats would land a hair below an exact integer and truncate to the one
+    # below it.
+    first, last, steps = int(np.trunc(start)), int(np.trunc(stop)), max(int(num) - 1, 1)
+    numerator = first * steps + (last - first) * np.arange(int(num), dtype=np.int64)
+    toward_zero = np.sign(numerator) * (np.abs(numerator) // steps)
+    return _new(toward_zero.astype(dtype), requires_grad, None)
 
 
 def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:

@@ -359,8 +359,16 @@ class Tensor:
 
     def repeat(self, *reps):
         """PyTorch's `repeat`: copies side by side, the same as `tile` (NumPy's `repeat`,
-        which repeats each element in place, is `repeat_interleave` here)."""
-        return ops.tile(self, reps=_shape_arg(reps))
+        which repeats each element in place, is `repeat_interleave` here). As in PyTorch,
+        every axis needs a count: fewer counts raise, where `tile` would pad them with 1s
+        in front and tile the last axes."""
+        reps = _shape_arg(reps)
+        if len(reps) < self.ndim:
+            raise op_error("repeat", f"{len(reps)} repeat count(s) {reps} for a tensor "
+                           f"with {self.ndim} axes (shape {self.shape})",
+                           fix="give one count per axis (1 keeps an axis), or use tile "
+                           "for NumPy's rule")
+        return ops.tile(self, reps=reps)
 
     def repeat_interleave(self, repeats, axis=None):
         return ops.repeat_interleave(self, repeats=repeats, axis=axis)

@@ -16,6 +16,26 @@ def _is_array(x):
     return isinstance(x, np.ndarray)
 
 
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def promote_as_pytorch(a, b):
+    """`a` and `b` cast to the dtype PyTorch gives their result, where it differs from
+    NumPy's: a 0-d tensor does not widen a tensor of its own kind or above (float32 with
+    a 0-d float64 stays float32), and one of a higher kind sets the dtype (int32 with a
+    0-d float32 is float32; NumPy says float64). Where both are 0-d or neither is, and for
+    Python numbers (weak in both libraries), NumPy already agrees."""
+    if not (type(a) is np.ndarray and type(b) is np.ndarray) or a.dtype == b.dtype or (
+            a.ndim == 0) == (b.ndim == 0):
+        return a, b
+    zero_d, other = (a, b) if a.ndim == 0 else (b, a)
+    if zero_d.dtype.kind not in _CATEGORY or other.dtype.kind not in _CATEGORY:
+        return a, b     # not numbers (a string): the op itself says what is wrong
+    higher = _CATEGORY[zero_d.dtype.kind] > _CATEGORY[other.dtype.kind]
+    dtype = zero_d.dtype if higher else other.dtype
+    return a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+
+
 # ----------------------------------------------------------------- arithmetic
 
 # A Python number operand (scores * 0.125) gets no gradient: it would be a full-size
@@ -23,6 +43,7 @@ def _is_array(x):
 
 @primitive("add", rule="da = g ;  db = g")
 def add(a, b):
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         return g, g
     return a + b, backward
@@ -30,6 +51,7 @@ def add(a, b):
 
 @primitive("sub", rule="da = g ;  db = -g")
 def sub(a, b):
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         return (g if _is_array(a) else None), (-g if _is_array(b) else None)
     return a - b, backward
@@ -37,6 +59,7 @@ def sub(a, b):
 
 @primitive("mul", rule="da = g * b ;  db = g * a")
 def mul(a, b):
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         return (g * b if _is_array(a) else None), (g * a if _is_array(b) else None)
     return a * b, backward
@@ -44,6 +67,7 @@ def mul(a, b):
 
 @primitive("div", rule="da = g / b ;  db = -g * a / b^2")
 def div(a, b):
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         grad_a = g / b
         return (grad_a if _is_array(a) else None), (-grad_a * a / b if _is_array(b) else None)
@@ -52,6 +76,7 @@ def div(a, b):
 
 @primitive("pow", rule="da = g * b * a^(b-1) ;  db = g * a^b * log(a)")
 def pow(a, b):
+    a, b = promote_as_pytorch(a, b)
     out = a ** b
     def backward(g):
         # As in PyTorch: a negative base gives a NaN exponent gradient, not an error, and
@@ -227,6 +252,7 @@ def _tie_shares(a_wins, tie, dtype):
 def maximum(a, b):
     # Ties split the gradient evenly, as PyTorch does and as the max reduction does
     # (so maximum(x, 0) used as a ReLU sends 1/2 at x == 0).
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         share_a = _tie_shares(np.asarray(a > b), np.asarray(a == b), g.dtype)
         return g * share_a, g * (1 - share_a)
@@ -236,6 +262,7 @@ def maximum(a, b):
 @primitive("minimum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a < b, 1/2 if a == b, "
                            "else 0")
 def minimum(a, b):
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         share_a = _tie_shares(np.asarray(a < b), np.asarray(a == b), g.dtype)
         return g * share_a, g * (1 - share_a)

@@ -68,8 +68,13 @@ def _scatter_add(x, index, src, *, axis):
     if np.ndim(src) != index.ndim or any(i > s for i, s in zip(index.shape, np.shape(src))):
         raise op_error("scatter_add", f"src {np.shape(src)} must have the rank of index "
                        f"{index.shape} and be at least as large on every axis")
+    if np.asarray(src).dtype != x.dtype:
+        # PyTorch refuses too: the sum is written into a copy of x, whose dtype is kept.
+        raise op_error("scatter_add", f"src {describe(src)} must have the dtype of the "
+                       f"tensor it is added into, {describe(x)}", TypeError,
+                       f"cast it first, e.g. src.astype(np.{x.dtype})")
     picked = tuple(slice(0, n) for n in index.shape)   # the part of src that is used
-    out = np.array(x, dtype=np.result_type(x, src))
+    out = np.array(x)
     np.add.at(out, where, np.asarray(src)[picked])
     def backward(g):
         grad_src = np.zeros(np.shape(src), dtype=g.dtype)

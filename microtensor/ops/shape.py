@@ -294,8 +294,10 @@ def roll(x, *, shifts, axis=None):
             raise op_error("roll", f"shifts {shifts} and axis {axis} must have the same "
                            f"length")
     elif isinstance(shifts, (tuple, list)):
-        raise op_error("roll", f"several shifts {shifts} need an axis for each",
-                       fix="pass axis=(...) of the same length")
+        if len(shifts) != 1:
+            raise op_error("roll", f"several shifts {shifts} need an axis for each",
+                           fix="pass axis=(...) of the same length")
+        (shifts,) = shifts     # one shift of the flattened tensor, as NumPy and PyTorch
     back = tuple(-s for s in shifts) if isinstance(shifts, (tuple, list)) else -shifts
     def backward(g):
         return (np.roll(g, back, axis),)
