@@ -258,6 +258,7 @@ class Tensor:
     def __rmatmul__(self, other): return ops.matmul(other, self)
     def __neg__(self): return ops.neg(self)
     def __abs__(self): return ops.abs(self)
+    def __invert__(self): return ops.bitwise_not(self)   # ~mask (booleans), ~ints (bits)
     def __getitem__(self, index): return ops.getitem(self, index=_index_data(index))
 
     # comparisons give boolean tensors and carry no gradient
@@ -297,6 +298,26 @@ class Tensor:
     def isnan(self): return ops.isnan(self)
     def isinf(self): return ops.isinf(self)
     def isfinite(self): return ops.isfinite(self)
+    def tan(self): return ops.tan(self)
+    def asin(self): return ops.asin(self)
+    def acos(self): return ops.acos(self)
+    def atan(self): return ops.atan(self)
+    def sinh(self): return ops.sinh(self)
+    def cosh(self): return ops.cosh(self)
+    def asinh(self): return ops.asinh(self)
+    def acosh(self): return ops.acosh(self)
+    def atanh(self): return ops.atanh(self)
+    def exp2(self): return ops.exp2(self)
+    def log2(self): return ops.log2(self)
+    def floor(self): return ops.floor(self)
+    def ceil(self): return ops.ceil(self)
+    def trunc(self): return ops.trunc(self)
+    def round(self, decimals=0): return ops.round(self, decimals=decimals)
+    def copysign(self, other): return ops.copysign(self, other)
+    def lerp(self, end, weight): return ops.lerp(self, end, weight)
+    def dot(self, other): return ops.dot(self, other)
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return ops.isclose(self, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
     def abs(self): return ops.abs(self)
     def neg(self): return ops.neg(self)
     def clip(self, min=None, max=None): return ops.clip(self, min=min, max=max)
@@ -326,6 +347,10 @@ class Tensor:
     def any(self, axis=None, keepdims=False): return ops.any(self, axis=axis, keepdims=keepdims)
     def all(self, axis=None, keepdims=False): return ops.all(self, axis=axis, keepdims=keepdims)
     def cumsum(self, axis=None): return ops.cumsum(self, axis=axis)
+    def cumprod(self, axis=None): return ops.cumprod(self, axis=axis)
+    def logcumsumexp(self, axis): return ops.logcumsumexp(self, axis=axis)
+    def cummax(self, axis): return ops.cummax(self, axis)
+    def cummin(self, axis): return ops.cummin(self, axis)
 
     def softmax(self, axis=-1): return ops.softmax(self, axis=axis)
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis=axis)
@@ -374,6 +399,15 @@ class Tensor:
         return ops.repeat_interleave(self, repeats=repeats, axis=axis)
     def gather(self, axis, index): return ops.gather(self, axis, index)
     def scatter_add(self, axis, index, src): return ops.scatter_add(self, axis, index, src)
+    def scatter(self, axis, index, src): return ops.scatter(self, axis, index, src)
+    def scatter_reduce(self, axis, index, src, reduce, include_self=True):
+        return ops.scatter_reduce(self, axis, index, src, reduce, include_self)
+    def diag(self, diagonal=0): return ops.diag(self, diagonal=diagonal)
+    def diagonal(self, offset=0, axis1=0, axis2=1):
+        return ops.diagonal(self, offset=offset, axis1=axis1, axis2=axis2)
+    def unfold(self, axis, size, step):
+        """Sliding windows along `axis` as a new last axis (PyTorch's Tensor.unfold)."""
+        return ops.unfold(self, axis=axis, size=size, step=step)
     def masked_select(self, mask): return ops.masked_select(self, mask)
     def sort(self, axis=-1, descending=False): return ops.sort(self, axis, descending)
     def argsort(self, axis=-1, descending=False):

@@ -1,6 +1,23 @@
 """All primitives, grouped by kind. Each op's forward and backward sit side by side in
 its module."""
-from .activation import elu, gelu, gelu_exact, leaky_relu, silu, softplus
+from .activation import (
+    celu,
+    elu,
+    gelu,
+    gelu_exact,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    leaky_relu,
+    logsigmoid,
+    mish,
+    quick_gelu,
+    relu6,
+    selu,
+    silu,
+    softplus,
+    softsign,
+)
 from .elementwise import (
     abs,
     add,
@@ -38,11 +55,25 @@ from .elementwise import (
     tanh,
     where,
 )
-from .indexing import argsort, gather, masked_select, one_hot, scatter_add, sort, topk
-from .linalg import einsum, linear, matmul
-from .loss import binary_cross_entropy, binary_cross_entropy_with_logits, nll_loss
-from .neural import (
+from .indexing import (
+    argsort,
+    gather,
+    masked_select,
+    one_hot,
+    scatter,
+    scatter_add,
+    scatter_reduce,
+    sort,
+    topk,
+)
+from .linalg import dot, einsum, linear, matmul
+from .loss import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
     cross_entropy,
+    nll_loss,
+)
+from .neural import (
     dropout,
     embedding,
     layer_norm,
@@ -51,12 +82,37 @@ from .neural import (
     rms_norm,
     softmax,
 )
+from .pointwise import (
+    acos,
+    acosh,
+    asin,
+    asinh,
+    atan,
+    atanh,
+    bitwise_not,
+    ceil,
+    copysign,
+    cosh,
+    exp2,
+    floor,
+    isclose,
+    lerp,
+    log2,
+    round,
+    sinh,
+    tan,
+    trunc,
+)
 from .reduce import (
     all,
     any,
     argmax,
     argmin,
+    cummax,
+    cummin,
+    cumprod,
     cumsum,
+    logcumsumexp,
     logsumexp,
     max,
     mean,
@@ -88,18 +144,25 @@ from .shape import (
     unflatten,
     unsqueeze,
 )
+from .views import diag, diagonal, meshgrid, unfold
 
 __all__ = [
-    "abs", "add", "all", "any", "argmax", "argmin", "argsort", "astype",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "chunk", "clip", "concat",
-    "cos", "cross_entropy", "cumsum", "div", "dropout", "einsum", "elu", "embedding", "equal",
-    "erf", "exp", "expand", "flatten", "flip", "gather", "gelu", "gelu_exact", "gelu_tanh",
-    "getitem", "greater", "greater_equal", "isfinite", "isinf", "isnan", "layer_norm",
-    "layer_norm_linear", "leaky_relu", "less", "less_equal", "linear", "log", "log_softmax",
-    "logsumexp", "masked_fill", "masked_select", "matmul", "max", "maximum", "mean", "min",
-    "minimum", "mul", "neg", "nll_loss", "not_equal", "one_hot", "pad", "permute", "pow",
-    "prod", "relu", "repeat_interleave", "reshape", "rms_norm", "roll", "rsqrt", "scatter_add",
-    "sigmoid", "sign", "silu", "sin", "softmax", "softplus", "sort", "split", "sqrt", "square",
-    "squeeze", "stack", "std", "sub", "sum", "swapaxes", "tanh", "tile", "topk", "tril",
-    "triu", "unflatten", "unsqueeze", "var", "where",
+    "abs", "acos", "acosh", "add", "all", "any", "argmax", "argmin", "argsort", "asin",
+    "asinh", "astype", "atan", "atanh", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "bitwise_not", "ceil", "celu", "chunk", "clip",
+    "concat", "copysign", "cos", "cosh", "cross_entropy", "cummax", "cummin", "cumprod",
+    "cumsum", "diag", "diagonal", "div", "dot", "dropout", "einsum", "elu", "embedding",
+    "equal", "erf", "exp", "exp2", "expand", "flatten", "flip", "floor", "gather", "gelu",
+    "gelu_exact", "gelu_tanh", "getitem", "greater", "greater_equal", "hardsigmoid",
+    "hardswish", "hardtanh", "isclose", "isfinite", "isinf", "isnan", "layer_norm",
+    "layer_norm_linear", "leaky_relu", "lerp", "less", "less_equal", "linear", "log",
+    "log2", "log_softmax", "logcumsumexp", "logsigmoid", "logsumexp", "masked_fill",
+    "masked_select", "matmul", "max", "maximum", "mean", "meshgrid", "min", "minimum",
+    "mish", "mul", "neg", "nll_loss", "not_equal", "one_hot", "pad", "permute", "pow",
+    "prod", "quick_gelu", "relu", "relu6", "repeat_interleave", "reshape", "rms_norm",
+    "roll", "round", "rsqrt", "scatter", "scatter_add", "scatter_reduce", "selu", "sigmoid",
+    "sign", "silu", "sin", "sinh", "softmax", "softplus", "softsign", "sort", "split",
+    "sqrt", "square", "squeeze", "stack", "std", "sub", "sum", "swapaxes", "tan", "tanh",
+    "tile", "topk", "tril", "triu", "trunc", "unflatten", "unfold", "unsqueeze", "var",
+    "where",
 ]

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import op_error
-from .elementwise import _erf_elementwise, gelu_tanh
+from .elementwise import _erf_elementwise, add, div, gelu_tanh, mul, sigmoid, tanh
+from .elementwise import abs as absolute
 
 
 def _sigmoid(z):
@@ -110,3 +111,91 @@ def gelu(x, approximate: str = "tanh"):
     if approximate == "none":
         return gelu_exact(x)
     raise op_error("gelu", f"approximate must be 'tanh' or 'none', got {approximate!r}")
+
+
+# ----------------------------------------------------------------- piecewise-linear
+
+@primitive("hardtanh", rule="dx = g * (min_val < x < max_val)")
+def hardtanh(x, *, min_val=-1.0, max_val=1.0):
+    """x clipped to [min_val, max_val]. Unlike `clip`, the gradient is 0 at the bounds
+    themselves (PyTorch's hardtanh, so relu6 sends nothing at 0 and 6)."""
+    _check_number("hardtanh", "min_val", min_val)
+    _check_number("hardtanh", "max_val", max_val)
+    if min_val > max_val:
+        raise op_error("hardtanh", f"min_val {min_val} is above max_val {max_val}",
+                       fix="pass min_val <= max_val")
+    inside = (x > min_val) & (x < max_val)
+    def backward(g):
+        return (g * inside,)
+    return np.clip(x, min_val, max_val), backward
+
+
+def relu6(x):
+    """min(max(x, 0), 6): hardtanh(x, 0, 6), as torch's relu6."""
+    return hardtanh(x, min_val=0.0, max_val=6.0)
+
+
+@primitive("hardsigmoid", rule="dx = g / 6 where -3 < x < 3, else 0")
+def hardsigmoid(x):
+    """relu6(x + 3) / 6: a piecewise-linear sigmoid, 0 below -3 and 1 above 3."""
+    inside = (x > -3) & (x < 3)
+    def backward(g):
+        return (g * inside / 6,)
+    return np.clip(x / 6 + 0.5, 0, 1), backward
+
+
+@primitive("hardswish", rule="dx = g * (0 if x <= -3, (2x + 3) / 6 if x < 3, else 1)")
+def hardswish(x):
+    """x * relu6(x + 3) / 6 (MobileNetV3's swish without the exp)."""
+    # d/dx [x (x + 3) / 6] = (2x + 3) / 6 on the middle piece; at the corners PyTorch
+    # takes the outer pieces' slopes (0 at -3, 1 at 3), and so do we.
+    slope = np.where(x <= -3, 0.0, np.where(x < 3, (2 * x + 3) / 6, 1.0)).astype(
+        np.result_type(x, 0.5))
+    def backward(g):
+        return (g * slope,)
+    return x * np.clip(x + 3, 0, 6) / 6, backward
+
+
+# ----------------------------------------------------------------- smooth
+
+# SELU's constants (Klambauer et al. 2017): they keep activations at mean 0, variance 1.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    """scale * elu(x, alpha) with SELU's fixed alpha and scale (a composition)."""
+    return mul(elu(x, alpha=SELU_ALPHA), SELU_SCALE)
+
+
+def celu(x, alpha: float = 1.0):
+    """max(0, x) + min(0, alpha (exp(x / alpha) - 1)): alpha * elu(x / alpha), the
+    composition (elu with its alpha at 1, scaled so the slope is continuous)."""
+    _check_number("celu", "alpha", alpha)
+    if alpha == 0:
+        raise op_error("celu", "alpha must not be 0 (it divides x)", fix="the usual value is 1.0")
+    return mul(elu(div(x, alpha)), alpha)
+
+
+def mish(x):
+    """x * tanh(softplus(x)) (Misra 2019), the composition."""
+    return mul(x, tanh(softplus(x)))
+
+
+def softsign(x):
+    """x / (1 + |x|), the composition."""
+    return div(x, add(absolute(x), 1))
+
+
+@primitive("logsigmoid", rule="dx = g * sigmoid(-x)")
+def logsigmoid(x):
+    """log(sigmoid(x)) = -log(1 + exp(-x)), computed without overflow (logaddexp)."""
+    def backward(g):
+        return (g * _sigmoid(-x),)
+    return -np.logaddexp(0, -x), backward
+
+
+def quick_gelu(x):
+    """x * sigmoid(1.702 x): the sigmoid approximation of GELU used by CLIP (a
+    composition; PyTorch has no such function, Hugging Face calls it QuickGELU)."""
+    return mul(x, sigmoid(mul(x, 1.702)))

@@ -61,25 +61,36 @@ def gather(x, axis: int, index):
     return _gather(x, index, axis=axis)
 
 
+def _used_part_of(name, x, index, src):
+    """The part of `src` a scatter reads, src[:index.shape[0], :index.shape[1], ...], after
+    checking src against index and x (PyTorch's rules: src at least as large as index on
+    every axis, and of x's dtype, since the result is a copy of x)."""
+    if np.ndim(src) != index.ndim or any(i > s for i, s in zip(index.shape, np.shape(src))):
+        raise op_error(name, f"src {np.shape(src)} must have the rank of index "
+                       f"{index.shape} and be at least as large on every axis")
+    if np.asarray(src).dtype != x.dtype:
+        raise op_error(name, f"src {describe(src)} must have the dtype of the tensor it "
+                       f"is written into, {describe(x)}", TypeError,
+                       f"cast it first, e.g. src.astype(np.{x.dtype})")
+    return tuple(slice(0, n) for n in index.shape)
+
+
+def _gathered_into(src, picked, values):
+    """The gradient of src: `values` (one per index entry) where src was read, else 0."""
+    grad_src = np.zeros(np.shape(src), dtype=values.dtype)
+    grad_src[picked] = values
+    return grad_src
+
+
 @primitive("scatter_add", rule="dx = g ;  dsrc = g gathered at index")
 def _scatter_add(x, index, src, *, axis):
     index = np.asarray(index)
     where, axis = _index_grid("scatter_add", x.shape, index, axis)
-    if np.ndim(src) != index.ndim or any(i > s for i, s in zip(index.shape, np.shape(src))):
-        raise op_error("scatter_add", f"src {np.shape(src)} must have the rank of index "
-                       f"{index.shape} and be at least as large on every axis")
-    if np.asarray(src).dtype != x.dtype:
-        # PyTorch refuses too: the sum is written into a copy of x, whose dtype is kept.
-        raise op_error("scatter_add", f"src {describe(src)} must have the dtype of the "
-                       f"tensor it is added into, {describe(x)}", TypeError,
-                       f"cast it first, e.g. src.astype(np.{x.dtype})")
-    picked = tuple(slice(0, n) for n in index.shape)   # the part of src that is used
+    picked = _used_part_of("scatter_add", x, index, src)
     out = np.array(x)
     np.add.at(out, where, np.asarray(src)[picked])
     def backward(g):
-        grad_src = np.zeros(np.shape(src), dtype=g.dtype)
-        grad_src[picked] = g[where]
-        return g, None, grad_src
+        return g, None, _gathered_into(src, picked, g[where])
     return out, backward
 
 
@@ -90,6 +101,116 @@ def scatter_add(x, axis: int, index, src):
         >>> mt.scatter_add(mt.zeros(2, 4), 1, ids, ones)   # counts per row
     """
     return _scatter_add(x, index, src, axis=axis)
+
+
+@primitive("scatter", rule="dx = g, 0 where overwritten ;  dsrc = g gathered at index")
+def _scatter(x, index, src, *, axis):
+    index = np.asarray(index)
+    where, axis = _index_grid("scatter", x.shape, index, axis)
+    number = not isinstance(src, np.ndarray)       # a Python number: PyTorch's `value`
+    picked = None if number else _used_part_of("scatter", x, index, src)
+    out = np.array(x)
+    out[where] = src if number else src[picked]
+    overwritten = np.zeros(x.shape, dtype=bool)
+    overwritten[where] = True
+    def backward(g):
+        grad_x = np.where(overwritten, np.zeros((), g.dtype), g)
+        return grad_x, None, None if number else _gathered_into(src, picked, g[where])
+    return out, backward
+
+
+def scatter(x, axis: int, index, src):
+    """A copy of x with src[i][j] written at x[i][index[i][j]] for axis=1 (any axis
+    alike), as torch.scatter; `src` may be a number (PyTorch's `value=`). Where an index
+    repeats, one of the writes wins (which one is not defined, as in PyTorch).
+
+    >>> mt.scatter(mt.zeros(2, 3), 1, np.array([[2], [0]]), 1.0).tolist()
+    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    return _scatter(x, index, src, axis=axis)
+
+
+_SCATTER_REDUCTIONS = ("sum", "prod", "mean", "amax", "amin")
+
+
+def _identity(reduce, dtype):
+    """What a position starts from when x itself is not included: the reduction's
+    neutral element (the lowest value for amax, the highest for amin)."""
+    if reduce in ("sum", "mean"):
+        return 0
+    if reduce == "prod":
+        return 1
+    limits = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    return (-np.inf if dtype.kind == "f" else limits.min) if reduce == "amax" else \
+        (np.inf if dtype.kind == "f" else limits.max)
+
+
+@primitive("scatter_reduce", rule="sum: dsrc = g[index] ; mean: g[index] / count ; "
+                                  "prod: g * (product of the others) ; amax/amin: g shared "
+                                  "by the values equal to the result")
+def _scatter_reduce(x, index, src, *, axis, reduce, include_self=True):
+    index = np.asarray(index)
+    if reduce not in _SCATTER_REDUCTIONS:
+        raise op_error("scatter_reduce", f"reduce must be one of {_SCATTER_REDUCTIONS}, got "
+                       f"{reduce!r}", fix="'sum' is scatter_add")
+    where, axis = _index_grid("scatter_reduce", x.shape, index, axis)
+    picked = _used_part_of("scatter_reduce", x, index, src)
+    values = src[picked]                                  # one per index entry
+    written = np.zeros(x.shape, dtype=bool)
+    written[where] = True
+    # x takes part where nothing is written, and everywhere when include_self.
+    with_self = np.ones(x.shape, bool) if include_self else ~written
+    out = np.where(with_self, x, np.asarray(_identity(reduce, x.dtype), x.dtype))
+    ufunc = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum,
+             "amin": np.minimum}[reduce]
+    ufunc.at(out, where, values)
+    count = with_self.astype(np.int64)                    # how many values each position got
+    np.add.at(count, where, 1)
+    if reduce == "mean":
+        out = out // count if x.dtype.kind in "iu" else out / count
+    def backward(g):
+        if reduce in ("sum", "mean"):
+            share = g / count if reduce == "mean" else g
+            grad_x, grad_values = share * with_self, share[where]
+        elif reduce == "prod":
+            # The product of the others, without dividing by a zero: with z zeros among a
+            # position's values, a nonzero value's partner is product / value when z == 0
+            # (else 0), and a zero's partner is the product of the nonzero ones when z == 1.
+            nonzero_product = np.where(with_self & (x != 0), x, 1).astype(g.dtype)
+            np.multiply.at(nonzero_product, where, np.where(values != 0, values, 1))
+            zeros = (with_self & (x == 0)).astype(np.int64)
+            np.add.at(zeros, where, values == 0)
+
+            def partner(v, product, z):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return np.where(v != 0, np.where(z == 0, product / np.where(v != 0, v, 1),
+                                                     0), np.where(z == 1, product, 0))
+            grad_x = g * with_self * partner(x, nonzero_product, zeros)
+            grad_values = g[where] * partner(values, nonzero_product[where], zeros[where])
+        else:
+            # Like the max reduction: values equal to the result share its gradient.
+            ties = (with_self & (x == out)).astype(np.int64)
+            np.add.at(ties, where, values == out[where])
+            share = g / np.maximum(ties, 1)
+            grad_x = share * (with_self & (x == out))
+            grad_values = share[where] * (values == out[where])
+        return grad_x, None, _gathered_into(src, picked, np.asarray(grad_values, g.dtype))
+    return out, backward
+
+
+def scatter_reduce(x, axis: int, index, src, reduce: str, include_self: bool = True):
+    """A copy of x where each src[i][j] is combined into x[i][index[i][j]] for axis=1
+    (any axis alike) by `reduce`: "sum", "prod", "mean", "amax" or "amin", as
+    torch.scatter_reduce. With include_self=False a position that receives values
+    forgets x's own value there; positions that receive none keep x.
+
+    >>> x = mt.zeros(3)
+    >>> mt.scatter_reduce(x, 0, np.array([0, 0, 2]), mt.tensor([1.0, 3.0, 5.0]), "mean",
+    ...                   include_self=False).tolist()
+    [2.0, 0.0, 5.0]
+    """
+    return _scatter_reduce(x, index, src, axis=axis, reduce=reduce,
+                           include_self=include_self)
 
 
 @primitive("masked_select", rule="dx = zeros like x, with g written where mask is True")

@@ -219,3 +219,20 @@ def einsum(subscripts: str, *operands):
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     return _einsum(*operands, subscripts=subscripts)
+
+
+def dot(a, b):
+    """The dot product of two 1-D tensors (torch.dot), and, as np.dot, the matrix
+    product when an operand is 2-D (torch.dot refuses those). `matmul` underneath.
+
+    >>> mt.dot(mt.tensor([1.0, 2.0]), mt.tensor([3.0, 4.0])).item()
+    11.0
+    """
+    shapes = np.shape(getattr(a, "data", a)), np.shape(getattr(b, "data", b))
+    if not all(1 <= len(shape) <= 2 for shape in shapes):
+        raise op_error("dot", f"needs 1-D or 2-D operands, got shapes {shapes[0]} and "
+                       f"{shapes[1]}", fix="use * for a scalar, matmul (@) for batches")
+    if len(shapes[0]) == len(shapes[1]) == 1 and shapes[0] != shapes[1]:
+        raise op_error("dot", f"vectors of different lengths {shapes[0]} and {shapes[1]}",
+                       fix="both vectors need the same number of elements")
+    return matmul(a, b)

@@ -7,7 +7,8 @@ import numpy as np
 
 from ..autograd import primitive
 from ..errors import op_error
-from .elementwise import sqrt
+from .elementwise import mul, sqrt
+from .indexing import gather
 
 
 def _axes(name, axis, ndim):
@@ -190,3 +191,136 @@ def _logical_reduction(name, reduce):
 
 any = _logical_reduction("any", np.any)
 all = _logical_reduction("all", np.all)
+
+
+# ----------------------------------------------------------------- running products, maxima
+
+def _running_axis(name, x, axis):
+    """The one axis a running op walks along, as a non-negative int; None walks the
+    flattened tensor (NumPy's rule, and `cumsum`'s)."""
+    if axis is None:
+        return None
+    if not isinstance(axis, (int, np.integer)):
+        raise op_error(name, f"axis must be None or one int, got {axis!r}", TypeError)
+    (axis,) = _axes(name, axis, np.ndim(x)) or (0,)
+    return axis
+
+
+def _reverse_cumsum(array, axis):
+    """sum_{j >= i} array_j along `axis`: how a running op's gradient flows back."""
+    return np.flip(np.cumsum(np.flip(array, axis), axis=axis), axis)
+
+
+@primitive("cumprod", rule="dx_i = sum_{j >= i} g_j * prod_{k <= j, k != i} x_k")
+def cumprod(x, *, axis=None):
+    """Running product along `axis` (None: over the flattened tensor), as torch.cumprod.
+    Exact gradients where x holds zeros too.
+
+    >>> mt.tensor([1.0, 2.0, 3.0, 4.0]).cumprod().tolist()
+    [1.0, 2.0, 6.0, 24.0]
+    """
+    axis = _running_axis("cumprod", x, axis)
+    rows = np.reshape(x, -1) if axis is None or np.ndim(x) == 0 else x
+    along = 0 if axis is None or np.ndim(x) == 0 else axis
+    out = np.cumprod(rows, axis=along)
+    def backward(g):
+        g = np.reshape(g, out.shape)
+        if out.size == 0:
+            return (np.zeros(np.shape(x), g.dtype),)
+        # Before the first zero of a row, out_j / x_i is the product of the others: the
+        # reverse running sum of g * out, over x_i. Past it every product holds that
+        # zero twice over, so 0. At it, x_z's partner is prod_{k<z} x_k * prod_{z<k<=j} x_k.
+        shape = [1] * rows.ndim
+        shape[along] = rows.shape[along]
+        positions = np.arange(rows.shape[along]).reshape(shape)
+        zero = rows == 0
+        first_zero = np.where(zero.any(along, keepdims=True),
+                              np.argmax(zero, axis=along, keepdims=True), rows.shape[along])
+        before = positions < first_zero
+        safe = np.where(before, rows, 1)
+        grad = _reverse_cumsum(np.where(before, g * out, 0), along) / safe
+        after = np.cumprod(np.where(positions > first_zero, rows, 1), axis=along)
+        at_zero = np.prod(safe, axis=along, keepdims=True) * np.sum(
+            np.where(positions >= first_zero, g * after, 0), axis=along, keepdims=True)
+        grad = np.where(before, grad, np.where(positions == first_zero, at_zero, 0))
+        return (grad.reshape(np.shape(x)),)
+    return out, backward
+
+
+@primitive("logcumsumexp", rule="dx_i = sum_{j >= i} g_j * exp(x_i - out_j)")
+def logcumsumexp(x, *, axis):
+    """log(cumsum(exp(x))) along `axis`, computed without overflow (logaddexp), as
+    torch.logcumsumexp.
+
+    >>> mt.logcumsumexp(mt.tensor([0.0, 0.0]), axis=0).exp().tolist()
+    [1.0, 2.0]
+    """
+    axis = _running_axis("logcumsumexp", x, axis)
+    if axis is None:
+        raise op_error("logcumsumexp", "needs an axis (an int)", TypeError,
+                       "pass axis=-1 for the last one")
+    rows = np.reshape(x, (1,)) if np.ndim(x) == 0 else x
+    out = np.logaddexp.accumulate(rows, axis=axis)
+    def backward(g):
+        # out_j = log sum_{i <= j} exp(x_i), so d out_j / d x_i = exp(x_i - out_j). The
+        # sum over j of g_j exp(-out_j) can overflow, so each sign of g is summed in log
+        # space (a reverse logcumsumexp) before exp(x_i + ...) brings it back.
+        g = np.reshape(g, out.shape)
+        def part(weights):
+            with np.errstate(divide="ignore"):
+                logs = np.log(weights) - out
+            return np.exp(rows + np.flip(np.logaddexp.accumulate(np.flip(logs, axis), axis),
+                                         axis))
+        grad = part(np.maximum(g, 0)) - part(np.maximum(-g, 0))
+        return (grad.reshape(np.shape(x)),)
+    return out.reshape(np.shape(x)), backward
+
+
+def _running_extreme_index(name, better):
+    @primitive(name, rule="no gradient (integer output)")
+    def op(x, *, axis):
+        axis = _running_axis(name, x, axis)
+        if axis is None:
+            raise op_error(name, "needs an axis (an int)", TypeError,
+                           "pass axis=-1 for the last one")
+        rows = np.reshape(x, (1,)) if np.ndim(x) == 0 else np.asarray(x)
+        best = better.accumulate(rows, axis=axis)
+        # A position takes over when it equals the best so far (PyTorch: the later one
+        # at a tie) or is NaN (a NaN stays the best once seen, and a later one takes over).
+        shape = [1] * rows.ndim
+        shape[axis] = rows.shape[axis]
+        positions = np.arange(rows.shape[axis]).reshape(shape)
+        taking_over = (rows == best) | (np.isnan(rows) if rows.dtype.kind == "f" else False)
+        index = np.maximum.accumulate(np.where(taking_over, positions, 0), axis=axis)
+        return index.reshape(np.shape(x)).astype(np.int64), lambda g: (None,)
+    op.__name__ = name
+    return op
+
+
+_cumargmax = _running_extreme_index("cumargmax", np.maximum)
+_cumargmin = _running_extreme_index("cumargmin", np.minimum)
+
+
+def cummax(x, axis: int):
+    """(values, indices): the running maximum along `axis` and where each was found (the
+    later position at a tie), as torch.cummax. The values are a `gather`, so each sends
+    its gradient to the element it came from.
+
+    >>> values, indices = mt.cummax(mt.tensor([1.0, 3.0, 2.0, 5.0]), axis=0)
+    >>> values.tolist(), indices.tolist()
+    ([1.0, 3.0, 3.0, 5.0], [0, 1, 1, 3])
+    """
+    indices = _cumargmax(x, axis=axis)
+    return _picked(x, axis, indices), indices
+
+
+def cummin(x, axis: int):
+    """(values, indices): the running minimum along `axis`, as torch.cummin (see cummax)."""
+    indices = _cumargmin(x, axis=axis)
+    return _picked(x, axis, indices), indices
+
+
+def _picked(x, axis, indices):
+    """The running extreme's values: x gathered at `indices`. (A 0-d tensor is its own
+    running extreme; times 1 it is still a node of the graph, as a gather would be.)"""
+    return gather(x, axis, indices.data) if np.ndim(x) else mul(x, 1)

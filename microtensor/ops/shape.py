@@ -226,30 +226,74 @@ def _axes_arg(name, axis, shape):
     return axes
 
 
-@primitive("pad", rule="dx = g with the padding sliced off")
-def pad(x, *, pad, value=0.0):
-    """Constant padding in PyTorch's `F.pad` form: `pad` lists (before, after) pairs
-    starting from the LAST axis, (left, right, top, bottom, ...); axes it does not reach
-    are not padded.
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+              "circular": "wrap"}   # PyTorch's names -> np.pad's
+
+
+@primitive("pad", rule="dx = g folded back: each output element's gradient goes to the "
+                       "element of x it copies (none for a constant)")
+def pad(x, *, pad, mode="constant", value=0.0):
+    """Padding in PyTorch's `F.pad` form: `pad` lists (before, after) pairs starting from
+    the LAST axis, (left, right, top, bottom, ...); axes it does not reach are not padded.
+    `mode`: "constant" (`value`), "reflect" (mirrored, the edge not repeated),
+    "replicate" (the edge repeated) or "circular" (wrapped around). A negative size
+    crops instead, before the rest pads, as in PyTorch.
 
         >>> mt.pad(x, (1, 2))          # one zero before and two after, on the last axis
+        >>> mt.pad(mt.arange(4.0), (2, -1), mode="reflect").tolist()
+        [2.0, 1.0, 0.0, 1.0, 2.0]
     """
     sizes = tuple(pad)
     if len(sizes) % 2 or len(sizes) // 2 > np.ndim(x) or not builtins.all(
-            isinstance(n, (int, np.integer)) and n >= 0 for n in sizes):
-        raise op_error("pad", f"pad {sizes} must be non-negative integers in (before, after) "
-                       f"pairs, at most one pair per axis of shape {np.shape(x)}",
-                       fix="e.g. (1, 1) pads the last axis by one on each side; to crop, "
-                       "slice instead")
-    if not sizes:
-        return np.array(x), lambda g: (g,)
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
+        raise op_error("pad", f"pad {sizes} must be integers in (before, after) pairs, at "
+                       f"most one pair per axis of shape {np.shape(x)}",
+                       fix="e.g. (1, 1) pads the last axis by one on each side")
+    if mode not in _PAD_MODES:
+        raise op_error("pad", f"mode must be one of {tuple(_PAD_MODES)}, got {mode!r}")
     widths = [(0, 0)] * np.ndim(x)
     for pair in range(len(sizes) // 2):            # pair 0 is the last axis
         widths[np.ndim(x) - 1 - pair] = (int(sizes[2 * pair]), int(sizes[2 * pair + 1]))
-    inside = tuple(slice(before, before + n) for (before, _), n in zip(widths, np.shape(x)))
+    crop = tuple(slice(builtins.max(-before, 0), n - builtins.max(-after, 0))
+                 for (before, after), n in zip(widths, np.shape(x)))
+    kept = [builtins.max(part.stop - part.start, 0) for part in crop]
+    if any(part.stop - part.start < 0 for part in crop):
+        raise op_error("pad", f"pad {sizes} crops more than the shape {np.shape(x)} holds",
+                       fix="negative sizes crop; together they must leave >= 0 elements")
+    grow = [(builtins.max(before, 0), builtins.max(after, 0)) for before, after in widths]
+    for axis, ((before, after), n) in enumerate(zip(grow, kept)):
+        widest = builtins.max(before, after)
+        # Reflection cannot reach past the far edge, wrapping cannot go round twice, and
+        # an empty axis has no edge to copy (PyTorch's limits).
+        if mode != "constant" and widest and (
+                n == 0 or (mode == "reflect" and widest >= n) or widest > n):
+            raise op_error("pad", f"{mode} padding ({before}, {after}) is too wide for "
+                           f"axis {axis} of size {n} (shape {np.shape(x)})",
+                           fix={"reflect": "reflect pads must be smaller than the axis",
+                                "circular": "circular pads can be at most the axis size",
+                                "replicate": "replicate needs a non-empty axis"}[mode])
+    cropped = np.asarray(x)[crop]
+    if mode == "constant":
+        out = np.pad(cropped, grow, mode="constant", constant_values=value)
+    else:
+        out = np.pad(cropped, grow, mode=_PAD_MODES[mode])
     def backward(g):
-        return (g[inside],)
-    return np.pad(x, widths, mode="constant", constant_values=value), backward
+        # Per axis, np.pad of the positions 0..n-1 says which element each output
+        # position copies; np.add.at adds the gradient of every copy into its source.
+        for axis, ((before, after), n) in enumerate(zip(grow, kept)):
+            if not (before or after):
+                continue
+            if mode == "constant":
+                g = np.take(g, np.arange(before, before + n), axis=axis)
+                continue
+            source = np.pad(np.arange(n), (before, after), mode=_PAD_MODES[mode])
+            folded = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], g.dtype)
+            np.add.at(np.moveaxis(folded, axis, 0), source, np.moveaxis(g, axis, 0))
+            g = folded
+        grad = np.zeros(np.shape(x), dtype=g.dtype)
+        grad[crop] = g
+        return (grad,)
+    return out, backward
 
 
 def _triangle(name, keep):
