@@ -199,6 +199,22 @@ def repeat_kv_heads(x, n_heads: int):
             .reshape(batch, n_heads, length, d_k))
 
 
+def check_heads(where: str, d_model: int, n_heads: int, n_kv_heads: int) -> None:
+    """Refuse heads that do not split d_model evenly, or K/V heads that do not split the
+    query heads into equal groups, naming the values and the choices that would."""
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads <= 0 \
+            or d_model % n_heads:
+        raise op_error(where, f"d_model={d_model} must split evenly into n_heads={n_heads} "
+                       "heads", fix="choose n_heads that divides d_model (e.g. "
+                       f"{[h for h in (1, 2, 4, 8, 16) if d_model % h == 0]})")
+    if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) \
+            or n_kv_heads <= 0 or n_heads % n_kv_heads:
+        raise op_error(where, f"n_kv_heads={n_kv_heads!r} must be a positive integer "
+                       f"dividing n_heads={n_heads}: each K/V head serves an equal group "
+                       "of query heads", fix="choose one of "
+                       f"{[k for k in range(1, n_heads + 1) if n_heads % k == 0]}")
+
+
 class MultiHeadAttention(Module):
     """h attention heads in parallel on d_k = d_model / h dimensional projections.
 
@@ -234,19 +250,8 @@ class MultiHeadAttention(Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
                  n_kv_heads: int | None = None):
         super().__init__()
-        if not isinstance(n_heads, int) or n_heads <= 0 or d_model % n_heads:
-            raise op_error("MultiHeadAttention", f"d_model={d_model} must split evenly into "
-                           f"n_heads={n_heads} heads",
-                           fix="choose n_heads that divides d_model (e.g. "
-                           f"{[h for h in (1, 2, 4, 8, 16) if d_model % h == 0]})")
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if isinstance(n_kv_heads, bool) or not isinstance(n_kv_heads, int) \
-                or n_kv_heads <= 0 or n_heads % n_kv_heads:
-            raise op_error("MultiHeadAttention", f"n_kv_heads={n_kv_heads!r} must be a positive "
-                           f"integer dividing n_heads={n_heads}: each K/V head serves an "
-                           f"equal group of query heads",
-                           fix="choose one of "
-                           f"{[k for k in range(1, n_heads + 1) if n_heads % k == 0]}")
+        check_heads("MultiHeadAttention", d_model, n_heads, n_kv_heads)
         self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
         self.n_kv_heads = n_kv_heads
         kv_dim = n_kv_heads * self.d_k
