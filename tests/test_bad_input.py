@@ -22,7 +22,7 @@ import pytest
 import microtensor as mt
 import microtensor.functional as F
 from microtensor import nn
-from transformer import CharTokenizer, DecoderLM, MultiHeadAttention, Transformer
+from transformer import CharTokenizer, DecoderLM, LMConfig, MultiHeadAttention, Transformer
 from transformer import scaled_dot_product_attention as attention
 from transformer.__main__ import main as transformer_main
 from transformer.train import load_checkpoint
@@ -48,7 +48,8 @@ def raises(kind, message):
 
 @pytest.fixture(scope="module")
 def lm():
-    return DecoderLM(vocab=9, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=6).eval()
+    return DecoderLM(LMConfig.gpt2(vocab=9, d_model=8, n_heads=2, n_layers=1, d_ff=16,
+                                   max_len=6)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -193,13 +194,13 @@ def test_out_of_range_targets_for_a_model_loss(lm):
     (lambda: mt.full((2, -1), 0.0), r"full: sizes must be non-negative integers, got \(2, -1\)"),
     (lambda: mt.eye(-1), r"eye: sizes must be non-negative integers, got \(-1,\)"),
     (lambda: mt.arange(0, 5, 0), r"arange: step must not be 0"),
-    (lambda: DecoderLM(vocab=0), r"DecoderLM: vocab must be a positive integer, got 0"),
-    (lambda: DecoderLM(vocab=9, n_layers=-1),
-     r"DecoderLM: n_layers must be a positive integer, got -1"),
-    (lambda: DecoderLM(vocab=9, max_len=0),
-     r"DecoderLM: max_len must be a positive integer, got 0"),
-    (lambda: DecoderLM(vocab=9, d_model=-8),
-     r"DecoderLM: d_model must be a positive integer, got -8"),
+    (lambda: LMConfig.gpt2(vocab=0), r"LMConfig: vocab must be a positive integer, got 0"),
+    (lambda: LMConfig.gpt2(vocab=9, n_layers=-1),
+     r"LMConfig: n_layers must be a positive integer, got -1"),
+    (lambda: LMConfig.gpt2(vocab=9, max_len=0),
+     r"LMConfig: max_len must be a positive integer, got 0"),
+    (lambda: LMConfig.gpt2(vocab=9, d_model=-8),
+     r"LMConfig: d_model must be a positive integer, got -8"),
     (lambda: Transformer(6, 0), r"Transformer: tgt_vocab must be a positive integer, got 0"),
     (lambda: Transformer(6, 6, d_ff=0), r"Transformer: d_ff must be a positive integer, got 0"),
     (lambda: Transformer(6, 6, n_layers=2.5),
@@ -211,11 +212,11 @@ def test_zero_and_negative_sizes(make, message):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: DecoderLM(vocab=9, d_model=10, n_heads=3),
+    lambda: LMConfig.gpt2(vocab=9, d_model=10, n_heads=3),
     lambda: Transformer(6, 6, d_model=10, n_heads=3),
 ])
 def test_heads_that_do_not_divide_d_model_through_the_models(make):
-    with raises(ValueError, r"MultiHeadAttention: d_model=10 must split evenly into "
+    with raises(ValueError, r"(LMConfig|MultiHeadAttention): d_model=10 must split evenly into "
                             r"n_heads=3 heads\. Choose n_heads that divides d_model "
                             r"\(e\.g\. \[1, 2\]\)"):
         make()

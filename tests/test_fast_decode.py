@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import microtensor as mt
 from microtensor.ops.elementwise import gelu_tanh
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 from transformer.fast.decode import gelu_in_place
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
@@ -29,7 +29,7 @@ MODELS = {
 def make_model(name, dtype=np.float32, seed=0, **overrides):
     mt.manual_seed(seed)
     config = {k: v for k, v in dict(MODELS[name], **overrides).items() if v is not None}
-    model = DecoderLM(**config).eval()
+    model = DecoderLM(LMConfig(**config)).eval()
     for param in model.parameters():
         param.data = param.data.astype(dtype)
         # Non-zero norm weights and biases, so that folding them into the products counts.
@@ -77,7 +77,7 @@ def assert_close(fast, composed, dtype):
 @pytest.mark.parametrize("batch,padded", [(1, False), (3, False), (3, True)])
 def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padded):
     model = make_model(name, dtype)
-    ids, mask = prompts_and_mask(batch, 9, padded, model.vocab)
+    ids, mask = prompts_and_mask(batch, 9, padded, model.config.vocab)
     fast, cache = stepped_logits(model, ids, mask, first=4)
     assert cache.fast_decoder is not None                          # the fast path ran
     with mt.no_grad():
@@ -98,7 +98,7 @@ def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padde
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_greedy_tokens_equal_the_uncached_ones(name, dtype):
     model = make_model(name, dtype)
-    ids, mask = prompts_and_mask(3, 5, True, model.vocab, seed=1)
+    ids, mask = prompts_and_mask(3, 5, True, model.config.vocab, seed=1)
     fast, fast_logits = model.generate(ids, 8, temperature=0, attention_mask=mask,
                                        return_logits=True)
     plain, plain_logits = model.generate(ids, 8, temperature=0, attention_mask=mask,
@@ -114,7 +114,7 @@ def test_fast_greedy_tokens_equal_the_uncached_ones(name, dtype):
 def test_fast_prefill_in_any_pieces_equals_one_pass(name, batch, length, first, padded,
                                                      seed):
     model = make_model(name, np.float64, seed=seed % 7)
-    ids, mask = prompts_and_mask(batch, length, padded, model.vocab, seed=seed)
+    ids, mask = prompts_and_mask(batch, length, padded, model.config.vocab, seed=seed)
     fast, _ = stepped_logits(model, ids, mask, first=min(first, length))
     with mt.no_grad():
         whole = model(ids, attention_mask=mask).data

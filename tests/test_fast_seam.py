@@ -17,7 +17,7 @@ from microtensor import nn
 from microtensor.autograd import topological_order
 from microtensor.nn import LayerNorm, Module, ModuleList
 from microtensor.ops.neural import layer_norm_linear_reference
-from transformer import DecoderLM, FeedForward, MultiHeadAttention
+from transformer import DecoderLM, FeedForward, LMConfig, MultiHeadAttention
 from transformer.fast.attention import (
     fused_attention,
     fused_attention_reference,
@@ -214,8 +214,8 @@ def test_gradcheck_layer_norm_linear(with_bias):
 def float64_lm(style, seed=0, **options):
     mt.manual_seed(seed)
     extra = {"n_kv_heads": 2} if style == "llama" else {}
-    model = DecoderLM(vocab=13, d_model=16, n_heads=4, n_layers=2, max_len=8, style=style,
-                      **extra, **options)
+    model = DecoderLM(LMConfig(vocab=13, d_model=16, n_heads=4, n_layers=2, max_len=8,
+                               style=style, **extra, **options))
     rng = np.random.default_rng(seed)
     for name, p in model.named_parameters():
         p.data = p.data.astype(np.float64)
@@ -396,7 +396,8 @@ class ParallelBlock(Module):
 
 def parallel_lm(seed=0):
     mt.manual_seed(seed)
-    model = DecoderLM(vocab=17, d_model=16, n_heads=4, n_layers=2, d_ff=32, max_len=16)
+    model = DecoderLM(LMConfig.gpt2(vocab=17, d_model=16, n_heads=4, n_layers=2, d_ff=32,
+                                    max_len=16))
     model.blocks = ModuleList(ParallelBlock(16, 4, 32) for _ in range(2))
     rng = np.random.default_rng(seed)
     for p in model.parameters():

@@ -13,6 +13,7 @@ import microtensor as mt
 from microtensor.autograd import topological_order
 from transformer import (
     DecoderLM,
+    LMConfig,
     MultiHeadAttention,
     fused_attention,
     scaled_dot_product_attention,
@@ -207,8 +208,8 @@ def test_multi_head_attention_agrees_and_keeps_last_weights(n_kv_heads):
 @pytest.mark.parametrize("style,n_kv_heads", [("gpt", None), ("llama", 2)])
 def test_cached_decoding_and_training_agree(style, n_kv_heads):
     mt.manual_seed(7)
-    lm = DecoderLM(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=32, style=style,
-                   n_kv_heads=n_kv_heads)
+    lm = DecoderLM(LMConfig(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=32,
+                            style=style, n_kv_heads=n_kv_heads))
     prompt = np.array([[1, 2, 3], [4, 5, 6]])
     with mt.fast_paths(False):
         composed = lm.generate(prompt, max_new_tokens=6, temperature=0, return_logits=True)
@@ -317,8 +318,8 @@ def test_dropout_while_training_keeps_the_separate_projections():
 
 def float64_lm(seed, **options):
     mt.manual_seed(seed)
-    model = DecoderLM(vocab=11, d_model=8, n_heads=2, n_layers=2, d_ff=16, max_len=6,
-                      **options)
+    model = DecoderLM(LMConfig.gpt2(vocab=11, d_model=8, n_heads=2, n_layers=2, d_ff=16,
+                                    max_len=6, **options))
     for p in model.parameters():
         p.data = p.data.astype(np.float64)
     return model

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import microtensor as mt
-from transformer import DecoderLM, KVCache, Transformer
+from transformer import DecoderLM, KVCache, LMConfig, Transformer
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -19,8 +19,8 @@ def seq2seq():
 @pytest.fixture
 def lm():
     mt.manual_seed(4)
-    return DecoderLM(vocab=14, d_model=16, n_heads=4, n_layers=2, d_ff=32, max_len=12,
-                     dropout=0.1)
+    return DecoderLM(LMConfig.gpt2(vocab=14, d_model=16, n_heads=4, n_layers=2, d_ff=32,
+                                   max_len=12, dropout=0.1))
 
 
 SOURCES = np.array([[3, 4, 5, 6, 7, 8], [9, 10, 3, 0, 0, 0], [4, 0, 0, 0, 0, 0]])

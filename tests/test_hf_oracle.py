@@ -9,7 +9,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import optim
 from microtensor.safetensors_io import SafetensorsFileError, load_safetensors
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -51,7 +51,7 @@ IDS = np.random.default_rng(0).integers(0, VOCAB, (3, 20))
 def test_logits_equal_transformers(gpt2_dir):
     theirs, path = gpt2_dir
     ours = DecoderLM.from_pretrained(path)
-    assert ours.config["tie_weights"] and ours.norm.eps == 1e-5
+    assert ours.config.tie_weights and ours.norm.eps == 1e-5
     np.testing.assert_allclose(ours(IDS).data, their_logits(theirs, IDS), atol=2e-4, rtol=0)
     with mt.no_grad():   # the cached path too, one token at a time
         cache = ours.new_cache(3)
@@ -74,8 +74,8 @@ def test_greedy_generate_gives_transformers_tokens(gpt2_dir):
 @pytest.mark.parametrize("tie_weights, activation", [(True, "gelu"), (False, "relu")])
 def test_model_trained_here_loads_in_transformers(tmp_path, tie_weights, activation):
     mt.manual_seed(1)
-    ours = DecoderLM(vocab=VOCAB, d_model=64, n_heads=4, n_layers=2, max_len=32,
-                     tie_weights=tie_weights, activation=activation)
+    ours = DecoderLM(LMConfig.gpt2(vocab=VOCAB, d_model=64, n_heads=4, n_layers=2, max_len=32,
+                                   tie_weights=tie_weights, activation=activation))
     opt = optim.AdamW(ours.parameters(), lr=3e-3)
     batch = np.random.default_rng(1).integers(0, VOCAB, (4, 17))
     losses = []
@@ -133,6 +133,6 @@ def test_relu_and_untied_head_from_transformers(tmp_path):
     theirs = build_gpt2(activation_function="relu", tie_word_embeddings=False, n_inner=48)
     theirs.save_pretrained(tmp_path / "m")
     ours = DecoderLM.from_pretrained(tmp_path / "m")
-    assert (ours.config["activation"], ours.config["d_ff"], ours.tie_weights) == ("relu", 48,
+    assert (ours.config.activation, ours.config.d_ff, ours.config.tie_weights) == ("relu", 48,
                                                                                   False)
     np.testing.assert_allclose(ours(IDS).data, their_logits(theirs, IDS), atol=2e-4, rtol=0)

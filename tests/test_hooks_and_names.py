@@ -6,7 +6,7 @@ import pytest
 import microtensor as mt
 from microtensor import nn
 from microtensor.errors import check_sizes
-from transformer import DecoderLM, MultiHeadAttention
+from transformer import DecoderLM, LMConfig, MultiHeadAttention
 from transformer import scaled_dot_product_attention as sdpa
 
 
@@ -50,7 +50,8 @@ def test_a_hook_must_be_callable():
 
 def test_hooks_on_sub_modules_see_every_call_of_a_model():
     mt.manual_seed(0)
-    lm = DecoderLM(vocab=11, d_model=8, n_heads=2, n_layers=2, d_ff=16, max_len=16)
+    lm = DecoderLM(LMConfig.gpt2(vocab=11, d_model=8, n_heads=2, n_layers=2, d_ff=16,
+                                 max_len=16))
     rows = []
     handles = [block.self_attn.W_k.register_forward_hook(
         lambda m, args, out: rows.append(args[0].shape[1])) for block in lm.blocks]
@@ -77,7 +78,7 @@ def test_attention_names_what_it_makes():
 def test_one_size_validator_refuses_bools_and_non_positive_sizes(bad):
     with pytest.raises(ValueError, match=r"Linear: in_features must be a positive integer"):
         nn.Linear(bad, 2)
-    with pytest.raises(ValueError, match=r"DecoderLM: d_model must be a positive integer"):
-        DecoderLM(vocab=4, d_model=bad, n_heads=1, n_layers=1)
+    with pytest.raises(ValueError, match=r"LMConfig: d_model must be a positive integer"):
+        LMConfig.gpt2(vocab=4, d_model=bad, n_heads=1, n_layers=1)
     with pytest.raises(ValueError, match=r"where: n must be a positive integer"):
         check_sizes("where", n=bad)

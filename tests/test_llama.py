@@ -2,6 +2,8 @@
 each by gradcheck and (where torch is installed) against a PyTorch reference written here;
 the Llama-style DecoderLM: cached == uncached decoding with padding and GQA, training,
 and clear errors."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from microtensor import optim
 from transformer import (
     DecoderLM,
     LlamaBlock,
+    LMConfig,
     MultiHeadAttention,
     RMSNorm,
     RotaryEmbedding,
@@ -279,7 +282,7 @@ def small_llama(n_kv_heads=2, **overrides):
     config = {"vocab": 17, "d_model": 16, "n_heads": 4, "n_layers": 2, "max_len": 14,
               "style": "llama", "n_kv_heads": n_kv_heads, "rope_theta": 100.0}
     config.update(overrides)
-    return DecoderLM(**config)
+    return DecoderLM(LMConfig(**config))
 
 
 @pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
@@ -323,7 +326,7 @@ def test_llama_is_causal_and_has_no_biases_or_position_table():
     ids = np.array([[3, 4, 5, 6]])
     changed = np.array([[3, 4, 5, 9]])
     np.testing.assert_allclose(lm(ids).data[:, :3], lm(changed).data[:, :3], atol=1e-6)
-    assert lm.config["style"] == "llama" and lm.config["d_ff"] == 48    # ceil(8/3*16 / 8)*8
+    assert lm.config.style == "llama" and lm.config.d_ff == 48    # ceil(8/3*16 / 8)*8
 
 
 def test_llama_trains():
@@ -338,21 +341,46 @@ def test_llama_trains():
     assert losses[-1] < losses[0] / 4
 
 
-def test_style_arguments_are_checked():
-    with pytest.raises(ValueError, match=r"DecoderLM: n_kv_heads, rope_theta belong to the "
-                                         r"Llama style, but style='gpt'.*style='llama'"):
-        DecoderLM(vocab=10, d_model=8, n_heads=2, n_kv_heads=1, rope_theta=10.0)
-    with pytest.raises(ValueError, match=r"style='llama' uses positional='rope', got "
-                                         r"'learned'"):
-        DecoderLM(vocab=10, d_model=8, n_heads=2, style="llama", positional="learned")
-    with pytest.raises(ValueError, match=r"style must be one of \('gpt', 'llama'\)"):
-        DecoderLM(vocab=10, style="mistral")
-    gpt = DecoderLM(vocab=10, d_model=8, n_heads=2, n_layers=1)
-    assert gpt.config["style"] == "gpt" and gpt.config["positional"] == "learned"
-    assert gpt.config["activation"] == "gelu" and "n_kv_heads" not in gpt.config
-    assert DecoderLM(**gpt.config).config == gpt.config
-    llama = small_llama()
-    assert DecoderLM(**llama.config).config == llama.config
+@pytest.mark.parametrize("make, message", [
+    (lambda: LMConfig.gpt2(vocab=10, d_model=8, n_heads=2, n_kv_heads=1),
+     (r"LMConfig: n_kv_heads=1 with style='gpt': a GPT block has one K/V head per query "
+      r"head\. Leave n_kv_heads out, or use LMConfig\.llama\(\.\.\.\)")),
+    (lambda: LMConfig.gpt2(vocab=10, d_model=8, n_heads=2, rope_theta=10.0),
+     r"LMConfig: rope_theta=10\.0 with positional='learned': it sets rotary positions only"),
+    (lambda: LMConfig.llama(vocab=10, d_model=8, n_heads=2, positional="learned"),
+     (r"LMConfig: style='llama' takes positional in \['rope'\], got 'learned'\. Leave "
+      r"positional out \(default 'rope'\), or use LMConfig\.gpt2")),
+    (lambda: LMConfig.gpt2(vocab=10, activation="silu"),
+     r"LMConfig: style='gpt' takes activation in \['gelu', 'relu'\], got 'silu'"),
+    (lambda: LMConfig(vocab=10, style="mistral"),
+     (r"LMConfig: style='mistral' is not one of \['gpt', 'llama'\]\. Build the config with "
+      r"LMConfig\.gpt2")),
+    (lambda: LMConfig.llama(vocab=10, d_model=8, n_heads=4, n_kv_heads=3),
+     r"LMConfig: n_kv_heads=3 must be a positive integer dividing n_heads=4.*\[1, 2, 4\]"),
+    (lambda: LMConfig.gpt2(vocab=10, dropout=1.0),
+     r"LMConfig: dropout=1\.0 must be a number in \[0, 1\)"),
+    (lambda: LMConfig.llama(vocab=10, norm_eps=0),
+     r"LMConfig: norm_eps=0 must be a positive number\. Leave it out for the default, 1e-06"),
+    (lambda: LMConfig.gpt2(vocab=10, d_ff=0), r"LMConfig: d_ff must be a positive integer"),
+])
+def test_config_values_are_checked_by_field_value_and_fix(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_configs_fill_their_style_defaults_and_round_trip_as_dicts():
+    gpt = LMConfig.gpt2(vocab=10, d_model=8, n_heads=2, n_layers=1)
+    assert (gpt.style, gpt.positional, gpt.activation, gpt.d_ff) == ("gpt", "learned", "gelu",
+                                                                     32)
+    assert (gpt.n_kv_heads, gpt.rope_theta, gpt.norm_eps) == (2, None, 1e-5)
+    llama = small_llama().config
+    assert (llama.positional, llama.activation, llama.norm_eps) == ("rope", "silu", 1e-6)
+    for config in (gpt, llama):
+        assert LMConfig(**dataclasses.asdict(config)) == config
+        assert DecoderLM(config).config is config
+    with pytest.raises(TypeError, match=r"DecoderLM: expected an LMConfig, got dict\. Build "
+                                        r"one with LMConfig\.gpt2\(vocab=\.\.\.\)"):
+        DecoderLM(dataclasses.asdict(gpt))
 
 
 @settings(max_examples=10)
@@ -360,7 +388,7 @@ def test_style_arguments_are_checked():
 def test_gqa_cache_holds_n_kv_heads(n_heads, data):
     n_kv_heads = data.draw(st.sampled_from([k for k in range(1, n_heads + 1)
                                             if n_heads % k == 0]))
-    lm = DecoderLM(vocab=5, d_model=16, n_heads=n_heads, n_layers=1, max_len=6,
-                   style="llama", n_kv_heads=n_kv_heads)
+    lm = DecoderLM(LMConfig.llama(vocab=5, d_model=16, n_heads=n_heads, n_layers=1, max_len=6,
+                                  n_kv_heads=n_kv_heads))
     cache = lm.new_cache(batch=2)
     assert cache.layers[0].self_attn.keys.shape == (2, n_kv_heads, 6, 16 // n_heads)

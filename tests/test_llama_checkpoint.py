@@ -7,7 +7,7 @@ import pytest
 import microtensor as mt
 import microtensor.functional as F
 from microtensor import optim
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 from transformer.hub.llama import llama_from_hf, llama_to_hf
 from transformer.hub.pretrained import read_pretrained_dir
 
@@ -16,9 +16,9 @@ IDS = np.random.default_rng(0).integers(0, 100, (3, 21))
 
 def our_llama(tie: bool, train_steps: int = 0) -> DecoderLM:
     mt.manual_seed(11)
-    lm = DecoderLM(vocab=100, d_model=64, n_heads=4, n_layers=2, d_ff=96, max_len=64,
-                   style="llama", n_kv_heads=2, rope_theta=500.0, norm_eps=1e-5,
-                   tie_weights=tie)
+    lm = DecoderLM(LMConfig.llama(vocab=100, d_model=64, n_heads=4, n_layers=2, d_ff=96,
+                                  max_len=64, n_kv_heads=2, rope_theta=500.0, norm_eps=1e-5,
+                                  tie_weights=tie))
     opt = optim.AdamW(lm.parameters(), lr=3e-3)
     for _ in range(train_steps):       # move every weight off its initial value
         loss = F.cross_entropy(lm(IDS[:, :-1]), IDS[:, 1:])
@@ -58,7 +58,7 @@ def test_round_trip_through_a_safetensors_file(tie, tmp_path):
     lm = our_llama(tie, train_steps=1)
     lm.save_pretrained(tmp_path / "llama")          # config.json + model.safetensors
     back = DecoderLM.from_pretrained(tmp_path / "llama")
-    assert back.style == "llama" and not back.training
+    assert back.config.style == "llama" and not back.training
     np.testing.assert_array_equal(logits(back), logits(lm))
 
 
@@ -67,7 +67,7 @@ def test_older_config_layout_is_read():
     del config["rope_parameters"]
     config.update(rope_theta=500.0, rope_scaling=None, torch_dtype="float32",
                   pretraining_tp=1)
-    assert llama_from_hf(config, tensors).config["rope_theta"] == 500.0
+    assert llama_from_hf(config, tensors).config.rope_theta == 500.0
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -104,9 +104,9 @@ def test_missing_unexpected_and_misshapen_tensors_are_refused():
         llama_from_hf(config, wrong)
     with pytest.raises(KeyError, match="config has no 'hidden_size'"):
         llama_from_hf({"model_type": "llama"}, tensors)
-    with pytest.raises(TypeError, match=r"llama_to_hf: expected a DecoderLM\(style='llama'\), "
+    with pytest.raises(TypeError, match=r"llama_to_hf: expected a Llama-style DecoderLM, "
                                         r"got DecoderLM\(style='gpt'\)"):
-        llama_to_hf(DecoderLM(vocab=10, d_model=8, n_heads=2, n_layers=1))
+        llama_to_hf(DecoderLM(LMConfig.gpt2(vocab=10, d_model=8, n_heads=2, n_layers=1)))
 
 
 def test_a_tied_checkpoint_may_carry_its_head():

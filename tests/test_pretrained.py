@@ -14,7 +14,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import nn
 from microtensor.safetensors_io import SafetensorsFileError, load_safetensors, save_safetensors
-from transformer import BPETokenizer, DecoderLM, EncoderLayer
+from transformer import BPETokenizer, DecoderLM, EncoderLayer, LMConfig
 from transformer.__main__ import main
 from transformer.bpe import byte_to_char
 from transformer.hub import pretrained as pretrained_module
@@ -27,7 +27,7 @@ def random_model(seed=0, **options) -> DecoderLM:
     """A DecoderLM whose every parameter (LayerNorm scales and biases included) is random,
     so a mapping that swapped or dropped any of them would show."""
     mt.manual_seed(seed)
-    model = DecoderLM(**{**SIZES, "tie_weights": True, **options})
+    model = DecoderLM(LMConfig(**{**SIZES, "tie_weights": True, **options}))
     rng = np.random.default_rng(seed)
     for name, param in model.named_parameters():
         centre = 1.0 if "norm" in name and name.endswith("weight") else 0.0
@@ -132,17 +132,14 @@ def test_round_trip_is_exact(saved, tmp_path):
 
 
 def test_config_settings_are_honoured(tmp_path):
-    model = random_model(activation="relu", tie_weights=False, dropout=0.1)
-    for module in model.modules():
-        if isinstance(module, nn.LayerNorm):
-            module.eps = 1e-3
+    model = random_model(activation="relu", tie_weights=False, dropout=0.1, norm_eps=1e-3)
     model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert (config["activation_function"], config["layer_norm_epsilon"],
             config["tie_word_embeddings"], config["resid_pdrop"]) == ("relu", 1e-3, False, 0.1)
     loaded = DecoderLM.from_pretrained(tmp_path / "m")
     assert loaded.norm.eps == loaded.blocks[1].norm2.eps == 1e-3
-    assert (loaded.config["activation"], loaded.config["dropout"]) == ("relu", 0.1)
+    assert loaded.config == model.config
     ids = np.arange(9)[None]
     np.testing.assert_array_equal(model(ids).data, loaded(ids).data)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import microtensor as mt
-from transformer import DecoderLM, Transformer
+from transformer import DecoderLM, LMConfig, Transformer
 
 ROUNDS = 25
 
@@ -155,7 +155,8 @@ def test_anomaly_in_backward_is_raised_in_the_thread_that_runs_it():
 @pytest.fixture(scope="module")
 def lm():
     mt.manual_seed(0)
-    model = DecoderLM(vocab=23, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=16)
+    model = DecoderLM(LMConfig.gpt2(vocab=23, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                    max_len=16))
     return model.eval()
 
 
@@ -216,7 +217,8 @@ def test_inference_in_one_thread_while_another_trains(lm):
     """A thread serving no_grad inference does not stop another thread's training step
     from recording its graph, and the gradients equal a training step run alone."""
     mt.manual_seed(5)
-    student = DecoderLM(vocab=23, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_len=16)
+    student = DecoderLM(LMConfig.gpt2(vocab=23, d_model=16, n_heads=2, n_layers=1, d_ff=32,
+                                      max_len=16))
     ids = np.random.default_rng(7).integers(0, 23, (4, 9))
 
     def train_step():

@@ -14,8 +14,10 @@ import time
 import numpy as np
 import pytest
 
+import microtensor as mt
+from transformer import CharTokenizer, DecoderLM, LMConfig
 from transformer.__main__ import main
-from transformer.train import load_checkpoint, model_from_checkpoint
+from transformer.train import CHECKPOINT, load_checkpoint, model_from_checkpoint
 
 GPL = "/usr/share/common-licenses/GPL-3"
 TINY_REVERSE = ["train", "--task", "reverse", "--seq-len", "6", "--n-symbols", "8",
@@ -87,6 +89,32 @@ def test_charlm_fast_validation_loss_falls(tmp_path, capsys):
     assert val[0] == pytest.approx(math.log(vocab), abs=0.3)   # untrained: near uniform
     assert val[-1] < val[0] - 0.5
     assert "sample: " in output
+
+
+# What DecoderLM's `config` dict held before LMConfig, as runs saved it in model_config.
+OLD_MODEL_CONFIGS = [
+    {"vocab": 9, "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32, "max_len": 8,
+     "dropout": 0.1, "tie_weights": False, "positional": "learned", "activation": "gelu",
+     "style": "gpt"},
+    {"vocab": 9, "d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 48, "max_len": 8,
+     "dropout": 0.0, "tie_weights": True, "positional": "rope", "activation": "silu",
+     "style": "llama", "n_kv_heads": 2, "rope_theta": 500.0, "norm_eps": 1e-5},
+]
+
+
+@pytest.mark.parametrize("old_config", OLD_MODEL_CONFIGS, ids=["gpt", "llama"])
+def test_a_charlm_run_saved_before_lm_config_still_loads(old_config, tmp_path):
+    mt.manual_seed(0)
+    model = DecoderLM(LMConfig(**old_config))
+    tokenizer = CharTokenizer("abcdef")
+    mt.save({"model": dict(model.state_dict()), "opts": json.dumps({"task": "charlm"}),
+             "model_config": json.dumps(old_config),
+             "tokenizer": json.dumps(tokenizer.to_dict())}, str(tmp_path / CHECKPOINT))
+    loaded, _, _ = model_from_checkpoint(load_checkpoint(str(tmp_path)))
+    assert loaded.config == model.config
+    assert {name: getattr(loaded.config, name) for name in old_config} == old_config
+    ids = np.array([[3, 4, 5]])
+    np.testing.assert_array_equal(loaded.eval()(ids).data, model.eval()(ids).data)
 
 
 # ---------------------------------------------------------------------- resume

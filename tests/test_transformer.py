@@ -1,5 +1,6 @@
 """Layers and models: the paper's positional encoding, residual/LayerNorm variants,
 padding masks on both sides, causality, and gradients of a whole decoder layer."""
+import dataclasses
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from transformer import (
     DecoderLM,
     EncoderLayer,
     FeedForward,
+    LMConfig,
     PositionalEncoding,
     Transformer,
     sinusoidal_table,
@@ -124,7 +126,7 @@ def test_decoder_is_causal():
 
 
 def test_decoder_lm_is_causal():
-    lm = DecoderLM(12, d_model=16, n_heads=2, n_layers=2, max_len=10)
+    lm = DecoderLM(LMConfig.gpt2(12, d_model=16, n_heads=2, n_layers=2, max_len=10))
     a = lm(np.array([[3, 4, 5, 6, 7]])).data
     b = lm(np.array([[3, 4, 5, 9, 1]])).data
     np.testing.assert_array_equal(a[:, :3], b[:, :3])
@@ -132,7 +134,7 @@ def test_decoder_lm_is_causal():
 
 
 def test_lm_left_padding_matches_the_unpadded_row():
-    lm = DecoderLM(12, d_model=16, n_heads=2, n_layers=2, max_len=10)
+    lm = DecoderLM(LMConfig.gpt2(12, d_model=16, n_heads=2, n_layers=2, max_len=10))
     ids = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
     padded = lm(ids, attention_mask=ids != 0).data
     alone = lm(ids[:1, 2:]).data
@@ -141,8 +143,9 @@ def test_lm_left_padding_matches_the_unpadded_row():
 
 # ---------------------------------------------------------------------- models
 def test_tied_weights_share_the_embedding():
-    tied = DecoderLM(12, d_model=16, n_heads=2, n_layers=1, max_len=8, tie_weights=True)
-    untied = DecoderLM(12, d_model=16, n_heads=2, n_layers=1, max_len=8)
+    config = LMConfig.gpt2(12, d_model=16, n_heads=2, n_layers=1, max_len=8)
+    tied = DecoderLM(dataclasses.replace(config, tie_weights=True))
+    untied = DecoderLM(config)
     n_tied = sum(p.size for p in tied.parameters())
     assert sum(p.size for p in untied.parameters()) - n_tied == 12 * 16
     ids = np.array([[3, 4, 5]])
@@ -179,7 +182,7 @@ def test_bad_ids_and_lengths_are_reported():
     with pytest.raises(ValueError, match=r"greedy_decode: max_len=25 plus the bos token "
                                          r"exceeds the model's max_len=20"):
         model.greedy_decode(np.array([[3, 4]]), max_len=25, bos=1, eos=2)
-    lm = DecoderLM(12, d_model=16, n_heads=2, n_layers=1, max_len=4)
+    lm = DecoderLM(LMConfig.gpt2(12, d_model=16, n_heads=2, n_layers=1, max_len=4))
     with pytest.raises(ValueError, match=r"DecoderLM: sequence of 5 tokens is longer than "
                                          r"max_len=4"):
         lm(np.array([[3, 4, 5, 6, 7]]))
@@ -205,7 +208,7 @@ def test_empty_sequences_and_mismatched_batches_are_reported_at_the_model():
     with pytest.raises(ValueError, match=r"Transformer.decode: target ids \(3, 2\) and memory "
                                          r"\(2, 3, 16\) have different batch sizes"):
         model.decode(np.ones((3, 2), np.int64), memory)
-    lm = DecoderLM(12, d_model=16, n_heads=2, n_layers=1, max_len=4)
+    lm = DecoderLM(LMConfig.gpt2(12, d_model=16, n_heads=2, n_layers=1, max_len=4))
     with pytest.raises(ValueError, match=r"DecoderLM: the input ids \(2, 0\) hold no tokens\. "
                                          r"Pass at least one token per row"):
         lm(np.zeros((2, 0), np.int64))

@@ -303,8 +303,8 @@ def test_decoder_lm_from_transformer_renders(tmp_path):
     if not hasattr(transformer, "DecoderLM"):
         pytest.skip("transformer.DecoderLM is not available")
     mt.manual_seed(0)
-    model = transformer.DecoderLM(vocab=16, d_model=16, n_heads=2, n_layers=4, d_ff=32,
-                                  max_len=16)
+    model = transformer.DecoderLM(transformer.LMConfig.gpt2(vocab=16, d_model=16, n_heads=2,
+                                                            n_layers=4, d_ff=32, max_len=16))
     ids = np.arange(16).reshape(2, 8) % 16
     loss = mt.cross_entropy(model(ids).reshape(-1, 16), ids.reshape(-1))
     path = viz.render(loss, tmp_path / "decoder.svg", params=model)

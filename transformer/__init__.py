@@ -3,8 +3,8 @@ You Need", a decoder-only language model (GPT-style, or Llama-style with RMSNorm
 positions, SwiGLU and grouped-query attention), a KV cache, Llama checkpoint conversion,
 tokenizers and a training command line (`python -m transformer train ...`).
 
-    >>> from transformer import DecoderLM
-    >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, max_len=128)
+    >>> from transformer import DecoderLM, LMConfig
+    >>> lm = DecoderLM(LMConfig.gpt2(vocab=96, d_model=64, n_heads=4, n_layers=2, max_len=128))
     >>> lm.generate([[5, 6, 7]], max_new_tokens=10, temperature=0)
 """
 from microtensor.nn import RMSNorm  # beside LayerNorm; here too, as before
@@ -12,6 +12,7 @@ from microtensor.nn import RMSNorm  # beside LayerNorm; here too, as before
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .bpe import BPETokenizer
 from .cache import KVCache
+from .config import LMConfig
 from .encoder_decoder import Transformer
 
 # Last: the fast forms register themselves for the modules above (see transformer.fast).
@@ -32,7 +33,7 @@ from .rope import RotaryEmbedding, apply_rotary
 from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
-           "Encoder", "EncoderLayer", "FeedForward", "GPTBlock", "KVCache", "LlamaBlock",
+           "Encoder", "EncoderLayer", "FeedForward", "GPTBlock", "KVCache", "LMConfig", "LlamaBlock",
            "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
            "Transformer", "apply_rotary", "causal_mask", "fused_attention",
            "scaled_dot_product_attention",

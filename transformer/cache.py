@@ -7,8 +7,9 @@ each step writes its new positions in place (no concatenation of the history). T
 cross-attention K and V of the encoder memory depend only on the source, so they are
 projected once per source and reused at every step.
 
-    >>> from transformer import DecoderLM
-    >>> model = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8)
+    >>> from transformer import DecoderLM, LMConfig
+    >>> model = DecoderLM(LMConfig.gpt2(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16,
+    ...                                 max_len=8))
     >>> prompt_ids, next_ids = np.array([[1, 2, 3], [4, 5, 6]]), np.array([[7], [8]])
     >>> cache = model.new_cache(batch=2)           # DecoderLM or Transformer
     >>> with mt.no_grad():

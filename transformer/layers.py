@@ -119,11 +119,11 @@ class GPTBlock(Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", norm_eps: float = 1e-5):
         super().__init__()
-        self.norm1 = LayerNorm(d_model)
+        self.norm1 = LayerNorm(d_model, norm_eps)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.norm2 = LayerNorm(d_model)
+        self.norm2 = LayerNorm(d_model, norm_eps)
         self.ffn = FeedForward(d_model, d_ff, activation, dropout)
         self.dropout = Dropout(dropout)
 

@@ -1,14 +1,16 @@
-"""A decoder-only language model. GPT-style (the default): token + position embeddings,
-pre-LN causal blocks, a final LayerNorm and a projection to the vocabulary. Llama-style
-(`style="llama"`): token embeddings only, RMSNorm, rotary positions, SwiGLU, grouped-query
-attention and no biases (`llama_layers.py`).
+"""A decoder-only language model, built from an `LMConfig`. GPT-style
+(`LMConfig.gpt2`): token + position embeddings, pre-LN causal blocks, a final LayerNorm
+and a projection to the vocabulary. Llama-style (`LMConfig.llama`): token embeddings
+only, RMSNorm, rotary positions, SwiGLU, grouped-query attention and no biases
+(`llama.py`).
 
-    >>> lm = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128)
+    >>> lm = DecoderLM(LMConfig.gpt2(vocab=96, d_model=64, n_heads=4, n_layers=2,
+    ...                              max_len=128))
     >>> ids = np.array([[5, 6, 7], [8, 9, 10]])
     >>> logits = lm(ids)                                   # (B, T, 96)
     >>> out = lm.generate(ids, max_new_tokens=50, temperature=0.8, top_k=10, seed=0)
-    >>> llama = DecoderLM(vocab=96, d_model=64, n_heads=4, n_layers=2, style="llama",
-    ...                   n_kv_heads=2, rope_theta=10000.0)
+    >>> llama = DecoderLM(LMConfig.llama(vocab=96, d_model=64, n_heads=4, n_layers=2,
+    ...                                  n_kv_heads=2))
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ import math
 import numpy as np
 
 import microtensor as mt
-from microtensor.errors import check_count, check_sizes, op_error
+from microtensor.errors import check_count, op_error
 from microtensor.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, RMSNorm
 
 from .cache import KVCache
+from .config import LMConfig
 from .inputs import as_ids, check_mask, check_not_empty
 from .layers import (
     GPTBlock,
@@ -33,91 +36,54 @@ from .llama import LlamaBlock
 from .rope import RotaryEmbedding
 
 
+def decoder_block(config: LMConfig) -> Module:
+    """One layer of the config's style, its residual-stream projections scaled as GPT-2
+    initialises them: by 1/sqrt(2 n_layers), so the stream's variance does not grow with
+    depth (each layer adds two sublayers' outputs to it)."""
+    c = config
+    if c.style == "llama":
+        block = LlamaBlock(c.d_model, c.n_heads, c.d_ff, c.n_kv_heads, c.norm_eps, c.dropout)
+        writes = block.self_attn.W_o, block.ffn.W_down
+    else:
+        block = GPTBlock(c.d_model, c.n_heads, c.d_ff, c.dropout, c.activation, c.norm_eps)
+        writes = block.self_attn.W_o, block.ffn.W_2
+    for linear in writes:
+        linear.weight.data *= 1 / math.sqrt(2 * c.n_layers)
+    return block
+
+
 class DecoderLM(Module):
-    """A decoder-only language model. `tie_weights=True` uses the token embedding
-    (transposed) as the output projection. `attention_mask` (B, T), True at real tokens,
-    supports left-padded batches: padding is never attended to, and each row's positions
-    count its real tokens only, so a padded row gives the same logits as the row alone.
+    """A decoder-only language model with the architecture of `config` (an `LMConfig`).
+    `attention_mask` (B, T), True at real tokens, supports left-padded batches: padding is
+    never attended to, and each row's positions count its real tokens only, so a padded
+    row gives the same logits as the row alone.
 
-    `style="gpt"` (default): learned (or `positional="sinusoidal"`) positions added to the
-    embeddings, pre-LN blocks with LayerNorm, a GELU (or `activation="relu"`) feed-forward,
-    biases, d_ff = 4 d_model by default.
-
-    `style="llama"`: no added positions (queries and keys are rotated instead, RoPE with
-    `rope_theta`, default 10000), `LlamaBlock`s (RMSNorm with `norm_eps`, default 1e-6;
-    SwiGLU; grouped-query attention with `n_kv_heads` K/V heads, default n_heads), a final
-    RMSNorm, no biases. d_ff defaults to 8/3 d_model rounded up to a multiple of 8 (three
-    matrices cost what GPT's two do at 4 d_model). `n_kv_heads`, `rope_theta` and
-    `norm_eps` belong to this style only.
+    GPT style: learned (or sinusoidal) positions added to the embeddings, `GPTBlock`s, a
+    final LayerNorm. Llama style: no added positions (every block rotates its queries and
+    keys instead), `LlamaBlock`s, a final RMSNorm. With `config.tie_weights` the output
+    projection is the token embedding, transposed.
     """
 
-    STYLES = ("gpt", "llama")
-
-    def __init__(self, vocab: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 4,
-                 d_ff: int | None = None, max_len: int = 256, dropout: float = 0.0,
-                 tie_weights: bool = False, positional: str | None = None,
-                 activation: str | None = None, style: str = "gpt",
-                 n_kv_heads: int | None = None, rope_theta: float | None = None,
-                 norm_eps: float | None = None):
+    def __init__(self, config: LMConfig):
         super().__init__()
-        check_sizes("DecoderLM", vocab=vocab, d_model=d_model, n_heads=n_heads,
-                    n_layers=n_layers, max_len=max_len)
-        if style not in self.STYLES:
-            raise op_error("DecoderLM", f"style must be one of {self.STYLES}, got {style!r}")
-        llama = style == "llama"
-        if llama:
-            positional = self._llama_choice("positional", positional, "rope")
-            activation = self._llama_choice("activation", activation, "silu")
-            d_ff = d_ff or -(-8 * d_model // 3 // 8) * 8       # ceil(8/3 d / 8) * 8
-            n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-            rope_theta = 10000.0 if rope_theta is None else rope_theta
-            norm_eps = 1e-6 if norm_eps is None else norm_eps
-        else:
-            given = [name for name, value in (("n_kv_heads", n_kv_heads),
-                     ("rope_theta", rope_theta), ("norm_eps", norm_eps)) if value is not None]
-            if given:
-                raise op_error("DecoderLM", f"{', '.join(given)} belong to the Llama style, "
-                               f"but style={style!r}", fix="pass style='llama'")
-            positional, activation = positional or "learned", activation or "gelu"
-            d_ff = d_ff or 4 * d_model
-        check_sizes("DecoderLM", d_ff=d_ff)
-        self.config = {"vocab": vocab, "d_model": d_model, "n_heads": n_heads,
-                       "n_layers": n_layers, "d_ff": d_ff, "max_len": max_len,
-                       "dropout": dropout, "tie_weights": tie_weights,
-                       "positional": positional, "activation": activation, "style": style}
-        if llama:
-            self.config.update(n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
-                               norm_eps=float(norm_eps))
-        self.vocab, self.d_model, self.n_heads, self.max_len = vocab, d_model, n_heads, max_len
-        self.style = style
-        self.n_kv_heads = n_kv_heads if llama else n_heads
-        self.tok_embed = Embedding(vocab, d_model, std=0.02)
-        if llama:
-            self.position = None
-            self.rotary = RotaryEmbedding(d_model // n_heads, rope_theta)
-            self.dropout = Dropout(dropout)
-            self.blocks = ModuleList(LlamaBlock(d_model, n_heads, d_ff, n_kv_heads, norm_eps,
-                                                dropout) for _ in range(n_layers))
-            self.norm = RMSNorm(d_model, norm_eps)
-        else:
-            self.position = PositionalEncoding(d_model, max_len, kind=positional)
-            self.rotary = None
-            self.dropout = Dropout(dropout)
-            self.blocks = ModuleList(GPTBlock(d_model, n_heads, d_ff, dropout, activation)
-                                     for _ in range(n_layers))
-            self.norm = LayerNorm(d_model)
-        self.tie_weights = tie_weights
-        self.head = None if tie_weights else Linear(d_model, vocab, bias=False)
-        # GPT-2: scale the projections that write into the residual stream by
-        # 1/sqrt(2 n_layers), so the stream's variance does not grow with depth.
-        for block in self.blocks:
-            for linear in (block.self_attn.W_o, block.ffn.W_down if llama else block.ffn.W_2):
-                linear.weight.data *= 1 / math.sqrt(2 * n_layers)
+        if not isinstance(config, LMConfig):
+            raise op_error("DecoderLM", f"expected an LMConfig, got {type(config).__name__}",
+                           TypeError, "build one with LMConfig.gpt2(vocab=...) or "
+                           "LMConfig.llama(vocab=...); LMConfig(**saved) for a saved dict")
+        c = self.config = config
+        self.tok_embed = Embedding(c.vocab, c.d_model, std=0.02)
+        rope = c.positional == "rope"
+        self.position = None if rope else PositionalEncoding(c.d_model, c.max_len, c.positional)
+        self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.rope_theta) if rope else None
+        self.dropout = Dropout(c.dropout)
+        self.blocks = ModuleList(decoder_block(c) for _ in range(c.n_layers))
+        self.norm = (RMSNorm if c.style == "llama" else LayerNorm)(c.d_model, c.norm_eps)
+        self.head = None if c.tie_weights else Linear(c.d_model, c.vocab, bias=False)
 
     @classmethod
     def from_pretrained(cls, path) -> DecoderLM:
         """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2
-        (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode. See
+        (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode, through
         `transformer.hub`.
 
             >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
@@ -128,21 +94,15 @@ class DecoderLM(Module):
     def save_pretrained(self, path) -> None:
         """Write this model as a Hugging Face directory (atomically) that
         `transformers.GPT2LMHeadModel.from_pretrained(path)` loads, or
-        `LlamaForCausalLM.from_pretrained(path)` for `style="llama"`."""
+        `LlamaForCausalLM.from_pretrained(path)` for the Llama style."""
         from .hub import save_pretrained
         save_pretrained(self, path)
 
-    @staticmethod
-    def _llama_choice(name: str, value, only: str) -> str:
-        if value not in (None, only):
-            raise op_error("DecoderLM", f"style='llama' uses {name}={only!r}, got {value!r}",
-                           fix=f"leave {name} out (or use style='gpt')")
-        return only
-
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for `batch` sequences of up to `max_len` (default: the model's)."""
-        return KVCache(len(self.blocks), batch, self.n_kv_heads, self.d_model // self.n_heads,
-                       max_len or self.max_len, dtype=self.tok_embed.weight.dtype)
+        c = self.config
+        return KVCache(len(self.blocks), batch, c.n_kv_heads, c.d_model // c.n_heads,
+                       max_len or c.max_len, dtype=self.tok_embed.weight.dtype)
 
     def forward(self, ids, cache: KVCache | None = None, attention_mask=None):
         """Token ids (B, T) -> next-token logits (B, T, vocab). With `cache` (under
@@ -162,7 +122,7 @@ class DecoderLM(Module):
         if cache is not None:
             cache.advance(valid)
         x = self.norm(x)
-        if self.tie_weights:
+        if self.head is None:
             return x @ self.tok_embed.weight.swapaxes(0, 1)
         return self.head(x)
 
@@ -176,10 +136,11 @@ class DecoderLM(Module):
         valid = check_mask("DecoderLM", attention_mask, ids)
         if cache is not None:
             return (ids, valid, *cache.begin(valid))
-        if ids.shape[1] > self.max_len:
+        max_len = self.config.max_len
+        if ids.shape[1] > max_len:
             raise op_error("DecoderLM", f"sequence of {ids.shape[1]} tokens is longer "
-                           f"than max_len={self.max_len}",
-                           fix=f"feed at most the last {self.max_len} tokens")
+                           f"than max_len={max_len}",
+                           fix=f"feed at most the last {max_len} tokens")
         return ids, valid, key_mask(valid), positions_from_valid(valid)
 
     @mt.no_grad()
@@ -211,14 +172,14 @@ class DecoderLM(Module):
             start, cache, step_logits = 0, None, []
             for end in range(length, length + max_new_tokens):
                 ids, valid = all_ids[:, :end], all_valid[:, :end]
-                if end - start > self.max_len:
-                    start, cache = end - self.max_len // 2, None  # slide the window
+                if end - start > self.config.max_len:
+                    start, cache = end - self.config.max_len // 2, None  # slide the window
                 if not use_cache:
                     logits = self(ids[:, start:], attention_mask=valid[:, start:])
                 elif cache is None:
                     # Room for what is left to feed, not max_len: a loaded model's
                     # max_len can be 131,072 positions.
-                    cache = self.new_cache(batch, min(self.max_len,
+                    cache = self.new_cache(batch, min(self.config.max_len,
                                                       length + max_new_tokens - start))
                     logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
                 else:
@@ -228,19 +189,18 @@ class DecoderLM(Module):
                 all_ids[:, end] = self._choose(last, temperature, top_k, rng)
         ids = all_ids
         if return_logits:
-            empty = np.zeros((ids.shape[0], 0, self.vocab), np.float32)
+            empty = np.zeros((ids.shape[0], 0, self.config.vocab), np.float32)
             return ids, np.stack(step_logits, axis=1) if step_logits else empty
         return ids
 
     def _check_generate_args(self, ids, max_new_tokens, temperature, top_k) -> None:
-        where = "DecoderLM.generate"
+        where, max_len, vocab = "DecoderLM.generate", self.config.max_len, self.config.vocab
         if ids.shape[1] == 0:
             raise op_error(where, "the prompt is empty", fix="give at least one token")
-        if ids.shape[1] > self.max_len:
+        if ids.shape[1] > max_len:
             raise op_error(where, f"prompt of {ids.shape[1]} tokens is longer than the "
-                           f"model's max_len={self.max_len}",
-                           fix=f"keep the last {self.max_len} tokens, e.g. ids[:, "
-                           f"-{self.max_len}:]")
+                           f"model's max_len={max_len}",
+                           fix=f"keep the last {max_len} tokens, e.g. ids[:, -{max_len}:]")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
                 and temperature >= 0):
             raise op_error(where, f"temperature must be a finite number >= 0, got "
@@ -249,8 +209,8 @@ class DecoderLM(Module):
         check_count(where, "max_new_tokens", max_new_tokens, smallest=0)
         if top_k is not None and not (isinstance(top_k, (int, np.integer))
                                       and not isinstance(top_k, bool)
-                                      and 1 <= top_k <= self.vocab):
-            raise op_error(where, f"top_k must be an integer in [1, {self.vocab}] (the "
+                                      and 1 <= top_k <= vocab):
+            raise op_error(where, f"top_k must be an integer in [1, {vocab}] (the "
                            f"vocabulary size), got {top_k!r}", fix="or None for no limit")
 
     @staticmethod

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from microtensor.errors import op_error
 
 from . import hub
 from .bpe import MERGES, VOCAB, BPETokenizer
+from .config import LMConfig
 from .data import CharLMTask, SequenceTask
 from .encoder_decoder import Transformer
 from .lm import DecoderLM
@@ -51,17 +53,21 @@ def make_model(opts: dict, vocab_size: int):
     common = {"d_model": opts["d_model"], "n_heads": opts["n_heads"],
               "n_layers": opts["n_layers"], "d_ff": opts["d_ff"], "dropout": opts["dropout"]}
     if opts["task"] == "charlm":
-        return DecoderLM(vocab_size, max_len=opts["seq_len"], **common)
+        return DecoderLM(LMConfig.gpt2(vocab_size, max_len=opts["seq_len"], **common))
     return Transformer(vocab_size, vocab_size, max_len=opts["seq_len"] + 2, pad_id=0,
                        norm_first=opts["norm_first"], **common)
 
 
 def model_from_checkpoint(ckpt: dict):
-    """Rebuild (model, tokenizer, opts) from a loaded checkpoint dict."""
+    """Rebuild (model, tokenizer, opts) from a loaded checkpoint dict. A DecoderLM's
+    `model_config` is its LMConfig as a dict (older runs wrote the same names)."""
     opts = json.loads(ckpt["opts"])
     tokenizer = tokenizer_from_dict(json.loads(ckpt["tokenizer"]))
     config = json.loads(ckpt["model_config"])
-    model = DecoderLM(**config) if opts["task"] == "charlm" else Transformer(**config)
+    if opts["task"] == "charlm":
+        model = DecoderLM(LMConfig(**config))
+    else:
+        model = Transformer(**config)
     model.load_state_dict(ckpt["model"])
     return model, tokenizer, opts
 
@@ -124,10 +130,11 @@ def _clock(seconds: float) -> str:
 
 def save_run(folder, model, opt, schedule, step, opts, tokenizer) -> None:
     """One atomic checkpoint with everything a resume needs."""
+    config = asdict(model.config) if isinstance(model, DecoderLM) else model.config
     mt.save({"model": dict(model.state_dict()), "optimizer": opt.state_dict(),
              "schedule": schedule.state_dict(), "step": step,
              "rng": json.dumps(mt.generator().bit_generator.state),
-             "opts": json.dumps(opts), "model_config": json.dumps(model.config),
+             "opts": json.dumps(opts), "model_config": json.dumps(config),
              "tokenizer": json.dumps(tokenizer.to_dict())},
             os.path.join(folder, CHECKPOINT))
 
@@ -305,8 +312,9 @@ def generate_pretrained(opts: dict) -> str:
                        "add the tokenizer files, or give token ids: --prompt-ids 1,2,3")
     else:
         ids = tokenizer.encode(opts["prompt"])
-    if not ids or max(ids) >= model.vocab:
-        raise op_error("generate", f"the prompt's ids must be 0..{model.vocab - 1} (the "
+    vocab = model.config.vocab
+    if not ids or max(ids) >= vocab:
+        raise op_error("generate", f"the prompt's ids must be 0..{vocab - 1} (the "
                        f"model's vocabulary), got {ids[:20]}")
     out = model.generate([ids], opts["max_new_tokens"], temperature=opts["temperature"],
                          top_k=opts["top_k"], seed=opts["seed"])[0]

@@ -47,10 +47,11 @@ def decoder_lm_example(n_layers: int = 4, d_model: int = 32, n_heads: int = 4,
 
     `decoder_lm_picture` draws the README's picture of the 4-layer model."""
     import microtensor.functional as F
-    from transformer import DecoderLM
+    from transformer import DecoderLM, LMConfig
 
     mt.manual_seed(seed)
-    model = DecoderLM(vocab, d_model, n_heads, n_layers, 4 * d_model, max_len=tokens)
+    model = DecoderLM(LMConfig.gpt2(vocab, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
+                                    d_ff=4 * d_model, max_len=tokens))
     ids = mt.tensor(np.arange(2 * tokens).reshape(2, tokens) % vocab)
     return F.cross_entropy(model(ids), ids), model
 

@@ -17,7 +17,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import optim
 from microtensor.safetensors_io import load_safetensors, save_safetensors
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 
 MODELS = {"charlm_357k": {"vocab": 79, "d_model": 96, "n_heads": 4, "n_layers": 3,
                           "d_ff": 384, "max_len": 64},
@@ -27,7 +27,7 @@ MODELS = {"charlm_357k": {"vocab": 79, "d_model": 96, "n_heads": 4, "n_layers": 
 
 def training_checkpoint(options: dict) -> dict:
     """What `python -m transformer train` saves, after one AdamW step."""
-    model = DecoderLM(**options)
+    model = DecoderLM(LMConfig(**options))
     opt = optim.AdamW(model.parameters(), lr=1e-3)
     ids = np.random.default_rng(0).integers(0, options["vocab"], (2, 17))
     F.cross_entropy(model(ids[:, :-1]).reshape(-1, options["vocab"]),

@@ -17,7 +17,7 @@ from common import emit, paired_ratio, side_by_side, torch
 from reference import CONFIG
 
 import microtensor as mt
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 
 NEW_TOKENS, PROMPT = 256, 16
 MAX_LEN = PROMPT + NEW_TOKENS
@@ -62,8 +62,9 @@ def one_thread(generate):
 def run(repeat: int = 3) -> dict:
     c = CONFIG
     mt.manual_seed(0)
-    model = DecoderLM(c["vocab"], c["d_model"], c["n_heads"], c["n_layers"], c["d_ff"],
-                      max_len=MAX_LEN).eval()
+    model = DecoderLM(LMConfig.gpt2(c["vocab"], d_model=c["d_model"], n_heads=c["n_heads"],
+                                    n_layers=c["n_layers"], d_ff=c["d_ff"],
+                                    max_len=MAX_LEN)).eval()
     prompt = np.random.default_rng(0).integers(0, c["vocab"], (1, PROMPT))
 
     def decode(use_cache):

@@ -19,7 +19,7 @@ import microtensor as mt
 import microtensor.functional as F
 import viz
 from microtensor.autograd import backward_steps
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 from viz.engine import available_engines
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,8 +46,8 @@ def best_layout_time(engine, graph, repeats: int = 5) -> float:
 def run() -> dict:
     c = CONFIG
     mt.manual_seed(0)
-    model = DecoderLM(c["vocab"], c["d_model"], c["n_heads"], c["n_layers"], c["d_ff"],
-                      max_len=c["seq"])
+    model = DecoderLM(LMConfig.gpt2(c["vocab"], d_model=c["d_model"], n_heads=c["n_heads"],
+                                    n_layers=c["n_layers"], d_ff=c["d_ff"], max_len=c["seq"]))
     ids, targets = batch(c)
     loss = F.cross_entropy(model(ids), targets)
     results, graphs = {}, {"backprop lesson": backprop_lesson_graph()}

@@ -21,14 +21,15 @@ from reference import CONFIG, SMALL_CONFIG, batch
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM
+from transformer import DecoderLM, LMConfig
 
 
 def trained_optimizer(config: dict, flat: bool) -> AdamW:
     """AdamW on a fresh DecoderLM after two training steps, gradients left in place."""
     mt.manual_seed(0)
-    model = DecoderLM(config["vocab"], config["d_model"], config["n_heads"],
-                      config["n_layers"], config["d_ff"], max_len=config["seq"])
+    model = DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
+                                    n_heads=config["n_heads"], n_layers=config["n_layers"],
+                                    d_ff=config["d_ff"], max_len=config["seq"]))
     optimizer = AdamW(model.parameters(), lr=1e-3, flat=flat)
     ids, targets = batch(config)
     for _ in range(2):

@@ -24,8 +24,9 @@ and values came from. The textbook form (`DecoderLM.forward` through its blocks)
 what runs with gradients and what hooks see, and tests check the two give the same
 logits (to rounding) and the same greedy tokens.
 
-    >>> from transformer import DecoderLM
-    >>> lm = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8)
+    >>> from transformer import DecoderLM, LMConfig
+    >>> lm = DecoderLM(LMConfig.gpt2(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16,
+    ...                              max_len=8))
     >>> with mt.no_grad():
     ...     cache = lm.new_cache(batch=1)
     ...     logits = lm(np.array([[1, 2, 3]]), cache=cache)   # runs FastDecoder
@@ -181,9 +182,9 @@ class FastDecoder:
         no dropout is drawn, no module has a forward hook or a replaced `forward` (what
         lessons and tools watch runs through the modules), and every position is in the
         position table."""
-        if model.training and model.config["dropout"] > 0 and mt.is_dropout_enabled():
+        if model.training and model.config.dropout > 0 and mt.is_dropout_enabled():
             return False
-        if model.rotary is None and cache.max_len > model.max_len:
+        if model.rotary is None and cache.max_len > model.config.max_len:
             return False  # the textbook path says which position is out of range
         if cache.fast_decoder is None and not all(known_block(b) for b in model.blocks):
             return False
@@ -204,11 +205,12 @@ class FastDecoder:
     def __init__(self, model, cache):
         self.modules = list(model.modules())      # to see new hooks, at every step
         self.llama = model.rotary is not None
-        self.n_heads, self.n_kv_heads = model.n_heads, model.n_kv_heads
-        self.d_k = model.d_model // model.n_heads
+        config = model.config
+        self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
+        self.d_k = config.d_model // config.n_heads
         self.tokens = model.tok_embed.weight.data
         dtype = self.tokens.dtype
-        self.averager = kernels.averager(model.d_model, np.result_type(dtype, 0.5))
+        self.averager = kernels.averager(config.d_model, np.result_type(dtype, 0.5))
         self.positions = None
         if self.llama:
             # cos and sin of every position the cache can hold, as RotaryEmbedding
@@ -222,7 +224,7 @@ class FastDecoder:
         self.layers = [FastLayer(block) for block in model.blocks]
         # The head is used in place, not folded: it can be the largest matrix of all
         # (GPT-2's tied 768 x 50,257), so the final norm keeps its weight and bias.
-        self.W_head = self.tokens.T if model.tie_weights else model.head.weight.data
+        self.W_head = self.tokens.T if model.head is None else model.head.weight.data
         self.final_norm = model.norm
 
     def step(self, ids: np.ndarray, positions: np.ndarray, cache) -> np.ndarray:

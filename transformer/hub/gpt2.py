@@ -29,6 +29,7 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.nn import GELU, LayerNorm, ReLU
 
+from ..config import LMConfig
 from ..layers import FeedForward, GPTBlock
 from ..lm import DecoderLM
 
@@ -75,13 +76,9 @@ def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
     in `tensors` (names as in its model.safetensors). Each parameter's `.name` records
     its GPT-2 name, which `viz.draw` shows beside ours."""
     where = "from_pretrained (gpt2)"
-    model = DecoderLM(**_options_from_config(config, where))
-    eps = config.get("layer_norm_epsilon", 1e-5)
-    for module in model.modules():
-        if isinstance(module, LayerNorm):
-            module.eps = eps
-
-    tensors = _without_prefix_and_buffers(tensors, model.tie_weights)
+    model = DecoderLM(lm_config_from_hf(config, where))
+    tied = model.config.tie_weights
+    tensors = _without_prefix_and_buffers(tensors, tied)
     expected = _gpt2_shapes(model)
     problems = [f"missing tensor {name} {shape}" for name, shape in expected.items()
                 if name not in tensors]
@@ -97,11 +94,11 @@ def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
                        "and are a GPT2LMHeadModel (or GPT2Model)")
 
     state, hf_names = {}, {}
-    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.config.d_model):
         array = tensors[theirs]
         state[ours] = array if columns is None else array[..., columns]
         hf_names[ours] = gpt2_name(theirs, columns)
-    if not model.tie_weights:
+    if not tied:
         state["head.weight"] = tensors["lm_head.weight"].T   # torch Linear stores (out, in)
         hf_names["head.weight"] = "lm_head.weight (transposed)"
     model.load_state_dict(state)
@@ -112,19 +109,19 @@ def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
 
 def _gpt2_shapes(model: DecoderLM) -> dict[str, tuple]:
     """The shape of every tensor a GPT-2 file of this model's size holds, by GPT-2 name."""
-    params = dict(model.named_parameters())
+    params, d_model = dict(model.named_parameters()), model.config.d_model
     shapes = {}
-    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+    for ours, theirs, columns in parameter_pairs(len(model.blocks), d_model):
         shape = params[ours].shape
-        shapes[theirs] = shape if columns is None else (*shape[:-1], 3 * model.d_model)
-    if not model.tie_weights:
+        shapes[theirs] = shape if columns is None else (*shape[:-1], 3 * d_model)
+    if not model.config.tie_weights:
         shapes["lm_head.weight"] = params["head.weight"].shape[::-1]
     return shapes
 
 
-def _options_from_config(config: dict, where: str) -> dict:
-    """DecoderLM's constructor arguments from a GPT-2 config, refusing what we cannot
-    compute by the config key and value."""
+def lm_config_from_hf(config: dict, where: str) -> LMConfig:
+    """The LMConfig of a transformers GPT-2 config, refusing what we cannot compute by
+    the config key and value."""
     missing = [key for key in SIZES if key not in config]
     if missing:
         raise op_error(where, f"config.json lacks {', '.join(missing)}",
@@ -155,12 +152,13 @@ def _options_from_config(config: dict, where: str) -> dict:
     eps = config.get("layer_norm_epsilon", 1e-5)
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise op_error(where, f"config layer_norm_epsilon={eps!r} must be a positive number")
-    return {"vocab": config["vocab_size"], "d_model": config["n_embd"],
-            "n_heads": config["n_head"], "n_layers": config["n_layer"],
-            "d_ff": config.get("n_inner") or 4 * config["n_embd"],
-            "max_len": config["n_positions"], "dropout": float(rates["resid_pdrop"]),
-            "tie_weights": bool(config.get("tie_word_embeddings", True)),
-            "positional": "learned", "activation": ACTIVATIONS_FROM_HF[activation]}
+    return LMConfig.gpt2(config["vocab_size"], d_model=config["n_embd"],
+                         n_heads=config["n_head"], n_layers=config["n_layer"],
+                         d_ff=config.get("n_inner") or 4 * config["n_embd"],
+                         max_len=config["n_positions"], dropout=float(rates["resid_pdrop"]),
+                         tie_weights=bool(config.get("tie_word_embeddings", True)),
+                         positional="learned", activation=ACTIVATIONS_FROM_HF[activation],
+                         norm_eps=float(eps))
 
 
 def _without_prefix_and_buffers(tensors: dict, tied: bool) -> dict:
@@ -182,9 +180,9 @@ def gpt2_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
     """(config, tensors) of `model` as transformers' GPT2LMHeadModel stores them. An
     architecture GPT-2 cannot express is refused, naming the difference."""
     config = _config_of(model)
-    state = model.state_dict()
-    expected = {ours for ours, _, _ in parameter_pairs(len(model.blocks), model.d_model)}
-    expected |= set() if model.tie_weights else {"head.weight"}
+    state, pairs = model.state_dict(), parameter_pairs(len(model.blocks), model.config.d_model)
+    expected = {ours for ours, _, _ in pairs}
+    expected |= set() if model.config.tie_weights else {"head.weight"}
     extra, absent = sorted(set(state) - expected), sorted(expected - set(state))
     if extra or absent:
         raise op_error("save_pretrained (gpt2)", "the model's parameters differ from "
@@ -193,14 +191,14 @@ def gpt2_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
                        f"{'without ' + ', '.join(absent) if absent else ''}")
     fused: dict[str, list] = {}
     tensors = {}
-    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.d_model):
+    for ours, theirs, columns in pairs:
         if columns is None:
             tensors[PREFIX + theirs] = state[ours]
         else:
             fused.setdefault(PREFIX + theirs, []).append(state[ours])
     for name, parts in fused.items():               # W_q | W_k | W_v side by side
         tensors[name] = np.concatenate(parts, axis=-1)
-    if not model.tie_weights:
+    if not model.config.tie_weights:
         tensors["lm_head.weight"] = np.ascontiguousarray(state["head.weight"].T)
     return config, tensors
 
@@ -209,13 +207,13 @@ def _config_of(model: DecoderLM) -> dict:
     where = "save_pretrained (gpt2)"
     if not isinstance(model, DecoderLM):
         raise op_error(where, f"expected a DecoderLM, got {type(model).__name__}", TypeError)
-    options = model.config
-    if options["positional"] != "learned":
-        raise op_error(where, f"the model has positional={options['positional']!r}; GPT-2 "
+    c = model.config
+    if c.positional != "learned":
+        raise op_error(where, f"the model has positional={c.positional!r}; GPT-2 "
                        "can only learn its position table (wpe)",
-                       fix="build the DecoderLM with positional='learned'")
-    if options["activation"] not in ACTIVATIONS_TO_HF:
-        raise op_error(where, f"the model has activation={options['activation']!r}, which "
+                       fix="build it from LMConfig.gpt2(...) with positional='learned'")
+    if c.activation not in ACTIVATIONS_TO_HF:
+        raise op_error(where, f"the model has activation={c.activation!r}, which "
                        f"GPT-2 configs cannot name (they can: {sorted(ACTIVATIONS_TO_HF)})")
     for i, block in enumerate(model.blocks):
         if type(block) is not GPTBlock:
@@ -231,16 +229,15 @@ def _config_of(model: DecoderLM) -> dict:
     if len(eps) != 1 or type(model.norm) is not LayerNorm:
         raise op_error(where, f"GPT-2 has one layer_norm_epsilon; the model's LayerNorms "
                        f"use {sorted(eps)}")
-    vocab = options["vocab"]
+    vocab = c.vocab
     end_of_text = vocab - 1 if vocab == 50257 else None   # GPT-2's <|endoftext|>
     return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-            "vocab_size": vocab, "n_positions": options["max_len"],
-            "n_embd": options["d_model"], "n_layer": options["n_layers"],
-            "n_head": options["n_heads"], "n_inner": options["d_ff"],
-            "activation_function": ACTIVATIONS_TO_HF[options["activation"]],
-            "layer_norm_epsilon": eps.pop(), "resid_pdrop": options["dropout"],
-            "embd_pdrop": options["dropout"], "attn_pdrop": options["dropout"],
-            "tie_word_embeddings": bool(options["tie_weights"]),
+            "vocab_size": vocab, "n_positions": c.max_len, "n_embd": c.d_model,
+            "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_ff,
+            "activation_function": ACTIVATIONS_TO_HF[c.activation],
+            "layer_norm_epsilon": eps.pop(), "resid_pdrop": c.dropout,
+            "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+            "tie_word_embeddings": c.tie_weights,
             "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
             "reorder_and_upcast_attn": False, "add_cross_attention": False,
             "initializer_range": 0.02, "bos_token_id": end_of_text,

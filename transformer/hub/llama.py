@@ -1,9 +1,9 @@
 """Llama-architecture checkpoints in the layout of Hugging Face `transformers`
 (`model_type: "llama"`): a config dict and a dict of named arrays, to and from a
-`DecoderLM(style="llama")`.
+Llama-style `DecoderLM`.
 
-    >>> from transformer import DecoderLM
-    >>> llama = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1, style="llama")
+    >>> from transformer import DecoderLM, LMConfig
+    >>> llama = DecoderLM(LMConfig.llama(vocab=16, d_model=8, n_heads=2, n_layers=1))
     >>> config, tensors = llama_to_hf(llama)       # a config.json dict and HF-named arrays
     >>> model = llama_from_hf(config, tensors)
 
@@ -36,6 +36,7 @@ import numpy as np
 from microtensor.errors import op_error
 from microtensor.tensor import DEFAULT_FLOAT
 
+from ..config import LMConfig
 from ..lm import DecoderLM
 
 # Other config keys (token ids, dtype, initializer_range, use_cache, ...) do not change
@@ -43,8 +44,8 @@ from ..lm import DecoderLM
 _ALLOWED_ROPE_KEYS = {"rope_type", "type", "rope_theta"}
 
 
-def _read_config(config: dict) -> dict:
-    """The DecoderLM arguments of a Hugging Face Llama config, or a clear refusal."""
+def _read_config(config: dict) -> LMConfig:
+    """The LMConfig of a Hugging Face Llama config, or a clear refusal."""
     where = "llama_from_hf"
 
     def refuse(key, value, why, fix=None):
@@ -95,12 +96,13 @@ def _read_config(config: dict) -> dict:
             refuse(key, rope, "only plain rotary positions (rope_type 'default', no "
                    "scaling) are implemented")
         rope_theta = rope.get("rope_theta", rope_theta)
-    return {"vocab": required("vocab_size"), "d_model": d_model, "n_heads": n_heads,
-            "n_layers": required("num_hidden_layers"), "d_ff": required("intermediate_size"),
-            "max_len": config.get("max_position_embeddings", 2048),
-            "tie_weights": bool(config.get("tie_word_embeddings", False)), "style": "llama",
-            "n_kv_heads": n_kv_heads, "rope_theta": float(rope_theta),
-            "norm_eps": float(config.get("rms_norm_eps", 1e-6))}
+    return LMConfig.llama(required("vocab_size"), d_model=d_model, n_heads=n_heads,
+                          n_layers=required("num_hidden_layers"),
+                          d_ff=required("intermediate_size"),
+                          max_len=config.get("max_position_embeddings", 2048),
+                          tie_weights=bool(config.get("tie_word_embeddings", False)),
+                          n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
+                          norm_eps=float(config.get("rms_norm_eps", 1e-6)))
 
 
 def _name_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
@@ -121,15 +123,15 @@ def _name_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
 
 
 def llama_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
-    """A `DecoderLM(style="llama")` with the weights of a Hugging Face Llama checkpoint:
+    """A Llama-style `DecoderLM` with the weights of a Hugging Face Llama checkpoint:
     `config` as read from config.json, `tensors` as read from model.safetensors. Weights
     become float32 arrays of our (in, out) layout. Missing, unexpected or misshapen tensors
     are refused by name (a tied checkpoint may carry lm_head.weight if it equals the
     embedding; older checkpoints' rotary_emb.inv_freq buffers are recomputed, not read)."""
     where = "llama_from_hf"
     settings = _read_config(config)
-    model = DecoderLM(**settings)
-    names = _name_map(settings["n_layers"], settings["tie_weights"])
+    model = DecoderLM(settings)
+    names = _name_map(settings.n_layers, settings.tie_weights)
     expected = {theirs for _, theirs, _ in names}
     missing = sorted(expected - set(tensors))
     if missing:
@@ -162,33 +164,31 @@ def llama_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
 
 
 def llama_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
-    """The Hugging Face config dict and named float32 arrays of a `DecoderLM(style=
-    "llama")`, ready for config.json and `safetensors.numpy.save_file`. A tied model
+    """The Hugging Face config dict and named float32 arrays of a Llama-style
+    `DecoderLM`, ready for config.json and `safetensors.numpy.save_file`. A tied model
     stores no lm_head.weight (as `transformers` does)."""
     where = "llama_to_hf"
-    if not isinstance(model, DecoderLM) or model.config.get("style") != "llama":
-        raise op_error(where, f"expected a DecoderLM(style='llama'), got "
+    if not isinstance(model, DecoderLM) or model.config.style != "llama":
+        raise op_error(where, "expected a Llama-style DecoderLM, got "
                        f"{type(model).__name__}"
-                       + (f"(style={model.config.get('style', 'gpt')!r})"
+                       + (f"(style={model.config.style!r})"
                           if isinstance(model, DecoderLM) else ""), TypeError,
                        "only the Llama style has a Llama checkpoint layout")
     c = model.config
-    rope_theta = float(c["rope_theta"])
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": c["vocab"], "hidden_size": c["d_model"],
-        "intermediate_size": c["d_ff"], "num_hidden_layers": c["n_layers"],
-        "num_attention_heads": c["n_heads"], "num_key_value_heads": c["n_kv_heads"],
-        "head_dim": c["d_model"] // c["n_heads"], "hidden_act": "silu",
-        "max_position_embeddings": c["max_len"], "rms_norm_eps": c["norm_eps"],
-        "rope_theta": rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
-        "tie_word_embeddings": bool(c["tie_weights"]), "attention_bias": False,
+        "vocab_size": c.vocab, "hidden_size": c.d_model, "intermediate_size": c.d_ff,
+        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads, "head_dim": c.d_model // c.n_heads,
+        "hidden_act": "silu", "max_position_embeddings": c.max_len,
+        "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "tie_word_embeddings": c.tie_weights, "attention_bias": False,
         "mlp_bias": False, "attention_dropout": 0.0, "dtype": "float32",
     }
     parameters = dict(model.named_parameters())
     tensors = {}
-    for ours, theirs, transposed in _name_map(c["n_layers"], c["tie_weights"]):
+    for ours, theirs, transposed in _name_map(c.n_layers, c.tie_weights):
         array = parameters[ours].data
         tensors[theirs] = np.ascontiguousarray(array.T if transposed else array,
                                                dtype=np.float32)

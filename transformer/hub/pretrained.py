@@ -6,8 +6,8 @@ A directory holds `config.json` (the architecture: sizes, activation, LayerNorm 
 and picks the mapping by `config["model_type"]`; each mapping (`gpt2.py`, `llama.py`) turns names and
 shapes into ours and back.
 
-    >>> from transformer import DecoderLM
-    >>> lm = DecoderLM(vocab=16, d_model=8, n_heads=2, n_layers=1)
+    >>> from transformer import DecoderLM, LMConfig
+    >>> lm = DecoderLM(LMConfig.gpt2(vocab=16, d_model=8, n_heads=2, n_layers=1))
     >>> lm.save_pretrained("my-model")                    # transformers can load this
     >>> lm = DecoderLM.from_pretrained("my-model")        # config.json + model.safetensors
 
@@ -63,10 +63,11 @@ def save_pretrained(model, path: str | os.PathLike) -> None:
 
 
 def model_type_of(model) -> str:
-    """The Hugging Face `model_type` a model is saved as: "llama" for a
-    `DecoderLM(style="llama")`, otherwise "gpt2" (`gpt2_to_hf` refuses a model built with
-    parts GPT-2 cannot express)."""
-    return "llama" if getattr(model, "style", "gpt") == "llama" else "gpt2"
+    """The Hugging Face `model_type` a model is saved as: "llama" for a Llama-style
+    DecoderLM, otherwise "gpt2" (`gpt2_to_hf` refuses a model built with parts GPT-2
+    cannot express)."""
+    config = getattr(model, "config", None)
+    return "llama" if getattr(config, "style", "gpt") == "llama" else "gpt2"
 
 
 # ---------------------------------------------------------------------- reading

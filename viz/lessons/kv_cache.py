@@ -14,6 +14,7 @@ import numpy as np
 
 import microtensor as mt
 from transformer.attention import scaled_dot_product_attention
+from transformer.config import LMConfig
 from transformer.lm import DecoderLM
 
 from ..heatmap import heatmap_svg
@@ -118,7 +119,8 @@ def count_kv_rows(model: DecoderLM) -> tuple[list, list]:
 def real_model(echo, out) -> dict:
     heading(echo, "4. a real DecoderLM: cached and uncached decoding")
     mt.manual_seed(0)
-    model = DecoderLM(vocab=64, d_model=32, n_heads=4, n_layers=2, d_ff=64, max_len=256)
+    model = DecoderLM(LMConfig.gpt2(vocab=64, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                                    max_len=256))
     prompt = np.array([[1, 2, 3]])   # think 我 想 吃
     n_layers, p = len(model.blocks), prompt.shape[1]
     rows = []

@@ -18,6 +18,7 @@ import microtensor as mt
 import microtensor.functional as F
 from transformer.attention import MultiHeadAttention
 from transformer.cache import KVCache
+from transformer.config import LMConfig
 from transformer.layers import PositionalEncoding
 from transformer.lm import DecoderLM
 from transformer.rope import RotaryEmbedding, apply_rotary
@@ -192,8 +193,8 @@ def gqa_cache(echo) -> dict:
           "with 8 K/V heads (4× smaller)", "", echo)
 
     mt.manual_seed(5)
-    lm = DecoderLM(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=16, style="llama",
-                   n_kv_heads=2)
+    lm = DecoderLM(LMConfig.llama(vocab=20, d_model=16, n_heads=4, n_layers=2, max_len=16,
+                                  n_kv_heads=2))
     prompts = np.array([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
     mask = prompts != 0
     cached, cached_logits = lm.generate(prompts, 6, temperature=0, attention_mask=mask,
