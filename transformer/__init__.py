@@ -9,13 +9,14 @@ tokenizers and a training command line (`python -m transformer train ...`).
 """
 from microtensor.nn import RMSNorm  # beside LayerNorm; here too, as before
 
+# Two packages hook themselves onto the modules they import: `fast` registers each
+# module's fast form, `hub` gives DecoderLM its from_pretrained and save_pretrained.
+from . import hub
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .bpe import BPETokenizer
 from .cache import KVCache
 from .config import LMConfig
 from .encoder_decoder import Transformer
-
-# Last: the fast forms register themselves for the modules above (see transformer.fast).
 from .fast import fused_attention
 from .layers import (
     Decoder,
@@ -35,6 +36,6 @@ from .tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_dict
 __all__ = ["BPETokenizer", "ByteTokenizer", "CharTokenizer", "Decoder", "DecoderLM", "DecoderLayer",
            "Encoder", "EncoderLayer", "FeedForward", "GPTBlock", "KVCache", "LMConfig", "LlamaBlock",
            "MultiHeadAttention", "PositionalEncoding", "RMSNorm", "RotaryEmbedding", "SwiGLU",
-           "Transformer", "apply_rotary", "causal_mask", "fused_attention",
+           "Transformer", "apply_rotary", "causal_mask", "fused_attention", "hub",
            "scaled_dot_product_attention",
            "sinusoidal_table", "tokenizer_from_dict"]

@@ -15,6 +15,7 @@ only, RMSNorm, rotary positions, SwiGLU, grouped-query attention and no biases
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,6 +65,12 @@ class DecoderLM(Module):
     projection is the token embedding, transposed.
     """
 
+    # transformer.hub reads and writes Hugging Face directories. It builds DecoderLMs, so
+    # it imports this module, and this module never imports it: when the hub is imported
+    # (`import transformer` does it), it sets `hub` to its `pretrained` module, whose
+    # from_pretrained and save_pretrained the two methods below call.
+    hub: ClassVar = None
+
     def __init__(self, config: LMConfig):
         super().__init__()
         if not isinstance(config, LMConfig):
@@ -88,15 +95,13 @@ class DecoderLM(Module):
 
             >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
         """
-        from .hub import from_pretrained  # imported here: the hub imports this module
-        return from_pretrained(path)
+        return cls.hub.from_pretrained(path)
 
     def save_pretrained(self, path) -> None:
         """Write this model as a Hugging Face directory (atomically) that
         `transformers.GPT2LMHeadModel.from_pretrained(path)` loads, or
         `LlamaForCausalLM.from_pretrained(path)` for the Llama style."""
-        from .hub import save_pretrained
-        save_pretrained(self, path)
+        self.hub.save_pretrained(self, path)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for `batch` sequences of up to `max_len` (default: the model's)."""
