@@ -417,15 +417,16 @@ def _folded_box(path: str, box: _Box, look: _Look, node_id: str) -> tuple[dict, 
 
 
 def _emit_clusters(graph, clusters, layout, dim):
-    """Nested `cluster_` subgraphs, one per module path (containers skipped), innermost
-    added to its parent first."""
+    """Nested `cluster_` subgraphs, one per module path (containers skipped), in forward
+    order, each added to its parent after its own children."""
     bodies, every = {}, set()
     for path in clusters:
         while path:
             if path not in layout.containers:
                 every.add(path)
             path = path.rpartition(".")[0]
-    for number, path in enumerate(sorted(every)):
+    in_order = [path for path in layout.paths if path in every]   # never a set's order
+    for number, path in enumerate(in_order):
         # Module paths come from attribute names: any text. The subgraph's name keeps to
         # a plain identifier; the label is escaped.
         name = f"cluster_{path}" if re.fullmatch(r"[\w.]+", path, re.ASCII) else \
@@ -441,7 +442,7 @@ def _emit_clusters(graph, clusters, layout, dim):
         target = bodies[path] if path else graph
         for node_id, attrs in nodes:
             target.node(node_id, **attrs)
-    for path in sorted(every, key=lambda p: -p.count(".")):  # children before parents
+    for path in sorted(in_order, key=lambda p: -p.count(".")):  # children before parents
         parent = layout.cluster_parent(path)
         (bodies[parent] if parent else graph).subgraph(bodies[path])
 
@@ -451,13 +452,13 @@ class _FedBack:
     module called twice with an outside op between the calls, f(g(f(x))), drawn as one
     box, has an edge from g's output back up into the box: that edge is left out of the
     ranking (the box ranks after x). The walk back from the input stops at tensors made
-    before anything in the box, so it stays short."""
+    before the box's first op, so it stays short."""
 
     def __init__(self, layout: Layout):
-        self.layout, self.first = layout, {}   # box -> the largest k (earliest) inside it
-        for k in range(len(layout.order)):
+        self.layout, self.first = layout, {}   # box -> its earliest op's k (the largest)
+        for k, tensor in enumerate(layout.order):
             fold = layout.fold_of(k)
-            if fold is not None:
+            if fold is not None and tensor.op is not None:
                 self.first[fold] = k
 
     def __call__(self, tensor, fold) -> bool:

@@ -1,8 +1,9 @@
 """Time to draw and render the loss graph of the 4-layer reference DecoderLM, and to lay
 out that graph and the backprop lesson's graph with each engine that runs here (system
-`dot`, the bundled graphviz-pure). Then the player of a 12-layer, d_model 128 DecoderLM:
-seconds to write it, its size, and its time to first paint in headless Chromium (when
-playwright and Chromium are installed).
+`dot`, the bundled graphviz-pure). Then a chain of 1000 `Linear(2, 2)` (2000 parameter
+tensors, folded by default): seconds to draw and to render with each engine. Then the
+player of a 12-layer, d_model 128 DecoderLM: seconds to write it, its size, and its time
+to first paint in headless Chromium (when playwright and Chromium are installed).
 
     python tests/bench/bench_draw.py
 """
@@ -64,8 +65,27 @@ def run() -> dict:
         for engine in available_engines()}
     node = re.compile(r"^\s*(?:t|op|m)\d+ \[", re.MULTILINE)
     results["nodes"] = {name: len(node.findall(graph.source)) for name, graph in graphs.items()}
+    results["chain of 1000 Linear(2, 2)"] = long_chain(1000)
     results["player, 12 layers, d_model 128"] = player_at_scale()
     return emit("draw", results)
+
+
+def long_chain(n_layers: int) -> dict:
+    """Draw the loss of a chain of `n_layers` Linear(2, 2) with params=model (each layer
+    folded into a box, as by default at this size), then render it with each engine."""
+    from microtensor import nn
+
+    mt.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(n_layers)])
+    loss = model(mt.randn(3, 2)).sum()
+    start = time.perf_counter()
+    graph = viz.draw(loss, params=model)
+    result = {"draw_s": time.perf_counter() - start}
+    for engine in available_engines():
+        start = time.perf_counter()
+        engine.run(graph.source, "svg")
+        result[f"render_s ({engine.label})"] = time.perf_counter() - start
+    return result
 
 
 def player_at_scale(n_layers: int = 12, d_model: int = 128) -> dict:
