@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import microtensor as mt
@@ -147,3 +148,58 @@ def test_drawing_grows_linearly_with_the_number_of_layers(options):
     # Calls, not seconds: 4x the layers may cost 4x the calls (plus slack), not 16x.
     small, large = calls_to_draw(50, **options), calls_to_draw(200, **options)
     assert large < 4.6 * small, (small, large)
+
+
+def box_labels(graph) -> dict:
+    """{module path: [label lines]} for every folded box in the DOT text."""
+    found = {}
+    for line in graph.source.splitlines():
+        match = re.match(r'\s*m\d+ \[label="(.*?)(?<!\\)"', line)
+        if match:
+            lines = match[1].split("\\l")
+            found[lines[0]] = lines[1:]
+    return found
+
+
+def number_after(text: str, word: str) -> float:
+    return float(re.search(rf"{word} ([-\d.e+]+)", text)[1])
+
+
+def test_folded_blocks_show_the_gradient_arriving_and_leaving_and_their_parameters():
+    pytest.importorskip("transformer")
+    from microtensor.autograd import backward_steps
+    from viz.examples import decoder_lm_example
+
+    loss, model = decoder_lm_example(4, d_model=16)
+    steps = list(backward_steps(loss))
+    graph = viz.draw(loss, params=model, steps=steps)
+    boxes = box_labels(graph)
+    flows = {path: next(line for line in lines if line.startswith("|g| arriving"))
+             for path, lines in boxes.items() if path.startswith("blocks.")}
+    assert sorted(flows) == [f"blocks.{i}" for i in range(4)]
+    # What leaves a block is what arrives at the one below it: one residual stream.
+    for upper, lower in ((1, 0), (2, 1), (3, 2)):
+        assert number_after(flows[f"blocks.{upper}"], "leaving") == pytest.approx(
+            number_after(flows[f"blocks.{lower}"], "arriving"), rel=1e-2)
+    # What arrives at the top block is the gradient of its output, from the steps.
+    top = model.blocks[3]
+    output = next(s for s in steps if s.node is not None and s.node.modules
+                  and s.node.modules[-1] is top and s.node.name == "add")
+    assert number_after(flows["blocks.3"], "arriving") == pytest.approx(
+        float(np.linalg.norm(output.grad_out)), rel=1e-2)
+    # Each block's parameters, grouped by the module that owns them, with their norm.
+    ffn = model.blocks[2].ffn
+    expected = np.sqrt(sum(float(np.sum(p.grad.astype(np.float64) ** 2))
+                           for p in ffn.parameters()))
+    line = next(line for line in boxes["blocks.2"] if line.startswith("ffn:"))
+    assert number_after(line, r"\|g\|") == pytest.approx(expected, rel=1e-2)
+    # The edges between boxes carry the norm that flowed along them.
+    assert len(re.findall(r"m\d+ -> m\d+ \[.*label=\"\|g\| ", graph.source)) >= 4
+
+
+def test_a_box_with_nothing_recorded_shows_no_flow_and_the_parameter_grads_after_backward():
+    loss, model = chain(6)
+    loss.backward()
+    boxes = box_labels(viz.draw(loss, params=model, collapse=True))
+    assert not any("arriving" in line for lines in boxes.values() for line in lines)
+    assert any("|g|" in line for line in boxes["3"])

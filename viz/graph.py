@@ -285,7 +285,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     for k, tensor in enumerate(layout.order):
         fold = layout.fold_of(k)
         if fold is not None:
-            boxes.setdefault(fold, _Box()).count(tensor, layout, on_path)
+            boxes.setdefault(fold, _Box()).count(tensor, look)
             continue
         nodes = [(f"t{k}", _tensor_node(tensor, k, look))]
         if tensor.op is not None:
@@ -338,6 +338,8 @@ class _Look:
             for inp in (tensor.op.inputs if tensor.op else ()):
                 if isinstance(inp, Tensor):
                     self.fan_out[id(inp)] = self.fan_out.get(id(inp), 0) + 1
+        self.flow, self.crossing = gradient_flow(layout, recorded) if (
+            layout.folded and recorded) else ({}, {})
 
     def colour(self, lit: bool, normal: str) -> str:
         """The one rule for outlines, edges and text: lit, else dimmed, else `normal`."""
@@ -385,35 +387,91 @@ def _op_node(tensor, k: int, look: _Look) -> tuple[dict, bool]:
 
 
 class _Box:
-    """What a folded module holds: counts, its parameters and their shapes, and whether
-    the highlighted route runs through it."""
+    """What a folded module holds: counts, its parameters (shape and gradient), and
+    whether the highlighted route runs through it."""
 
     def __init__(self):
         self.tensors, self.ops, self.params, self.lit = 0, 0, [], False
 
-    def count(self, tensor, layout: Layout, on_path: set) -> None:
+    def count(self, tensor, look: _Look) -> None:
         self.tensors += 1
         self.ops += tensor.op is not None
-        if tensor.op is None and layout.names[id(tensor)]:
-            self.params.append((layout.names[id(tensor)], tuple(tensor.shape)))
-        self.lit |= id(tensor) in on_path
+        name = look.layout.names[id(tensor)]
+        if tensor.op is None and name:
+            step = look.recorded.get(id(tensor))
+            grad = step.grad_out if step is not None else tensor.grad
+            self.params.append((name, tuple(tensor.shape), grad))
+        self.lit |= id(tensor) in look.on_path
 
 
 def _folded_box(path: str, box: _Box, look: _Look, node_id: str) -> tuple[dict, bool]:
-    """A module drawn as one box: its path, how much is inside, its parameter shapes."""
+    """A module drawn as one box: its path, how much is inside, the gradient that arrives
+    at it and leaves it (with recorded steps), and its parameters' shapes, grouped by the
+    module inside the box that owns them, with their gradients' norm once there is one
+    (largest first: where the gradient is, at a glance)."""
     lines = [path, f"{box.ops} ops, {box.tensors} tensors"]
-    shapes = {}   # the module inside the box that owns them -> its parameters' shapes
-    for name, shape in box.params:
+    flow = look.flow.get(path)
+    if flow is not None:
+        lines.append(f"|g| arriving {fmt(flow.arriving)}" + (
+            "" if flow.leaving is None else f", leaving {fmt(flow.leaving)}"))
+    owners = {}   # the module inside the box that owns them -> [(shape, grad)]
+    for name, shape, grad in box.params:
         inner = name[len(path) + 1:] if name.startswith(path + ".") else name
-        shapes.setdefault(inner.split(".")[0] if "." in inner else "own", []).append(shape)
-    for owner, owned in shapes.items():
-        counted = {shape: owned.count(shape) for shape in owned}
-        lines.append(f"{owner}: " + ", ".join(
-            f"{n}×{shape}" if n > 1 else f"{shape}" for shape, n in counted.items()))
+        owners.setdefault(inner.split(".")[0] if "." in inner else "own", []).append(
+            (shape, grad))
+    rows = []
+    for owner, owned in owners.items():
+        shapes = [shape for shape, _ in owned]
+        counted = {shape: shapes.count(shape) for shape in shapes}
+        text = f"{owner}: " + ", ".join(f"{n}×{shape}" if n > 1 else f"{shape}"
+                                        for shape, n in counted.items())
+        grads = [grad for _, grad in owned if grad is not None]
+        size = float(np.sqrt(sum(norm(g) ** 2 for g in grads))) if grads else None
+        rows.append((text if size is None else f"{text}  |g| {fmt(size)}", size))
+    if any(size is not None for _, size in rows):
+        rows.sort(key=lambda row: -(row[1] or 0.0))     # stable: ties keep forward order
+    lines += [text for text, _ in rows]
     label = graphviz.nohtml("\\l".join(dot_string(line) for line in lines) + "\\l")
     return dict(label=label, **_room_for([(line, 10, False) for line in lines]),
                 shape="box3d", style="filled", id=node_id,
                 **look.emphasis(box.lit, "#e8e8f4", "#444466")), box.lit
+
+
+class _Flow:
+    """The gradient a folded box receives from outside it and sends out of it."""
+
+    def __init__(self):
+        self.arriving, self.leaving = 0.0, None    # None: it sends nothing out (tok_embed)
+
+
+def gradient_flow(layout: Layout, recorded: dict) -> tuple[dict, dict]:
+    """With recorded steps: for each folded box, the norm of the gradient arriving at it
+    and of what it sends on ({fold: _Flow}); and every gradient that crosses into a
+    box, summed per receiving tensor ({(sending fold or None, id(tensor)): array}), which
+    labels the edges between boxes."""
+    crossing = {}
+    for k, tensor in enumerate(layout.order):
+        step = recorded.get(id(tensor))
+        if tensor.op is None or step is None:
+            continue
+        fold = layout.fold_of(k)
+        for inp, sent in zip(tensor.op.inputs, step.grads_in):
+            if isinstance(inp, Tensor) and sent is not None and \
+                    layout.fold_of(layout.index[id(inp)]) != fold:
+                key = (fold, id(inp))
+                crossing[key] = sent if key not in crossing else crossing[key] + sent
+    flows = {fold: _Flow() for fold in layout.folded}
+    for (sender, receiver), sent in crossing.items():
+        size = norm(sent) ** 2
+        if sender is not None:
+            flows[sender].leaving = (flows[sender].leaving or 0.0) + size
+        receiving = layout.fold_of(layout.index[receiver])
+        if receiving is not None:
+            flows[receiving].arriving += size
+    for flow in flows.values():
+        flow.arriving = np.sqrt(flow.arriving)
+        flow.leaving = None if flow.leaving is None else np.sqrt(flow.leaving)
+    return (flows if recorded else {}), crossing
 
 
 def _emit_clusters(graph, clusters, layout, dim):
@@ -480,8 +538,17 @@ class _FedBack:
 
 
 def _emit_edges(graph, look: _Look):
-    layout, seen = look.layout, set()
+    """One edge from each input to the op that used it, and from each op to its output;
+    edges into, out of and between folded boxes are drawn once each. With recorded steps
+    an edge is labelled with the norm of the gradient that flowed back along it (into a
+    box: everything the box sent to the tensors at the edge's tail)."""
+    layout, seen, into_box = look.layout, set(), {}
     fed_back = _FedBack(layout)
+    for (sender, receiver), sent in look.crossing.items():
+        if sender is not None:
+            edge = (layout.tensor_node(layout.index[receiver]),
+                    f"m{layout.folded.index(sender)}")
+            into_box[edge] = into_box.get(edge, 0.0) + norm(sent) ** 2
     for k, tensor in enumerate(layout.order):
         node = tensor.op
         if node is None:
@@ -492,10 +559,13 @@ def _emit_edges(graph, look: _Look):
         for position, inp in enumerate(node.inputs):
             if not isinstance(inp, Tensor):
                 continue
+            tail = layout.tensor_node(layout.index[id(inp)])
             sent = step.grads_in[position] if step is not None else None
-            label = f"|g| {fmt(norm(sent))}" if sent is not None else None
-            edges.append((layout.tensor_node(layout.index[id(inp)]), op_id,
-                          id(inp) in look.on_path, label, inp.requires_grad, inp))
+            size = np.sqrt(into_box[(tail, op_id)]) if (tail, op_id) in into_box else (
+                None if sent is None else norm(sent))
+            label = None if size is None else f"|g| {fmt(size)}"
+            edges.append((tail, op_id, id(inp) in look.on_path, label, inp.requires_grad,
+                          inp))
         for tail, head, lit, label, carries_grad, *tail_tensor in edges:
             folded_edge = tail.startswith("m") or head.startswith("m")
             if tail == head or (folded_edge and (tail, head) in seen):
