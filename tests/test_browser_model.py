@@ -4,6 +4,8 @@ search work from the keyboard and mouse; nothing logs an error. Screenshots of t
 middle and last step land in the test's folder."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
 
@@ -27,6 +29,31 @@ def rect(page, selector):
     return page.evaluate("""s => { const e = document.querySelector(s); if (!e) return null;
         const r = e.getBoundingClientRect();
         return {x: r.x, y: r.y, w: r.width, h: r.height}; }""", selector)
+
+
+def current_label(page):
+    """The current node's largest text: its size in pixels (font-size times the zoom)
+    and its box on screen. For a folded box, the module's name."""
+    return page.evaluate("""() => {
+        const node = document.querySelector('.current');
+        const texts = node.classList.contains('fold-box') ? [node.querySelector('text')]
+                                                         : [...node.querySelectorAll('text')];
+        let best = null;
+        for (const t of texts) {
+            const px = parseFloat(t.getAttribute('font-size')) * t.getScreenCTM().a;
+            if (!best || px > best.px) {
+                const r = t.getBoundingClientRect();
+                best = {px: px, x: r.x, y: r.y, w: r.width, h: r.height};
+            }
+        }
+        return best; }""")
+
+
+def assert_legible(page, where=""):
+    """The rule: the current node's text is 11 to 16 px high and inside the graph pane."""
+    label, pane = current_label(page), rect(page, "#graph")
+    assert 11 <= label["px"] <= 16, (where, position(page), label)
+    assert inside(label, pane), (where, position(page), label, pane)
 
 
 def total(page) -> int:
@@ -62,11 +89,8 @@ def test_the_current_node_is_legible_and_in_view_at_every_step(browser, open_mod
     page, errors = open_player(browser, open_model)
     n = total(page)
     assert n > 100                                    # every block open: every op a step
-    pane = rect(page, "#graph")
     for _ in range(20):
-        box = rect(page, "g.node.current")
-        assert box["w"] >= 120, (position(page), box)
-        assert inside(box, pane), (position(page), box, pane)
+        assert_legible(page)
         page.keyboard.press("ArrowRight")
     # Screenshots at the first, middle and last step, for a person to look at.
     for name, target in (("first", 1), ("middle", n // 2), ("last", n)):
@@ -74,8 +98,7 @@ def test_the_current_node_is_legible_and_in_view_at_every_step(browser, open_mod
             page.keyboard.press("ArrowLeft")
         while position(page) < target:
             page.keyboard.press("ArrowRight")
-        box = rect(page, "g.node.current")
-        assert box["w"] >= 120 and inside(box, pane)
+        assert_legible(page, name)
         page.screenshot(path=str(tmp_path / f"player-{name}-step.png"))
     assert not errors, errors
     page.close()
@@ -110,10 +133,13 @@ def test_zoom_pan_and_fit_all(browser, open_model):  # noqa: F811
     page.keyboard.press("f")                          # fit all: the whole graph in the pane
     assert page.get_attribute("#fit", "aria-pressed") == "true"
     assert inside(rect(page, "#graph g.graph"), pane, slack=4)
-    page.keyboard.press("ArrowRight")                 # stepping keeps the overview
-    assert inside(rect(page, "#graph g.graph"), pane, slack=4)
     page.click("#fit")                                # and again: follow the current node
-    assert rect(page, "g.node.current")["w"] >= 120
+    assert page.get_attribute("#fit", "aria-pressed") == "false"
+    assert_legible(page)
+    page.keyboard.press("f")
+    page.keyboard.press("ArrowRight")                 # a step leaves the overview
+    assert page.get_attribute("#fit", "aria-pressed") == "false"
+    assert_legible(page)
     assert not errors, errors
     page.close()
 
@@ -166,10 +192,84 @@ def test_search_jumps_to_the_step_where_a_gradient_is_complete(browser,  # noqa:
     assert page.inner_text("#step-title") == (
         "leaf blocks.0.self_attn.W_q.weight: its gradient is complete")
     assert "blocks.0" in page.inner_text("#crumbs")
-    box = rect(page, "g.node.current")
-    assert box["w"] >= 120 and inside(box, rect(page, "#graph"))
+    assert_legible(page)
     page.fill("#search", "no such tensor")
     page.press("#search", "Enter")
     assert "no tensor called" in page.inner_text("#found")
+    assert not errors, errors
+    page.close()
+
+
+def test_the_key_explains_the_marks_and_toggles(browser, folded_model, tmp_path):  # noqa: F811
+    page, errors = open_player(browser, folded_model)
+    assert page.is_visible("#key")
+    for words in ("the current step", "its gradient is complete", "receives a gradient",
+                  "blue < 0 < red", "purple < 0 < green", "a folded module"):
+        assert words in page.inner_text("#key")
+    page.screenshot(path=str(tmp_path / "player-key.png"))
+    page.keyboard.press("k")
+    assert not page.is_visible("#key")
+    page.click("#key-button")
+    assert page.is_visible("#key")
+    assert not errors, errors
+    page.close()
+
+
+def test_search_ranks_parameters_first_cycles_on_enter_and_gives_the_keys_back(  # noqa: F811
+        browser, folded_model):
+    page, errors = open_player(browser, folded_model)
+    page.click("#search")
+    page.keyboard.type("W_q")
+    page.keyboard.press("Enter")
+    first = page.inner_text("#step-title")
+    assert re.fullmatch(r"leaf blocks\.\d\.self_attn\.W_q\.weight: its gradient is complete",
+                        first), first
+    found = page.inner_text("#found")
+    assert re.search(r": 1 of (\d+)", found) and int(re.search(r"of (\d+)", found)[1]) >= 8
+    page.keyboard.press("Enter")                      # the next match
+    assert ": 2 of " in page.inner_text("#found")
+    second = page.inner_text("#step-title")
+    assert second != first and "W_q" in second
+    here = position(page)
+    page.keyboard.press("ArrowRight")                 # the keys work right after a jump
+    assert position(page) == here + 1
+    page.click("#search")
+    page.keyboard.press("Escape")                     # Esc leaves the search box
+    page.keyboard.press("ArrowLeft")
+    assert position(page) == here
+    assert not errors, errors
+    page.close()
+
+
+def test_first_middle_and_last_step_are_legible_also_after_fit_all_and_a_search(  # noqa: F811
+        browser, folded_model, tmp_path):
+    page, errors = open_player(browser, folded_model)
+    n = total(page)
+    for name, target in (("first", 1), ("middle", n // 2), ("last", n)):
+        while position(page) < target:
+            page.keyboard.press("ArrowRight")
+        assert_legible(page, name)
+        page.screenshot(path=str(tmp_path / f"folded-{name}-step.png"))
+    page.keyboard.press("f")
+    page.click("#search")
+    page.keyboard.type("tok_embed.weight")
+    page.keyboard.press("Enter")
+    assert page.get_attribute("#fit", "aria-pressed") == "false"
+    assert_legible(page, "fit all, then a search")
+    page.screenshot(path=str(tmp_path / "folded-after-search.png"))
+    assert not errors, errors
+    page.close()
+
+
+def test_the_graph_fills_in_gradients_as_you_step(browser, open_model):  # noqa: F811
+    page, errors = open_player(browser, open_model)
+    badges = page.locator(".grad-badge")
+    assert badges.count() == 1                        # the loss's own gradient, 1
+    assert page.text_content(".grad-badge") == "|g| 1"
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")
+    assert badges.count() >= 5
+    page.keyboard.press("ArrowLeft")
+    assert badges.count() < 6 and badges.count() >= 4
     assert not errors, errors
     page.close()

@@ -403,3 +403,14 @@ def test_committed_example_picture_exists():
     asset = Path(viz.__file__).parent / "assets" / "attention_backprop.svg"
     text = asset.read_text()
     assert "<svg" in text and "W_q" in text and "softmax" in text and HIGHLIGHT in text
+
+
+def test_legend_puts_a_key_under_the_title_and_still_lays_out():
+    loss, t = attention_loss()
+    graph = viz.draw(loss, highlight=t["W_q"], title="attention", legend=True)
+    for words in ("values: blue &lt; 0 &lt; red", "gradients: purple &lt; 0 &lt; green",
+                  "a folded module", "dashed edge: a constant input"):
+        assert words in graph.source
+    assert graph.source.index("attention") < graph.source.index("values: blue")
+    assert "<svg" in viz.graph.to_svg(graph)
+    assert "values: blue" not in viz.draw(loss).source          # off by default

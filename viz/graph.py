@@ -36,6 +36,7 @@ from .fused import as_drawn, fused_label
 from .labels import (
     GRAD_PALETTE,
     VALUE_PALETTE,
+    hex_colour,
     as_grid,
     diverging,
     dot_string,
@@ -56,6 +57,8 @@ __all__ = ["DotNotFoundError", "Graph", "draw", "render", "to_svg"]
 HIGHLIGHT = "#e6550d"   # the route from the root to the highlighted tensor(s)
 DIM = "#c4c4c4"         # everything off that route
 OP_FILL, TENSOR_BORDER, PARAM_FILL = "#fff4d6", "#555555", "#eef5ff"
+VALUE_PALETTE_HEX = [hex_colour(c) for c in VALUE_PALETTE]
+GRAD_PALETTE_HEX = [hex_colour(c) for c in GRAD_PALETTE]
 SHOW_ITEMS = ("shape", "values", "grad")
 
 
@@ -175,6 +178,34 @@ def _room_for(lines) -> dict:
     return {"width": f"{max(widths) / 72 + 0.3:.2f}"}   # + the node's margins
 
 
+# What the picture's colours and marks mean: (swatch cell attributes, text).
+LEGEND = (
+    (f'BGCOLOR="{VALUE_PALETTE_HEX[0]}"', f'BGCOLOR="{VALUE_PALETTE_HEX[1]}"',
+     "values: blue < 0 < red"),
+    (f'BGCOLOR="{GRAD_PALETTE_HEX[0]}"', f'BGCOLOR="{GRAD_PALETTE_HEX[1]}"',
+     "gradients: purple < 0 < green ('grad: pending' before backward)"),
+    (f'BGCOLOR="{OP_FILL}"', f'BGCOLOR="{OP_FILL}"', "an op, with its derivative rule"),
+    (f'BGCOLOR="{PARAM_FILL}"', f'BGCOLOR="{PARAM_FILL}"', "a parameter (a leaf that learns)"),
+    (f'BGCOLOR="{HIGHLIGHT}"', f'BGCOLOR="{HIGHLIGHT}"',
+     "the route back to the highlighted tensor (highlight=)"),
+    ('BGCOLOR="#e8e8f4"', 'BGCOLOR="#e8e8f4"', "a folded module (depth=, expand=)"),
+    ("", "", "|g| on an edge: the norm of the gradient sent back along it (steps=)"),
+    ("", "", "dashed edge: a constant input, no gradient flows back"),
+)
+
+
+def _title_with_key(title_lines) -> str:
+    """The title, then the key: a row per mark, two swatch cells and what it means."""
+    rows = [f'<TR><TD COLSPAN="3">{escape(line)}</TD></TR>' for line in title_lines]
+    for left, right, text in LEGEND:
+        swatches = "".join(f'<TD {fill} BORDER="1" WIDTH="14" HEIGHT="10"></TD>' if fill
+                           else '<TD WIDTH="14"></TD>' for fill in (left, right))
+        rows.append(f'<TR>{swatches}<TD ALIGN="LEFT"><FONT POINT-SIZE="10">{escape(text)}'
+                    f'</FONT></TD></TR>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1">'
+            + "".join(rows) + "</TABLE>>")
+
+
 def text_label(lines, size: int = 10) -> str:
     """Plain lines of text (user-supplied or not) as an HTML-like label: escaped, so
     nothing in them is read as markup, and with room for characters the engine cannot
@@ -216,7 +247,8 @@ def computed_from(order: list[Tensor], targets) -> list[Tensor]:
 def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir: str = "BT",
          max_nodes: int = DEFAULT_MAX_NODES, collapse=None, depth: int | None = None,
          expand=None, steps=None, title: str | None = None,
-         layout: Layout | None = None, textbook: bool = True) -> Graph:
+         layout: Layout | None = None, textbook: bool = True,
+         legend: bool = False) -> Graph:
     """The graph behind `root` as a `graphviz.Digraph` (shows inline in Jupyter).
 
     highlight: a tensor or several; every path from root to them is coloured, the rest
@@ -237,6 +269,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         textbook form, matmul, scale, mask, softmax, matmul (`viz.fused.as_drawn`); the
         title says which were opened. textbook=False draws the graph as it ran, each fused
         node labelled "fused" with the name of its textbook form.
+    legend: add a key under the title: what the colours, boxes and edge marks mean.
 
     >>> from viz.examples import decoder_lm_example
     >>> loss, model = decoder_lm_example(n_layers=2)          # a DecoderLM and its loss
@@ -274,8 +307,8 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
     title_lines = [line for x in (title, fused_note, layout.note) if x
                    for line in str(x).split("\n")]
-    if title_lines:
-        graph.attr(label=text_label(title_lines, 12))
+    if title_lines or legend:
+        graph.attr(label=_title_with_key(title_lines) if legend else text_label(title_lines, 12))
     graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(layout.order)}
     graph.highlighted = set()
     graph.cluster_ids = {}           # module path -> the id of its cluster in the SVG

@@ -42,6 +42,9 @@ def step_record(step: BackwardStep, layout: Layout, max_values: int = 64) -> dic
         "name": layout.describe(step.tensor),
         "grad_out": summary(step.grad_out, max_values),
         "module": layout.modules[id(step.tensor)] or "",
+        # What a search finds first: 0 a parameter, 1 a tensor its user named, 2 the rest.
+        "rank": 0 if step.node is None and layout.names.get(id(step.tensor)) else
+                1 if step.tensor.name else 2,
     }
     if step.node is None:
         record.update(kind="leaf", op="leaf", rule=f"{layout.label_of(step.tensor)}.grad += g")
@@ -71,6 +74,19 @@ def _json_for_script(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+# What the colours and marks mean; the "key" button or the k key shows and hides it.
+KEY = (
+    '<div id="key" aria-label="key"><b>key</b>'
+    '<div><span class="mark now"></span>the current step</div>'
+    '<div><span class="mark done"></span>done: its gradient is complete</div>'
+    '<div><span class="mark gets"></span>receives a gradient from this step</div>'
+    '<div><span class="badge">|g| 0.41</span>the norm of a complete gradient</div>'
+    '<div><span class="cells values"></span>values: blue &lt; 0 &lt; red</div>'
+    '<div><span class="cells grads"></span>gradients (panel): purple &lt; 0 &lt; green</div>'
+    '<div><span class="mark constant"></span>dashed edge: a constant, no gradient</div>'
+    '<div><span class="mark fold"></span>a folded module: click to open</div></div>')
+
+
 def _asset(name: str) -> str:
     return (Path(__file__).parent / "assets" / name).read_text(encoding="utf-8")
 
@@ -95,13 +111,16 @@ def player_html(svg: str, steps: list[dict], title: str, folds: dict | None = No
         "<button id=\"zoom-in\" type=\"button\" title=\"zoom in (+)\">+</button>"
         "<button id=\"fit\" type=\"button\" aria-pressed=\"false\" title=\"the whole "
         "graph; press again to follow the current step (f)\">fit all</button></nav>"
-        "<input id=\"search\" type=\"search\" placeholder=\"find a tensor (Enter)\" "
-        "title=\"jump to the step where this tensor's gradient is complete\">"
+        "<input id=\"search\" type=\"search\" placeholder=\"find a tensor (/)\" "
+        "title=\"jump to the step where this tensor's gradient is complete: parameters "
+        "first; Enter again for the next match, Esc to leave\">"
         "<span id=\"found\" class=\"hint\"></span>"
+        "<button id=\"key-button\" type=\"button\" aria-pressed=\"true\" title=\"what the "
+        "colours and marks mean (k)\">key</button>"
         "<span class=\"hint\">← → step · wheel/pinch zoom · drag to pan · click a module's "
         "name to fold it, a folded box to open it</span></header>\n"
         "<div id=\"crumbs\" aria-label=\"where in the model\"></div>\n"
-        f"<main><div id=\"graph\">{_inline_svg(svg)}</div>\n"
+        f"<main><div id=\"graph\" tabindex=\"-1\">{_inline_svg(svg)}{KEY}</div>\n"
         "<aside id=\"panel\"><h2 id=\"step-title\"></h2><pre id=\"rule\"></pre>"
         "<div id=\"numbers\"></div></aside></main>\n"
         f"<script type=\"application/json\" id=\"steps\">{_json_for_script(data)}</script>\n"

@@ -66,17 +66,47 @@
     return {x: x, y: y, w: b.width * m.a, h: b.height * m.d};
   }
 
-  function follow(el) {
-    // Centre the current node at a size that can be read: about 180 px wide, less if
-    // it would not fit, and never smaller than the whole graph fitted to the pane.
-    if (!svg || !el || overview) return;
-    var box = boxOf(el), size = paneSize();
-    var legible = Math.min(180 / box.w, 0.8 * size.w / box.w, 0.8 * size.h / box.h);
-    var tooSmall = box.w * view.s < 150 || box.w * view.s > 0.8 * size.w ||
-                   box.h * view.s > 0.8 * size.h;
-    if (tooSmall) view.s = Math.max(legible, fitScale(fullBox));
-    view.cx = box.x + box.w / 2;
-    view.cy = box.y + box.h / 2;
+  function textSize(el) {
+    // The largest font of an element's text, in graph units (Graphviz's font-size).
+    var largest = 0;
+    el.querySelectorAll("text").forEach(function (t) {
+      largest = Math.max(largest, parseFloat(t.getAttribute("font-size")) || 0);
+    });
+    return largest || 10;
+  }
+
+  function union(boxes) {
+    var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    boxes.forEach(function (b) {
+      x0 = Math.min(x0, b.x); y0 = Math.min(y0, b.y);
+      x1 = Math.max(x1, b.x + b.w); y1 = Math.max(y1, b.y + b.h);
+    });
+    return {x: x0, y: y0, w: x1 - x0, h: y1 - y0};
+  }
+
+  function keepInside() {
+    // Never show blank space beyond the graph's edge where the graph could fill it.
+    var size = paneSize(), w = size.w / view.s, h = size.h / view.s;
+    view.cx = w >= fullBox.w ? fullBox.x + fullBox.w / 2 :
+      Math.min(Math.max(view.cx, fullBox.x + w / 2), fullBox.x + fullBox.w - w / 2);
+    view.cy = h >= fullBox.h ? fullBox.y + fullBox.h / 2 :
+      Math.min(Math.max(view.cy, fullBox.y + h / 2), fullBox.y + fullBox.h - h / 2);
+  }
+
+  function follow(el, neighbours) {
+    // The rule: the current node, and the nodes it sends gradients to when they fit too,
+    // in view with its text 11.5 to 14 px high (font-size times pixels per unit).
+    if (!svg || !el) return;
+    var label = el.classList.contains("fold-box") ? el.querySelector("text") : el;
+    var font = textSize(el), box = boxOf(label);
+    var around = union([box].concat((neighbours || []).map(boxOf)));
+    var fits = fitScale(around);
+    var least = 11.5 / font, most = 14 / font;
+    view.s = Math.min(Math.max(fits, least), most);
+    var centre = fits >= least ? around : box;
+    view.cx = centre.x + centre.w / 2;
+    view.cy = centre.y + centre.h / 2;
+    keepInside();
     render();
   }
 
@@ -154,15 +184,15 @@
       });
       rect.setAttribute("rx", 6);
       g.appendChild(rect);
-      // The module's name as large as the box allows, what it holds below it.
+      // The module's name at the top of the box, where the gradient arrives, in a fixed
+      // size: following it then zooms to the same readable text as any other node.
       var lines = [path, "folded: " + count + " steps, click to open"];
-      var sizes = [Math.min(box.height / 5, 1.5 * box.width / Math.max(path.length, 8)),
-                   Math.min(box.height / 10, 1.5 * box.width / lines[1].length)];
+      var top = box.height > 60 ? box.y + 22 : box.y + box.height / 2 - 6;
       lines.forEach(function (line, j) {
         var text = document.createElementNS(SVG_NS, "text");
         text.setAttribute("x", box.x + box.width / 2);
-        text.setAttribute("y", box.y + box.height / 2 + (j ? 0.8 * sizes[0] : -0.2 * sizes[0]));
-        text.setAttribute("font-size", Math.max(10, sizes[j]));
+        text.setAttribute("y", top + 16 * j);
+        text.setAttribute("font-size", j ? 11 : 13);
         text.textContent = line;
         g.appendChild(text);
       });
@@ -180,7 +210,9 @@
     }
     buildItems();
     drawFolds();
+    var overviewed = overview;     // opening or closing a module is no step: keep the view
     show(itemOfStep(step));
+    if (overviewed) setOverview(true);
   }
 
   // ------------------------------------------------------------------ the panel
@@ -279,7 +311,32 @@
     return item.fold ? foldBox(item.fold) : shownAs(steps[item.steps[0]].node);
   }
 
+  function drawGradients() {
+    // The picture fills in as you step: each tensor whose gradient is complete (its own
+    // step is done, or is this one) shows the gradient's norm on its node.
+    document.querySelectorAll(".grad-badge").forEach(function (el) { el.remove(); });
+    if (!svg) return;
+    for (var i = 0; i <= current; i++) {
+      items[i].steps.forEach(function (k) {
+        var step = steps[k], node = nodeById(step.tensor);
+        if (!node || foldOf(nodeModules[step.tensor]) !== null ||
+            step.grad_out.norm === undefined) return;
+        var b = node.getBBox(), text = document.createElementNS(SVG_NS, "text");
+        text.setAttribute("class", "grad-badge");
+        text.setAttribute("x", b.x + b.width);
+        text.setAttribute("y", b.y - 2);
+        text.setAttribute("font-size", 9);
+        text.textContent = "|g| " + fmt(step.grad_out.norm);
+        canvas.appendChild(text);
+      });
+    }
+  }
+
   function show(index) {
+    // Every step, jump or search leaves "fit all": the view follows the current node.
+    overview = false;
+    $("fit").setAttribute("aria-pressed", "false");
+    $("fit").classList.remove("on");
     current = Math.max(0, Math.min(index, items.length - 1));
     var item = items[current];
     document.querySelectorAll(".current, .visited, .receiving").forEach(function (g) {
@@ -297,15 +354,17 @@
         if (!item.fold || !(into || within(nodeModules[s.node] || "", item.fold))) sends.push(s);
       });
     });
+    var receiving = [];
     sends.forEach(function (s) {
       var target = shownAs(s.node);
-      if (target) target.classList.add("receiving");
+      if (target) { target.classList.add("receiving"); receiving.push(target); }
     });
+    drawGradients();
     var node = itemElement(item);
     if (node) {
       node.classList.remove("visited", "receiving");
       node.classList.add("current");
-      follow(node);
+      follow(node, receiving.filter(function (t) { return t !== node; }));
     }
     $("counter").textContent = (current + 1) + " / " + items.length;
     $("prev").disabled = current === 0;
@@ -331,21 +390,59 @@
     sends.forEach(function (s) { numbers.appendChild(block("sends to " + s.to, s)); });
   }
 
-  function search(query) {
-    // The step where the named tensor's gradient is complete: its own step. An exact
-    // name first, then a name that starts with the query, then one that contains it.
-    var q = query.trim().toLowerCase(), found = -1;
-    if (!q) return;
-    [function (n) { return n === q; }, function (n) { return n.indexOf(q) === 0; },
-     function (n) { return n.indexOf(q) >= 0; }].some(function (match) {
-      found = steps.findIndex(function (s) { return match(s.name.toLowerCase()); });
-      return found >= 0;
+  var matches = [], matchAt = -1, matchQuery = null;
+
+  function findMatches(query) {
+    // Every step whose tensor's name contains the query: parameters first, then tensors
+    // their user named, then the rest; within each, an exact name, then a name ending in
+    // it ("...W_q.weight" for "weight"), then the others, each in step order.
+    var q = query.trim().toLowerCase();
+    if (!q) return [];
+    var found = [];
+    steps.forEach(function (s, i) {
+      var name = s.name.toLowerCase().split(" (")[0];
+      if (name.indexOf(q) < 0) return;
+      var how = name === q ? 0 : name.slice(-q.length - 1) === "." + q ? 1 : 2;
+      found.push({step: i, key: [s.rank === undefined ? 2 : s.rank, how, i]});
     });
-    if (found < 0) { $("found").textContent = "no tensor called \u201c" + query + "\u201d"; return; }
-    var fold = stepFold(steps[found]);
+    found.sort(function (a, b) {
+      for (var j = 0; j < 3; j++) if (a.key[j] !== b.key[j]) return a.key[j] - b.key[j];
+      return 0;
+    });
+    return found.map(function (f) { return f.step; });
+  }
+
+  function search(query) {
+    // Enter on the same query moves to its next match; the view follows, and the keys
+    // go back to the graph so that ← and → step on from there.
+    if (query !== matchQuery) {
+      matches = findMatches(query);
+      matchQuery = query;
+      matchAt = -1;
+    }
+    if (!matches.length) {
+      $("found").textContent = query.trim() ? "no tensor called \u201c" + query + "\u201d" : "";
+      return;
+    }
+    matchAt = (matchAt + 1) % matches.length;
+    var found = matches[matchAt], fold = stepFold(steps[found]);
     if (fold !== null) refold("open", fold);
-    $("found").textContent = steps[found].name + ": step " + (itemOfStep(found) + 1);
     show(itemOfStep(found));
+    $("found").textContent = steps[found].name + ": " + (matchAt + 1) + " of " +
+      matches.length + (matches.length > 1 ? " (Enter: next)" : "");
+    pane.focus();
+  }
+
+  function leaveSearch() {
+    matches = []; matchQuery = null;
+    $("found").textContent = "";
+    pane.focus();
+  }
+
+  function toggleKey() {
+    var key = $("key");
+    key.hidden = !key.hidden;
+    $("key-button").setAttribute("aria-pressed", String(!key.hidden));
   }
 
   // ------------------------------------------------------------------ input
@@ -366,8 +463,10 @@
   $("zoom-out").addEventListener("click", function () {
     var size = paneSize(); zoomAt(1 / 1.4, size.w / 2, size.h / 2); });
   $("fit").addEventListener("click", function () { setOverview(!overview); });
+  $("key-button").addEventListener("click", toggleKey);
   $("search").addEventListener("keydown", function (event) {
     if (event.key === "Enter") { search(event.target.value); event.preventDefault(); }
+    else if (event.key === "Escape") { leaveSearch(); event.preventDefault(); }
     event.stopPropagation();           // typing a name does not step or zoom
   });
   document.addEventListener("keydown", function (event) {
@@ -377,8 +476,14 @@
     else if (event.key === "+" || event.key === "=") zoomAt(1.4, size.w / 2, size.h / 2);
     else if (event.key === "-") zoomAt(1 / 1.4, size.w / 2, size.h / 2);
     else if (event.key === "f") setOverview(!overview);
-    else if (event.key === "Enter") stepInside();
-    else return;
+    else if (event.key === "k") toggleKey();
+    else if (event.key === "/") $("search").focus();
+    else if (event.key === "Escape") leaveSearch();
+    else if (event.key === "Enter") {
+      // On a folded box Enter steps inside; after a search it moves to the next match.
+      if (items[current].fold || matches.length < 2) stepInside();
+      else search(matchQuery);
+    } else return;
     event.preventDefault();
   });
 
