@@ -12,15 +12,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .examples import attention_picture, decoder_lm_picture
-from .graph import render
+from microtensor.autograd import backward_steps
+
+from .examples import attention_picture, decoder_lm_example, decoder_lm_picture
+from .graph import draw, render
 from .lessons import backprop
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def gradient_flow_picture():
+    """A freshly initialised 12-layer `decoder_lm_example` after one backward pass, each
+    block folded: the gradient arriving at and leaving each block, on its box and on the
+    edges between boxes, and its parameters' gradient norms."""
+    loss, model = decoder_lm_example(12)
+    return draw(loss, params=model, steps=list(backward_steps(loss)), legend=True,
+                title="12-layer DecoderLM at initialisation: the gradient through depth")
+
+
 PICTURES = {
     "backprop-graph": backprop.picture,         # the README's top picture
     "attention_backprop": attention_picture,    # `python -m viz example`
     "decoder_lm_4_layers": decoder_lm_picture,  # a whole model, folded
+    "decoder_lm_gradient_flow": gradient_flow_picture,   # through depth, after backward
 }
 
 
