@@ -46,10 +46,10 @@ def node_of(graph, tensor, kind="op") -> str:
 
 def test_the_loss_of_a_decoder_lm_is_drawn_outside_the_model_and_a_blocks_ops_inside_it():
     pytest.importorskip("transformer")
-    from transformer import DecoderLM
+    from transformer import DecoderLM, LMConfig
 
     mt.manual_seed(0)
-    model = DecoderLM(50, 16, 2, 2, 32, max_len=8)
+    model = DecoderLM(LMConfig.gpt2(50, d_model=16, n_heads=2, n_layers=2, max_len=8))
     ids = mt.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     with mt.fast_paths(False):          # every op of the textbook forward, one node each
         loss = F.cross_entropy(model(ids), ids)
