@@ -77,11 +77,10 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     check_reduction(name, reduction)
     _check_pair(name, logits, target, "logits")
     for label, factor in (("weight", weight), ("pos_weight", pos_weight)):
-        if factor is not None and np.broadcast_shapes(np.shape(factor), logits.shape) != \
-                logits.shape:
+        if factor is not None and not _broadcasts_to(np.shape(factor), logits.shape):
             raise op_error(name, f"{label} {np.shape(factor)} must broadcast to the logits "
-                           f"{logits.shape}", fix="pos_weight has one entry per class (the "
-                           "last axis); weight one per element or a broadcastable shape")
+                           f"{logits.shape}", fix="give pos_weight one entry per class (the "
+                           "last axis), weight one per element or a broadcastable shape")
     softplus_neg = np.maximum(-logits, 0) + np.log1p(np.exp(-np.abs(logits)))  # -log sigmoid(x)
     positive = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
     unweighted = (1 - target) * logits + positive * softplus_neg
@@ -97,6 +96,13 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
                 None if weight is None else g * unweighted,
                 None if pos_weight is None else g_unweighted * target * softplus_neg)
     return np.asarray(out, dtype=losses.dtype), backward
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def _class_weights(name, weight, n_classes):

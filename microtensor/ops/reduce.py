@@ -195,10 +195,14 @@ all = _logical_reduction("all", np.all)
 
 # ----------------------------------------------------------------- running products, maxima
 
-def _running_axis(name, x, axis):
+def _running_axis(name, x, axis, required=False):
     """The one axis a running op walks along, as a non-negative int; None walks the
-    flattened tensor (NumPy's rule, and `cumsum`'s)."""
+    flattened tensor (NumPy's rule, and `cumsum`'s) unless the op needs an axis (as
+    PyTorch's logcumsumexp, cummax and cummin do)."""
     if axis is None:
+        if required:
+            raise op_error(name, "needs an axis (an int)", TypeError,
+                           "pass axis=-1 for the last one")
         return None
     if not isinstance(axis, (int, np.integer)):
         raise op_error(name, f"axis must be None or one int, got {axis!r}", TypeError)
@@ -255,10 +259,7 @@ def logcumsumexp(x, *, axis):
     >>> mt.logcumsumexp(mt.tensor([0.0, 0.0]), axis=0).exp().tolist()
     [1.0, 2.0]
     """
-    axis = _running_axis("logcumsumexp", x, axis)
-    if axis is None:
-        raise op_error("logcumsumexp", "needs an axis (an int)", TypeError,
-                       "pass axis=-1 for the last one")
+    axis = _running_axis("logcumsumexp", x, axis, required=True)
     rows = np.reshape(x, (1,)) if np.ndim(x) == 0 else x
     out = np.logaddexp.accumulate(rows, axis=axis)
     def backward(g):
@@ -279,10 +280,7 @@ def logcumsumexp(x, *, axis):
 def _running_extreme_index(name, better):
     @primitive(name, rule="no gradient (integer output)")
     def op(x, *, axis):
-        axis = _running_axis(name, x, axis)
-        if axis is None:
-            raise op_error(name, "needs an axis (an int)", TypeError,
-                           "pass axis=-1 for the last one")
+        axis = _running_axis(name, x, axis, required=True)
         rows = np.reshape(x, (1,)) if np.ndim(x) == 0 else np.asarray(x)
         best = better.accumulate(rows, axis=axis)
         # A position takes over when it equals the best so far (PyTorch: the later one
@@ -310,12 +308,14 @@ def cummax(x, axis: int):
     >>> values.tolist(), indices.tolist()
     ([1.0, 3.0, 3.0, 5.0], [0, 1, 1, 3])
     """
+    _running_axis("cummax", getattr(x, "data", x), axis, required=True)   # errors say cummax
     indices = _cumargmax(x, axis=axis)
     return _picked(x, axis, indices), indices
 
 
 def cummin(x, axis: int):
     """(values, indices): the running minimum along `axis`, as torch.cummin (see cummax)."""
+    _running_axis("cummin", getattr(x, "data", x), axis, required=True)
     indices = _cumargmin(x, axis=axis)
     return _picked(x, axis, indices), indices
 
