@@ -167,36 +167,45 @@ class DecoderLM(Module):
         self._check_generate_args(ids, max_new_tokens, temperature, top_k)
         valid = check_mask("DecoderLM.generate", attention_mask, ids)
         rng = np.random.default_rng(seed)
-        # dropout_off, not self.eval(): `training` is shared with every other thread
         # The new tokens go into preallocated arrays: no copy of the history per token.
         batch, length = ids.shape
         all_ids = np.empty((batch, length + max_new_tokens), ids.dtype)
         all_valid = np.ones((batch, length + max_new_tokens), bool)
         all_ids[:, :length], all_valid[:, :length] = ids, valid
+        step_logits = []
+        # dropout_off, not self.eval(): `training` is shared with every other thread
         with mt.dropout_off():
-            start, cache, step_logits = 0, None, []
-            for end in range(length, length + max_new_tokens):
-                ids, valid = all_ids[:, :end], all_valid[:, :end]
-                if end - start > self.config.max_len:
-                    start, cache = end - self.config.max_len // 2, None  # slide the window
-                if not use_cache:
-                    logits = self(ids[:, start:], attention_mask=valid[:, start:])
-                elif cache is None:
-                    # Room for what is left to feed, not max_len: a loaded model's
-                    # max_len can be 131,072 positions.
-                    cache = self.new_cache(batch, min(self.config.max_len,
-                                                      length + max_new_tokens - start))
-                    logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
-                else:
-                    logits = self(ids[:, -1:], cache=cache, attention_mask=valid[:, -1:])
-                last = logits.data[:, -1].astype(np.float64)               # (B, vocab)
-                step_logits.append(logits.data[:, -1])
-                all_ids[:, end] = self._choose(last, temperature, top_k, rng)
-        ids = all_ids
+            for end, logits in self._next_logits(all_ids, all_valid, length, use_cache):
+                step_logits.append(logits)
+                all_ids[:, end] = self._choose(logits.astype(np.float64), temperature,
+                                               top_k, rng)
         if return_logits:
-            empty = np.zeros((ids.shape[0], 0, self.config.vocab), np.float32)
-            return ids, np.stack(step_logits, axis=1) if step_logits else empty
-        return ids
+            empty = np.zeros((batch, 0, self.config.vocab), np.float32)
+            return all_ids, np.stack(step_logits, axis=1) if step_logits else empty
+        return all_ids
+
+    def _next_logits(self, all_ids, all_valid, length: int, use_cache: bool):
+        """For each position `end` from `length` on: (end, the logits (B, vocab) of the
+        token there), from the ids before it, which the caller has filled in by then.
+        With a cache, the prompt is read once and each new token fed alone; without, the
+        whole window is read again. A sequence longer than max_len slides the window:
+        the model re-reads the last max_len // 2 tokens and goes on."""
+        max_len, total = self.config.max_len, all_ids.shape[1]
+        start, cache = 0, None
+        for end in range(length, total):
+            ids, valid = all_ids[:, :end], all_valid[:, :end]
+            if end - start > max_len:
+                start, cache = end - max_len // 2, None
+            if not use_cache:
+                logits = self(ids[:, start:], attention_mask=valid[:, start:])
+            elif cache is None:
+                # Room for what is left to feed, not max_len: a loaded model's max_len can
+                # be 131,072 positions.
+                cache = self.new_cache(len(ids), min(max_len, total - start))
+                logits = self(ids[:, start:], cache=cache, attention_mask=valid[:, start:])
+            else:
+                logits = self(ids[:, -1:], cache=cache, attention_mask=valid[:, -1:])
+            yield end, logits.data[:, -1]
 
     def _check_generate_args(self, ids, max_new_tokens, temperature, top_k) -> None:
         where, max_len, vocab = "DecoderLM.generate", self.config.max_len, self.config.vocab
