@@ -73,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m transformer", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True)
+    add_train_command(commands)
+    add_generate_command(commands)
+    return top
 
+
+def add_train_command(commands) -> None:
     run = commands.add_parser("train", help="train on a task, with checkpoints and resume")
     run.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="reverse")
     run.add_argument("--text", help="plain-text file for --task charlm")
@@ -106,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--ckpt-every", type=positive_int, default=500,
                      help="save the checkpoint every N steps (and at the end)")
 
+
+def add_generate_command(commands) -> None:
     gen = commands.add_parser("generate", help="generate from a trained checkpoint (charlm "
                               "samples; reverse/copy models decode greedily)")
     gen.add_argument("--ckpt", required=True, help="run folder (or its checkpoint.npz), or a "
@@ -119,7 +126,6 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--seed", type=int)
-    return top
 
 
 def options(args: argparse.Namespace) -> dict:

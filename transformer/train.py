@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -173,7 +173,22 @@ def train(opts: dict, log=print) -> dict:
         raise
 
 
-def _train(opts: dict, log, progress: dict) -> dict:
+@dataclass
+class Run:
+    """What a training run works with: its options (a resumed run's are the saved ones),
+    task, tokenizer, model, optimizer and schedule, and the step it starts from."""
+    opts: dict
+    task: SequenceTask | CharLMTask
+    tokenizer: object
+    model: DecoderLM | Transformer
+    opt: optim.AdamW
+    schedule: optim.CosineLR
+    start: int = 0
+
+
+def open_run(opts: dict, log, progress: dict) -> Run:
+    """A new run as `opts` says, or with `resume` the run saved in `opts["out"]`, with
+    its model, optimizer, schedule, step and random state restored."""
     folder = opts["out"]
     ckpt = None
     if opts.get("resume") and os.path.exists(os.path.join(folder, CHECKPOINT)):
@@ -186,14 +201,13 @@ def _train(opts: dict, log, progress: dict) -> dict:
     mt.manual_seed(opts["seed"])
     tokenizer = (tokenizer_from_dict(json.loads(ckpt["tokenizer"])) if ckpt else None)
     task = make_task(opts, tokenizer)
-    tokenizer = task.tokenizer
     os.makedirs(folder, exist_ok=True)
     model = make_model(opts, task.vocab_size)
     opt = optim.AdamW(model.parameters(), lr=opts["lr"], betas=(0.9, 0.98),
                       weight_decay=opts["weight_decay"])
     schedule = optim.CosineLR(opt, warmup=min(opts["warmup"], opts["steps"] - 1),
                               total=opts["steps"], min_lr=opts["lr"] / 10)
-    start = 0
+    run = Run(opts, task, task.tokenizer, model, opt, schedule)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -202,8 +216,14 @@ def _train(opts: dict, log, progress: dict) -> dict:
             schedule.total = opts["steps"]
             opt.lr = schedule.get_lr()
         mt.generator().bit_generator.state = json.loads(ckpt["rng"])
-        start = progress["saved_step"] = int(ckpt["step"])
-        log(f"resumed from {os.path.join(folder, CHECKPOINT)} at step {start}")
+        run.start = progress["saved_step"] = int(ckpt["step"])
+        log(f"resumed from {os.path.join(folder, CHECKPOINT)} at step {run.start}")
+    return run
+
+
+def _train(opts: dict, log, progress: dict) -> dict:
+    run = open_run(opts, log, progress)
+    opts, model, opt, task, start = run.opts, run.model, run.opt, run.task, run.start
     n_params = sum(p.size for p in model.parameters())
     log(f"{opts['task']}: {type(model).__name__} with {n_params:,} parameters, vocab "
         f"{task.vocab_size}, steps {start}..{opts['steps']}")
@@ -219,7 +239,7 @@ def _train(opts: dict, log, progress: dict) -> dict:
 
     def save(step: int) -> None:
         check_finite_parameters(model, step, opts, progress)
-        save_run(folder, model, opt, schedule, step, opts, tokenizer)
+        save_run(opts["out"], model, opt, run.schedule, step, opts, run.tokenizer)
         progress["saved_step"] = step
 
     for step in range(start, end):
@@ -229,7 +249,7 @@ def _train(opts: dict, log, progress: dict) -> dict:
         loss.backward()
         optim.clip_grad_norm_(model.parameters(), opts["clip"])
         opt.step()
-        schedule.step()
+        run.schedule.step()
         opt.zero_grad()
         losses.append(loss.item())
         tokens += n_tokens
@@ -249,8 +269,15 @@ def _train(opts: dict, log, progress: dict) -> dict:
             save(done)
     final_step = max(end, start)
     save(final_step)
-    summary = {"step": final_step, "seconds": time.perf_counter() - began}
-    if final_step == opts["steps"]:
+    return finish_run(run, final_step, time.perf_counter() - began, log)
+
+
+def finish_run(run: Run, final_step: int, seconds: float, log) -> dict:
+    """The summary of a run that saved `final_step`: with the held-out accuracy or the
+    validation loss (and a sample) when it reached its last step."""
+    summary = {"step": final_step, "seconds": seconds}
+    model, task, tokenizer = run.model, run.task, run.tokenizer
+    if final_step == run.opts["steps"]:
         if isinstance(task, SequenceTask):
             summary["accuracy"] = sequence_accuracy(model, task)
             log(f"final: held-out exact-sequence accuracy {summary['accuracy']:.2%} "
@@ -259,10 +286,10 @@ def _train(opts: dict, log, progress: dict) -> dict:
             summary["val_loss"] = validation_loss(model, task)
             log(f"final: validation loss {summary['val_loss']:.4f}")
             sample = model.generate([tokenizer.encode(task_prompt(task))], 200,
-                                    temperature=0.8, top_k=10, seed=opts["seed"])
+                                    temperature=0.8, top_k=10, seed=run.opts["seed"])
             log("sample: " + tokenizer.decode(sample[0]))
-    log(f"saved {os.path.join(folder, CHECKPOINT)} at step {final_step} "
-        f"({_clock(summary['seconds'])})")
+    log(f"saved {os.path.join(run.opts['out'], CHECKPOINT)} at step {final_step} "
+        f"({_clock(seconds)})")
     return summary
 
 

@@ -83,8 +83,20 @@ def _read_config(config: dict) -> LMConfig:
         refuse("head_dim", head_dim, f"heads here have hidden_size / num_attention_heads = "
                f"{d_model}/{n_heads} dimensions")
 
-    # RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta}; earlier versions
-    # wrote rope_theta and rope_scaling (None, or a dict naming a scaled type).
+    rope_theta = _rope_theta(config, refuse)
+    return LMConfig.llama(required("vocab_size"), d_model=d_model, n_heads=n_heads,
+                          n_layers=required("num_hidden_layers"),
+                          d_ff=required("intermediate_size"),
+                          max_len=config.get("max_position_embeddings", 2048),
+                          tie_weights=bool(config.get("tie_word_embeddings", False)),
+                          n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
+                          norm_eps=float(config.get("rms_norm_eps", 1e-6)))
+
+
+def _rope_theta(config: dict, refuse) -> float:
+    """RoPE's base, refusing scaled rotary positions. transformers 5 writes
+    rope_parameters {rope_type, rope_theta}; earlier versions wrote rope_theta and
+    rope_scaling (None, or a dict naming a scaled type)."""
     rope_theta = config.get("rope_theta", 10000.0)
     for key in ("rope_parameters", "rope_scaling"):
         rope = config.get(key)
@@ -96,13 +108,7 @@ def _read_config(config: dict) -> LMConfig:
             refuse(key, rope, "only plain rotary positions (rope_type 'default', no "
                    "scaling) are implemented")
         rope_theta = rope.get("rope_theta", rope_theta)
-    return LMConfig.llama(required("vocab_size"), d_model=d_model, n_heads=n_heads,
-                          n_layers=required("num_hidden_layers"),
-                          d_ff=required("intermediate_size"),
-                          max_len=config.get("max_position_embeddings", 2048),
-                          tie_weights=bool(config.get("tie_word_embeddings", False)),
-                          n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
-                          norm_eps=float(config.get("rms_norm_eps", 1e-6)))
+    return rope_theta
 
 
 def _name_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
