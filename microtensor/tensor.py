@@ -296,7 +296,8 @@ class Tensor:
     def cos(self): return ops.cos(self)
     def square(self): return ops.square(self)
     def isnan(self): return ops.isnan(self)
-    def isinf(self): return ops.isinf(self)
+    def isinf(self, detect_positive=True, detect_negative=True):
+        return ops.isinf(self, detect_positive=detect_positive, detect_negative=detect_negative)
     def isfinite(self): return ops.isfinite(self)
     def tan(self): return ops.tan(self)
     def asin(self): return ops.asin(self)
@@ -325,7 +326,8 @@ class Tensor:
     def minimum(self, other): return ops.minimum(self, other)
     def masked_fill(self, mask, value): return ops.masked_fill(self, mask, value=value)
 
-    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis=axis, keepdims=keepdims)
+    def sum(self, axis=None, keepdims=False, dtype=None):
+        return ops.sum(self, axis=axis, keepdims=keepdims, dtype=dtype)
     def mean(self, axis=None, keepdims=False): return ops.mean(self, axis=axis, keepdims=keepdims)
     def max(self, axis=None, keepdims=False): return ops.max(self, axis=axis, keepdims=keepdims)
     def min(self, axis=None, keepdims=False): return ops.min(self, axis=axis, keepdims=keepdims)
@@ -336,8 +338,8 @@ class Tensor:
     def std(self, axis=None, keepdims=False, correction=1):
         return ops.std(self, axis=axis, keepdims=keepdims, correction=correction)
 
-    def prod(self, axis=None, keepdims=False):
-        return ops.prod(self, axis=axis, keepdims=keepdims)
+    def prod(self, axis=None, keepdims=False, dtype=None):
+        return ops.prod(self, axis=axis, keepdims=keepdims, dtype=dtype)
     def logsumexp(self, axis=None, keepdims=False):
         return ops.logsumexp(self, axis=axis, keepdims=keepdims)
     def argmax(self, axis=None, keepdims=False):

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 import microtensor as mt
 from transformer import scaled_dot_product_attention
 
-
 # ----------------------------------------------------------------- linspace
 
 def test_integer_linspace_truncates_toward_zero():
@@ -102,7 +101,7 @@ def test_repeat_with_fewer_counts_than_axes_raises_as_in_pytorch():
 def test_scatter_add_of_another_dtype_is_refused():
     half = mt.zeros(3, dtype=np.float16)
     with pytest.raises(TypeError, match=r"scatter_add: src float32 \(2,\) must have the dtype "
-                                        r"of the tensor it is added into, float16 \(3,\)"):
+                                        r"of the tensor it is written into, float16 \(3,\)"):
         mt.scatter_add(half, 0, np.array([0, 1]), mt.ones(2))
     out = mt.scatter_add(half, 0, np.array([0, 0]), mt.ones(2, dtype=np.float16))
     assert out.dtype == np.float16 and out.tolist() == [2, 0, 0]
@@ -117,3 +116,25 @@ def test_attention_mask_and_causal_combine_where_pytorch_refuses():
     _, weights = scaled_dot_product_attention(q, k, v, mask=padding, causal=True)
     allowed = np.tril(np.ones((4, 4), bool)) & padding
     assert (weights.data[0][~allowed] == 0).all() and (weights.data[0][allowed] > 0).all()
+
+
+# ----------------------------------------------------------------- missing arguments
+
+def test_sum_and_prod_take_a_dtype():
+    x = mt.tensor(np.array([1e8, 1.0, -1e8], np.float32), requires_grad=True)
+    total = x.sum(dtype=np.float64)
+    assert total.dtype == np.float64 and total.item() == 1.0       # float32 would give 0
+    total.backward()
+    assert x.grad.dtype == np.float32 and (x.grad == 1).all()
+    assert mt.prod(mt.arange(1, 5), dtype=np.float32).dtype == np.float32
+    assert mt.prod(mt.arange(1, 5), dtype=np.float32).item() == 24
+    leaf = mt.tensor(np.array([[2.0, 3.0]]), requires_grad=True)
+    assert mt.gradcheck(lambda t: t.prod(axis=1, dtype=np.float64), [leaf])
+
+
+def test_isinf_can_leave_out_either_sign():
+    x = mt.tensor([1.0, np.inf, -np.inf, np.nan])
+    assert x.isinf().tolist() == [False, True, True, False]
+    assert x.isinf(detect_negative=False).tolist() == [False, True, False, False]
+    assert mt.isinf(x, detect_positive=False).tolist() == [False, False, True, False]
+    assert not mt.isinf(x, detect_positive=False, detect_negative=False).data.any()

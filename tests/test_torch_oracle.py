@@ -509,3 +509,21 @@ def test_0d_promotion(tensor_dtype, zero_d_dtype):
     for ours, theirs in ((mt.maximum, torch.maximum), (mt.add, torch.add), (mt.mul, torch.mul)):
         expected = theirs(torch.tensor(a), torch.tensor(b)).numpy().dtype
         assert ours(mt.tensor(a), mt.tensor(b)).dtype == expected
+
+
+def test_sum_prod_dtype_and_signed_isinf():
+    x = np.array([[1e8, 1.0, -1e8], [2.0, 3.0, 4.0]], np.float32)
+    for axis in (None, 0, 1):
+        theirs = torch.sum(torch.tensor(x), dim=axis, dtype=torch.float64) if axis is not None \
+            else torch.sum(torch.tensor(x), dtype=torch.float64)
+        ours = mt.tensor(x).sum(axis=axis, dtype=np.float64)
+        assert ours.dtype == theirs.numpy().dtype
+        np.testing.assert_array_equal(ours.data, theirs.numpy())
+    ints = np.arange(1, 7).reshape(2, 3)
+    np.testing.assert_array_equal(mt.prod(mt.tensor(ints), axis=1, dtype=np.float32).data,
+                                  torch.prod(torch.tensor(ints), 1, dtype=torch.float32).numpy())
+    special = torch.tensor([1.0, np.inf, -np.inf, np.nan])
+    np.testing.assert_array_equal(mt.isinf(mt.tensor(special.numpy()), detect_negative=False).data,
+                                  torch.isposinf(special).numpy())
+    np.testing.assert_array_equal(mt.isinf(mt.tensor(special.numpy()), detect_positive=False).data,
+                                  torch.isneginf(special).numpy())

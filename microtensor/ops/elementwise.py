@@ -352,8 +352,19 @@ def _check_float_test(name):
 
 
 isnan = _check_float_test("isnan")
-isinf = _check_float_test("isinf")
 isfinite = _check_float_test("isfinite")
+
+
+@primitive("isinf", rule="no gradient (boolean output)")
+def isinf(x, *, detect_positive=True, detect_negative=True):
+    """True where x is +inf or -inf (either one can be left out): a boolean tensor, no
+    gradient."""
+    out = np.zeros(np.shape(x), dtype=bool)
+    if detect_positive:
+        out |= np.isposinf(x)
+    if detect_negative:
+        out |= np.isneginf(x)
+    return out, lambda g: (None,)
 
 
 # ----------------------------------------------------------------- more unary math

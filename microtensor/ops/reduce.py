@@ -34,11 +34,13 @@ def _spread(g, x_shape, axes, keepdims):
 
 
 @primitive("sum", rule="dx = broadcast(g) over the summed axes")
-def sum(x, *, axis=None, keepdims=False):
+def sum(x, *, axis=None, keepdims=False, dtype=None):
+    """Sum over `axis`; `dtype` sets the accumulator and the result's dtype, as in NumPy
+    and PyTorch (e.g. float64 for a float32 tensor, to lose less)."""
     axes = _axes("sum", axis, np.ndim(x))
     def backward(g):
         return (_spread(g, x.shape, axes, keepdims),)
-    return np.sum(x, axis=axes, keepdims=keepdims), backward
+    return np.sum(x, axis=axes, keepdims=keepdims, dtype=dtype), backward
 
 
 @primitive("mean", rule="dx = broadcast(g) / n  (n = elements averaged)")
@@ -115,9 +117,10 @@ def logsumexp(x, *, axis=None, keepdims=False):
 
 
 @primitive("prod", rule="dx_i = g * (product of the other elements)")
-def prod(x, *, axis=None, keepdims=False):
+def prod(x, *, axis=None, keepdims=False, dtype=None):
+    """Product over `axis`; `dtype` sets the accumulator and the result's dtype."""
     axes = _axes("prod", axis, np.ndim(x))
-    out = np.prod(x, axis=axes, keepdims=keepdims)
+    out = np.prod(x, axis=axes, keepdims=keepdims, dtype=dtype)
     def backward(g):
         # prod / x_i fails where x_i == 0, so build "product of all the others" from an
         # exclusive running product from the left times one from the right.
