@@ -138,3 +138,14 @@ def test_isinf_can_leave_out_either_sign():
     assert x.isinf(detect_negative=False).tolist() == [False, True, False, False]
     assert mt.isinf(x, detect_positive=False).tolist() == [False, False, True, False]
     assert not mt.isinf(x, detect_positive=False, detect_negative=False).data.any()
+
+
+@pytest.mark.parametrize("vocab, width, count", [(3, 0, 2), (40, 0, 5), (40, 3, 0), (3, 2, 0)])
+def test_embedding_of_a_zero_width_table_or_no_ids(vocab, width, count):
+    # A zero-width table failed in the backward with a raw ValueError (reshape(-1, 0)).
+    import microtensor.functional as F
+    table = mt.zeros((vocab, width), requires_grad=True, dtype=np.float64)
+    out = F.embedding(np.arange(count) % vocab, table)
+    assert out.shape == (count, width)
+    out.sum().backward()
+    assert table.grad.shape == (vocab, width) and not table.grad.any()

@@ -406,7 +406,7 @@ def embedding_reference(ids, weight):
     that row, once per use (np.add.at accumulates repeated ids)."""
     def backward(g):
         grad = np.zeros(weight.shape, dtype=g.dtype)
-        np.add.at(grad, np.reshape(ids, -1), np.reshape(g, (-1, weight.shape[1])))
+        np.add.at(grad, np.reshape(ids, -1), np.reshape(g, (np.size(ids), weight.shape[1])))
         return None, grad
     return weight[ids], backward
 
@@ -441,7 +441,7 @@ def embedding(ids, weight):
                        else "the table is empty: give it at least one row")
     flat = ids.reshape(-1)
     def backward(g):
-        rows = g.reshape(-1, weight.shape[1])                       # (N, d)
+        rows = g.reshape(flat.size, weight.shape[1])   # (N, d); -1 fails when d == 0
         if weight.shape[0] <= ONE_HOT_MAX_VOCAB:
             # dW = one_hot(ids)^T @ rows: each table row is the sum of the gradient rows
             # that looked it up, as one GEMM. It costs vocab multiply-adds per gradient
