@@ -1,9 +1,9 @@
-"""Lessons as Jupyter notebooks, generated from the lesson modules (the one source).
+"""Lessons as Jupyter notebooks, generated from the lessons' sources (the one source).
 
-`python -m viz lesson NAME --notebook` writes NAME.ipynb: the lesson's summary and
-description, a cell that runs the lesson (its narration and checks print as they do in
-the shell), and a cell that shows its pictures inline, the step-through player included.
-Change the lesson module and the notebook follows: regenerate it, nothing is copied.
+`python -m viz lesson NAME --notebook` writes NAME.ipynb: one notebook cell per cell of the
+lesson's literate source (`viz.lessons.literate`), then a cell that shows its pictures
+inline, the step-through player included. A learner edits a cell and runs again from there.
+Change the lesson's source and the notebook follows: regenerate it, nothing is copied.
 
     >>> from viz.notebook import write_notebook
     >>> write_notebook("backprop", "notebooks/backprop.ipynb")
@@ -34,6 +34,14 @@ def lesson_notebook(name: str) -> dict:
     from . import lessons  # imports `transformer`: only when a lesson is asked for
 
     module = lessons.get(name)
+    if isinstance(module, lessons.Lesson):
+        from .lessons.literate import notebook
+
+        book = notebook(module.path, name, module.SUMMARY)
+        book["cells"].append(_markdown("Its pictures, inline (a step-through player: click "
+                                       "into it, then ←/→ or the buttons)."))
+        book["cells"].append(_code("from viz.notebook import show\n\nshow(numbers[\"files\"])"))
+        return book
     # A lesson that imports step_and_play has a step-through player for --html to write.
     html = hasattr(module, "step_and_play") or name == "backprop"
     about = inspect.getdoc(module) or ""

@@ -21,8 +21,9 @@ class LessonCheckError(AssertionError):
     """A lesson's claim did not hold for the numbers it computed."""
 
 
-def check(ok, claim: str, detail: str = "", echo: Echo | None = None) -> None:
-    """Raise LessonCheckError('claim failed: detail') unless `ok`; else echo '✓ claim'."""
+def check(ok, claim: str, detail: str = "", echo: Echo | None = print) -> None:
+    """Raise LessonCheckError('check failed: claim (detail)') unless `ok`; else echo
+    '✓ claim (detail)' (`echo=None`: say nothing)."""
     if not bool(ok):
         raise LessonCheckError(f"check failed: {claim}" + (f" ({detail})" if detail else ""))
     if echo is not None:
