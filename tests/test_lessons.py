@@ -13,7 +13,7 @@ from viz.__main__ import main
 from viz.engine import DotNotFoundError, find_engine
 from viz.heatmap import heatmap_svg
 from viz.labels import VALUE_PALETTE, diverging
-from viz.lessons import common, kv_cache, qkv
+from viz.lessons import common, qkv
 
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
 CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过滤器", "苹果"],
@@ -113,7 +113,8 @@ def test_kv_cache_matches_the_notes_table(tmp_path):
     result, _ = run_lesson("kv-cache", tmp_path)
     keys = np.array([[1.1, 0.2, 0.5, 0.1], [0.3, 1.2, 0.1, 0.4], [0.9, 0.1, 1.1, 0.3]])
     values = np.array([[0.1, 0.9, 0.0, 0.2], [0.5, 0.1, 0.8, 0.0], [0.2, 0.2, 0.1, 0.9]])
-    scores = keys @ kv_cache.Q_APPLE / 2.0
+    q_apple = np.array([1.0, 0.0, 1.0, 0.5])      # the lesson's q_苹果
+    scores = keys @ q_apple / 2.0
     weights = np.exp(scores) / np.exp(scores).sum()
     np.testing.assert_allclose(result["weights"], weights, atol=1e-12)
     np.testing.assert_allclose(result["output"], weights @ values, atol=1e-12)
@@ -201,14 +202,27 @@ def test_a_wrong_claim_stops_the_lesson(tmp_path, monkeypatch):
         run_lesson("qkv", tmp_path)
 
 
+def edit_kv_cache_q_apple(tmp_path, monkeypatch):
+    """Edit the kv-cache lesson's q_苹果 cell as a learner would, to look for 想's key
+    (dim 1), not 吃's, and make the registry run the edited copy."""
+    source = (lessons.HERE / "kv_cache.lesson.py").read_text(encoding="utf-8")
+    right = "Q_APPLE = np.array([1.0, 0.0, 1.0, 0.5])"
+    assert right in source
+    edited = tmp_path / "edited-lessons"
+    edited.mkdir()
+    (edited / "kv_cache.lesson.py").write_text(
+        source.replace(right, "Q_APPLE = np.array([0.0, 1.0, 0.0, 0.0])"), encoding="utf-8")
+    monkeypatch.setattr(lessons, "HERE", edited)
+
+
 def test_a_wrong_table_value_fails_the_kv_check(tmp_path, monkeypatch):
-    monkeypatch.setattr(kv_cache, "Q_APPLE", np.array([0.0, 1.0, 0.0, 0.0]))
+    edit_kv_cache_q_apple(tmp_path, monkeypatch)
     with pytest.raises(lessons.LessonCheckError, match="吃 is the most relevant"):
         run_lesson("kv-cache", tmp_path)
 
 
 def test_cli_reports_a_failed_check(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(kv_cache, "Q_APPLE", np.array([0.0, 1.0, 0.0, 0.0]))
+    edit_kv_cache_q_apple(tmp_path, monkeypatch)
     assert main(["lesson", "kv-cache", "--out", str(tmp_path)]) == 1
     assert "error: lesson kv-cache: check failed" in capsys.readouterr().err
 
