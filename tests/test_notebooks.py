@@ -44,8 +44,11 @@ def test_cli_writes_a_valid_notebook(tmp_path, capsys):
     assert f"wrote {path}" in capsys.readouterr().out
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
-    assert "lessons.run('softmax'" in notebook.cells[2].source
     assert lessons.get("softmax").SUMMARY in notebook.cells[0].source
+    # The literate source, cell for cell: its parameters cell, and code a learner edits.
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert "parameters" in code[0].metadata["tags"] and "html = True" in code[0].source
+    assert any("y = mt.softmax(mt.tensor(x), axis=-1).data" in cell.source for cell in code)
 
 
 @pytest.mark.parametrize("name", lessons.names())
