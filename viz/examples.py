@@ -1,4 +1,5 @@
-"""Graphs worth drawing: one attention head from microtensor primitives, and the loss of a
+"""Graphs worth drawing: one attention head from microtensor primitives, the backprop
+lesson's head over 我 想 吃 ("I want to eat"; the README's top picture), and the loss of a
 small `transformer.DecoderLM` (the model-scale picture in the README).
 
     >>> from viz.examples import attention_example
@@ -73,3 +74,71 @@ def decoder_lm_picture():
     loss, model = decoder_lm_example(4)
     return draw(loss, params=model,
                 title="4-layer DecoderLM, loss at the top: each block folded into a box")
+
+
+# The backprop lesson's example (viz/lessons/backprop.lesson.py): one head over 我 想 吃
+# ("I want to eat"), in float64 so that gradcheck and the hand derivation agree to 1e-12.
+BACKPROP_TOKENS = ["我", "想", "吃"]
+BACKPROP_D_MODEL, BACKPROP_D_K = 4, 2
+
+
+def backprop_leaves(tokens: int = len(BACKPROP_TOKENS), d_model: int = BACKPROP_D_MODEL,
+                    d_k: int = BACKPROP_D_K, seed: int = 0, dtype=np.float64) -> dict:
+    """The backprop lesson's inputs and weights, the same numbers every call (seeded):
+    X (tokens, d_model), W_q, W_k, W_v (d_model, d_k) and target (tokens, d_k).
+
+    >>> sorted(backprop_leaves())
+    ['W_k', 'W_q', 'W_v', 'X', 'target']
+    """
+    rng = np.random.default_rng(seed)
+    shapes = {"X": (tokens, d_model), "W_q": (d_model, d_k), "W_k": (d_model, d_k),
+              "W_v": (d_model, d_k)}
+    leaves = {name: mt.tensor(rng.standard_normal(shape), dtype=dtype, name=name,
+                              requires_grad=name != "X") for name, shape in shapes.items()}
+    leaves["target"] = mt.tensor(rng.standard_normal((tokens, d_k)), dtype=dtype,
+                                 name="target")
+    return leaves
+
+
+def backprop_forward(X, W_q, W_k, W_v, target) -> tuple[Tensor, dict]:
+    """loss = mean((softmax(Q K^T / sqrt(d_k)) V - target)^2) with Q, K, V = X W_q, X W_k,
+    X W_v. Returns (loss, {"Q", "K", "V", "weights", "out": tensor}), each named."""
+    from transformer.attention import scaled_dot_product_attention
+
+    Q, K, V = X @ W_q, X @ W_k, X @ W_v
+    Q.name, K.name, V.name = "Q", "K", "V"
+    # Attention names what it makes (QK^T -> scores -> weights), so the graph and the
+    # steps read like the math.
+    out, weights = scaled_dot_product_attention(Q, K, V)
+    out.name = "out"
+    error = out - target
+    squared = error ** 2
+    loss = squared.mean()
+    error.name, squared.name, loss.name = "error", "error^2", "loss"
+    return loss, {"Q": Q, "K": K, "V": V, "weights": weights, "out": out}
+
+
+def backprop_example(tokens: int = len(BACKPROP_TOKENS), d_model: int = BACKPROP_D_MODEL,
+                     d_k: int = BACKPROP_D_K) -> tuple[Tensor, dict, dict]:
+    """A fresh graph of the backprop lesson's loss: (loss, leaves, parts), where leaves
+    are `backprop_leaves()` and parts the forward's named tensors (Q, K, V, weights, out).
+
+    >>> loss, leaves, parts = backprop_example()
+    >>> loss.name, sorted(parts)
+    ('loss', ['K', 'Q', 'V', 'out', 'weights'])
+    """
+    leaves = backprop_leaves(tokens, d_model, d_k)
+    loss, parts = backprop_forward(leaves["X"], leaves["W_q"], leaves["W_k"], leaves["W_v"],
+                                   leaves["target"])
+    return loss, leaves, parts
+
+
+def backprop_picture(tokens: int = len(BACKPROP_TOKENS), d_model: int = BACKPROP_D_MODEL,
+                     d_k: int = BACKPROP_D_K):
+    """The graph of `backprop_example` after backward, the route to W_q lit: the picture
+    at the top of the README (viz/assets/backprop-graph.svg)."""
+    from .graph import draw
+    loss, leaves, _ = backprop_example(tokens, d_model, d_k)
+    return draw(loss, highlight=leaves["W_q"], steps=list(backward_steps(loss)),
+                title="How dL/dW_q flows back: loss → mean → (out - target)^2 → "
+                      "weights V → softmax → QK^T/√d_k → Q → W_q")

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from microtensor.autograd import backward_steps
 
-from .examples import attention_picture, decoder_lm_example, decoder_lm_picture
+from .examples import attention_picture, backprop_picture, decoder_lm_example, decoder_lm_picture
 from .graph import draw, render
-from .lessons import backprop
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -31,7 +30,7 @@ def gradient_flow_picture():
 
 
 PICTURES = {
-    "backprop-graph": backprop.picture,         # the README's top picture
+    "backprop-graph": backprop_picture,         # the README's top picture
     "attention_backprop": attention_picture,    # `python -m viz example`
     "decoder_lm_4_layers": decoder_lm_picture,  # a whole model, folded
     "decoder_lm_gradient_flow": gradient_flow_picture,   # through depth, after backward

@@ -28,9 +28,9 @@ CHROMIUM = "/usr/bin/chromium"
 
 def backprop_lesson_graph():
     """The picture of `python -m viz lesson backprop` (the README's)."""
-    from viz.lessons import backprop
+    from viz.examples import backprop_example
 
-    loss, t, _ = backprop.fresh_graph()
+    loss, t, _ = backprop_example()
     return viz.draw(loss, highlight=t["W_q"], steps=list(backward_steps(loss)))
 
 
