@@ -13,7 +13,7 @@ from viz.__main__ import main
 from viz.engine import DotNotFoundError, find_engine
 from viz.heatmap import heatmap_svg
 from viz.labels import VALUE_PALETTE, diverging
-from viz.lessons import common, qkv
+from viz.lessons import common
 
 NEEDS_DOT = {"architecture", "backprop", "softmax", "self-attention", "qkv", "multi-head"}
 CJK_TERMS = {"self-attention": ["我", "苹果", "加权汇聚"], "qkv": ["过滤器", "苹果"],
@@ -195,9 +195,16 @@ def test_default_output_directory(tmp_path, monkeypatch):
 
 
 def test_a_wrong_claim_stops_the_lesson(tmp_path, monkeypatch):
-    wrong = qkv.W_V_FILTER.copy()
-    wrong[0, 2] = 1.0          # leaks a fruit feature into a tech-company output
-    monkeypatch.setattr(qkv, "W_V_FILTER", wrong)
+    """Edit the qkv lesson's filter cell as a learner would, leaking a fruit feature into a
+    tech-company output, and run the edited copy through the registry."""
+    source = (lessons.HERE / "qkv.lesson.py").read_text(encoding="utf-8")
+    right = "W_V_FILTER = np.array([[1, 1, 0, 0],"
+    assert right in source
+    edited = tmp_path / "edited-lessons"
+    edited.mkdir()
+    (edited / "qkv.lesson.py").write_text(
+        source.replace(right, "W_V_FILTER = np.array([[1, 1, 1, 0],"), encoding="utf-8")
+    monkeypatch.setattr(lessons, "HERE", edited)
     with pytest.raises(lessons.LessonCheckError, match=r"check failed: \[1, 2, 0, 0\] @ W_V"):
         run_lesson("qkv", tmp_path)
 
