@@ -34,7 +34,10 @@ def module_names() -> list[str]:
     for package in PACKAGES:
         module = importlib.import_module(package)
         names.append(package)
-        names += [f"{package}.{info.name}" for info in pkgutil.walk_packages(module.__path__)
+        # With the prefix, walk_packages imports each subpackage (microtensor.ops,
+        # transformer.fast) by its full name and walks into it; without, it cannot.
+        names += [info.name for info in pkgutil.walk_packages(module.__path__,
+                                                                  prefix=f"{package}.")
                   if not info.name.endswith("__main__")]
     return names
 

@@ -104,7 +104,11 @@ def gelu(x, approximate: str = "tanh"):
     """GELU. `approximate="tanh"` (the default here: GPT-2's form, PyTorch's
     `gelu(approximate='tanh')`) or `"none"` for the exact x * Phi(x) (PyTorch's default).
 
-        >>> mt.gelu(x), mt.gelu(x, approximate="none")
+        >>> x = mt.tensor([-1.0, 0.0, 1.0])
+        >>> mt.gelu(x)
+        tensor([-0.1588,  0.    ,  0.8412])
+        >>> mt.gelu(x, approximate="none")
+        tensor([-0.1587,  0.    ,  0.8413])
     """
     if approximate == "tanh":
         return gelu_tanh(x)

@@ -56,7 +56,11 @@ def gather(x, axis: int, index):
     torch.gather and np.take_along_axis. `index` has x's rank; on the other axes it may
     be smaller than x.
 
+        >>> scores = mt.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]])
+        >>> ids = mt.tensor([1, 0])
         >>> mt.gather(scores, -1, ids[..., None])     # one score per row
+        tensor([[0.7],
+                [0.5]])
     """
     return _gather(x, index, axis=axis)
 
@@ -98,7 +102,10 @@ def scatter_add(x, axis: int, index, src):
     """A copy of x with src[i][j] added at x[i][index[i][j]] for axis=1 (any axis
     alike), as torch.scatter_add; repeated indices add up.
 
-        >>> mt.scatter_add(mt.zeros(2, 4), 1, ids, ones)   # counts per row
+        >>> ids = mt.tensor([[0, 2, 2], [1, 1, 3]])
+        >>> mt.scatter_add(mt.zeros(2, 4), 1, ids, mt.ones(2, 3))   # counts per row
+        tensor([[1., 0., 2., 0.],
+                [0., 2., 0., 1.]])
     """
     return _scatter_add(x, index, src, axis=axis)
 
@@ -276,7 +283,9 @@ def sort(x, axis: int = -1, descending: bool = False):
     """(values, indices) of x sorted along `axis`. The values are a `gather`, so the
     gradient goes back to the element each value came from.
 
-        >>> values, order = mt.sort(scores, descending=True)
+        >>> values, order = mt.sort(mt.tensor([0.2, 0.9, 0.5]), descending=True)
+        >>> values, order
+        (tensor([0.9, 0.5, 0.2]), tensor([1, 2, 0], dtype=int64))
     """
     _check_sortable("sort", x)
     indices = argsort(x, axis=axis, descending=descending)
@@ -287,7 +296,10 @@ def topk(x, k: int, axis: int = -1, largest: bool = True):
     """(values, indices) of the k largest (or smallest) elements along `axis`, sorted:
     largest first (smallest first when largest=False). The gradient reaches only those k.
 
-        >>> values, ids = mt.topk(logits, 5)
+        >>> logits = mt.tensor([1.0, 4.0, 2.0, 5.0, 3.0, 0.0])
+        >>> values, ids = mt.topk(logits, 3)
+        >>> values, ids
+        (tensor([5., 4., 3.]), tensor([3, 1, 4], dtype=int64))
     """
     _check_sortable("topk", x)
     shape = tuple(np.shape(getattr(x, "data", x)))

@@ -239,7 +239,8 @@ def pad(x, *, pad, mode="constant", value=0.0):
     "replicate" (the edge repeated) or "circular" (wrapped around). A negative size
     crops instead, before the rest pads, as in PyTorch.
 
-        >>> mt.pad(x, (1, 2))          # one zero before and two after, on the last axis
+        >>> mt.pad(mt.tensor([[1.0, 2.0]]), (1, 2))    # one zero before, two after
+        tensor([[0., 1., 2., 0., 0.]])
         >>> mt.pad(mt.arange(4.0), (2, -1), mode="reflect").tolist()
         [2.0, 1.0, 0.0, 1.0, 2.0]
     """

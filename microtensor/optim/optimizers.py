@@ -41,10 +41,13 @@ class Optimizer:
     Groups give parameters their own settings, e.g. no weight decay for biases and
     LayerNorm weights (the 1-D parameters):
 
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8))
         >>> decay = [p for p in model.parameters() if p.ndim >= 2]
         >>> no_decay = [p for p in model.parameters() if p.ndim < 2]
         >>> opt = optim.AdamW([{"params": decay, "weight_decay": 0.1},
         ...                    {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)
+        >>> [len(group["params"]) for group in opt.param_groups]
+        [1, 3]
     """
 
     hyper_names: tuple[str, ...] = ("lr",)
@@ -308,7 +311,11 @@ class SGD(Optimizer):
     `flat=False` runs the textbook update parameter by parameter. Both give the same
     numbers (the flat buffer starts at zero, so its first step 0 * momentum + g is g).
 
+        >>> model = nn.Linear(4, 2)
         >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        >>> model(mt.randn(3, 4)).square().mean().backward()
+        >>> opt.step()
+        >>> opt.zero_grad()
     """
 
     hyper_names = ("lr", "momentum", "nesterov", "weight_decay")
@@ -409,6 +416,7 @@ class Adam(Optimizer):
     `flat=False` runs the textbook update parameter by parameter. Both give the same
     numbers to the last bit.
 
+        >>> model = nn.Linear(4, 2)
         >>> opt = optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     """
 
@@ -532,6 +540,7 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's formulation:
     p = p * (1 - lr * weight_decay) before the Adam step; the decay never enters m or v.
 
+        >>> model = nn.Linear(4, 2)
         >>> opt = optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     """
 

@@ -19,7 +19,12 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float,
     (PyTorch's rule: scale by max_norm / (norm + 1e-6) when that is below 1). Returns the
     norm before clipping. Parameters without a gradient are skipped.
 
-        >>> norm = optim.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        >>> model = nn.Linear(4, 2)
+        >>> model(mt.ones(1, 4)).sum().backward()    # every gradient entry is 1: norm sqrt(10)
+        >>> round(optim.clip_grad_norm_(model.parameters(), max_norm=1.0), 3)
+        3.162
+        >>> round(optim.clip_grad_norm_(model.parameters(), max_norm=1.0), 3)
+        1.0
     """
     _check_number("clip_grad_norm_", "max_norm", max_norm, low=0.0)
     grads = [param.grad for param in params if param.grad is not None]
@@ -105,7 +110,10 @@ class NoamLR(LRSchedule):
 
     It sets the absolute lr (the optimizer's own lr is replaced).
 
+        >>> opt = optim.Adam(nn.Linear(4, 2).parameters())
         >>> schedule = optim.NoamLR(opt, d_model=512, warmup=4000)
+        >>> round(schedule.lr_at(4000), 6)      # the peak, at the end of warm-up
+        0.000699
     """
 
     setting_names = ("d_model", "warmup", "factor")
@@ -127,7 +135,10 @@ class CosineLR(LRSchedule):
     after that. Other parameter groups follow in proportion to their own lr (their floor
     is min_lr scaled alike).
 
+        >>> opt = optim.AdamW(nn.Linear(4, 2).parameters(), lr=3e-4)
         >>> schedule = optim.CosineLR(opt, warmup=100, total=5000, min_lr=1e-5)
+        >>> schedule.lr_at(50), schedule.lr_at(100), schedule.lr_at(5000)
+        (0.00015, 0.0003, 1e-05)
     """
 
     setting_names = ("warmup", "total", "min_lr", "max_lr")
