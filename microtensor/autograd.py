@@ -291,6 +291,9 @@ def primitive(name: str, rule: str, *, new_grads: bool = False,
         op.rule = rule
         op.forward = forward
         op.reference = reference
+        # help(), the docs site and the API reference show the rule with the op's own words.
+        op.__doc__ = (inspect.cleandoc(forward.__doc__ or f"The {name} op.")
+                      + f"\n\nDerivative rule: {rule}")
         return op
 
     return decorate

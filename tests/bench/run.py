@@ -25,7 +25,34 @@ import bench_train
 from common import environment
 
 
+HEADER = ("benchmark", "microtensor", "torch", "numpy floor", "ratio")
+
+
 def table(results: dict) -> str:
+    """The summary as fixed-width text (what a run prints)."""
+    rows = summary_rows(results)
+    widths = [max(len(str(r[i])) for r in rows + [HEADER]) for i in range(5)]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths))
+             for row in [HEADER] + rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict) -> str:
+    """The same summary as a Markdown table, with the machine it ran on (the docs site's
+    performance page renders it from a run's JSON)."""
+    env = results["environment"]
+    lines = [f"Measured on {env['processor']} ({env['cpus']} CPUs, {env['machine']}), "
+             f"{env['blas']}, Python {env['python']}, NumPy {env['numpy']}, "
+             f"PyTorch {env['torch'] or 'not installed'}.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |"
+              for row in summary_rows(results)]
+    return "\n".join(lines)
+
+
+def summary_rows(results: dict) -> list:
+    """One row per headline figure: (benchmark, microtensor, torch, numpy floor, ratio)."""
     train, decode = results["train_step"], results["decode"]
     small, chain = results["small_ops"], results["chain"]
     memory, draw = results["memory"], results["draw"]
@@ -90,12 +117,7 @@ def table(results: dict) -> str:
          f"{draw['unfolded']['draw_s'] + (draw['unfolded']['render_s'] or 0):.2f} full"),
          "", "", ""),
     ]
-    header = ("benchmark", "microtensor", "torch", "numpy floor", "ratio")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(5)]
-    lines = [" | ".join(str(c).ljust(w) for c, w in zip(row, widths))
-             for row in [header] + rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return rows
 
 
 def _manual_row(train: dict) -> tuple:

@@ -41,30 +41,33 @@ class Cell:
     kind: str            # "markdown" or "code"
     source: str          # markdown without its "# " prefixes; code as written
     tags: tuple = ()
+    line: int = 1        # where the cell's text starts in the file (for tracebacks)
 
 
 def read_cells(path) -> list[Cell]:
     """The cells of a percent-format file. Lines before the first `# %%` (the file's
     docstring and header) are no cell."""
-    cells, lines, kind, tags = [], None, None, ()
+    cells, lines, kind, tags, start = [], None, None, (), 0
 
     def close():
         if lines is not None:
-            text = "\n".join(lines).strip("\n")
+            text = "\n".join(lines)
+            first = start + len(text) - len(text.lstrip("\n"))   # skip leading blank lines
+            text = text.strip("\n")
             if kind == "markdown":
                 text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
                                  for line in text.splitlines())
             if text.strip():
-                cells.append(Cell(kind, text, tags))
+                cells.append(Cell(kind, text, tags, first))
 
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         header = CELL.match(line)
         if header:
             close()
             rest = header["rest"]
             kind = "markdown" if "[markdown]" in rest else "code"
             tags = tuple(re.findall(r'"([^"]+)"', rest.partition("tags=")[2]))
-            lines = []
+            lines, start = [], number + 1
         elif lines is not None:
             lines.append(line)
     close()
@@ -93,8 +96,10 @@ def run_lesson(path, echo=print, **parameters) -> dict:
         for cell in read_cells(path):
             if cell.kind == "markdown":
                 narrate(cell.source, echo)
+                echo("")
                 continue
-            code = compile(cell.source, str(path), "exec")
+            # Padded to its place in the file, so a traceback names the file's own line.
+            code = compile("\n" * (cell.line - 1) + cell.source, str(path), "exec")
             exec(code, namespace)                   # noqa: S102 (the lesson's own code)
             if "parameters" in cell.tags:
                 namespace.update({k: v for k, v in parameters.items() if v is not None})
