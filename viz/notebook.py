@@ -13,7 +13,6 @@ Change the lesson's source and the notebook follows: regenerate it, nothing is c
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -30,38 +29,16 @@ def _code(text: str) -> dict:
 
 
 def lesson_notebook(name: str) -> dict:
-    """The notebook (nbformat 4 JSON) for lesson `name`."""
+    """The notebook (nbformat 4 JSON) for lesson `name`: its cells, then its pictures."""
     from . import lessons  # imports `transformer`: only when a lesson is asked for
+    from .lessons.literate import notebook
 
-    module = lessons.get(name)
-    if isinstance(module, lessons.Lesson):
-        from .lessons.literate import notebook
-
-        book = notebook(module.path, name, module.SUMMARY)
-        book["cells"].append(_markdown("Its pictures, inline (a step-through player: click "
-                                       "into it, then ←/→ or the buttons)."))
-        book["cells"].append(_code("from viz.notebook import show\n\nshow(numbers[\"files\"])"))
-        return book
-    # A lesson that imports step_and_play has a step-through player for --html to write.
-    html = hasattr(module, "step_and_play") or name == "backprop"
-    about = inspect.getdoc(module) or ""
-    cells = [
-        _markdown(f"# Lesson: {name}\n\n**{module.SUMMARY}**\n\n{about}\n\n"
-                  f"Generated from `{module.__name__}` (`python -m viz lesson {name} "
-                  f"--notebook`); edit the module, not this notebook, and regenerate it."),
-        _markdown("Run the lesson: it narrates, computes, and checks every claim it makes "
-                  "(a failed check stops it with the claim and the numbers)."),
-        _code(f"from viz import lessons\n\n"
-              f"numbers = lessons.run({name!r}, html={html})  # pictures: lesson-output/{name}/"),
-        _markdown("Its pictures, inline" + (" (the step-through player: click into it, "
-                                            "then ←/→ or the buttons)" if html else "")
-                  + ". `numbers` holds what the lesson checked."),
-        _code("from viz.notebook import show\n\nshow(numbers[\"files\"])"),
-    ]
-    return {"cells": cells, "nbformat": 4, "nbformat_minor": 4,
-            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                        "name": "python3"},
-                         "language_info": {"name": "python"}}}
+    lesson = lessons.get(name)
+    book = notebook(lesson.path, name, lesson.SUMMARY)
+    book["cells"].append(_markdown("Its pictures, inline (a step-through player: click into "
+                                   "it, then ←/→ or the buttons)."))
+    book["cells"].append(_code('from viz.notebook import show\n\nshow(numbers["files"])'))
+    return book
 
 
 def write_notebook(name: str, path) -> Path:

@@ -17,10 +17,8 @@ From the shell: `python -m viz lessons` lists them, `python -m viz lesson NAME` 
 from __future__ import annotations
 
 import ast
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from microtensor.errors import op_error
 
@@ -52,6 +50,7 @@ def _summary(path: Path) -> str:
 
 
 # Syllabus order: the model as a whole, then attention piece by piece, then training.
+# Each name's source is viz/lessons/<file>.lesson.py.
 _MODULES = {
     "architecture": "architecture",
     "self-attention": "self_attention",
@@ -71,18 +70,14 @@ def names() -> list[str]:
     return list(_MODULES)
 
 
-def get(name: str) -> Lesson | ModuleType:
+def get(name: str) -> Lesson:
     """The lesson called `name`; an unknown name raises a ValueError listing all."""
     if name not in _MODULES:
         raise op_error("lesson", f"no lesson called {name!r}", ValueError,
                        "valid lessons: " + ", ".join(_MODULES)
                        + " (`python -m viz lessons` lists them with summaries)")
     source = HERE / f"{_MODULES[name]}.lesson.py"
-    if source.exists():
-        return Lesson(name, _summary(source), source)
-    module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
-    assert module.NAME == name, f"lesson module {module.__name__} names itself {module.NAME!r}"
-    return module
+    return Lesson(name, _summary(source), source)
 
 
 def catalog() -> list[tuple[str, str]]:
