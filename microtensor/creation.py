@@ -44,10 +44,14 @@ def _shape(shape, where: str = "shape"):
 
 
 def zeros(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    """A tensor of zeros, float32 unless `dtype` says otherwise; the shape comes as
+    sizes or as one tuple: `mt.zeros(2, 3)` or `mt.zeros((2, 3))`."""
     return _new(np.zeros(_shape(shape, "zeros"), dtype=dtype), requires_grad, name)
 
 
 def ones(*shape, dtype=DEFAULT_FLOAT, requires_grad=False, name=None) -> Tensor:
+    """A tensor of ones, float32 unless `dtype` says otherwise; the shape comes as sizes
+    or as one tuple: `mt.ones(2, 3)` or `mt.ones((2, 3))`."""
     return _new(np.ones(_shape(shape, "ones"), dtype=dtype), requires_grad, name)
 
 
@@ -123,10 +127,12 @@ def linspace(start, stop, num: int, dtype=DEFAULT_FLOAT, requires_grad=False) ->
 
 
 def zeros_like(t, dtype=None, requires_grad=False) -> Tensor:
+    """Zeros in the shape of `t` (a Tensor or array), of t's dtype unless `dtype` is given."""
     return _new(np.zeros_like(np.asarray(t), dtype=dtype), requires_grad, None)
 
 
 def ones_like(t, dtype=None, requires_grad=False) -> Tensor:
+    """Ones in the shape of `t` (a Tensor or array), of t's dtype unless `dtype` is given."""
     return _new(np.ones_like(np.asarray(t), dtype=dtype), requires_grad, None)
 
 
@@ -152,5 +158,11 @@ def arange(start, stop=None, step=1, dtype=None, requires_grad=False) -> Tensor:
 
 
 def eye(n, m=None, dtype=DEFAULT_FLOAT, requires_grad=False) -> Tensor:
+    """The identity matrix: ones on the diagonal of an (n, m) matrix (m defaults to n).
+
+    >>> mt.eye(2)
+    tensor([[1., 0.],
+            [0., 1.]])
+    """
     _shape((n,) if m is None else (n, m), "eye")
     return _new(np.eye(n, m, dtype=dtype), requires_grad, None)

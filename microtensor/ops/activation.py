@@ -37,6 +37,8 @@ def silu(x):
 
 @primitive("leaky_relu", rule="dx = g * (1 if x > 0 else negative_slope)")
 def leaky_relu(x, *, negative_slope=0.01):
+    """x for x > 0, negative_slope * x otherwise: a ReLU that lets a little gradient
+    through below 0."""
     _check_number("leaky_relu", "negative_slope", negative_slope)
     slope = np.where(x > 0, 1.0, negative_slope).astype(np.result_type(x, 0.5))
     def backward(g):

@@ -43,6 +43,13 @@ def promote_as_pytorch(a, b):
 
 @primitive("add", rule="da = g ;  db = g")
 def add(a, b):
+    """a + b elementwise; `t + u` calls it. The shapes broadcast as in NumPy: sizes are
+    aligned from the last axis, and a size of 1 stretches to match.
+
+        >>> mt.add(mt.tensor([[1.0], [2.0]]), mt.tensor([10.0, 20.0]))    # (2, 1) + (2,)
+        tensor([[11., 21.],
+                [12., 22.]])
+    """
     a, b = promote_as_pytorch(a, b)
     def backward(g):
         return g, g
@@ -51,6 +58,7 @@ def add(a, b):
 
 @primitive("sub", rule="da = g ;  db = -g")
 def sub(a, b):
+    """a - b elementwise, broadcast as `add` is; `t - u` calls it."""
     a, b = promote_as_pytorch(a, b)
     def backward(g):
         return (g if _is_array(a) else None), (-g if _is_array(b) else None)
@@ -59,6 +67,8 @@ def sub(a, b):
 
 @primitive("mul", rule="da = g * b ;  db = g * a")
 def mul(a, b):
+    """a * b elementwise, broadcast as `add` is; `t * u` calls it. (The matrix product is
+    `matmul`, `t @ u`.)"""
     a, b = promote_as_pytorch(a, b)
     def backward(g):
         return (g * b if _is_array(a) else None), (g * a if _is_array(b) else None)
@@ -67,6 +77,12 @@ def mul(a, b):
 
 @primitive("div", rule="da = g / b ;  db = -g * a / b^2")
 def div(a, b):
+    """a / b elementwise, broadcast as `add` is; `t / u` calls it. Integers divide to
+    floats, as in PyTorch:
+
+        >>> mt.tensor([1, 2]) / 4
+        tensor([0.25, 0.5 ])
+    """
     a, b = promote_as_pytorch(a, b)
     def backward(g):
         grad_a = g / b
@@ -76,6 +92,13 @@ def div(a, b):
 
 @primitive("pow", rule="da = g * b * a^(b-1) ;  db = g * a^b * log(a)")
 def pow(a, b):
+    """a ** b elementwise, broadcast as `add` is; `t ** 2` and `2 ** t` call it.
+
+        >>> x = mt.tensor([2.0], requires_grad=True)
+        >>> (x ** 3).backward()       # d(x^3)/dx = 3 x^2 = 12
+        >>> x.grad
+        array([12.], dtype=float32)
+    """
     a, b = promote_as_pytorch(a, b)
     out = a ** b
     def backward(g):
@@ -93,6 +116,7 @@ def pow(a, b):
 
 @primitive("neg", rule="dx = -g")
 def neg(x):
+    """-x elementwise; `-t` calls it."""
     def backward(g):
         return (-g,)
     return -x, backward
@@ -102,6 +126,7 @@ def neg(x):
 
 @primitive("exp", rule="dx = g * exp(x)")
 def exp(x):
+    """e to the power x, elementwise."""
     out = np.exp(x)
     def backward(g):
         return (g * out,)
@@ -110,6 +135,7 @@ def exp(x):
 
 @primitive("log", rule="dx = g / x")
 def log(x):
+    """The natural logarithm, elementwise: -inf at 0 and NaN below it, as in NumPy."""
     def backward(g):
         return (g / x,)
     return np.log(x), backward
@@ -117,6 +143,7 @@ def log(x):
 
 @primitive("sqrt", rule="dx = g / (2 * sqrt(x))")
 def sqrt(x):
+    """The square root, elementwise (NaN below 0)."""
     out = np.sqrt(x)
     def backward(g):
         return (g / (2 * out),)
@@ -125,6 +152,7 @@ def sqrt(x):
 
 @primitive("tanh", rule="dx = g * (1 - tanh(x)^2)")
 def tanh(x):
+    """The hyperbolic tangent, elementwise: x squashed into (-1, 1)."""
     out = np.tanh(x)
     def backward(g):
         return (g * (1 - out * out),)
@@ -133,6 +161,12 @@ def tanh(x):
 
 @primitive("sigmoid", rule="dx = g * s * (1 - s),  s = sigmoid(x)")
 def sigmoid(x):
+    """1 / (1 + exp(-x)) elementwise: x squashed into (0, 1). Computed as
+    (tanh(x / 2) + 1) / 2, which never overflows.
+
+        >>> mt.sigmoid(mt.tensor([-100.0, 0.0, 100.0]))
+        tensor([0. , 0.5, 1. ])
+    """
     # 1/(1+exp(-x)) overflows in exp for very negative x; tanh form is stable everywhere.
     out = 0.5 * (np.tanh(0.5 * x) + 1)
     def backward(g):
@@ -142,6 +176,7 @@ def sigmoid(x):
 
 @primitive("relu", rule="dx = g * (x > 0)")
 def relu(x):
+    """max(x, 0) elementwise, the rectified linear unit (gradient 0 at x = 0, as in PyTorch)."""
     out = np.maximum(x, 0)
     def backward(g):
         return (g * (x > 0),)
@@ -219,6 +254,7 @@ def gelu_tanh(x):
 
 @primitive("abs", rule="dx = g * sign(x)")
 def abs(x):
+    """|x| elementwise; `abs(t)` calls it (gradient 0 at x = 0, as in PyTorch)."""
     def backward(g):
         return (g * np.sign(x),)
     return np.abs(x), backward
@@ -226,6 +262,13 @@ def abs(x):
 
 @primitive("clip", rule="dx = g * (min <= x <= max)")
 def clip(x, *, min=None, max=None):
+    """x limited to [min, max] elementwise, either bound may be None (PyTorch's `clamp`).
+    The gradient passes where min <= x <= max, the bounds included (`hardtanh` leaves them
+    out).
+
+        >>> mt.clip(mt.tensor([-2.0, 0.5, 3.0]), 0, 1)
+        tensor([0. , 0.5, 1. ])
+    """
     if min is None and max is None:
         raise op_error("clip", "give at least one of min and max")
     out = np.clip(x, min, max)
@@ -250,6 +293,12 @@ def _tie_shares(a_wins, tie, dtype):
 @primitive("maximum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a > b, 1/2 if a == b, "
                            "else 0")
 def maximum(a, b):
+    """The larger of a and b elementwise, broadcast (np.maximum, torch.maximum); `max` is
+    the reduction over an axis.
+
+        >>> mt.maximum(mt.tensor([1.0, 5.0]), 3)
+        tensor([3., 5.])
+    """
     # Ties split the gradient evenly, as PyTorch does and as the max reduction does
     # (so maximum(x, 0) used as a ReLU sends 1/2 at x == 0).
     a, b = promote_as_pytorch(a, b)
@@ -262,6 +311,7 @@ def maximum(a, b):
 @primitive("minimum", rule="da = g * s ;  db = g * (1 - s),  s = 1 if a < b, 1/2 if a == b, "
                            "else 0")
 def minimum(a, b):
+    """The smaller of a and b elementwise, broadcast (np.minimum, torch.minimum)."""
     a, b = promote_as_pytorch(a, b)
     def backward(g):
         share_a = _tie_shares(np.asarray(a < b), np.asarray(a == b), g.dtype)
@@ -317,6 +367,12 @@ def masked_fill(x, mask, *, value):
 
 @primitive("astype", rule="dx = g  (cast back to x's dtype)")
 def astype(x, *, dtype):
+    """x cast to `dtype` (NumPy's astype; PyTorch's `x.to(dtype)`). Floats cast to integers
+    are truncated toward zero; a float result keeps the graph.
+
+        >>> mt.ops.astype(mt.tensor([1.5, -2.5]), dtype=np.int64)
+        tensor([ 1, -2], dtype=int64)
+    """
     def backward(g):
         return (g,)
     return x.astype(dtype), backward
@@ -326,20 +382,22 @@ def astype(x, *, dtype):
 # No gradient: their outputs are booleans. They are primitives only so that they accept
 # Tensors, arrays and numbers alike; bool outputs never require grad.
 
-def _comparison(name, compare):
+def _comparison(name, compare, symbol, torch_name):
     @primitive(name, rule="no gradient (boolean output)")
     def op(a, b):
         return compare(a, b), lambda g: (None, None)
     op.__name__ = name
+    op.__doc__ = (f"a {symbol} b elementwise, broadcast: a boolean tensor, no gradient "
+                  f"(np.{name}, torch.{torch_name}); `t {symbol} u` calls it.")
     return op
 
 
-less = _comparison("less", np.less)
-less_equal = _comparison("less_equal", np.less_equal)
-greater = _comparison("greater", np.greater)
-greater_equal = _comparison("greater_equal", np.greater_equal)
-equal = _comparison("equal", np.equal)
-not_equal = _comparison("not_equal", np.not_equal)
+less = _comparison("less", np.less, "<", "lt")
+less_equal = _comparison("less_equal", np.less_equal, "<=", "le")
+greater = _comparison("greater", np.greater, ">", "gt")
+greater_equal = _comparison("greater_equal", np.greater_equal, ">=", "ge")
+equal = _comparison("equal", np.equal, "==", "eq")
+not_equal = _comparison("not_equal", np.not_equal, "!=", "ne")
 
 
 def _check_float_test(name):
@@ -371,6 +429,7 @@ def isinf(x, *, detect_positive=True, detect_negative=True):
 
 @primitive("sign", rule="dx = 0  (sign is flat wherever it is differentiable)")
 def sign(x):
+    """-1, 0 or 1 by the sign of x, elementwise; its gradient is 0."""
     def backward(g):
         return (np.zeros_like(g),)
     return np.sign(x), backward
@@ -378,6 +437,7 @@ def sign(x):
 
 @primitive("sin", rule="dx = g * cos(x)")
 def sin(x):
+    """The sine of x (in radians), elementwise."""
     def backward(g):
         return (g * np.cos(x),)
     return np.sin(x), backward
@@ -385,6 +445,7 @@ def sin(x):
 
 @primitive("cos", rule="dx = -g * sin(x)")
 def cos(x):
+    """The cosine of x (in radians), elementwise."""
     def backward(g):
         return (-g * np.sin(x),)
     return np.cos(x), backward
@@ -392,6 +453,7 @@ def cos(x):
 
 @primitive("square", rule="dx = g * 2x")
 def square(x):
+    """x * x elementwise, as one op (`x ** 2` is `pow`)."""
     def backward(g):
         return (g * 2 * x,)
     return np.square(x), backward

@@ -236,6 +236,7 @@ def _check_targets(name, target, n_classes, ignore_index):
 
 
 def check_reduction(name, reduction):
+    """Raise, naming the op, unless `reduction` is "mean", "sum" or "none"."""
     if reduction not in ("mean", "sum", "none"):
         raise op_error(name, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 

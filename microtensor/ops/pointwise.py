@@ -20,6 +20,7 @@ _LN2 = math.log(2)   # a Python float, so float32 stays float32
 
 @primitive("tan", rule="dx = g * (1 + tan(x)^2)")
 def tan(x):
+    """The tangent of x (in radians), elementwise."""
     out = np.tan(x)
     def backward(g):
         return (g * (1 + out * out),)
@@ -54,6 +55,7 @@ def atan(x):
 
 @primitive("sinh", rule="dx = g * cosh(x)")
 def sinh(x):
+    """The hyperbolic sine, (e^x - e^-x) / 2, elementwise."""
     def backward(g):
         return (g * np.cosh(x),)
     return np.sinh(x), backward
@@ -61,6 +63,7 @@ def sinh(x):
 
 @primitive("cosh", rule="dx = g * sinh(x)")
 def cosh(x):
+    """The hyperbolic cosine, (e^x + e^-x) / 2, elementwise."""
     def backward(g):
         return (g * np.sinh(x),)
     return np.cosh(x), backward
@@ -68,6 +71,7 @@ def cosh(x):
 
 @primitive("asinh", rule="dx = g / sqrt(x^2 + 1)")
 def asinh(x):
+    """The inverse of sinh, defined for every x."""
     def backward(g):
         return (g / np.sqrt(x * x + 1),)
     return np.arcsinh(x), backward
@@ -93,6 +97,7 @@ def atanh(x):
 
 @primitive("exp2", rule="dx = g * 2^x * ln 2")
 def exp2(x):
+    """2 to the power x, elementwise."""
     out = np.exp2(x)
     def backward(g):
         return (g * out * _LN2,)
@@ -101,6 +106,7 @@ def exp2(x):
 
 @primitive("log2", rule="dx = g / (x ln 2)")
 def log2(x):
+    """The base-2 logarithm, elementwise: -inf at 0 and NaN below it."""
     def backward(g):
         return (g / (x * _LN2),)
     return np.log2(x), backward

@@ -45,6 +45,12 @@ def sum(x, *, axis=None, keepdims=False, dtype=None):
 
 @primitive("mean", rule="dx = broadcast(g) / n  (n = elements averaged)")
 def mean(x, *, axis=None, keepdims=False):
+    """The average over `axis` (None: over every element). `keepdims=True` keeps each
+    reduced axis as size 1 (PyTorch's `keepdim`), so the result broadcasts against x.
+
+        >>> mt.tensor([[1.0, 2.0], [3.0, 5.0]]).mean(axis=0)
+        tensor([2. , 3.5])
+    """
     axes = _axes("mean", axis, np.ndim(x))
     count = int(np.prod([x.shape[a] for a in axes]))
     if count == 0:
@@ -54,7 +60,7 @@ def mean(x, *, axis=None, keepdims=False):
     return np.mean(x, axis=axes, keepdims=keepdims), backward
 
 
-def _extreme(name, reduce):
+def _extreme(name, reduce, word):
     @primitive(name, rule="dx = g at the position(s) of the " + name +
                " (ties share it equally), 0 elsewhere")
     def op(x, *, axis=None, keepdims=False):
@@ -70,11 +76,15 @@ def _extreme(name, reduce):
             return (share * _spread(g, x.shape, axes, keepdims),)
         return (out if keepdims else np.squeeze(out, axis=axes)), backward
     op.__name__ = name
+    op.__doc__ = (f"The {word} value over `axis` (None: over every element): values only, "
+                  f"as np.{name} and torch.a{name} (PyTorch's {name} with a dim also gives "
+                  f"indices: here that is arg{name}). Tied {word} values share the gradient "
+                  f"equally.")
     return op
 
 
-max = _extreme("max", np.max)
-min = _extreme("min", np.min)
+max = _extreme("max", np.max, "largest")
+min = _extreme("min", np.min, "smallest")
 
 
 @primitive("var", rule="dx = g * 2 (x - mean(x)) / (n - correction)")

@@ -12,6 +12,12 @@ from ..errors import op_error
 
 @primitive("reshape", rule="dx = reshape(g, x.shape)")
 def reshape(x, *, shape):
+    """The same elements in a new shape, one size may be -1 (the size that fits); PyTorch's
+    `reshape` and `view`.
+
+        >>> mt.reshape(mt.arange(6), (2, -1)).shape
+        (2, 3)
+    """
     try:
         out = np.asarray(x).reshape(shape)   # the method: np.reshape costs a microsecond more
     except ValueError:
@@ -56,6 +62,7 @@ def permute(x, *, axes=None):
 
 @primitive("swapaxes", rule="dx = swapaxes(g, axis1, axis2)")
 def swapaxes(x, *, axis1, axis2):
+    """Exchange two axes (np.swapaxes; PyTorch's `transpose(x, axis1, axis2)`)."""
     axis1 = _axis("swapaxes", axis1, x.ndim, x.shape)
     axis2 = _axis("swapaxes", axis2, x.ndim, x.shape)
     def backward(g):
@@ -158,6 +165,12 @@ def getitem(x, *, index):
 
 @primitive("concat", rule="dx_i = the slice of g where x_i sits")
 def concat(*tensors, axis=0):
+    """Join tensors along an existing `axis`; they must match on every other axis. The
+    tensors come as separate arguments (`mt.concat` takes a list, as torch.cat does).
+
+        >>> mt.ops.concat(mt.ones(2, 1), mt.zeros(2, 2), axis=1).shape
+        (2, 3)
+    """
     if not tensors:
         raise op_error("concat", "needs at least one tensor")
     shapes = [np.shape(t) for t in tensors]
@@ -177,6 +190,12 @@ def concat(*tensors, axis=0):
 
 @primitive("stack", rule="dx_i = g indexed at i along the new axis")
 def stack(*tensors, axis=0):
+    """Join tensors of one shape along a new `axis`. The tensors come as separate arguments
+    (`mt.stack` takes a list, as torch.stack does).
+
+        >>> mt.ops.stack(mt.ones(3), mt.zeros(3)).shape
+        (2, 3)
+    """
     if not tensors:
         raise op_error("stack", "needs at least one tensor")
     shapes = [np.shape(t) for t in tensors]
