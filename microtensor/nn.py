@@ -102,6 +102,7 @@ class RemovableHandle:
         self.id = next(RemovableHandle._ids)
 
     def remove(self) -> None:
+        """Take the hook off (a second call does nothing)."""
         self.hooks.pop(self.id, None)
 
     def __enter__(self):
@@ -180,6 +181,8 @@ class Module:
                     yield (f"{path}.{name}" if path else name), tensor
 
     def buffers(self) -> Iterator[Tensor]:
+        """Every buffer tensor of this module and its sub-modules (None ones skipped);
+        `named_buffers` gives their dotted paths too."""
         return (tensor for _, tensor in self.named_buffers())
 
     def _persistent_buffers(self) -> dict[str, Tensor]:
@@ -189,6 +192,9 @@ class Module:
                 if persistent and tensor is not None}
 
     def forward(self, *args, **kwargs):
+        """The module's computation, which every subclass defines. Call the module,
+        `layer(x)`, rather than `forward`: the call also runs the registered fast form (see
+        `fast_form`) and the forward hooks."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
@@ -249,9 +255,11 @@ class Module:
                           for name, child in module._modules.items()]
 
     def modules(self) -> Iterator[Module]:
+        """This module and every sub-module, depth first (`named_modules` without the paths)."""
         return (module for _, module in self.named_modules())
 
     def children(self) -> Iterator[Module]:
+        """The direct sub-modules, in assignment order (not their own sub-modules)."""
         return iter(self._modules.values())
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
@@ -264,18 +272,30 @@ class Module:
                     yield (f"{path}.{name}" if path else name), param
 
     def parameters(self) -> Iterator[Parameter]:
+        """Every learnable Parameter of this module and its sub-modules, each once, in
+        assignment order: what an optimizer is given.
+
+            >>> [tuple(p.shape) for p in nn.Linear(2, 3).parameters()]
+            [(2, 3), (3,)]
+        """
         return (param for _, param in self.named_parameters())
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> Module:
+        """Set `training` on this module and every sub-module (True: Dropout drops, False:
+        it passes x through); returns self."""
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self) -> Module:
+        """Evaluation mode, `train(False)`, for this module and its sub-modules; returns self.
+        (To switch dropout off in one thread only, use `mt.dropout_off()`.)"""
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Set every parameter's `.grad` to None (PyTorch's `zero_grad(set_to_none=True)`).
+        Call it between steps: `backward` adds into `.grad`."""
         for param in self.parameters():
             param.grad = None
 
@@ -389,6 +409,8 @@ class Module:
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
+        """The configuration `repr` shows between the parentheses ("2, 16, bias=True" for a
+        Linear); subclasses override it."""
         return ""
 
     def __repr__(self):
@@ -449,6 +471,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, DEFAULT_FLOAT)) if bias else None
 
     def forward(self, x):
+        """x (..., in_features) -> (..., out_features): x @ weight + bias, as one node."""
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -467,6 +490,11 @@ class Embedding(Module):
                                 .astype(DEFAULT_FLOAT))
 
     def forward(self, ids):
+        """Integer `ids` of any shape -> the looked-up rows, shape (*ids.shape, dim).
+
+            >>> nn.Embedding(10, 4)(mt.tensor([[1, 2, 3]])).shape
+            (1, 3, 4)
+        """
         return F.embedding(ids, self.weight)
 
     def extra_repr(self):
@@ -498,6 +526,7 @@ class LayerNorm(Module):
         self.bias = Parameter(np.zeros(dim, DEFAULT_FLOAT))
 
     def forward(self, x):
+        """x (..., dim) -> the same shape, each row normalised, scaled and shifted."""
         _check_last_axis("LayerNorm", x, self.dim)
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
@@ -522,6 +551,7 @@ class RMSNorm(Module):
         self.weight = Parameter(np.ones(dim, DEFAULT_FLOAT))
 
     def forward(self, x):
+        """x (..., dim) -> the same shape, each row divided by its RMS and scaled."""
         _check_last_axis("RMSNorm", x, self.dim)
         return F.rms_norm(x, self.weight, eps=self.eps)
 
@@ -540,6 +570,8 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
+        """x with elements zeroed with probability p and the rest scaled by 1 / (1 - p),
+        while training; x itself otherwise."""
         if not (self.training and _mode.dropout) or self.p == 0:
             return x  # nothing to drop: no node in the graph (as PyTorch returns its input)
         return F.dropout(x, p=self.p, training=True)
@@ -549,6 +581,8 @@ class Dropout(Module):
 
 
 class ReLU(Module):
+    """max(x, 0) elementwise, as a module (`F.relu`)."""
+
     def forward(self, x):
         return F.relu(x)
 
@@ -561,11 +595,16 @@ class GELU(Module):
 
 
 class ReLU6(Module):
+    """min(max(x, 0), 6) elementwise, as a module (`F.relu6`)."""
+
     def forward(self, x):
         return F.relu6(x)
 
 
 class Hardtanh(Module):
+    """x clipped to [min_val, max_val], as a module (`F.hardtanh`: the gradient is 0 at
+    the bounds)."""
+
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
         super().__init__()
         self.min_val, self.max_val = min_val, max_val
@@ -578,21 +617,29 @@ class Hardtanh(Module):
 
 
 class Hardsigmoid(Module):
+    """relu6(x + 3) / 6, a piecewise-linear sigmoid, as a module (`F.hardsigmoid`)."""
+
     def forward(self, x):
         return F.hardsigmoid(x)
 
 
 class Hardswish(Module):
+    """x * relu6(x + 3) / 6 (MobileNetV3), as a module (`F.hardswish`)."""
+
     def forward(self, x):
         return F.hardswish(x)
 
 
 class SELU(Module):
+    """scale * elu(x, alpha) with SELU's fixed constants, as a module (`F.selu`)."""
+
     def forward(self, x):
         return F.selu(x)
 
 
 class CELU(Module):
+    """max(0, x) + min(0, alpha (exp(x / alpha) - 1)), as a module (`F.celu`)."""
+
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = alpha
@@ -605,16 +652,22 @@ class CELU(Module):
 
 
 class Mish(Module):
+    """x * tanh(softplus(x)), as a module (`F.mish`)."""
+
     def forward(self, x):
         return F.mish(x)
 
 
 class Softsign(Module):
+    """x / (1 + |x|), as a module (`F.softsign`)."""
+
     def forward(self, x):
         return F.softsign(x)
 
 
 class LogSigmoid(Module):
+    """log(sigmoid(x)), computed without overflow, as a module (`F.logsigmoid`)."""
+
     def forward(self, x):
         return F.logsigmoid(x)
 
@@ -628,16 +681,20 @@ class ModuleList(Module):
             self.append(module)
 
     def append(self, module: Module) -> ModuleList:
+        """Add `module` at the end, registering its parameters; returns the list."""
         setattr(self, str(len(self._modules)), module)
         return self
 
     def __iter__(self):
+        """The modules, in order."""
         return iter(self._modules.values())
 
     def __len__(self):
+        """How many modules the list holds."""
         return len(self._modules)
 
     def __getitem__(self, i):
+        """The module at index `i` (a slice gives a plain list of modules)."""
         return list(self._modules.values())[i]
 
 
@@ -648,6 +705,7 @@ class Sequential(ModuleList):
         super().__init__(modules)
 
     def forward(self, x):
+        """Apply each module in turn: the output of one is the input of the next."""
         for module in self:
             x = module(x)
         return x

@@ -50,6 +50,7 @@ class profile:
         _mode.profile = self._previous
 
     def total_seconds(self) -> float:
+        """The forward and backward time of every op, summed, in seconds."""
         return sum(r["forward_s"] + r["backward_s"] for r in self.rows.values())
 
     def sorted_rows(self) -> list[tuple[str, dict]]:

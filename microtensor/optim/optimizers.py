@@ -104,6 +104,9 @@ class Optimizer:
                 param.grad.fill(0)
 
     def step(self) -> None:
+        """Update every parameter from its `.grad` by this optimizer's rule (its class
+        docstring gives the formula); a parameter whose `.grad` is None is left alone. Call
+        it after `backward()`, then `zero_grad()` before the next one."""
         raise NotImplementedError(f"{type(self).__name__} must define step()")
 
     def _step_group_flat(self, start: int, group: dict) -> None:

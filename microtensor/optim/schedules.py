@@ -57,9 +57,12 @@ class LRSchedule:
         self._apply()
 
     def lr_at(self, step: int) -> float:
+        """The first group's lr at optimizer step `step` (counted from 1): the formula each
+        schedule defines."""
         raise NotImplementedError
 
     def get_lr(self) -> float:
+        """The first group's lr for the next optimizer step."""
         return self.lr_at(self.step_num + 1)
 
     def group_lrs(self, step: int) -> list[float]:
@@ -80,11 +83,14 @@ class LRSchedule:
         return self.optimizer.lr
 
     def state_dict(self) -> dict:
+        """The schedule's settings, base lrs and step count: save it next to the optimizer's
+        `state_dict` to resume."""
         return {"schedule": type(self).__name__, "step_num": self.step_num,
                 "base_lrs": list(self.base_lrs),
                 **{name: getattr(self, name) for name in self.setting_names}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned, and set the optimizer's lrs to match."""
         if not isinstance(state, dict) or state.get("schedule") != type(self).__name__:
             found = state.get("schedule") if isinstance(state, dict) else type(state).__name__
             raise op_error(f"{type(self).__name__}.load_state_dict", f"expected a "
