@@ -90,6 +90,7 @@ class TensorInfo:
 
     @property
     def is_float(self) -> bool:
+        """Whether the dtype is a floating-point one ("F32", "BF16", ...)."""
         return self.dtype in FLOAT_DTYPES
 
 
@@ -202,12 +203,15 @@ class LazyTensors(Mapping):
         self.infos, self.where = dict(infos), where
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """`tensors[name]`: that tensor read from its file now, as an array."""
         return read_tensor(self.infos[name], name, self.where)
 
     def __iter__(self):
+        """The tensor names, without reading any tensor."""
         return iter(self.infos)
 
     def __len__(self) -> int:
+        """How many tensors the files hold."""
         return len(self.infos)
 
 
