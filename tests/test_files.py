@@ -34,9 +34,15 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_bad_targets_name_the_caller_and_the_fix(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"render: '.*' is a folder\. Give a file"):
         write_bytes_atomically(tmp_path, "x", where="render")
-    with pytest.raises(FileNotFoundError, match=r"save: the folder of .* does not exist\. "
-                                                r"Create it first"):
-        write_bytes_atomically(tmp_path / "missing" / "a.txt", "x", where="save")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"save: cannot create the folder .* a part "
+                                                 r"of it is a file\. Choose a path"):
+        write_bytes_atomically(tmp_path / "file" / "a.txt", "x", where="save")
+
+
+def test_missing_folders_are_created(tmp_path):
+    write_bytes_atomically(tmp_path / "missing" / "deeper" / "a.txt", "x", where="save")
+    assert (tmp_path / "missing" / "deeper" / "a.txt").read_text() == "x"
 
 
 def test_viz_writes_through_the_same_helper(tmp_path):
