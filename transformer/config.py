@@ -89,9 +89,48 @@ class LMConfig:
         """
         return cls(vocab, style="llama", **options)
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter of a `DecoderLM` of this config, by name, without
+        building it: a loader checks a stranger's checkpoint against these before it
+        allocates a model of the sizes the checkpoint claims (a test holds them equal to
+        the built model's). A checkpoint's layer count is checked first: this lists
+        every layer.
+
+            >>> LMConfig.gpt2(vocab=96, d_model=64, n_layers=1).parameter_shapes()["head.weight"]
+            (64, 96)
+        """
+        d, ff, vocab = self.d_model, self.d_ff, self.vocab
+        shapes = {"tok_embed.weight": (vocab, d)}
+        if self.positional == "learned":
+            shapes["position.table.weight"] = (self.max_len, d)
+        for i in range(self.n_layers):
+            shapes.update({f"blocks.{i}.{name}": shape
+                           for name, shape in self._block_shapes(d, ff).items()})
+        shapes["norm.weight"] = (d,)
+        if self.style == "gpt":
+            shapes["norm.bias"] = (d,)
+        if not self.tie_weights:
+            shapes["head.weight"] = (d, vocab)
+        return shapes
+
+    def _block_shapes(self, d: int, ff: int) -> dict[str, tuple[int, ...]]:
+        if self.style == "llama":   # no biases; K and V have n_kv_heads heads of d_k
+            kv = self.n_kv_heads * (d // self.n_heads)
+            return {"norm1.weight": (d,), "norm2.weight": (d,),
+                    "self_attn.W_q.weight": (d, d), "self_attn.W_k.weight": (d, kv),
+                    "self_attn.W_v.weight": (d, kv), "self_attn.W_o.weight": (d, d),
+                    "ffn.W_gate.weight": (d, ff), "ffn.W_up.weight": (d, ff),
+                    "ffn.W_down.weight": (ff, d)}
+        shapes = {f"{norm}.{kind}": (d,) for norm in ("norm1", "norm2")
+                  for kind in ("weight", "bias")}
+        for W in ("W_q", "W_k", "W_v", "W_o"):
+            shapes.update({f"self_attn.{W}.weight": (d, d), f"self_attn.{W}.bias": (d,)})
+        return {**shapes, "ffn.W_1.weight": (d, ff), "ffn.W_1.bias": (ff,),
+                "ffn.W_2.weight": (ff, d), "ffn.W_2.bias": (d,)}
+
     def __post_init__(self):
         where = "LMConfig"
-        if self.style not in STYLES:
+        if not isinstance(self.style, str) or self.style not in STYLES:
             raise op_error(where, f"style={self.style!r} is not one of {sorted(STYLES)}",
                            fix="build the config with LMConfig.gpt2(...) or LMConfig.llama(...)")
         check_sizes(where, vocab=self.vocab, d_model=self.d_model, n_heads=self.n_heads,

@@ -28,10 +28,12 @@ import numpy as np
 
 from microtensor.errors import op_error
 from microtensor.nn import GELU, LayerNorm, ReLU
+from microtensor.safetensors_io import tensor_infos
 
 from ..config import LMConfig
 from ..layers import FeedForward, GPTBlock
 from ..lm import DecoderLM
+from .checks import ConfigReader, check_float_dtypes, check_layer_count, read_weight
 
 # HF activation_function -> ours. "gelu" in transformers is the exact erf form, which we
 # do not have; "gelu_new" and "gelu_pytorch_tanh" are both the tanh form we compute.
@@ -71,35 +73,48 @@ def gpt2_name(hf_name: str, columns: slice | None) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
+def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
+                 source: str = "config") -> DecoderLM:
     """A DecoderLM with the architecture of a transformers GPT-2 `config` and the weights
-    in `tensors` (names as in its model.safetensors). Each parameter's `.name` records
-    its GPT-2 name, which `viz.draw` shows beside ours."""
+    in `tensors` (names as in its model.safetensors: a dict of arrays, or a LazyTensors
+    that reads each from disk when needed). Each parameter's `.name` records its GPT-2
+    name, which `viz.draw` shows beside ours.
+
+    Every name, shape and dtype is checked against the config before the model is
+    built, so a config that claims sizes the weights do not have costs nothing; a NaN
+    or infinite weight is refused unless `allow_non_finite`. `source` names config.json
+    in errors."""
     where = "from_pretrained (gpt2)"
-    model = DecoderLM(lm_config_from_hf(config, where))
-    tied = model.config.tie_weights
-    tensors = _without_prefix_and_buffers(tensors, tied)
-    expected = _gpt2_shapes(model)
+    settings = lm_config_from_hf(config, where, source)
+    infos = tensor_infos(tensors)
+    names = _gpt2_names(infos, settings.tie_weights)         # GPT-2 name -> file's name
+    check_layer_count(where, source, "n_layer", settings.n_layers, names, r"h\.(\d+)\.")
+    expected = _gpt2_shapes(settings)
     problems = [f"missing tensor {name} {shape}" for name, shape in expected.items()
-                if name not in tensors]
-    problems += [f"unexpected tensor {name} {tensors[name].shape}" for name in tensors
+                if name not in names]
+    problems += [f"unexpected tensor {name} {infos[names[name]].shape}" for name in names
                  if name not in expected]
-    problems += [f"{name} has shape {tensors[name].shape}, the config implies {shape}"
+    problems += [f"{name} has shape {infos[names[name]].shape}, the config implies {shape}"
                  for name, shape in expected.items()
-                 if name in tensors and tensors[name].shape != shape]
+                 if name in names and infos[names[name]].shape != shape]
     if problems:
         raise op_error(where, f"the weights do not fit the config ({len(problems)} "
                        "problem(s)):" + "".join(f"\n  - {p}" for p in problems[:20]),
                        fix="check that config.json and model.safetensors belong together "
                        "and are a GPT2LMHeadModel (or GPT2Model)")
+    check_float_dtypes(where, {name: infos[names[name]] for name in expected}, expected)
 
-    state, hf_names = {}, {}
-    for ours, theirs, columns in parameter_pairs(len(model.blocks), model.config.d_model):
-        array = tensors[theirs]
+    model = DecoderLM(settings)
+    state, hf_names, arrays = {}, {}, {}
+    for ours, theirs, columns in parameter_pairs(settings.n_layers, settings.d_model):
+        if theirs not in arrays:       # c_attn feeds three of ours: read it once
+            arrays = {theirs: read_weight(where, tensors, names[theirs], allow_non_finite)}
+        array = arrays[theirs]
         state[ours] = array if columns is None else array[..., columns]
         hf_names[ours] = gpt2_name(theirs, columns)
-    if not tied:
-        state["head.weight"] = tensors["lm_head.weight"].T   # torch Linear stores (out, in)
+    if not settings.tie_weights:   # torch Linear stores (out, in)
+        state["head.weight"] = read_weight(where, tensors, names["lm_head.weight"],
+                                           allow_non_finite).T
         hf_names["head.weight"] = "lm_head.weight (transposed)"
     model.load_state_dict(state)
     for ours, param in model.named_parameters():
@@ -107,71 +122,72 @@ def gpt2_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
     return model.eval()
 
 
-def _gpt2_shapes(model: DecoderLM) -> dict[str, tuple]:
-    """The shape of every tensor a GPT-2 file of this model's size holds, by GPT-2 name."""
-    params, d_model = dict(model.named_parameters()), model.config.d_model
+def _gpt2_shapes(settings: LMConfig) -> dict[str, tuple]:
+    """The shape of every tensor a GPT-2 file of this size holds, by GPT-2 name, from our
+    parameters' shapes (c_attn is W_q | W_k | W_v side by side)."""
+    ours, d_model = settings.parameter_shapes(), settings.d_model
     shapes = {}
-    for ours, theirs, columns in parameter_pairs(len(model.blocks), d_model):
-        shape = params[ours].shape
+    for name, theirs, columns in parameter_pairs(settings.n_layers, d_model):
+        shape = ours[name]
         shapes[theirs] = shape if columns is None else (*shape[:-1], 3 * d_model)
-    if not model.config.tie_weights:
-        shapes["lm_head.weight"] = params["head.weight"].shape[::-1]
+    if not settings.tie_weights:
+        shapes["lm_head.weight"] = ours["head.weight"][::-1]
     return shapes
 
 
-def lm_config_from_hf(config: dict, where: str) -> LMConfig:
+def lm_config_from_hf(config: dict, where: str, source: str = "config") -> LMConfig:
     """The LMConfig of a transformers GPT-2 config, refusing what we cannot compute by
-    the config key and value."""
+    the config key and value. Every value is type-checked (`ConfigReader`): a size is a
+    positive integer, a flag true or false, a rate or epsilon a finite number."""
+    read = ConfigReader(config, where, source)
     missing = [key for key in SIZES if key not in config]
     if missing:
-        raise op_error(where, f"config.json lacks {', '.join(missing)}",
+        raise op_error(where, f"{source} lacks {', '.join(missing)}",
                        fix="a GPT-2 config names every size: " + ", ".join(SIZES))
-    bad = [f"{key}={config[key]!r}" for key in SIZES if isinstance(config[key], bool)
-           or not isinstance(config[key], int) or config[key] <= 0]
-    if bad:
-        raise op_error(where, f"config has {', '.join(bad)}",
-                       fix="sizes are positive integers")
-    if config["n_embd"] % config["n_head"]:
-        raise op_error(where, f"config has n_embd={config['n_embd']} not divisible by "
-                       f"n_head={config['n_head']}", fix="each head gets n_embd / n_head")
+    sizes = {key: read.size(key) for key in SIZES}
+    if sizes["n_embd"] % sizes["n_head"]:
+        raise op_error(where, f"{source} has n_embd={sizes['n_embd']} not divisible by "
+                       f"n_head={sizes['n_head']}", fix="each head gets n_embd / n_head")
     for key, (value, why) in REQUIRED.items():
-        if config.get(key, value) != value:
-            raise op_error(where, f"config {key}={config[key]!r} is not supported ({why}); "
-                           f"only {key}={value!r}")
-    activation = config.get("activation_function", "gelu_new")
+        if read.flag(key, value) != value:
+            read.refuse(key, config[key], f"is not supported ({why}); only {key}={value!r}")
+    activation = read.text("activation_function", "gelu_new")
     if activation not in ACTIVATIONS_FROM_HF:
-        raise op_error(where, f"config activation_function={activation!r} is not supported",
-                       fix=f"supported: {sorted(ACTIVATIONS_FROM_HF)} (transformers' 'gelu' "
-                       "is the exact erf form; ours is the tanh form, 'gelu_new')")
-    rates = {key: config.get(key, 0.1) for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
+        read.refuse("activation_function", activation, "is not supported",
+                    fix=f"supported: {sorted(ACTIVATIONS_FROM_HF)} (transformers' 'gelu' "
+                    "is the exact erf form; ours is the tanh form, 'gelu_new')")
+    rates = {key: read.number(key, 0.1, below=1) for key in ("resid_pdrop", "embd_pdrop",
+                                                             "attn_pdrop")}
     if len(set(rates.values())) > 1:
-        raise op_error(where, "config has different dropout rates "
+        raise op_error(where, f"{source} has different dropout rates "
                        f"{', '.join(f'{k}={v}' for k, v in rates.items())}; a DecoderLM has "
                        "one", fix="set the three to one value in config.json (dropout only "
                        "acts while training)")
-    eps = config.get("layer_norm_epsilon", 1e-5)
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise op_error(where, f"config layer_norm_epsilon={eps!r} must be a positive number")
-    return LMConfig.gpt2(config["vocab_size"], d_model=config["n_embd"],
-                         n_heads=config["n_head"], n_layers=config["n_layer"],
-                         d_ff=config.get("n_inner") or 4 * config["n_embd"],
-                         max_len=config["n_positions"], dropout=float(rates["resid_pdrop"]),
-                         tie_weights=bool(config.get("tie_word_embeddings", True)),
+    eps = read.number("layer_norm_epsilon", 1e-5, positive=True)
+    d_ff = 4 * sizes["n_embd"] if config.get("n_inner") is None else read.size("n_inner")
+    return LMConfig.gpt2(sizes["vocab_size"], d_model=sizes["n_embd"],
+                         n_heads=sizes["n_head"], n_layers=sizes["n_layer"], d_ff=d_ff,
+                         max_len=sizes["n_positions"], dropout=rates["resid_pdrop"],
+                         tie_weights=read.flag("tie_word_embeddings", True),
                          positional="learned", activation=ACTIVATIONS_FROM_HF[activation],
-                         norm_eps=float(eps))
+                         norm_eps=eps)
 
 
-def _without_prefix_and_buffers(tensors: dict, tied: bool) -> dict:
-    """Tensor names without the 'transformer.' prefix, without the causal-mask buffers
-    old files store (h.{i}.attn.bias, h.{i}.attn.masked_bias: constants, not weights),
-    and without lm_head.weight when the head is tied (it is wte.weight)."""
+def _gpt2_names(infos: dict, tied: bool) -> dict[str, str]:
+    """{GPT-2 name: the file's name}: names without the 'transformer.' prefix, without
+    the causal-mask buffers old files store (h.{i}.attn.bias, h.{i}.attn.masked_bias:
+    constants, not weights), and without lm_head.weight when the head is tied (it is
+    wte.weight)."""
     kept = {}
-    for name, array in tensors.items():
-        name = name.removeprefix(PREFIX)
+    for stored in infos:
+        name = stored.removeprefix(PREFIX)
         if name.endswith((".attn.bias", ".attn.masked_bias")) or (
                 tied and name == "lm_head.weight"):
             continue
-        kept[name] = array
+        if name in kept:
+            raise op_error("from_pretrained (gpt2)", f"the weights hold {name} twice, as "
+                           f"{kept[name]!r} and {stored!r}", fix="keep one of the two")
+        kept[name] = stored
     return kept
 
 

@@ -34,72 +34,69 @@ from __future__ import annotations
 import numpy as np
 
 from microtensor.errors import op_error
+from microtensor.safetensors_io import tensor_infos
 from microtensor.tensor import DEFAULT_FLOAT
 
 from ..config import LMConfig
 from ..lm import DecoderLM
+from .checks import ConfigReader, check_float_dtypes, check_layer_count, read_weight
 
 # Other config keys (token ids, dtype, initializer_range, use_cache, ...) do not change
 # what a forward pass computes and are ignored.
 _ALLOWED_ROPE_KEYS = {"rope_type", "type", "rope_theta"}
 
 
-def _read_config(config: dict) -> LMConfig:
-    """The LMConfig of a Hugging Face Llama config, or a clear refusal."""
+def _read_config(config: dict, source: str = "config") -> LMConfig:
+    """The LMConfig of a Hugging Face Llama config, or a clear refusal naming the key and
+    value. Every value is type-checked (`ConfigReader`)."""
     where = "llama_from_hf"
+    read = ConfigReader(config, where, source, missing_kind=KeyError)
 
     def refuse(key, value, why, fix=None):
-        raise op_error(where, f"config {key}={value!r} is not supported: {why}", ValueError,
-                       fix)
+        read.refuse(key, value, f"is not supported: {why}", fix)
 
-    def required(key):
-        if key not in config:
-            raise op_error(where, f"config has no {key!r}", KeyError,
-                           "pass the config.json of a Llama model (transformers' "
-                           "LlamaConfig.to_dict())")
-        return config[key]
-
-    if config.get("model_type") != "llama":
-        refuse("model_type", config.get("model_type"), "this reads Llama checkpoints",
+    model_type = config.get("model_type")
+    if model_type != "llama":
+        refuse("model_type", model_type, "this reads Llama checkpoints",
                "convert only configs with model_type 'llama'")
-    d_model, n_heads = required("hidden_size"), required("num_attention_heads")
-    n_kv_heads = config.get("num_key_value_heads") or n_heads
+    d_model, n_heads = read.size("hidden_size"), read.size("num_attention_heads")
     checks = [
-        ("hidden_act", config.get("hidden_act", "silu"), "silu",
+        ("hidden_act", read.text("hidden_act", "silu"), "silu",
          "the feed-forward is SwiGLU with SiLU"),
-        ("attention_bias", config.get("attention_bias", False), False,
+        ("attention_bias", read.flag("attention_bias", False), False,
          "the projections have no biases"),
-        ("mlp_bias", config.get("mlp_bias", False), False, "the feed-forward has no biases"),
-        ("attention_dropout", config.get("attention_dropout", 0.0), 0.0,
+        ("mlp_bias", read.flag("mlp_bias", False), False, "the feed-forward has no biases"),
+        ("attention_dropout", read.number("attention_dropout", 0.0, below=1), 0.0,
          "no dropout on attention weights"),
-        ("partial_rotary_factor", config.get("partial_rotary_factor", 1.0), 1.0,
+        ("partial_rotary_factor", read.number("partial_rotary_factor", 1.0), 1.0,
          "rotary positions turn every dimension of a head"),
     ]
     for key, value, supported, why in checks:
         if value != supported:
-            refuse(key, value, why, f"only {key}={supported!r} is supported")
-    head_dim = config.get("head_dim")
+            refuse(key, config[key], why, f"only {key}={supported!r} is supported")
+    head_dim = None if config.get("head_dim") is None else read.size("head_dim")
     if head_dim is not None and head_dim * n_heads != d_model:
         refuse("head_dim", head_dim, f"heads here have hidden_size / num_attention_heads = "
                f"{d_model}/{n_heads} dimensions")
+    # null (older configs) means one K/V head per query head; 0 is refused, not read as null
+    n_kv_heads = (n_heads if config.get("num_key_value_heads") is None
+                  else read.size("num_key_value_heads"))
+    return LMConfig.llama(read.size("vocab_size"), d_model=d_model, n_heads=n_heads,
+                          n_layers=read.size("num_hidden_layers"),
+                          d_ff=read.size("intermediate_size"),
+                          max_len=read.size("max_position_embeddings", 2048),
+                          tie_weights=read.flag("tie_word_embeddings", False),
+                          n_kv_heads=n_kv_heads, rope_theta=_rope_theta(read, refuse),
+                          norm_eps=read.number("rms_norm_eps", 1e-6, positive=True))
 
-    rope_theta = _rope_theta(config, refuse)
-    return LMConfig.llama(required("vocab_size"), d_model=d_model, n_heads=n_heads,
-                          n_layers=required("num_hidden_layers"),
-                          d_ff=required("intermediate_size"),
-                          max_len=config.get("max_position_embeddings", 2048),
-                          tie_weights=bool(config.get("tie_word_embeddings", False)),
-                          n_kv_heads=n_kv_heads, rope_theta=float(rope_theta),
-                          norm_eps=float(config.get("rms_norm_eps", 1e-6)))
 
-
-def _rope_theta(config: dict, refuse) -> float:
+def _rope_theta(read: ConfigReader, refuse) -> float:
     """RoPE's base, refusing scaled rotary positions. transformers 5 writes
     rope_parameters {rope_type, rope_theta}; earlier versions wrote rope_theta and
     rope_scaling (None, or a dict naming a scaled type)."""
-    rope_theta = config.get("rope_theta", 10000.0)
+    rope_theta = read.number("rope_theta", 10000.0, positive=True)
     for key in ("rope_parameters", "rope_scaling"):
-        rope = config.get(key)
+        rope = read.mapping(key)
         if rope is None:
             continue
         rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -107,7 +104,9 @@ def _rope_theta(config: dict, refuse) -> float:
         if rope_type != "default" or extra:
             refuse(key, rope, "only plain rotary positions (rope_type 'default', no "
                    "scaling) are implemented")
-        rope_theta = rope.get("rope_theta", rope_theta)
+        if "rope_theta" in rope:
+            rope_theta = ConfigReader(rope, read.where, f"{read.source} {key}").number(
+                "rope_theta", positive=True)
     return rope_theta
 
 
@@ -128,43 +127,52 @@ def _name_map(n_layers: int, tied: bool) -> list[tuple[str, str, bool]]:
     return names
 
 
-def llama_from_hf(config: dict, tensors: dict[str, np.ndarray]) -> DecoderLM:
+def llama_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
+                  source: str = "config") -> DecoderLM:
     """A Llama-style `DecoderLM` with the weights of a Hugging Face Llama checkpoint:
-    `config` as read from config.json, `tensors` as read from model.safetensors. Weights
-    become float32 arrays of our (in, out) layout. Missing, unexpected or misshapen tensors
-    are refused by name (a tied checkpoint may carry lm_head.weight if it equals the
-    embedding; older checkpoints' rotary_emb.inv_freq buffers are recomputed, not read)."""
+    `config` as read from config.json, `tensors` as read from model.safetensors (a dict
+    of arrays, or a LazyTensors that reads each from disk when needed). Weights become
+    float32 arrays of our (in, out) layout. Missing, unexpected, misshapen or integer
+    tensors are refused by name before the model is built (a tied checkpoint may carry
+    lm_head.weight if it equals the embedding; older checkpoints' rotary_emb.inv_freq
+    buffers are recomputed, not read); NaN or infinite weights are refused unless
+    `allow_non_finite`. `source` names config.json in errors."""
     where = "llama_from_hf"
-    settings = _read_config(config)
-    model = DecoderLM(settings)
+    settings = _read_config(config, source)
+    infos = tensor_infos(tensors)
+    check_layer_count(where, source, "num_hidden_layers", settings.n_layers, infos,
+                      r"model\.layers\.(\d+)\.")
     names = _name_map(settings.n_layers, settings.tie_weights)
     expected = {theirs for _, theirs, _ in names}
-    missing = sorted(expected - set(tensors))
+    missing = sorted(expected - set(infos))
     if missing:
         raise op_error(where, f"{len(missing)} tensors are missing, e.g. {missing[:3]}",
                        KeyError, "pass every tensor of model.safetensors (all shards)")
-    unexpected = sorted(name for name in set(tensors) - expected
+    unexpected = sorted(name for name in set(infos) - expected
                         if not name.endswith("rotary_emb.inv_freq"))
-    if unexpected == ["lm_head.weight"] and np.array_equal(
-            tensors["lm_head.weight"], tensors["model.embed_tokens.weight"]):
+    embedding = "model.embed_tokens.weight"
+    if unexpected == ["lm_head.weight"] and infos["lm_head.weight"].shape == \
+            infos[embedding].shape and infos["lm_head.weight"].is_float and np.array_equal(
+            tensors["lm_head.weight"], tensors[embedding]):
         unexpected = []                      # a tied head saved anyway: the same numbers
     if unexpected:
         raise op_error(where, f"{len(unexpected)} tensors are not part of a Llama model, "
                        f"e.g. {unexpected[:3]}", KeyError,
                        "is this checkpoint a Llama (model_type 'llama') one?")
-    parameters = dict(model.named_parameters())
-    state = {}
+    shapes = settings.parameter_shapes()
     for ours, theirs, transposed in names:
-        array = np.asarray(tensors[theirs])
-        array = array.T if transposed else array
-        if array.shape != parameters[ours].shape:
-            stored = tuple(reversed(array.shape)) if transposed else array.shape
-            want = tuple(reversed(parameters[ours].shape)) if transposed \
-                else parameters[ours].shape
+        stored, want = infos[theirs].shape, shapes[ours][::-1] if transposed else shapes[ours]
+        if stored != want:
             raise op_error(where, f"tensor {theirs} has shape {stored}, but the config "
                            f"makes it {want}", ValueError,
                            "check that config.json belongs to these weights")
-        state[ours] = np.ascontiguousarray(array, dtype=DEFAULT_FLOAT)
+    check_float_dtypes(where, infos, expected)
+    model = DecoderLM(settings)
+    state = {}
+    for ours, theirs, transposed in names:
+        array = read_weight(where, tensors, theirs, allow_non_finite)
+        state[ours] = np.ascontiguousarray(array.T if transposed else array,
+                                           dtype=DEFAULT_FLOAT)
     model.load_state_dict(state)
     return model.eval()
 

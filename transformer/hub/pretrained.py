@@ -28,7 +28,13 @@ import uuid
 import numpy as np
 
 from microtensor.errors import op_error
-from microtensor.safetensors_io import load_safetensors, save_safetensors
+from microtensor.files import read_json_capped
+from microtensor.safetensors_io import (
+    LazyTensors,
+    TensorInfo,
+    read_safetensors_header,
+    save_safetensors,
+)
 
 from .gpt2 import gpt2_from_hf, gpt2_to_hf
 from .llama import llama_from_hf, llama_to_hf
@@ -42,16 +48,32 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 MODEL_TYPES = {"gpt2": (gpt2_from_hf, gpt2_to_hf), "llama": (llama_from_hf, llama_to_hf)}
 
 
-def from_pretrained(path: str | os.PathLike):
-    """The model stored in the Hugging Face directory `path`, by its `model_type`."""
-    config, tensors = read_pretrained_dir(path)
+def from_pretrained(path: str | os.PathLike, *, allow_non_finite: bool = False):
+    """The model stored in the Hugging Face directory `path`, by its `model_type`.
+
+    A stranger's directory is read in bounded time and memory, or refused by name:
+    config.json only if it is a regular file of at most 64 MB, every config value
+    type-checked, and the weights' names, shapes and dtypes checked against the config
+    from the safetensors headers before the model is allocated. NaN or infinite weights
+    are refused unless `allow_non_finite=True`."""
+    config, tensors = read_pretrained_dir(path, lazy=True)
+    config_path = os.path.join(os.fspath(path), CONFIG)
     model_type = config.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise op_error("from_pretrained", f"{os.path.join(os.fspath(path), CONFIG)} has "
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+        raise op_error("from_pretrained", f"{config_path} has "
                        f"model_type={model_type!r}; supported: {sorted(MODEL_TYPES)}",
                        fix="load a directory of a supported architecture")
     from_hf, _ = MODEL_TYPES[model_type]
-    return from_hf(config, tensors)
+    try:
+        return from_hf(config, tensors, allow_non_finite=allow_non_finite,
+                       source=config_path)
+    except MemoryError as error:
+        if getattr(error, "microtensor", False):
+            raise
+        size = sum(info.nbytes for info in tensors.infos.values()) / 2**30
+        raise op_error("from_pretrained", f"the model in '{os.fspath(path)}' ({size:.1f} "
+                       "GiB of weights) needs more memory than this process can get",
+                       MemoryError, "load it on a machine with more memory") from None
 
 
 def save_pretrained(model, path: str | os.PathLike) -> None:
@@ -71,10 +93,13 @@ def model_type_of(model) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def read_pretrained_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+def read_pretrained_dir(path: str | os.PathLike,
+                        lazy: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """(config, tensors) of a Hugging Face directory: `config.json` parsed, and every
-    tensor of `model.safetensors` (or of the shards its index lists) as a NumPy array.
-    Refuses a missing directory or file, pickled weights, and damaged files by name."""
+    tensor of `model.safetensors` (or of the shards its index lists) as a NumPy array;
+    with `lazy`, a LazyTensors whose headers are read and checked and whose tensors are
+    read when looked up. Refuses a missing directory or file, special files (a FIFO, a
+    folder, a link loop), pickled weights, and damaged files by name."""
     where = "from_pretrained"
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -92,9 +117,14 @@ def read_pretrained_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.nda
         raise op_error(where, f"{config_path} holds a {type(config).__name__}, not an "
                        "object of settings")
     if WEIGHTS in files:
-        return config, load_safetensors(os.path.join(path, WEIGHTS))
-    if SHARD_INDEX in files:
-        return config, _read_shards(path, where)
+        infos = read_safetensors_header(os.path.join(path, WEIGHTS), where)
+    elif SHARD_INDEX in files:
+        infos = _read_shards(path, where)
+    else:
+        infos = None
+    if infos is not None:
+        tensors = LazyTensors(infos, where)
+        return config, tensors if lazy else dict(tensors)
     pickled = [name for name in files if name in PICKLED_WEIGHTS]
     if pickled:
         raise op_error(where, f"'{path}' has its weights only in {pickled[0]}, a Python "
@@ -109,31 +139,43 @@ def read_pretrained_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.nda
 
 
 def _read_json(path: str, where: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise op_error(where, f"{path} is not valid JSON ({error})") from None
+    """Parsed JSON of a regular file of at most 64 MB (`read_json_capped`)."""
+    return read_json_capped(path, where, what=os.path.basename(path))
 
 
-def _read_shards(path: str, where: str) -> dict[str, np.ndarray]:
-    """A model split over several files: the index maps each tensor name to its file."""
+def _read_shards(path: str, where: str) -> dict[str, TensorInfo]:
+    """A model split over several files: the index maps each tensor name to its file.
+    Every shard's header is read and checked; a tensor must be in the shard the index
+    names for it, and in no other (which copy would win is not for us to guess)."""
     index_path = os.path.join(path, SHARD_INDEX)
     weight_map = _read_json(index_path, where)
     weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
     if not isinstance(weight_map, dict):
         raise op_error(where, f"{index_path} has no 'weight_map' object")
-    tensors = {}
-    for shard in sorted(set(weight_map.values())):
-        if not isinstance(shard, str) or os.path.basename(shard) != shard:
-            raise op_error(where, f"{index_path} names the shard {shard!r}, which is not a "
-                           "file name in the directory")
-        tensors.update(load_safetensors(os.path.join(path, shard)))
-    missing = sorted(set(weight_map) - set(tensors))
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or os.path.basename(shard) != shard:
+            raise op_error(where, f"{index_path} maps {name!r} to the shard {shard!r}, "
+                           "which is not a file name in the directory",
+                           fix="each weight_map value is the name of a .safetensors file "
+                           "beside the index")
+    headers = {shard: read_safetensors_header(os.path.join(path, shard), where)
+               for shard in sorted(set(weight_map.values()))}
+    missing = [f"{name} (in {shard})" for name, shard in weight_map.items()
+               if name not in headers[shard]]
     if missing:
-        raise op_error(where, f"{index_path} lists {len(missing)} tensor(s) that no shard "
-                       f"holds: {', '.join(missing[:8])}")
-    return tensors
+        raise op_error(where, f"{index_path} lists {len(missing)} tensor(s) that their "
+                       f"shard does not hold: {', '.join(missing[:8])}",
+                       fix="download the index and the shards again, together")
+    stray = [f"{name} (in {shard}, which the index puts in "
+             f"{weight_map.get(name, 'no shard')})"
+             for shard, infos in headers.items() for name in infos
+             if weight_map.get(name) != shard]
+    if stray:
+        raise op_error(where, f"{len(stray)} tensor(s) are in a shard the index does not "
+                       f"name for them: {', '.join(stray[:8])}",
+                       fix=f"download the index and the shards again, together; "
+                       f"{SHARD_INDEX} must name the one shard that holds each tensor")
+    return {name: headers[shard][name] for name, shard in weight_map.items()}
 
 
 # ---------------------------------------------------------------------- writing
