@@ -154,11 +154,12 @@ from .ops import (
     where,
 )
 from .profiler import profile
-from .tensor import Tensor, generator, manual_seed
+from .tensor import Tensor, _document_methods, generator, manual_seed
 
 __version__ = "0.1.0"
 
 memory.at_import()   # keep freed arrays for the next step (memory.py says why)
+_document_methods()  # Tensor's methods take their ops' docstrings (tensor.py says why)
 
 __all__ = [
     "BackwardStep",

@@ -13,6 +13,9 @@ Operators and methods here are thin: each calls the primitive of the same name i
 """
 from __future__ import annotations
 
+import inspect
+import textwrap
+
 import numpy as np
 
 from .errors import op_error
@@ -47,7 +50,12 @@ class Tensor:
 
     Attributes: `data` (np.ndarray), `grad` (np.ndarray or None; filled by backward for
     leaves that require grad, and for non-leaves after `retain_grad()`), `requires_grad`,
-    `name` (shown in graphs), `op` (the Node that made it; None for a leaf).
+    `name` (shown in graphs), `op` (the Node that made it; None for a leaf). Make one
+    with `mt.tensor(data, requires_grad=..., dtype=..., name=...)`.
+
+    Most methods and operators call the op of the same name in `microtensor.ops`
+    (`t + u` calls `add`), and share its docstring and derivative rule (see the end of
+    this file). In a rule, `g` is the gradient arriving at the op's output.
     """
 
     __slots__ = (
@@ -88,6 +96,9 @@ class Tensor:
     # ------------------------------------------------------------------ attributes
     @property
     def requires_grad(self) -> bool:
+        """Whether gradients flow to this tensor: `backward` fills the `.grad` of a leaf that
+        requires grad. Only float tensors can; one computed by an op cannot be switched off
+        (use `detach()`)."""
         return self._requires_grad
 
     @requires_grad.setter
@@ -103,39 +114,50 @@ class Tensor:
         self._requires_grad = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set `requires_grad` in place and return this tensor."""
         self.requires_grad = requires_grad
         return self
 
     @property
     def shape(self) -> tuple:
+        """The size of each axis, as a tuple: (2, 3) for a 2-by-3 matrix."""
         return self.data.shape
 
     @property
     def ndim(self) -> int:
+        """The number of axes (0 for a single number)."""
         return self.data.ndim
 
     @property
     def dtype(self):
+        """The NumPy dtype of the data (float32 for Python floats)."""
         return self.data.dtype
 
     @property
     def size(self) -> int:
+        """The number of elements (PyTorch's `numel()`; PyTorch's `size()` is `shape` here)."""
         return self.data.size
 
     @property
     def is_leaf(self) -> bool:
+        """True for a tensor no op made (a parameter, an input): backward keeps `.grad` on
+        leaves."""
         return self.op is None
 
     def __len__(self):
+        """`len(t)`: the size of the first axis."""
         return len(self.data)
 
     def __iter__(self):
+        """`for row in t`: the tensors t[0], t[1], ... along the first axis (in the graph)."""
         if self.ndim == 0:
             raise op_error("iter", "cannot iterate over a 0-d tensor", TypeError,
                            "use .item() to get its value")
         return (self[i] for i in range(len(self.data)))
 
     def __bool__(self):
+        """`if t:` and `bool(t)`: the truth of a one-element tensor; any other shape raises,
+        as in NumPy and PyTorch."""
         # As in NumPy and PyTorch: only a one-element tensor has a truth value. Without
         # this every tensor would be truthy, and `if a == b:` would silently pass.
         if self.data.size != 1:
@@ -145,15 +167,18 @@ class Tensor:
         return bool(self.data)
 
     def numpy(self) -> np.ndarray:
+        """The data as a NumPy array: the same memory, not a copy."""
         return self.data
 
     def item(self):
+        """The value of a one-element tensor, as a Python number."""
         if self.data.size != 1:
             raise op_error("item", f"only a one-element tensor can be converted to a "
                            f"Python number, got shape {self.shape}")
         return self.data.item()
 
     def tolist(self):
+        """The data as (nested) Python lists of numbers."""
         return self.data.tolist()
 
     def __array__(self, dtype=None, copy=None):
@@ -173,9 +198,11 @@ class Tensor:
         return ops.astype(self, dtype=np.dtype(dtype))
 
     def float(self) -> Tensor:
+        """A float32 copy, in the graph: `astype(np.float32)`."""
         return self.astype(np.float32)
 
     def double(self) -> Tensor:
+        """A float64 copy, in the graph: `astype(np.float64)` (what gradcheck wants)."""
         return self.astype(np.float64)
 
     def __repr__(self):
@@ -241,6 +268,7 @@ class Tensor:
             self.grad = np.array(grad, dtype=self.data.dtype)
 
     def zero_grad(self) -> None:
+        """Drop this tensor's gradient (`.grad = None`): the next backward starts it afresh."""
         self.grad = None
 
     # ------------------------------------------------------------------ operators
@@ -258,7 +286,7 @@ class Tensor:
     def __rmatmul__(self, other): return ops.matmul(other, self)
     def __neg__(self): return ops.neg(self)
     def __abs__(self): return ops.abs(self)
-    def __invert__(self): return ops.bitwise_not(self)   # ~mask (booleans), ~ints (bits)
+    def __invert__(self): return ops.bitwise_not(self)
     def __getitem__(self, index): return ops.getitem(self, index=_index_data(index))
 
     # comparisons give boolean tensors and carry no gradient
@@ -273,6 +301,9 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are used as dict keys by identity
 
     def __setitem__(self, index, value):
+        """`t[index] = value`: write into the data in place. Refused where the tensor
+        requires grad, since the graph would not see the write: build a new tensor
+        (`mt.where`, `masked_fill`) instead."""
         if self.requires_grad:
             raise op_error("setitem", "in-place assignment into a tensor that requires "
                            "grad would silently break its gradient", RuntimeError,
@@ -358,7 +389,9 @@ class Tensor:
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis=axis)
 
     def reshape(self, *shape): return ops.reshape(self, shape=_shape_arg(shape))
-    def view(self, *shape): return self.reshape(*shape)
+    def view(self, *shape):
+        """PyTorch's other name for `reshape`: the same elements in a new shape."""
+        return self.reshape(*shape)
     def transpose(self, *axes):
         """`t.transpose(0, 1)` swaps two axes (PyTorch); `t.transpose()` reverses all (NumPy)."""
         if len(axes) == 2:
@@ -368,7 +401,9 @@ class Tensor:
     def swapaxes(self, axis1, axis2): return ops.swapaxes(self, axis1=axis1, axis2=axis2)
 
     @property
-    def T(self): return ops.permute(self, axes=None)
+    def T(self):
+        """The axes in reverse order: a matrix's transpose (as NumPy's `.T`)."""
+        return ops.permute(self, axes=None)
 
     def flatten(self, start_axis=0, end_axis=-1):
         return ops.flatten(self, start_axis=start_axis, end_axis=end_axis)
@@ -465,3 +500,49 @@ def generator() -> np.random.Generator:
 
 
 from . import autograd, ops
+
+# ---------------------------------------------------------------------- method docs
+# A method that calls one op says so, with the op's derivative rule; one without a
+# docstring of its own takes the op's first paragraph too. help(mt.Tensor) then says what
+# help(mt.exp) says, and there is one text to keep right. The op a method calls is read
+# from its code (`ops.exp` in `t.exp`); the operators show their syntax.
+_OPERATORS = {
+    "__add__": "t + other", "__radd__": "other + t", "__sub__": "t - other",
+    "__rsub__": "other - t", "__mul__": "t * other", "__rmul__": "other * t",
+    "__truediv__": "t / other", "__rtruediv__": "other / t", "__pow__": "t ** other",
+    "__rpow__": "other ** t", "__matmul__": "t @ other", "__rmatmul__": "other @ t",
+    "__neg__": "-t", "__abs__": "abs(t)", "__invert__": "~t", "__getitem__": "t[index]",
+    "__lt__": "t < other", "__le__": "t <= other", "__gt__": "t > other",
+    "__ge__": "t >= other", "__eq__": "t == other", "__ne__": "t != other",
+}
+
+
+def _paragraphs(*paragraphs: str) -> str:
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), 88, break_long_words=False,
+                                     break_on_hyphens=False) for p in paragraphs)
+
+
+def _document_methods() -> None:
+    """Write each op-calling method's docstring (see above). Run by the package's
+    __init__ once the ops are imported (they import this module first)."""
+    for name, method in vars(Tensor).items():
+        names = getattr(getattr(method, "__code__", None), "co_names", ())
+        called = [n for n in names if n in ops.__all__]
+        if "ops" not in names or len(called) != 1 or "calls `mt.ops." in (method.__doc__ or ""):
+            continue
+        op = getattr(ops, called[0])
+        signature = inspect.signature(method).replace(
+            return_annotation=inspect.Signature.empty)
+        call = _OPERATORS.get(name) or f"t.{name}({str(signature)[1:-1]})".replace(
+            "(self, ", "(").replace("(self)", "()")
+        rule = getattr(op, "rule", None)
+        calls = f"`{call}` calls `mt.ops.{called[0]}`" + (
+            f"; its derivative rule: `{rule}`" if rule else
+            ", which is made of other ops: its gradient is theirs.")
+        if method.__doc__ is not None:
+            method.__doc__ = inspect.cleandoc(method.__doc__) + "\n\n" + _paragraphs(calls)
+            continue
+        summary = (op.__doc__ or "").split(">>>")[0].strip().split("\n\n")[0]
+        if summary.endswith(":"):               # it introduced the op's example
+            summary = summary[:-1] + "."
+        method.__doc__ = _paragraphs(summary, calls)
