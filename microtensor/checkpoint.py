@@ -36,6 +36,7 @@ process id, and the next save to the same path removes those whose process is go
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import zipfile
@@ -44,13 +45,16 @@ import zlib
 import numpy as np
 
 from .errors import op_error
-from .files import write_atomically
+from .files import check_regular_file, open_regular_file, write_atomically
 from .tensor import Tensor
 
 FORMAT_KEY = "__microtensor__"
 FORMAT_NAME = "microtensor.checkpoint"
 FORMAT_VERSION = 1
 SEPARATOR = "/"
+# How much a checkpoint's arrays may take beyond the file's own size: what compression
+# may add (`save` never compresses). `load(path, max_bytes=...)` sets another limit.
+MAX_INFLATION = 2**30
 
 
 class CheckpointError(ValueError):
@@ -178,23 +182,31 @@ def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-def load(path: str | os.PathLike) -> dict:
+def load(path: str | os.PathLike, max_bytes: int | None = None) -> dict:
     """Read a file written by `save` and return the same nested structure (arrays as
     NumPy arrays, numbers and strings as Python values). Refuses files that are missing,
-    corrupt, not written by microtensor, or holding pickled objects, naming the path.
+    special (a FIFO, a device), corrupt, not written by microtensor, or holding pickled
+    objects, naming the path.
+
+    Memory is bounded before anything is inflated: the size each entry declares, and
+    their total, may not pass `max_bytes` (default: the file's own size plus 1 GiB, so
+    a checkpoint `save` wrote, which is never compressed, always loads, while a
+    compressed one, a "zip bomb" say, may grow by at most 1 GiB), and each array's
+    header must fit its entry before the array is allocated. Pass a larger `max_bytes`
+    for a compressed file you trust.
 
         >>> mt.save({"step": 10}, "ckpt.npz")
         >>> ckpt = mt.load("ckpt.npz"); ckpt["step"]
         10
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise op_error("load", f"no checkpoint file at '{path}'", FileNotFoundError,
-                       "check the path (save writes exactly the path it is given)")
     if os.path.isdir(path):
         raise op_error("load", f"'{path}' is a folder, not a checkpoint file",
                        IsADirectoryError)
-    arrays = _read_members(path)
+    size = check_regular_file(path, "load", "checkpoint file",
+                              "check the path (save writes exactly the path it is "
+                              "given)").st_size
+    arrays = _read_members(path, size + MAX_INFLATION if max_bytes is None else max_bytes)
     if FORMAT_KEY not in arrays:
         found = ", ".join(sorted(arrays)[:8]) or "nothing"
         raise op_error("load", f"'{path}' is not a microtensor checkpoint: it has no "
@@ -232,12 +244,23 @@ _READ_ERRORS = (ValueError, OSError, EOFError, MemoryError, NotImplementedError,
                 RuntimeError, zipfile.BadZipFile, zlib.error)
 
 
-def _read_members(path: str) -> dict[str, np.ndarray]:
-    """Every member of the .npz, read eagerly (so corruption shows here, not later)."""
+def _read_members(path: str, max_bytes: int) -> dict[str, np.ndarray]:
+    """Every member of the .npz, read eagerly (so corruption shows here, not later), from
+    one open regular file (nothing can swap a FIFO in between the checks and the read)."""
+    with open_regular_file(path, "load", "checkpoint file") as file:
+        magic = file.read(6)
+        file.seek(0)
+        if magic.startswith(b"\x93NUMPY"):
+            raise _single_array(path, file)
+        if magic.startswith(b"PK"):
+            _check_sizes(path, file, max_bytes)
+            file.seek(0)
+        return _read_npz(path, file, magic)
+
+
+def _read_npz(path: str, file, magic: bytes) -> dict[str, np.ndarray]:
     # Look at the first bytes first: np.load treats anything it does not recognise as a
     # pickle, which would call a text file "pickled".
-    with open(path, "rb") as file:
-        magic = file.read(6)
     if not magic:
         raise op_error("load", f"'{path}' is empty (0 bytes)", CheckpointError,
                        "restore it from a backup or re-save it")
@@ -248,13 +271,9 @@ def _read_members(path: str) -> dict[str, np.ndarray]:
                        f".npz file (it starts with {magic!r})", CheckpointError,
                        "pass a file written by mt.save or Module.save")
     try:
-        content = np.load(path, allow_pickle=False)
+        content = np.load(file, allow_pickle=False)
     except _READ_ERRORS as error:
         raise _unreadable(path, error) from None
-    if isinstance(content, np.ndarray):
-        raise op_error("load", f"'{path}' is not a microtensor checkpoint: it is a single "
-                       f".npy array ({content.dtype} {content.shape})", CheckpointError,
-                       "load it with np.load")
     with content:
         arrays = {}
         for key in content.files:
@@ -268,6 +287,75 @@ def _read_members(path: str) -> dict[str, np.ndarray]:
                 # CRC when its sizes were zeroed too), so it would load as b''.
                 raise _unreadable(path, ValueError("the entry is not a .npy array"), key)
     return arrays
+
+
+def _check_sizes(path: str, file, max_bytes: int) -> None:
+    """Refuse a zip whose entries declare more than `max_bytes` in all, or an entry whose
+    .npy header declares a larger array than the entry holds, before inflating any."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            entries = archive.infolist()
+            total = sum(entry.file_size for entry in entries)
+            if total > max_bytes:
+                largest = max(entries, key=lambda entry: entry.file_size)
+                raise op_error("load", f"'{path}' declares {total:,} bytes of arrays "
+                               f"(its largest entry, '{largest.filename}', "
+                               f"{largest.file_size:,}) in a file of "
+                               f"{os.fstat(file.fileno()).st_size:,} bytes; the limit is "
+                               f"{max_bytes:,}", CheckpointError,
+                               f"if you trust the file, load it with max_bytes={total}")
+            for entry in entries:
+                if entry.filename.endswith(".npy"):
+                    _check_header(path, archive, entry)
+    except _READ_ERRORS as error:
+        if getattr(error, "microtensor", False):
+            raise
+        raise _unreadable(path, error) from None
+
+
+def _check_header(path: str, archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> None:
+    key = entry.filename.removesuffix(".npy")
+    try:
+        with archive.open(entry) as member:
+            shape, dtype = _array_header(member)
+    except (ValueError, EOFError) as error:     # too short or no .npy magic
+        raise _unreadable(path, ValueError(f"the entry is not a .npy array ({error})"),
+                          key) from None
+    except _READ_ERRORS as error:      # an unknown compression method, an encrypted flag
+        raise _unreadable(path, error, key) from None
+    if dtype is None:
+        return                    # a .npy format version NumPy's public readers skip
+    if dtype.hasobject:
+        raise _unreadable(path, ValueError("pickle"), key)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > entry.file_size:
+        # refused before NumPy would allocate it: the MemoryError it would have been
+        raise _unreadable(path, MemoryError(f"its header declares a {dtype} {shape} array "
+                                            f"of {nbytes:,} bytes in {entry.file_size:,}"),
+                          key)
+
+
+def _array_header(file) -> tuple[tuple, np.dtype | None]:
+    """(shape, dtype) from a .npy header, reading no data."""
+    version = np.lib.format.read_magic(file)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        return (), None
+    shape, _, dtype = readers[version](file)
+    return shape, dtype
+
+
+def _single_array(path: str, file) -> Exception:
+    """The refusal of a plain .npy file, from its header: its array is never read."""
+    try:
+        shape, dtype = _array_header(file)
+    except _READ_ERRORS as error:
+        return _unreadable(path, error)
+    if dtype is not None and dtype.hasobject:
+        return _unreadable(path, ValueError("pickle"))
+    return op_error("load", f"'{path}' is not a microtensor checkpoint: it is a single "
+                    f".npy array ({dtype} {shape})", CheckpointError, "load it with np.load")
 
 
 def _unreadable(path: str, error: Exception, key: str | None = None) -> Exception:
