@@ -27,6 +27,20 @@ def heatmap_svg(matrix, path, *, title: str = "", row_labels: Sequence[str] | No
                 annotate: bool | None = None) -> Path:
     """Write `matrix` (2-D) as an SVG heatmap, scaled by its largest magnitude. Small
     matrices get their values written in the cells. Returns the path written."""
+    path = Path(path)
+    write_atomic(path, heatmap_markup(matrix, title=title, row_labels=row_labels,
+                                      col_labels=col_labels, cell=cell, annotate=annotate))
+    return path
+
+
+def heatmap_markup(matrix, *, title: str = "", row_labels: Sequence[str] | None = None,
+                   col_labels: Sequence[str] | None = None, cell: int = 36,
+                   annotate: bool | None = None) -> str:
+    """The SVG text that `heatmap_svg` writes, for pages that inline their pictures.
+
+    >>> heatmap_markup(np.eye(2)).count("<rect")     # the background and four cells
+    5
+    """
     matrix = np.asarray(getattr(matrix, "data", matrix), dtype=np.float64)
     if matrix.ndim != 2:
         raise op_error("heatmap_svg", f"expected a 2-D matrix, got shape {matrix.shape}")
@@ -62,6 +76,4 @@ def heatmap_svg(matrix, path, *, title: str = "", row_labels: Sequence[str] | No
                 parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" '
                              f'text-anchor="middle" font-size="10">{value:.2f}</text>')
     parts.append("</svg>")
-    path = Path(path)
-    write_atomic(path, "\n".join(parts))
-    return path
+    return "\n".join(parts)
