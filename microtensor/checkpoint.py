@@ -157,7 +157,10 @@ def _rebuild(node: dict, arrays, where: str):
 # ---------------------------------------------------------------------- public API
 def save(obj: dict, path: str | os.PathLike) -> None:
     """Write `obj` (a dict of arrays, numbers, strings, None and nested dicts/lists/tuples)
-    to `path` as one `.npz`, atomically, without pickle. The path is used as given.
+    to `path` as one `.npz`, atomically, without pickle. The path is used as given:
+    missing folders are created, a symlink is written through to its target, a file
+    replaced keeps its permissions, and a read-only one is refused (docs/reference.md,
+    "Files you write").
 
         >>> model = mt.nn.Linear(2, 3)
         >>> mt.save({"model": model.state_dict(), "step": 10}, "ckpt.npz")

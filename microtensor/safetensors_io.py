@@ -43,7 +43,8 @@ class SafetensorsFileError(ValueError):
 def save_safetensors(tensors, path: str | os.PathLike,
                      metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` (name -> array or Tensor) to `path` atomically: the bytes go to a
-    temporary file beside it, which is renamed over `path` only once complete.
+    temporary file beside it, which is renamed over `path` only once complete (the rules
+    of every writer: docs/reference.md, "Files you write").
 
         >>> save_safetensors({"weight": np.ones((2, 3), np.float32)}, "w.safetensors")
     """

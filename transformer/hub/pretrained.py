@@ -23,11 +23,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
+import stat
 
 import numpy as np
 
 from microtensor.errors import op_error
+from microtensor.files import (
+    cannot_write,
+    check_target,
+    fsync_folder,
+    is_read_only,
+    keep_mode,
+    kind_of,
+    remove_entry,
+    remove_leftover_temporaries,
+    resolve_target,
+    stray_temporaries,
+    temporary_name,
+)
 from microtensor.files import read_json_capped
 from microtensor.safetensors_io import (
     LazyTensors,
@@ -183,23 +196,32 @@ def write_pretrained_dir(path: str | os.PathLike, config: dict,
                          tensors: dict[str, np.ndarray]) -> None:
     """Write `config.json` and `model.safetensors` as the directory `path`, atomically:
     everything goes into a new directory beside it, which then replaces `path` by
-    rename. Files of an existing `path` that are not weights or config are kept. An
-    existing `path` is renamed aside just before and deleted just after; a crash between
-    those two renames leaves it whole as `.NAME.*.old` beside the new one's staging
-    directory, never a half-written model at `path`."""
+    rename. An existing `path` is renamed aside just before and deleted just after; a
+    crash between those two renames leaves it whole as `.NAME.PID.*.old` beside the new
+    one's staging directory, never a half-written model at `path`, and the next save
+    puts it back first.
+
+    The other entries of an existing `path` (a tokenizer's vocab.json and merges.txt,
+    say) are carried over, never followed: regular files (hard-linked, or copied),
+    folders (recreated, the same rules inside) and symbolic links (recreated pointing
+    where they pointed, so a link to a folder copies nothing). A FIFO, socket or device
+    there is refused before anything is written. The directory keeps its permissions,
+    and config.json and the weights keep theirs; a read-only one is refused. A symlink
+    `path` is written through to its target; missing parent folders are created
+    (docs/reference.md, "Files you write")."""
     where = "save_pretrained"
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise op_error(where, f"'{path}' is a file", FileExistsError,
-                       "give a directory name (it is created)")
-    if not os.path.isdir(parent):
-        raise op_error(where, f"the folder of '{path}' does not exist", FileNotFoundError,
-                       f"create it first: os.makedirs({parent!r}, exist_ok=True)")
-    name = os.path.basename(path)
-    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.tmp")
-    retired = os.path.join(parent, f".{name}.{uuid.uuid4().hex}.old")
-    os.mkdir(staging)
+    given = os.fspath(path)
+    target = resolve_target(given, where)
+    parent, name = os.path.split(target)
+    _restore_or_remove_strays(parent, name)
+    existing = check_target(target, given, where, directory=True)
+    carried, modes = _entries_to_carry(target, given, where) if existing else ([], {})
+    staging = temporary_name(parent, name)
+    retired = temporary_name(parent, name, ".old")
+    try:
+        os.mkdir(staging)
+    except OSError as error:
+        raise cannot_write(where, given, parent, error) from None
     try:
         with open(os.path.join(staging, CONFIG), "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=True)
@@ -208,20 +230,98 @@ def write_pretrained_dir(path: str | os.PathLike, config: dict,
             os.fsync(file.fileno())
         # transformers refuses safetensors whose metadata lacks a "format" it knows
         save_safetensors(tensors, os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
-        if os.path.isdir(path):
-            for kept in os.listdir(path):
-                if not _is_weights_or_config(kept):
-                    _copy(os.path.join(path, kept), os.path.join(staging, kept))
-            os.rename(path, retired)  # kept until the new directory is in place
-            os.rename(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
+        for replaced, info in modes.items():
+            if os.path.exists(os.path.join(staging, replaced)):
+                keep_mode(os.path.join(staging, replaced), info)
+        _carry_over(target, staging, carried)
+        fsync_folder(staging)
+        if existing is not None:
+            keep_mode(staging, existing)
+            os.rename(target, retired)  # kept until the new directory is in place
+            os.rename(staging, target)
+            remove_entry(retired)
         else:
-            os.rename(staging, path)
-    except BaseException:  # KeyboardInterrupt too: put the old directory back if moved
-        if os.path.isdir(retired) and not os.path.exists(path):
-            os.rename(retired, path)
-        shutil.rmtree(staging, ignore_errors=True)
+            os.rename(staging, target)
+        fsync_folder(parent)
+    except BaseException as error:  # KeyboardInterrupt too: put the old directory back
+        if os.path.isdir(retired) and not os.path.lexists(target):
+            os.rename(retired, target)
+        remove_entry(staging)
+        if isinstance(error, OSError) and not getattr(error, "microtensor", False):
+            raise cannot_write(where, given, None, error) from None
         raise
+
+
+def _restore_or_remove_strays(parent: str, name: str) -> None:
+    """Undo what killed saves of `name` left beside it: a killed save's staging folder
+    is deleted; a directory it had moved aside is put back when `name` is missing (the
+    save died between its two renames), else deleted (it died while deleting it)."""
+    remove_leftover_temporaries(parent, name)
+    aside = sorted(stray_temporaries(parent, name, ".old"), key=os.path.getmtime)
+    if aside and not os.path.lexists(os.path.join(parent, name)):
+        os.rename(aside.pop(), os.path.join(parent, name))    # the newest one
+    for stale in aside:
+        remove_entry(stale)
+
+
+def _entries_to_carry(target: str, given: str, where: str) -> tuple[list, dict]:
+    """([(relative path, "dir" | "link" | "file")], {replaced top-level file: its stat}):
+    what a save carries over from the directory `target`, parents before their contents,
+    walked without following links, so neither a loop nor a link to a big tree is
+    entered. Refuses special files, and read-only files the save would replace."""
+    carried, modes, folders = [], {}, [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(target, folder)), key=lambda e: e.name)
+        except OSError as error:
+            raise cannot_write(where, given, None, error) from None
+        for entry in entries:
+            relative = os.path.join(folder, entry.name)
+            info = entry.stat(follow_symlinks=False)
+            if not folder and _is_weights_or_config(entry.name):
+                if stat.S_ISREG(info.st_mode):
+                    if is_read_only(entry.path, info):
+                        raise op_error(where, f"'{os.path.join(given, relative)}' is "
+                                       "read-only, and a save replaces it", PermissionError,
+                                       f"make it writable first (chmod u+w "
+                                       f"'{os.path.join(given, relative)}'), or save to "
+                                       "another directory")
+                    modes[entry.name] = info
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                carried.append((relative, "link"))
+            elif stat.S_ISDIR(info.st_mode):
+                carried.append((relative, "dir"))
+                folders.append(relative)
+            elif stat.S_ISREG(info.st_mode):
+                carried.append((relative, "file"))
+            else:
+                raise op_error(where, f"'{given}' holds '{relative}', {kind_of(info)}: a "
+                               "save carries the directory's other files over, and cannot "
+                               "carry that", OSError, "move it out of the directory, or "
+                               "save to a new one")
+    return carried, modes
+
+
+def _carry_over(source: str, staging: str, carried: list) -> None:
+    """Recreate the `carried` entries of `source` in `staging` (folders get their
+    permissions last, so a read-only folder can be filled first)."""
+    folders = []
+    for relative, kind in carried:
+        old, new = os.path.join(source, relative), os.path.join(staging, relative)
+        if kind == "dir":
+            os.mkdir(new)
+            folders.append((old, new))
+        elif kind == "link":
+            os.symlink(os.readlink(old), new)
+        else:
+            try:
+                os.link(old, new, follow_symlinks=False)   # the same file: no copy
+            except OSError:
+                shutil.copy2(old, new, follow_symlinks=False)
+    for old, new in reversed(folders):
+        shutil.copystat(old, new, follow_symlinks=False)
 
 
 def _is_weights_or_config(name: str) -> bool:
@@ -229,9 +329,3 @@ def _is_weights_or_config(name: str) -> bool:
     return (name == CONFIG or name.endswith((".safetensors", ".bin", ".h5", ".msgpack"))
             or name in (SHARD_INDEX, *PICKLED_WEIGHTS))
 
-
-def _copy(source: str, target: str) -> None:
-    if os.path.isdir(source):
-        shutil.copytree(source, target)
-    else:
-        shutil.copy2(source, target)
