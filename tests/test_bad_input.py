@@ -315,7 +315,7 @@ def test_no_layout_engine_in_a_lesson_that_draws(tmp_path, monkeypatch, capsys):
     assert "render: no Graphviz layout engine could run" in err
     assert "pip install graphviz-pure" in err and "apt-get install graphviz" in err
     assert "Traceback" not in err
-    assert (tmp_path / "out" / "backprop-graph.dot").read_text().startswith("digraph")
+    assert (tmp_path / "out" / "backprop-graph.svg.dot").read_text().startswith("digraph")
 
 
 def test_a_wrong_engine_choice_in_a_lesson(tmp_path, monkeypatch, capsys):
@@ -325,7 +325,7 @@ def test_a_wrong_engine_choice_in_a_lesson(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert f"'{tmp_path / 'no-such-dot'}' (from engine= or MICROTENSOR_DOT)" in err
     assert "Traceback" not in err
-    assert (tmp_path / "out" / "backprop-graph.dot").read_text().startswith("digraph")
+    assert (tmp_path / "out" / "backprop-graph.svg.dot").read_text().startswith("digraph")
 
 
 def write_members(path, members):

@@ -342,7 +342,8 @@ def test_params_as_a_mapping_names_tensors():
 
 def test_render_writes_svg_and_dot_source(tmp_path):
     loss, t = attention_loss()
-    path = viz.render(loss, tmp_path / "deep" / "attention.svg", highlight=t["W_q"])
+    path = viz.render(loss, tmp_path / "deep" / "attention.svg", highlight=t["W_q"],
+                      source=True)           # the source beside it only when asked
     assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
     assert (tmp_path / "deep" / "attention.dot").read_text().startswith("digraph")
 
@@ -368,8 +369,8 @@ def test_no_engine_at_all_writes_the_source_then_says_how_to_install(tmp_path, m
     for command in ("pip install graphviz-pure", "apt-get install graphviz",
                     "brew install graphviz", "conda install", "MICROTENSOR_DOT"):
         assert command in message
-    assert str(tmp_path / "g.dot") in message
-    assert (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert str(tmp_path / "g.svg.dot") in message      # never a g.dot of the user's
+    assert (tmp_path / "g.svg.dot").read_text().startswith("digraph")
     assert not (tmp_path / "g.svg").exists()
 
     graph = viz.draw(loss)

@@ -103,8 +103,8 @@ def test_no_engine_fails_clearly_and_leaves_the_graph_usable(tmp_path, monkeypat
     assert str(error.value).startswith("write_player: no Graphviz layout engine could run")
     assert "pip install graphviz-pure" in str(error.value)
     assert "apt-get install graphviz" in str(error.value)
-    assert str(tmp_path / "p.dot") in str(error.value)
-    assert (tmp_path / "p.dot").exists() and not (tmp_path / "p.html").exists()
+    assert str(tmp_path / "p.html.dot") in str(error.value)   # never a p.dot of the user's
+    assert (tmp_path / "p.html.dot").exists() and not (tmp_path / "p.html").exists()
     assert tensors["W_q"].grad is None  # nothing ran: backward still works
     loss.backward()
     assert tensors["W_q"].grad is not None

@@ -43,7 +43,7 @@ def run_example(args) -> int:
     from .stepper import step_through
 
     out = Path(args.out)
-    picture = render(attention_picture(), out / "attention_backprop.svg")   # .dot first
+    picture = render(attention_picture(), out / "attention_backprop.svg", source=True)
     engine = find_engine()
     print(f"wrote {picture}  (laid out by {engine.label})")
     if args.html:

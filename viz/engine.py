@@ -202,6 +202,16 @@ def available_engines() -> list[Engine]:
     return found
 
 
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write a picture or page atomically (microtensor.files says how)."""
-    write_bytes_atomically(path, data)
+def write_atomic(path: Path | str, data: str | bytes, where: str = "write") -> None:
+    """Write a picture or page atomically, by the rules of every writer (missing folders
+    created, symlinks written through, permissions kept, read-only files refused; see
+    microtensor.files). `where` names the public function in errors."""
+    write_bytes_atomically(path, data, where)
+
+
+def source_saved(error: Exception, source_path: Path | str) -> Exception:
+    """`error` (a layout that could not run or failed) saying where the graph's DOT source
+    was saved, so the drawing is not lost."""
+    saved = type(error)(f"{error} The graph source was written to {source_path}.")
+    saved.microtensor = True
+    return saved

@@ -29,23 +29,33 @@ import graphviz
 import numpy as np
 
 from microtensor.errors import op_error
+from microtensor.files import check_writable
 from microtensor.tensor import Tensor
 
-from .engine import DotNotFoundError, find_engine, write_atomic
+from .engine import (
+    DotFailedError,
+    DotNotFoundError,
+    find_engine,
+    source_saved,
+    write_atomic,
+)
 from .fused import as_drawn, fused_label
 from .labels import (
     GRAD_PALETTE,
+    MAX_NAME,
+    MAX_TITLE,
     VALUE_PALETTE,
-    hex_colour,
     as_grid,
     diverging,
     dot_string,
     escape,
     fmt,
     format_config,
+    hex_colour,
     norm,
     pad_width,
     printable,
+    shorten,
     stats,
     text_colour,
     wrap,
@@ -96,7 +106,7 @@ class Graph(graphviz.Digraph):
         chosen = find_engine(engine, where="Graph.render", source_path=source_path)
         format = format or self.format
         target = source_path.with_name(f"{source_path.name}.{format}")
-        write_atomic(target, chosen.run(self.source, format, "Graph.render"))
+        write_atomic(target, chosen.run(self.source, format, "Graph.render"), "Graph.render")
         return str(target)
 
 
@@ -131,7 +141,7 @@ def _tensor_label(tensor, name: str, show, grad, grad_state, fan_out, dimmed, li
     values_grid = as_grid(tensor.data) if "values" in show else None
     grad_grid = as_grid(grad) if grad is not None and "grad" in show else None
     columns = max([1] + [g.shape[1] for g in (values_grid, grad_grid) if g is not None])
-    header = name
+    header = shorten(name)         # the tooltip and the player hold the whole name
     if "shape" in show:
         header = f"{header}  {tuple(tensor.shape)} {tensor.dtype}".strip()
     rows = [_text_row(header, columns, 11, True, dimmed)]
@@ -305,6 +315,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         # Rank the whole graph at once, not cluster by cluster: modules then stack in
         # forward order along one axis instead of spreading side by side.
         graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
+    title = shorten(title, MAX_TITLE) if title else title
     title_lines = [line for x in (title, fused_note, layout.note) if x
                    for line in str(x).split("\n")]
     if title_lines or legend:
@@ -463,7 +474,7 @@ def _folded_box(path: str, box: _Box, look: _Look, node_id: str) -> tuple[dict, 
         rows.append((text if size is None else f"{text}  |g| {fmt(size)}", size))
     if any(size is not None for _, size in rows):
         rows.sort(key=lambda row: -(row[1] or 0.0))     # stable: ties keep forward order
-    lines += [text for text, _ in rows]
+    lines = [shorten(line) for line in lines + [text for text, _ in rows]]
     label = graphviz.nohtml("\\l".join(dot_string(line) for line in lines) + "\\l")
     return dict(label=label, **_room_for([(line, 10, False) for line in lines]),
                 shape="box3d", style="filled", id=node_id,
@@ -520,10 +531,10 @@ def _emit_clusters(graph, clusters, layout, dim):
     for number, path in enumerate(in_order):
         # Module paths come from attribute names: any text. The subgraph's name keeps to
         # a plain identifier; the label is escaped.
-        name = f"cluster_{path}" if re.fullmatch(r"[\w.]+", path, re.ASCII) else \
-            f"cluster_module{number}"
+        name = f"cluster_{path}" if re.fullmatch(r"[\w.]+", path, re.ASCII) and len(
+            path) <= MAX_NAME else f"cluster_module{number}"
         bodies[path] = Graph(name=name, graph_attr={
-            "label": text_label([path]), "style": "rounded,dashed",
+            "label": text_label([shorten(path)]), "style": "rounded,dashed",
             "color": DIM if dim else "#9090b0", "fontcolor": "#666688", "fontsize": "10",
             "labeljust": "l", "id": f"c{number}"})
         graph.cluster_ids[path] = f"c{number}"
@@ -618,25 +629,47 @@ def _emit_edges(graph, look: _Look):
 # --------------------------------------------------------------------------- render
 
 
-def render(graph_or_root, path, format: str = "svg", *, engine=None,
-           **draw_kwargs) -> Path:
+# The formats a picture's extension selects when no format= is given.
+PICTURE_FORMATS = ("svg", "png", "pdf", "jpg", "jpeg", "gif", "bmp", "ps", "eps", "webp")
+
+
+def render(graph_or_root, path, format: str | None = None, *, engine=None,
+           source: bool = False, **draw_kwargs) -> Path:
     """Write the drawing to `path` (e.g. "out/graph.svg"); returns the path.
 
-    Accepts a drawn graph or a tensor (drawn with `draw_kwargs`). The layout engine is
-    `viz.engine.find_engine(engine)`: MICROTENSOR_DOT or `engine=` if given, else
-    Graphviz's `dot` if installed, else the bundled graphviz-pure. The `.dot` source is
-    written next to the picture first, so even an error leaves the graph on disk.
+    Accepts a drawn graph or a tensor (drawn with `draw_kwargs`). The format is `format`,
+    else the path's extension (.svg, .png, .pdf, ...; svg for any other). A path ending
+    in `.dot` or `.gv` gets the graph's DOT source, laid out by nothing. The layout engine
+    is `viz.engine.find_engine(engine)`: MICROTENSOR_DOT or `engine=` if given, else
+    Graphviz's `dot` if installed, else the bundled graphviz-pure.
+
+    render writes only `path`, unless `source=True`: then it also writes the DOT source
+    beside the picture as `graph.dot` (replacing a file of that name: you asked for it).
+    When no engine can run or the engine fails, the source is saved as `path` + ".dot"
+    (`graph.svg.dot`, never a file of yours) and the error says so. Missing folders are
+    created; a symlink is written through (docs/reference.md, "Files you write").
 
     >>> viz.render(loss, "out/loss.svg", highlight=W_q)
+    >>> viz.render(loss, "out/loss.dot")      # the DOT source only
     """
+    path = Path(path)
+    check_writable(path, "render", "graph.svg")    # before drawing and laying out
     graph = graph_or_root if isinstance(graph_or_root, graphviz.Digraph) else draw(
         graph_or_root, **draw_kwargs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    source_path = path.with_suffix(".dot")
-    write_atomic(source_path, graph.source)
-    chosen = find_engine(engine, where="render", source_path=source_path)
-    write_atomic(path, chosen.run(graph.source, format, "render"))
+    extension = path.suffix.lower().lstrip(".")
+    if format is None and extension in ("dot", "gv"):
+        write_atomic(path, graph.source, "render")
+        return path
+    format = format or (extension if extension in PICTURE_FORMATS else "svg")
+    source_path = path.with_suffix(".dot") if source else path.with_name(path.name + ".dot")
+    try:
+        picture = find_engine(engine, where="render").run(graph.source, format, "render")
+    except (DotNotFoundError, DotFailedError) as error:
+        write_atomic(source_path, graph.source, "render")   # keep the graph, and say where
+        raise source_saved(error, source_path) from None
+    write_atomic(path, picture, "render")
+    if source:
+        write_atomic(source_path, graph.source, "render")
     return path
 
 

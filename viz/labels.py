@@ -139,12 +139,36 @@ def escape(text: str) -> str:
     return html.escape(printable(text), quote=True).replace("\\", "\\\\")
 
 
-def dot_string(text: str) -> str:
-    """Text for a plain (non-HTML) Graphviz attribute such as a tooltip: printable, its
-    backslashes literal, and never read as an HTML label even when it looks like `<b>`."""
+# System `dot` refuses any one string or HTML label over 16,384 bytes. A name in a label
+# is cut to MAX_NAME characters (a readable box); a tooltip holds up to MAX_TOOLTIP (at
+# most 5 bytes each once escaped: `&` becomes `&amp;`); the player keeps every name whole.
+MAX_NAME = 100
+MAX_TOOLTIP = 2000
+MAX_TITLE = 300
+
+
+def shorten(text, limit: int = MAX_NAME) -> str:
+    """`text` cut in the middle to `limit` characters, its start and end kept
+    ("model.layers.0.self_attn…q_proj.weight").
+
+    >>> shorten("a" * 10 + "b" * 10, 9)
+    'aaaa…bbbb'
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
+
+
+def dot_string(text: str, limit: int = MAX_TOOLTIP) -> str:
+    """Text for a plain (non-HTML) Graphviz attribute such as a tooltip: printable, cut to
+    `limit` characters, its backslashes literal, never read as an HTML label even when it
+    looks like `<b>`, and its `&` escaped: Graphviz passes `&lt;` through to the SVG as an
+    entity, so a name `&lt;` would otherwise show as `<`."""
     import graphviz  # the drawing's dependency; labels.py itself needs only NumPy
 
-    return graphviz.escape(printable(text))
+    return graphviz.escape(printable(shorten(text, limit)).replace("&", "&amp;"))
 
 
 # Advance widths of Helvetica's printable ASCII characters (space .. ~), in 1/1000 em, from

@@ -39,7 +39,7 @@ PICTURES = {
 
 def regenerate(folder: Path = ASSETS) -> list[Path]:
     """Draw every picture again into `folder` (its .svg and its .dot source)."""
-    return [render(draw_picture(), Path(folder) / f"{name}.svg", engine="bundled")
+    return [render(draw_picture(), Path(folder) / f"{name}.svg", engine="bundled", source=True)
             for name, draw_picture in PICTURES.items()]
 
 

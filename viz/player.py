@@ -24,6 +24,7 @@ from pathlib import Path
 
 from microtensor.autograd import BackwardStep, backward_steps
 from microtensor.errors import op_error
+from microtensor.files import check_writable
 from microtensor.tensor import Tensor
 
 from .engine import DotNotFoundError, find_engine, write_atomic
@@ -156,7 +157,7 @@ def player_page(root: Tensor, *, params=None, title: str | None = None, grad=Non
     except DotNotFoundError:
         if source_path is None:
             raise
-        write_atomic(source_path, graph.source)       # keep the graph, and say where
+        write_atomic(source_path, graph.source, where)   # keep the graph, and say where
         find_engine(engine, where=where, source_path=source_path)
         raise
     svg = chosen.run(graph.source, "svg", where).decode("utf-8")
@@ -189,8 +190,11 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
     modules start folded; every one opens in the page. Fused nodes are stepped through as
     their textbook form (same leaves, same gradients) unless `textbook=False`. The graph
     is laid out by `viz.engine.find_engine(engine)` (system `dot` or the bundled
-    graphviz-pure); when no engine runs, nothing is run, the `.dot` source
-    is saved beside `path` and one error says how to get one. Returns the path written.
+    graphviz-pure); when no engine runs, nothing is run, the DOT source is saved as
+    `path` + ".dot" (`backprop.html.dot`, never a file of yours) and one error says how
+    to get one. A target that cannot be written is refused before backward runs. Missing
+    folders are created; a symlink is written through (docs/reference.md, "Files you
+    write"). Returns the path written.
 
     >>> viz.write_player(loss, "backprop.html", title="softmax attention")
     """
@@ -198,13 +202,13 @@ def write_player(root: Tensor, path, *, params=None, title: str | None = None, g
         raise op_error("write_player", f"expected the Tensor to backpropagate from, got "
                        f"{type(root).__name__}", TypeError, "pass e.g. write_player(loss, path)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path, "write_player", "backprop.html")   # before backward fills .grad
     page = player_page(root, params=params, title=title, grad=grad, collapse=collapse,
                        depth=depth, expand=expand, max_nodes=max_nodes,
                        max_values=max_values, engine=engine,
-                       source_path=path.with_suffix(".dot"), where="write_player",
-                       textbook=textbook)
-    write_atomic(path, page)
+                       source_path=path.with_name(path.name + ".dot"),
+                       where="write_player", textbook=textbook)
+    write_atomic(path, page, "write_player")
     return path
 
 
@@ -229,8 +233,7 @@ class Player:
 
     def save(self, path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, self.html)
+        write_atomic(path, self.html, "Player.save")
         return path
 
 
