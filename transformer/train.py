@@ -287,7 +287,10 @@ def finish_run(run: Run, final_step: int, seconds: float, log) -> dict:
             log(f"final: validation loss {summary['val_loss']:.4f}")
             sample = model.generate([tokenizer.encode(task_prompt(task))], 200,
                                     temperature=0.8, top_k=10, seed=run.opts["seed"])
-            log("sample: " + tokenizer.decode(sample[0]))
+            text = tokenizer.decode(sample[0])   # any characters the --text file held:
+            # escape those a terminal would act on (ESC, NUL, \r), keep lines and tabs
+            log("sample: " + "".join(char if char.isprintable() or char in "\n\t"
+                                     else repr(char)[1:-1] for char in text))
     log(f"saved {os.path.join(run.opts['out'], CHECKPOINT)} at step {final_step} "
         f"({_clock(seconds)})")
     return summary
