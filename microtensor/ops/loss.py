@@ -162,13 +162,16 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     >>> F.cross_entropy(mt.zeros(2, 3), np.array([0, 2]), weight=np.array([1.0, 1, 3])).item()
     1.098...
     """
+    # Only the options that differ from the defaults reach the node: a drawing's label of
+    # the op then names what was chosen, not every default.
+    chosen = {name: value for name, value, default in (
+        ("ignore_index", ignore_index, -100), ("reduction", reduction, "mean"),
+        ("label_smoothing", label_smoothing, 0.0)) if value != default}
     if weight is None:
-        return fused_cross_entropy(logits, target, ignore_index=ignore_index,
-                                   reduction=reduction, label_smoothing=label_smoothing)
+        return fused_cross_entropy(logits, target, **chosen)
     # The fused op checks every argument but the weight (its numbers are discarded).
     with no_grad():
-        fused_cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing)
+        fused_cross_entropy(logits, target, **chosen)
     n_classes = np.shape(getattr(logits, "data", logits))[-1]
     weight = _class_weights("cross_entropy", weight, n_classes)
     eps = float(label_smoothing)
