@@ -48,11 +48,12 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
         return markdown
     sys.path.insert(0, str(ROOT / "tests" / "bench"))
     try:
-        from run import markdown_table
+        from run import markdown_table, per_op_markdown
     finally:
         sys.path.pop(0)
     results = json.loads(BENCH.read_text(encoding="utf-8"))
-    return markdown.replace("<!-- bench-table -->", markdown_table(results))
+    return (markdown.replace("<!-- bench-table -->", markdown_table(results))
+            .replace("<!-- bench-per-op -->", per_op_markdown(results)))
 
 
 def write_lesson_notebooks() -> None:

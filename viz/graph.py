@@ -306,6 +306,18 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     look = _Look(layout, on_path, bool(targets), {id(s.tensor): s for s in (steps or ())},
                  show)
 
+    title = shorten(title, MAX_TITLE) if title else title
+    title_lines = [line for x in (title, fused_note, layout.note) if x
+                   for line in str(x).split("\n")]
+    graph = _new_graph(layout, rankdir, title_lines, legend)
+    clusters = _place_nodes(graph, look)
+    _emit_clusters(graph, clusters, layout, look.dim)
+    _emit_edges(graph, look)
+    return graph
+
+
+def _new_graph(layout: Layout, rankdir: str, title_lines: list, legend: bool) -> Graph:
+    """An empty `Graph` with the drawing's attributes and its title (and key)."""
     graph = Graph(name="backward", graph_attr={
         "rankdir": rankdir, "fontname": "Helvetica", "fontsize": "12",
         "nodesep": "0.25", "ranksep": "0.35", "labelloc": "t"},
@@ -315,17 +327,18 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
         # Rank the whole graph at once, not cluster by cluster: modules then stack in
         # forward order along one axis instead of spreading side by side.
         graph.attr(newrank="true", nodesep="0.15", ranksep="0.2")
-    title = shorten(title, MAX_TITLE) if title else title
-    title_lines = [line for x in (title, fused_note, layout.note) if x
-                   for line in str(x).split("\n")]
     if title_lines or legend:
         graph.attr(label=_title_with_key(title_lines) if legend else text_label(title_lines, 12))
     graph.node_ids = {id(t): layout.tensor_node(k) for k, t in enumerate(layout.order)}
     graph.highlighted = set()
     graph.cluster_ids = {}           # module path -> the id of its cluster in the SVG
+    return graph
 
-    clusters: dict[str, list] = {}   # module path -> [(node id, attributes)] inside it
-    boxes = {}
+
+def _place_nodes(graph: Graph, look: _Look) -> dict:
+    """Every tensor and op node, and every folded box, as {module path: [(node id,
+    attributes)]}: the cluster each goes into. Lit nodes go into `graph.highlighted`."""
+    layout, clusters, boxes = look.layout, {}, {}
     for k, tensor in enumerate(layout.order):
         fold = layout.fold_of(k)
         if fold is not None:
@@ -344,10 +357,7 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
             clusters.setdefault(path.rpartition(".")[0], []).append((f"m{j}", attrs))
             if lit:
                 graph.highlighted.add(f"m{j}")
-
-    _emit_clusters(graph, clusters, layout, look.dim)
-    _emit_edges(graph, look)
-    return graph
+    return clusters
 
 
 def _highlight_targets(highlight, layout: Layout, opened: bool) -> list[Tensor]:

@@ -280,19 +280,28 @@ def plan_layout(root: Tensor, params=None, collapse=None,
     expand = [expand] if isinstance(expand, str) else list(expand or ())
     _check_paths("expand", expand, every_path)
     _check_paths("collapse", collapse, every_path)
-    n_nodes = len(order) + sum(t.op is not None for t in order)
+    layout.fold(_choose_folds(layout, params, collapse, max_nodes, depth, expand))
+    return layout
+
+
+def _choose_folds(layout: Layout, params, collapse, max_nodes: int, depth: int | None,
+                  expand: list) -> list:
+    """The module paths to fold, from depth=/expand=, collapse=, or the graph's size (past
+    `max_nodes` a model folds block by block, and the layout's note says how to open)."""
     if depth is not None or expand:
         if collapse not in (None, False):
             raise op_error("draw", f"collapse={collapse!r} with depth={depth} or expand="
                            f"{expand}: choose one way to fold", ValueError,
                            "pass depth=/expand= (or collapse=) alone")
-        if collapse is None:
-            layout.fold(_folds_at_depth(layout, 0 if depth is None else depth, expand))
-        return layout
+        return _folds_at_depth(layout, 0 if depth is None else depth, expand) \
+            if collapse is None else []
+    is_model = hasattr(params, "named_modules")
+    n_nodes = len(layout.order) + sum(t.op is not None for t in layout.order)
+    every_path = set(layout.paths)
+    units = [u for u in _fold_units(params) if u in every_path] if is_model else []
     if collapse is None and n_nodes > max_nodes:
         if is_model:
             collapse = True
-            units = [u for u in _fold_units(params) if u in every_path]
             # Suggest opening a block of a stack ("blocks.0") when there is one.
             first = next((u for u in units if u.rpartition(".")[0] in layout.containers),
                          units[0] if units else "")
@@ -303,9 +312,9 @@ def plan_layout(root: Tensor, params=None, collapse=None,
             layout.note = (f"{n_nodes} nodes > max_nodes={max_nodes}: pass params=model "
                            f"to fold modules into boxes")
     if collapse is True:
-        layout.fold([u for u in _fold_units(params) if u in every_path] if is_model else [])
-    elif isinstance(collapse, str):
-        layout.fold([collapse])
-    elif isinstance(collapse, (list, tuple)):
-        layout.fold(collapse)
-    return layout
+        return units
+    if isinstance(collapse, str):
+        return [collapse]
+    if isinstance(collapse, (list, tuple)):
+        return list(collapse)
+    return []

@@ -149,6 +149,17 @@ def per_op_table(per_op: dict) -> str:
     return "\n".join(lines)
 
 
+def per_op_markdown(results: dict) -> str:
+    """The per-op profile as a Markdown table (the docs site's performance page)."""
+    header = ("op", "fwd ms", "bwd ms", "calls fwd/bwd", "MB out fwd/bwd")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [f"| {name} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | "
+              f"{r['forward_calls']}/{r['backward_calls']} | "
+              f"{r['forward_mb']:.1f}/{r['backward_mb']:.1f} |"
+              for name, r in results["train_step"]["per_op"].items()]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-results.json")
