@@ -1,14 +1,22 @@
-"""A griffe extension for the API reference (mkdocs.yml): a docstring's `>>>` examples
-become Python code blocks, their output included, instead of Markdown quotes."""
+"""A griffe extension for the API reference (mkdocs.yml):
+
+- an op made by `microtensor.autograd.primitive` shows its docstring as Python sees it,
+  which ends with the op's derivative rule (griffe reads source, where the rule is still
+  an argument of the decorator);
+- a docstring's `>>>` examples become Python code blocks, their output included, instead
+  of Markdown quotes.
+"""
 from __future__ import annotations
+
+import importlib
 
 import griffe
 
 
 def fence_examples(text: str) -> str:
     """Wrap each run of `>>>`/`...` lines and the output lines after them in a fence."""
-    lines, out, inside = text.splitlines(), [], False
-    for line in lines:
+    out, inside = [], False
+    for line in text.splitlines():
         starts = line.lstrip().startswith((">>>", "... ")) or line.strip() == "..."
         if starts and not inside:
             out.append("```python")
@@ -23,6 +31,12 @@ def fence_examples(text: str) -> str:
 
 
 class DoctestBlocks(griffe.Extension):
+    def on_function(self, *, func, **kwargs) -> None:
+        if any("primitive" in str(decorator.value) for decorator in func.decorators):
+            runtime = getattr(importlib.import_module(func.module.path), func.name, None)
+            if getattr(runtime, "__doc__", None):
+                func.docstring = griffe.Docstring(runtime.__doc__, parent=func)
+
     def on_object(self, *, obj, **kwargs) -> None:
         if obj.docstring is not None and ">>>" in obj.docstring.value:
             obj.docstring.value = fence_examples(obj.docstring.value)
