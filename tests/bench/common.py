@@ -101,6 +101,8 @@ def environment() -> dict:
         "cpus": os.cpu_count(),
         "processor": _cpu_name(),
         "blas": _blas(),
+        # What else ran: figures from a busy machine are not comparable with a quiet one's.
+        "load_average_1m": os.getloadavg()[0],
     }
     if torch:
         info["torch_threads"] = torch.get_num_threads()

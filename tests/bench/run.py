@@ -44,7 +44,10 @@ def markdown_table(results: dict) -> str:
     env = results["environment"]
     lines = [f"Measured on {env['processor']} ({env['cpus']} CPUs, {env['machine']}), "
              f"{env['blas']}, Python {env['python']}, NumPy {env['numpy']}, "
-             f"PyTorch {env['torch'] or 'not installed'}.", "",
+             f"PyTorch {env['torch'] or 'not installed'}"
+             + (f"; load average {env['load_average_1m']:.1f} at the start"
+                if "load_average_1m" in env else "")
+             + ("; a --quick run" if env.get("quick") else "") + ".", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |"
               for row in summary_rows(results)]
@@ -166,7 +169,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
-    results = {"environment": environment()}
+    results = {"environment": {**environment(), "quick": args.quick}}
     for module, kwargs in ((bench_train, {"repeat": repeat}),
                            (bench_optim, {"repeat": repeat}),
                            (bench_decode, {"repeat": max(3, repeat - 2)}),
