@@ -48,10 +48,12 @@ _mode = _Mode()
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops on this thread record the graph (False inside `mt.no_grad()`)."""
     return _mode.grad_enabled
 
 
 def is_anomaly_enabled() -> bool:
+    """Whether anomaly mode (`mt.detect_anomaly()`) is on for this thread."""
     return _mode.anomaly
 
 
@@ -74,6 +76,7 @@ class _SetMode:
         setattr(_mode, self.flag, self._previous)
 
     def __call__(self, fn):
+        """Use the switch as a decorator: `fn` runs with it set, each call."""
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with type(self)(self.value):
@@ -150,10 +153,12 @@ class dropout_off(_SetMode):
 
 
 def is_fast_enabled() -> bool:
+    """Whether modules run their registered fast forms on this thread (`fast_paths`)."""
     return _mode.fast
 
 
 def is_dropout_enabled() -> bool:
+    """Whether Dropout modules drop while training on this thread (`dropout_off`)."""
     return _mode.dropout
 
 
@@ -292,11 +297,16 @@ def primitive(name: str, rule: str, *, new_grads: bool = False,
         op.forward = forward
         op.reference = reference
         # help(), the docs site and the API reference show the rule with the op's own words.
-        op.__doc__ = (inspect.cleandoc(forward.__doc__ or f"The {name} op.")
-                      + f"\n\nDerivative rule: {rule}")
+        document_op(op, forward.__doc__ or f"The {name} op.")
         return op
 
     return decorate
+
+
+def document_op(op: Callable, text: str) -> None:
+    """Set an op's docstring to `text` followed by its derivative rule (ops made in a
+    loop, such as the comparisons, describe themselves after `primitive` has run)."""
+    op.__doc__ = inspect.cleandoc(text) + f"\n\nDerivative rule: {op.rule}"
 
 
 def _bind(name, args, config, inputs, config_names, variadic) -> tuple:

@@ -198,6 +198,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
+        """Run the module: its `forward` (or its type's registered fast form), then its
+        forward hooks; ops made meanwhile record this module as the one that made them."""
         # The one seam for speed: a module type's registered fast form runs in place of
         # its textbook `forward` (unless fast paths are off, or this module's forward was
         # replaced: then what replaced it must run).

@@ -44,20 +44,7 @@ PACKAGES = ("microtensor", "transformer", "viz")
 
 # Switched on one package at a time, as its docstrings are written.
 NOT_YET = {
-    "transformer": "docstrings for transformer/viz are being written",
-    "viz": "docstrings for transformer/viz are being written",
-}
-
-# Undocumented public names in code that the docstring work did not own, by where they
-# are defined. Each must still lack a docstring: the test says when one is written, so
-# that it leaves this list.
-WAITING_FOR_OWNER = {
-    "microtensor.autograd.is_anomaly_enabled": "autograd.py",
-    "microtensor.autograd.is_dropout_enabled": "autograd.py",
-    "microtensor.autograd.is_fast_enabled": "autograd.py",
-    "microtensor.autograd.is_grad_enabled": "autograd.py",
-    "microtensor.autograd._SetMode.__call__": "autograd.py (`@mt.no_grad()` as a decorator)",
-    "microtensor.nn.Module.__call__": "nn.py's Module.__call__",
+    "transformer": "docstrings for transformer are being written",
 }
 
 OPERATORS = frozenset({
@@ -188,13 +175,12 @@ def defined_as(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
 
 
-def undocumented(package: str, packages=PACKAGES, waiting=()) -> dict[str, str]:
-    """Public names of `package` without a docstring that counts: path -> why. Names
-    defined where `waiting` lists them are left out."""
+def undocumented(package: str, packages=PACKAGES) -> dict[str, str]:
+    """Public names of `package` without a docstring that counts: path -> why."""
     missing = {}
     for path, (obj, owner, name) in public_names(package).items():
         why = problem(obj, docstring(obj, owner, name, packages))
-        if why and defined_as(obj) not in waiting:
+        if why:
             missing[path] = why
     return missing
 
@@ -203,7 +189,7 @@ def undocumented(package: str, packages=PACKAGES, waiting=()) -> dict[str, str]:
     pytest.param(p, marks=pytest.mark.xfail(reason=NOT_YET[p], strict=False))
     if p in NOT_YET else p for p in PACKAGES])
 def test_public_names_have_docstrings(package):
-    missing = undocumented(package, waiting=WAITING_FOR_OWNER)
+    missing = undocumented(package)
     listing = "\n".join(f"  {path}: {why}" for path, why in sorted(missing.items()))
     assert not missing, f"{len(missing)} public names of {package} lack a docstring:\n{listing}"
 
@@ -234,23 +220,11 @@ def test_tensor_methods_show_their_ops_rule():
     assert not missing, missing
 
 
-@pytest.mark.xfail(strict=True, reason="waiting for `primitive` (autograd.py) to append "
-                   "each op's rule to its __doc__; then remove this mark")
 def test_primitive_docstrings_show_their_rule():
     """help(mt.exp) shows the derivative rule, as help(mt.Tensor.exp) does."""
     missing = [name for name, op in primitive_ops().items()
                if not mentions(op.__doc__, op.rule)]
     assert not missing, missing
-
-
-def test_names_waiting_for_their_owner_still_lack_docstrings():
-    """WAITING_FOR_OWNER lists only names that still need their docstring."""
-    found = {defined_as(obj): problem(obj, docstring(obj, owner, name))
-             for package in PACKAGES
-             for obj, owner, name in public_names(package).values()}
-    written = sorted(name for name in WAITING_FOR_OWNER if not found.get(name))
-    assert not written, f"documented (or no longer public): remove from WAITING_FOR_OWNER: " \
-                        f"{written}"
 
 
 FIXTURE = '''

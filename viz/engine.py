@@ -70,6 +70,7 @@ class Engine:
 
     @property
     def label(self) -> str:
+        """How the lessons and errors name it: 'system dot', 'bundled graphviz-pure' or the path."""
         if self.kind == "system":
             return "system dot"
         if self.kind == "bundled":

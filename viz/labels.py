@@ -84,6 +84,7 @@ def mix(rgb_a, rgb_b, t: float) -> tuple:
 
 
 def hex_colour(rgb) -> str:
+    """(r, g, b) in 0..255 as '#rrggbb'."""
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 

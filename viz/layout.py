@@ -30,7 +30,7 @@ over a set or a dict of strings: the same graph gives the same picture in every 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from microtensor.autograd import BackwardStep, topological_order
@@ -82,10 +82,12 @@ class Layout:
         return parent
 
     def tensor_node(self, k: int) -> str:
+        """The drawn node of tensor k: 't{k}', or the box 'm{j}' of the module folded around it."""
         fold = self.fold_of(k)
         return f"t{k}" if fold is None else f"m{self._box_number[fold]}"
 
     def op_node(self, k: int) -> str:
+        """The drawn node of the op that made tensor k: 'op{k}', or its folded module's box."""
         fold = self.fold_of(k)
         return f"op{k}" if fold is None else f"m{self._box_number[fold]}"
 

@@ -232,6 +232,7 @@ class Player:
                 f'</iframe>')
 
     def save(self, path) -> Path:
+        """Write the page to `path` (atomically); returns the path."""
         path = Path(path)
         write_atomic(path, self.html, "Player.save")
         return path

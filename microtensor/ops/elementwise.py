@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..autograd import primitive
+from ..autograd import document_op, primitive
 from ..errors import describe, op_error
 from ..kernels import for_row_blocks
 
@@ -387,8 +387,8 @@ def _comparison(name, compare, symbol, torch_name):
     def op(a, b):
         return compare(a, b), lambda g: (None, None)
     op.__name__ = name
-    op.__doc__ = (f"a {symbol} b elementwise, broadcast: a boolean tensor, no gradient "
-                  f"(np.{name}, torch.{torch_name}); `t {symbol} u` calls it.")
+    document_op(op, (f"a {symbol} b elementwise, broadcast: a boolean tensor, no gradient "
+                  f"(np.{name}, torch.{torch_name}); `t {symbol} u` calls it."))
     return op
 
 
@@ -405,7 +405,7 @@ def _check_float_test(name):
     def op(x):
         return getattr(np, name)(x), lambda g: (None,)
     op.__name__ = name
-    op.__doc__ = f"Elementwise np.{name}: a boolean tensor, no gradient."
+    document_op(op, f"Elementwise np.{name}: a boolean tensor, no gradient.")
     return op
 
 

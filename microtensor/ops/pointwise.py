@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..autograd import primitive
+from ..autograd import document_op, primitive
 from ..errors import describe, op_error
 
 _LN2 = math.log(2)   # a Python float, so float32 stays float32
@@ -121,8 +121,8 @@ def _rounding(name, to_integer):
         out = np.array(x) if np.asarray(x).dtype.kind in "iub" else to_integer(x)
         return out, lambda g: (np.zeros_like(g),)
     op.__name__ = name
-    op.__doc__ = (f"Elementwise np.{to_integer.__name__}, as torch.{name}; the gradient is "
-                  f"zero everywhere, as in PyTorch.")
+    document_op(op, (f"Elementwise np.{to_integer.__name__}, as torch.{name}; the gradient is "
+                  f"zero everywhere, as in PyTorch."))
     return op
 
 

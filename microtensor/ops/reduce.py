@@ -5,7 +5,7 @@ import builtins
 
 import numpy as np
 
-from ..autograd import primitive
+from ..autograd import document_op, primitive
 from ..errors import op_error
 from .elementwise import mul, sqrt
 from .indexing import gather
@@ -76,10 +76,10 @@ def _extreme(name, reduce, word):
             return (share * _spread(g, x.shape, axes, keepdims),)
         return (out if keepdims else np.squeeze(out, axis=axes)), backward
     op.__name__ = name
-    op.__doc__ = (f"The {word} value over `axis` (None: over every element): values only, "
+    document_op(op, (f"The {word} value over `axis` (None: over every element): values only, "
                   f"as np.{name} and torch.a{name} (PyTorch's {name} with a dim also gives "
                   f"indices: here that is arg{name}). Tied {word} values share the gradient "
-                  f"equally.")
+                  f"equally."))
     return op
 
 
@@ -182,8 +182,8 @@ def _index_reduction(name, reduce):
             out = reduce(x, axis=axes[0], keepdims=keepdims)
         return out.astype(np.int64), lambda g: (None,)
     op.__name__ = name
-    op.__doc__ = (f"Index of the {name[3:]}imum along `axis` (None: into the flattened "
-                  f"tensor); the first one at a tie. int64, no gradient.")
+    document_op(op, (f"Index of the {name[3:]}imum along `axis` (None: into the flattened "
+                  f"tensor); the first one at a tie. int64, no gradient."))
     return op
 
 
@@ -197,8 +197,8 @@ def _logical_reduction(name, reduce):
         axes = _axes(name, axis, np.ndim(x))
         return reduce(np.asarray(x) != 0, axis=axes, keepdims=keepdims), lambda g: (None,)
     op.__name__ = name
-    op.__doc__ = f"True where {'any' if name == 'any' else 'every'} element over `axis` " \
-                 f"is non-zero (boolean, no gradient)."
+    document_op(op, f"True where {'any' if name == 'any' else 'every'} element over `axis` "
+                 f"is non-zero (boolean, no gradient).")
     return op
 
 

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from ..autograd import primitive
+from ..autograd import document_op, primitive
 from ..errors import op_error
 
 
@@ -328,9 +328,9 @@ def _triangle(name, keep):
             return (g * mask,)
         return np.where(mask, x, np.zeros((), x.dtype)), backward
     op.__name__ = name
-    op.__doc__ = (f"The {'lower' if name == 'tril' else 'upper'} triangle of the last two "
+    document_op(op, (f"The {'lower' if name == 'tril' else 'upper'} triangle of the last two "
                   f"axes (diagonal=k shifts it: k > 0 above the main diagonal); zeros "
-                  f"elsewhere.")
+                  f"elsewhere."))
     return op
 
 

@@ -36,6 +36,7 @@ class Lesson:
     path: Path
 
     def run(self, out_dir=None, step: bool = False, html: bool = False, echo=print) -> dict:
+        """Run the lesson's cells, narrating through `echo`; returns the numbers it checked."""
         from .literate import run_lesson
 
         return run_lesson(self.path, echo, out_dir=out_dir, step=step, html=html)["numbers"]

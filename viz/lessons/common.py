@@ -37,6 +37,7 @@ class EchoStream:
         self.echo, self.pending = echo, ""
 
     def write(self, text: str) -> int:
+        """Take text as a file would; each complete line goes to `echo`."""
         self.pending += text
         while "\n" in self.pending:
             line, self.pending = self.pending.split("\n", 1)
@@ -44,7 +45,7 @@ class EchoStream:
         return len(text)
 
     def flush(self) -> None:
-        pass
+        """Nothing to do: lines go out as they complete."""
 
 
 def step_and_play(build: Callable, path, *, step: bool, html: bool, echo: Echo,
@@ -110,6 +111,7 @@ def matrix_rows(matrix, labels: Sequence[str]) -> str:
 
 
 def heading(echo: Echo, title: str) -> None:
+    """A section title in the terminal: a blank line, then '── title ────'."""
     echo("")
     echo(f"── {title} " + "─" * max(0, 70 - len(title)))
 

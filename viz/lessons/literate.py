@@ -38,6 +38,8 @@ CELL = re.compile(r"^# %%(?P<rest>.*)$")
 
 @dataclass
 class Cell:
+    """One cell of a lesson's source: prose or code, its tags, and where it starts."""
+
     kind: str            # "markdown" or "code"
     source: str          # markdown without its "# " prefixes; code as written
     tags: tuple = ()
