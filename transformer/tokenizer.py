@@ -22,11 +22,24 @@ from microtensor.errors import op_error
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
-def check_text(where: str, text) -> None:
-    """Refuse anything but a str (a number or None would fail somewhere less clear)."""
+def check_text(where: str, text, utf8: bool = False) -> None:
+    """Refuse anything but a str (a number or None would fail somewhere less clear); with
+    `utf8`, also a str UTF-8 cannot encode: one holding a lone surrogate ('\\ud800'),
+    which is how Python spells bytes of a command line that are not UTF-8."""
     if not isinstance(text, str):
         raise op_error(where, f"text must be a str, got {type(text).__name__} {text!r}",
                        TypeError, fix="pass a string, e.g. str(value)")
+    if utf8:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            char = text[error.start]
+            raise op_error(where, f"text holds {char!r} at position {error.start}, a lone "
+                           "surrogate that is not a Unicode character and has no UTF-8 "
+                           "bytes (a command line or file name with bytes that are not "
+                           "UTF-8 gives these)", ValueError,
+                           "pass valid Unicode text, e.g. "
+                           "raw_bytes.decode('utf-8', errors='replace')") from None
 
 
 def as_id_list(where: str, ids) -> list[int]:
@@ -129,7 +142,7 @@ class ByteTokenizer:
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        check_text("ByteTokenizer.encode", text)
+        check_text("ByteTokenizer.encode", text, utf8=True)
         ids = list(text.encode("utf-8"))
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
