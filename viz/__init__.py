@@ -15,10 +15,12 @@ layout engine: Graphviz's `dot` if installed, else graphviz-pure, which pip inst
 microtensor (`viz.find_engine` says which; MICROTENSOR_DOT chooses). The lessons in
 `viz.lessons` build on the `transformer` package as well.
 """
+from .attribution import Attribution, input_x_gradient, integrated_gradients, saliency
 from .engine import DotNotFoundError, Engine, find_engine
 from .graph import Graph, draw, render
 from .player import Player, play, write_player
 from .stepper import step_through
 
-__all__ = ["DotNotFoundError", "Engine", "Graph", "Player", "draw", "find_engine", "play",
-           "render", "step_through", "write_player"]
+__all__ = ["Attribution", "DotNotFoundError", "Engine", "Graph", "Player", "draw", "find_engine",
+           "input_x_gradient", "integrated_gradients", "play", "render", "saliency",
+           "step_through", "write_player"]
