@@ -35,13 +35,13 @@ from microtensor.files import (
     is_read_only,
     keep_mode,
     kind_of,
+    read_json_capped,
     remove_entry,
     remove_leftover_temporaries,
     resolve_target,
     stray_temporaries,
     temporary_name,
 )
-from microtensor.files import read_json_capped
 from microtensor.safetensors_io import (
     LazyTensors,
     TensorInfo,
