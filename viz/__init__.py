@@ -15,12 +15,13 @@ layout engine: Graphviz's `dot` if installed, else graphviz-pure, which pip inst
 microtensor (`viz.find_engine` says which; MICROTENSOR_DOT chooses). The lessons in
 `viz.lessons` build on the `transformer` package as well.
 """
+from .attention_view import AttentionView, view_attention
 from .attribution import Attribution, input_x_gradient, integrated_gradients, saliency
 from .engine import DotNotFoundError, Engine, find_engine
 from .graph import Graph, draw, render
 from .player import Player, play, write_player
 from .stepper import step_through
 
-__all__ = ["Attribution", "DotNotFoundError", "Engine", "Graph", "Player", "draw", "find_engine",
-           "input_x_gradient", "integrated_gradients", "play", "render", "saliency",
-           "step_through", "write_player"]
+__all__ = ["AttentionView", "Attribution", "DotNotFoundError", "Engine", "Graph", "Player", "draw",
+           "find_engine", "input_x_gradient", "integrated_gradients", "play", "render",
+           "saliency", "step_through", "view_attention", "write_player"]

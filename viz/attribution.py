@@ -334,7 +334,7 @@ class _Problem:
         self.model, self.where, self.score = model, where, score
         if score not in SCORES:
             raise op_error(where, f"unknown score {score!r}", fix=f"use one of {SCORES}")
-        self.ids = _one_sequence(where, ids)                        # (T,)
+        self.ids = one_sequence(where, ids)                         # (T,)
         length = len(self.ids)
         if isinstance(position, bool) or not isinstance(position, (int, np.integer)) \
                 or not -length <= position < length:
@@ -443,7 +443,9 @@ def _frozen(model):
             parameter.requires_grad = True
 
 
-def _one_sequence(where: str, ids) -> np.ndarray:
+def one_sequence(where: str, ids) -> np.ndarray:
+    """`ids` as one sequence (T,) of integers, from (T,) or (1, T); refused otherwise,
+    naming `where`."""
     array = np.asarray(getattr(ids, "data", ids))
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
