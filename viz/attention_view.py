@@ -124,10 +124,12 @@ class AttentionView:
 
     @property
     def n_layers(self) -> int:
+        """How many layers' weights the view holds."""
         return self.weights.shape[0]
 
     @property
     def n_heads(self) -> int:
+        """How many heads each layer has."""
         return self.weights.shape[1]
 
     def heatmap(self, layer: int, head: int) -> str:
