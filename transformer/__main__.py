@@ -14,7 +14,10 @@ import math
 import os
 import sys
 
+from .progress import ProgressBar
 from .train import CHECKPOINT, generate, train
+
+MONITOR_REPORT = "monitor.html"
 
 # Defaults per task:
 # (d_model, n_heads, n_layers, d_ff, seq_len, batch_size, lr, warmup, dropout)
@@ -110,6 +113,11 @@ def add_train_command(commands) -> None:
                      help="evaluate every N steps (0: only at the end)")
     run.add_argument("--ckpt-every", type=positive_int, default=500,
                      help="save the checkpoint every N steps (and at the end)")
+    run.add_argument("--monitor", action="store_true", help="record gradient norms, "
+                     "update-to-data ratios, saturation, attention entropy and the first "
+                     f"NaN/inf, and write OUT/{MONITOR_REPORT} (an HTML page of plots)")
+    run.add_argument("--monitor-every", type=positive_int, default=1,
+                     help="with --monitor, record every N-th step (default 1: all)")
 
 
 def add_generate_command(commands) -> None:
@@ -142,12 +150,54 @@ def options(args: argparse.Namespace) -> dict:
     return opts
 
 
+def run_training(opts: dict) -> dict:
+    """`train` as the command line runs it: log lines on stdout, with a progress bar
+    below them when stdout is a terminal, and with --monitor a `viz.TrainingMonitor`
+    whose report is written to OUT/monitor.html even when the run fails (a report of a
+    diverged run says where the first NaN or inf appeared), and named on stdout."""
+    watch, every = opts.pop("monitor", False), opts.pop("monitor_every", 1)
+    bar = ProgressBar(opts["steps"]) if sys.stdout.isatty() else None
+    monitors = []
+
+    def log(line: str) -> None:
+        if bar is None:
+            print(line, flush=True)
+        else:
+            bar.log(line)
+
+    def monitor(model, optimizer):
+        # viz builds on transformer, so transformer imports it only here, when asked
+        from viz.monitor import TrainingMonitor
+        steps = opts["steps"]
+        recorded = [step - (step - 1) % every for step in (1, max(1, steps // 2), steps)]
+        monitors.append(TrainingMonitor(model, optimizer, every=every,
+                                        histogram_steps=recorded))
+        return monitors[-1]
+
+    try:
+        return train(opts, log=log, monitor=monitor if watch else None, progress_bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        for watcher in monitors:
+            watcher.close()
+            path = os.path.join(opts["out"], MONITOR_REPORT)
+            try:
+                watcher.report(f"Training monitor: {opts['out']}").save(path)
+            except OSError as error:
+                print(f"could not write the monitor report {path}: {error}", flush=True)
+            else:
+                if watcher.non_finite is not None:
+                    print(f"first non-finite value: {watcher.non_finite}", flush=True)
+                print(f"monitor report: {path}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     opts = options(args)
     try:
         if args.command == "train":
-            train(opts, log=lambda line: print(line, flush=True))
+            run_training(opts)
         else:
             print(generate(opts))
     except (ValueError, TypeError, IndexError, FileNotFoundError, RuntimeError,

@@ -27,6 +27,7 @@ from .config import LMConfig
 from .data import CharLMTask, SequenceTask
 from .encoder_decoder import Transformer
 from .lm import DecoderLM
+from .progress import clock as _clock
 from .tokenizer import tokenizer_from_dict
 
 CHECKPOINT = "checkpoint.npz"
@@ -123,11 +124,6 @@ def evaluate(model, task) -> str:
 
 
 # ---------------------------------------------------------------------- the loop
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def save_run(folder, model, opt, schedule, step, opts, tokenizer) -> None:
     """One atomic checkpoint with everything a resume needs."""
     config = asdict(model.config) if isinstance(model, DecoderLM) else model.config
@@ -157,8 +153,13 @@ def check_finite_parameters(model, step: int, opts: dict, progress: dict) -> Non
             raise diverged(f"parameter {name} is not finite", step, opts, progress)
 
 
-def train(opts: dict, log=print) -> dict:
+def train(opts: dict, log=print, monitor=None, progress_bar=None) -> dict:
     """Train as `opts` says (the CLI's options as a dict); returns a summary dict.
+
+    `monitor(model, optimizer)`, when given, makes the object that watches each step
+    (a `viz.TrainingMonitor`: its `begin_step(step)` runs before the step's forward pass,
+    `end_step(loss)` after the optimizer's step). `progress_bar.update(done, loss)`,
+    when given, runs after each step (`transformer.progress.ProgressBar`).
 
     A loss or parameter that is NaN or inf stops the run with a FloatingPointError
     before it can overwrite the last good checkpoint. A KeyboardInterrupt (Ctrl-C) passes
@@ -167,7 +168,7 @@ def train(opts: dict, log=print) -> dict:
     """
     progress = {"saved_step": None}
     try:
-        return _train(opts, log, progress)
+        return _train(opts, log, progress, monitor, progress_bar)
     except KeyboardInterrupt as interrupt:
         interrupt.checkpoint_step = progress["saved_step"]
         raise
@@ -221,8 +222,9 @@ def open_run(opts: dict, log, progress: dict) -> Run:
     return run
 
 
-def _train(opts: dict, log, progress: dict) -> dict:
+def _train(opts: dict, log, progress: dict, monitor=None, progress_bar=None) -> dict:
     run = open_run(opts, log, progress)
+    watcher = None if monitor is None else monitor(run.model, run.opt)
     opts, model, opt, task, start = run.opts, run.model, run.opt, run.task, run.start
     n_params = sum(p.size for p in model.parameters())
     log(f"{opts['task']}: {type(model).__name__} with {n_params:,} parameters, vocab "
@@ -243,6 +245,8 @@ def _train(opts: dict, log, progress: dict) -> dict:
         progress["saved_step"] = step
 
     for step in range(start, end):
+        if watcher is not None:
+            watcher.begin_step(step + 1)
         loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
         if not math.isfinite(loss.item()):
             raise diverged(f"the loss is {loss.item()}", step + 1, opts, progress)
@@ -254,6 +258,10 @@ def _train(opts: dict, log, progress: dict) -> dict:
         losses.append(loss.item())
         tokens += n_tokens
         done = step + 1
+        if watcher is not None:
+            watcher.end_step(loss)
+        if progress_bar is not None:
+            progress_bar.update(done, losses[-1])
         if done % opts["log_every"] == 0 or done == end:
             now = time.perf_counter()
             rate = (done - start) / (now - began)
