@@ -118,6 +118,7 @@ def add_train_command(commands) -> None:
                      f"NaN/inf, and write OUT/{MONITOR_REPORT} (an HTML page of plots)")
     run.add_argument("--monitor-every", type=positive_int, default=1,
                      help="with --monitor, record every N-th step (default 1: all)")
+    add_debug_option(run)
 
 
 def add_generate_command(commands) -> None:
@@ -134,11 +135,18 @@ def add_generate_command(commands) -> None:
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--seed", type=int)
+    add_debug_option(gen)
+
+
+def add_debug_option(command) -> None:
+    command.add_argument("--debug", action="store_true",
+                         help="show the traceback of an error (default: one line)")
 
 
 def options(args: argparse.Namespace) -> dict:
     """The parsed arguments as a dict, with per-task defaults filled in."""
     opts = vars(args).copy()
+    opts.pop("debug", None)          # how errors show, not part of a run
     if args.command == "train":
         names = ("d_model", "n_heads", "n_layers", "d_ff", "seq_len", "batch_size", "lr",
                  "warmup", "dropout")
@@ -200,16 +208,24 @@ def main(argv: list[str] | None = None) -> int:
             run_training(opts)
         else:
             print(generate(opts))
-    except (ValueError, TypeError, IndexError, FileNotFoundError, RuntimeError,
-            FloatingPointError) as error:
-        if not getattr(error, "microtensor", False):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as interrupt:
         print(interrupted_message(args, interrupt), file=sys.stderr)
         return 130  # 128 + SIGINT, as shells report a Ctrl-C
+    except Exception as error:  # every failure: one line and exit 2; --debug: the traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {error_line(error)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def error_line(error: Exception) -> str:
+    """An error as one line: ours as worded (a KeyError's text without the quotes str()
+    adds), anyone else's with its type and a pointer to --debug."""
+    text = str(error.args[0]) if len(error.args) == 1 else str(error)
+    if not getattr(error, "microtensor", False):
+        text = f"{type(error).__name__}: {text or 'no message'} (--debug shows the traceback)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def interrupted_message(args: argparse.Namespace, interrupt: KeyboardInterrupt) -> str:

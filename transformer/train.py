@@ -20,6 +20,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor import optim
 from microtensor.errors import op_error
+from microtensor.files import read_text_capped
 
 from . import hub
 from .bpe import MERGES, VOCAB, BPETokenizer
@@ -28,9 +29,14 @@ from .data import CharLMTask, SequenceTask
 from .encoder_decoder import Transformer
 from .lm import DecoderLM
 from .progress import clock as _clock
-from .tokenizer import tokenizer_from_dict
-
-CHECKPOINT = "checkpoint.npz"
+from .run_folder import (
+    CHECKPOINT,
+    load_checkpoint,
+    model_from_checkpoint,
+    restore_rng,
+    run_options,
+    run_step,
+)
 
 
 # ---------------------------------------------------------------------- building a run
@@ -41,8 +47,9 @@ def make_task(opts: dict, tokenizer=None):
     if opts["task"] == "charlm":
         if not opts.get("text"):
             raise op_error("train", "--task charlm needs --text FILE (a plain-text file)")
-        with open(opts["text"], encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        # a regular file of at most 64 MB: a FIFO would hang the run, /dev/zero fill memory
+        text = read_text_capped(opts["text"], "train", what="--text file", errors="replace",
+                                fix="give --text a plain-text file")
         return CharLMTask(text, block_size=opts["seq_len"], seed=opts["seed"],
                           tokenizer=tokenizer)
     raise op_error("train", f"unknown task {opts['task']!r}",
@@ -57,28 +64,6 @@ def make_model(opts: dict, vocab_size: int):
         return DecoderLM(LMConfig.gpt2(vocab_size, max_len=opts["seq_len"], **common))
     return Transformer(vocab_size, vocab_size, max_len=opts["seq_len"] + 2, pad_id=0,
                        norm_first=opts["norm_first"], **common)
-
-
-def model_from_checkpoint(ckpt: dict):
-    """Rebuild (model, tokenizer, opts) from a loaded checkpoint dict. A DecoderLM's
-    `model_config` is its LMConfig as a dict (older runs wrote the same names)."""
-    opts = json.loads(ckpt["opts"])
-    tokenizer = tokenizer_from_dict(json.loads(ckpt["tokenizer"]))
-    config = json.loads(ckpt["model_config"])
-    if opts["task"] == "charlm":
-        model = DecoderLM(LMConfig(**config))
-    else:
-        model = Transformer(**config)
-    model.load_state_dict(ckpt["model"])
-    return model, tokenizer, opts
-
-
-def load_checkpoint(folder: str) -> dict:
-    path = os.path.join(folder, CHECKPOINT) if os.path.isdir(folder) else folder
-    if not os.path.exists(path):
-        raise op_error("checkpoint", f"no checkpoint at '{path}'", FileNotFoundError,
-                       "pass the --out folder of a training run")
-    return mt.load(path)
 
 
 # ---------------------------------------------------------------------- loss and metrics
@@ -191,33 +176,38 @@ def open_run(opts: dict, log, progress: dict) -> Run:
     """A new run as `opts` says, or with `resume` the run saved in `opts["out"]`, with
     its model, optimizer, schedule, step and random state restored."""
     folder = opts["out"]
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise op_error("train", f"--out '{folder}' is a file, not a folder",
+                       FileExistsError, "give --out the name of a folder (it is created)")
     ckpt = None
-    if opts.get("resume") and os.path.exists(os.path.join(folder, CHECKPOINT)):
+    if opts.get("resume") and os.path.lexists(os.path.join(folder, CHECKPOINT)):
         ckpt = load_checkpoint(folder)
-        saved = json.loads(ckpt["opts"])
+        saved = run_options(ckpt, resumed=True)
         # The run is defined by its checkpoint; only the length may change.
         saved.update(steps=opts["steps"], stop_after=opts.get("stop_after"),
                      log_every=opts["log_every"], out=folder)
         opts = saved
     mt.manual_seed(opts["seed"])
-    tokenizer = (tokenizer_from_dict(json.loads(ckpt["tokenizer"])) if ckpt else None)
-    task = make_task(opts, tokenizer)
+    if ckpt is None:
+        task = make_task(opts)
+        model = make_model(opts, task.vocab_size)
+    else:   # sizes checked against the stored weights before the model is built
+        model, tokenizer, _ = model_from_checkpoint(ckpt)
+        task = make_task(opts, tokenizer)
     os.makedirs(folder, exist_ok=True)
-    model = make_model(opts, task.vocab_size)
     opt = optim.AdamW(model.parameters(), lr=opts["lr"], betas=(0.9, 0.98),
                       weight_decay=opts["weight_decay"])
     schedule = optim.CosineLR(opt, warmup=min(opts["warmup"], opts["steps"] - 1),
                               total=opts["steps"], min_lr=opts["lr"] / 10)
     run = Run(opts, task, task.tokenizer, model, opt, schedule)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         if schedule.total != opts["steps"]:
             schedule.total = opts["steps"]
             opt.lr = schedule.get_lr()
-        mt.generator().bit_generator.state = json.loads(ckpt["rng"])
-        run.start = progress["saved_step"] = int(ckpt["step"])
+        restore_rng(ckpt)
+        run.start = progress["saved_step"] = run_step(ckpt)
         log(f"resumed from {os.path.join(folder, CHECKPOINT)} at step {run.start}")
     return run
 
@@ -314,13 +304,14 @@ def task_prompt(task: CharLMTask) -> str:
 def generate(opts: dict) -> str:
     """Text generated from a checkpoint for `opts['prompt']` (or `opts['prompt_ids']`)
     (the CLI's generate). `opts['ckpt']` is a run folder or a Hugging Face directory."""
-    if os.path.isfile(os.path.join(opts["ckpt"], hub.pretrained.CONFIG)):
+    if os.path.lexists(os.path.join(opts["ckpt"], hub.pretrained.CONFIG)):
         return generate_pretrained(opts)
     ckpt = load_checkpoint(opts["ckpt"])
     model, tokenizer, run = model_from_checkpoint(ckpt)
     model.eval()
     prompt_ids = opts.get("prompt_ids")
     if run["task"] == "charlm":
+        check_max_new_tokens(opts["max_new_tokens"], model)
         ids = prompt_ids or tokenizer.encode(opts["prompt"])
         out = model.generate([ids], opts["max_new_tokens"], temperature=opts["temperature"],
                              top_k=opts["top_k"], seed=opts["seed"])
@@ -333,6 +324,24 @@ def generate(opts: dict) -> str:
                               eos=tokenizer.eos_id)
     return tokenizer.decode(out[0])
 
+
+
+# What generation may keep in memory: each new token's logits (vocab float32s) and id.
+GENERATE_MEMORY = 2**30
+
+
+def check_max_new_tokens(max_new_tokens: int, model: DecoderLM) -> None:
+    """Refuse a --max-new-tokens whose tokens' logits would pass GENERATE_MEMORY (1 GiB):
+    past max_len the model slides its window, so positions do not bound the length."""
+    vocab = model.config.vocab
+    most = GENERATE_MEMORY // (4 * vocab + 16)
+    if max_new_tokens > most:
+        raise op_error("generate", f"--max-new-tokens {max_new_tokens:,} is more than this "
+                       f"model generates within 1 GiB: at most {most:,} (each new token "
+                       f"keeps {vocab:,} logits; the model reads {model.config.max_len:,} "
+                       "positions at a time)",
+                       fix=f"ask for at most {most:,}, e.g. --max-new-tokens "
+                       f"{min(most, model.config.max_len)}")
 
 
 def generate_pretrained(opts: dict) -> str:
@@ -350,6 +359,7 @@ def generate_pretrained(opts: dict) -> str:
                        "add the tokenizer files, or give token ids: --prompt-ids 1,2,3")
     else:
         ids = tokenizer.encode(opts["prompt"])
+    check_max_new_tokens(opts["max_new_tokens"], model)
     vocab = model.config.vocab
     if not ids or max(ids) >= vocab:
         raise op_error("generate", f"the prompt's ids must be 0..{vocab - 1} (the "
