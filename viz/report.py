@@ -249,7 +249,10 @@ def last_step_table(monitor) -> Section:
     record = monitor.history[-1]
     rows = [("<tr><th>module</th><th>op</th><th>mean</th><th>std</th><th>saturated</th>"
             "<th>grad mean</th><th>grad std</th></tr>")]
-    for name, stats in record.modules.items():
+    for name, _ in monitor.watched:
+        stats = record.modules.get(name)
+        if stats is None:
+            continue
         numbers = [stats.mean, stats.std, stats.saturated, stats.grad_mean, stats.grad_std]
         cells = [name, stats.kind] + ["" if n is None else fmt(n) for n in numbers]
         rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
