@@ -143,8 +143,10 @@ def check_float_dtypes(where: str, infos: dict[str, TensorInfo], names) -> None:
     wrong = [f"{name} ({infos[name].dtype})" for name in names
              if not infos[name].is_float]
     if wrong:
-        raise op_error(where, f"{len(wrong)} weight(s) are not floating point: "
-                       f"{', '.join(wrong[:6])}", TypeError,
+        files = sorted({infos[name].path for name in names if infos[name].path})
+        raise op_error(where, f"{len(wrong)} weight(s) "
+                       f"{'in ' + ', '.join(files) + ' ' if files else ''}are not floating "
+                       f"point: {', '.join(wrong[:6])}", TypeError,
                        f"weights are stored as {', '.join(FLOAT_DTYPES)}; check that the "
                        "file holds a model's weights")
 

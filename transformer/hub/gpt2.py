@@ -102,7 +102,7 @@ def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
                        "problem(s)):" + "".join(f"\n  - {p}" for p in problems[:20]),
                        fix="check that config.json and model.safetensors belong together "
                        "and are a GPT2LMHeadModel (or GPT2Model)")
-    check_float_dtypes(where, {name: infos[names[name]] for name in expected}, expected)
+    check_float_dtypes(where, infos, [names[name] for name in expected])
 
     model = DecoderLM(settings)
     state, hf_names, arrays = {}, {}, {}
