@@ -4,7 +4,7 @@
   which ends with the op's derivative rule (griffe reads source, where the rule is still
   an argument of the decorator);
 - a docstring's `>>>` examples become Python code blocks, their output included, instead
-  of Markdown quotes.
+  of Markdown quotes, and indexing in prose (`x[i][j]`) is not read as a link.
 """
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def fence_examples(text: str) -> str:
     return "\n".join(out)
 
 
+def escape_indexing(text: str) -> str:
+    """`x[index[i][j]][j]` in prose would read as Markdown reference links: escape the
+    `][` outside code spans and fences (the page then shows the brackets as written)."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            spans = line.split("`")
+            line = "`".join(span.replace("][", "]\\[") if i % 2 == 0 else span
+                            for i, span in enumerate(spans))
+        out.append(line)
+    return "\n".join(out)
+
+
 class DoctestBlocks(griffe.Extension):
     def on_function(self, *, func, **kwargs) -> None:
         if any("primitive" in str(decorator.value) for decorator in func.decorators):
@@ -38,5 +53,5 @@ class DoctestBlocks(griffe.Extension):
                 func.docstring = griffe.Docstring(runtime.__doc__, parent=func)
 
     def on_object(self, *, obj, **kwargs) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_examples(obj.docstring.value)
+        if obj.docstring is not None:
+            obj.docstring.value = escape_indexing(fence_examples(obj.docstring.value))
