@@ -32,6 +32,7 @@ from microtensor.errors import op_error
 from microtensor.files import check_writable
 from microtensor.tensor import Tensor
 
+from .boxes import Box, FedBack, box_node, gradient_flow
 from .engine import (
     DotFailedError,
     DotNotFoundError,
@@ -55,6 +56,7 @@ from .labels import (
     norm,
     pad_width,
     printable,
+    room_for,
     shorten,
     stats,
     text_colour,
@@ -175,20 +177,10 @@ def _op_label(node) -> tuple[str, dict]:
         rule = [fused] + rule
     lines = [f"<B>{escape(node.name)}</B>" + (f" ({escape(config)})" if config else "")]
     lines += [f'<FONT POINT-SIZE="9">{escape(line)}</FONT>' for line in rule]
-    return "<" + "<BR/>".join(lines) + ">", _room_for([(head, 10, True)]
+    return "<" + "<BR/>".join(lines) + ">", room_for([(head, 10, True)]
                                                       + [(line, 9, False) for line in rule])
 
 
-def _room_for(lines) -> dict:
-    """`width` (inches, a minimum) for a plain node whose `lines` ((text, size, bold) each)
-    hold characters the engine cannot measure; {} when all are ASCII."""
-    widths = [pad_width(text, size, bold) or 0 for text, size, bold in lines]
-    if not any(widths):
-        return {}
-    return {"width": f"{max(widths) / 72 + 0.3:.2f}"}   # + the node's margins
-
-
-# What the picture's colours and marks mean: (swatch cell attributes, text).
 LEGEND = (
     (f'BGCOLOR="{VALUE_PALETTE_HEX[0]}"', f'BGCOLOR="{VALUE_PALETTE_HEX[1]}"',
      "values: blue < 0 < red"),
@@ -342,7 +334,7 @@ def _place_nodes(graph: Graph, look: _Look) -> dict:
     for k, tensor in enumerate(layout.order):
         fold = layout.fold_of(k)
         if fold is not None:
-            boxes.setdefault(fold, _Box()).count(tensor, look)
+            boxes.setdefault(fold, Box()).count(tensor, look)
             continue
         nodes = [(f"t{k}", _tensor_node(tensor, k, look))]
         if tensor.op is not None:
@@ -353,7 +345,7 @@ def _place_nodes(graph: Graph, look: _Look) -> dict:
                 graph.highlighted.add(node_id)
     for j, path in enumerate(layout.folded):
         if path in boxes:
-            attrs, lit = _folded_box(path, boxes[path], look, f"m{j}")
+            attrs, lit = box_node(path, boxes[path], look, f"m{j}")
             clusters.setdefault(path.rpartition(".")[0], []).append((f"m{j}", attrs))
             if lit:
                 graph.highlighted.add(f"m{j}")
@@ -440,94 +432,6 @@ def _op_node(tensor, k: int, look: _Look) -> tuple[dict, bool]:
                 **look.emphasis(lit, OP_FILL, "#8a6d1f")), lit
 
 
-class _Box:
-    """What a folded module holds: counts, its parameters (shape and gradient), and
-    whether the highlighted route runs through it."""
-
-    def __init__(self):
-        self.tensors, self.ops, self.params, self.lit = 0, 0, [], False
-
-    def count(self, tensor, look: _Look) -> None:
-        self.tensors += 1
-        self.ops += tensor.op is not None
-        name = look.layout.names[id(tensor)]
-        if tensor.op is None and name:
-            step = look.recorded.get(id(tensor))
-            grad = step.grad_out if step is not None else tensor.grad
-            self.params.append((name, tuple(tensor.shape), grad))
-        self.lit |= id(tensor) in look.on_path
-
-
-def _folded_box(path: str, box: _Box, look: _Look, node_id: str) -> tuple[dict, bool]:
-    """A module drawn as one box: its path, how much is inside, the gradient that arrives
-    at it and leaves it (with recorded steps), and its parameters' shapes, grouped by the
-    module inside the box that owns them, with their gradients' norm once there is one
-    (largest first: where the gradient is, at a glance)."""
-    lines = [path, f"{box.ops} ops, {box.tensors} tensors"]
-    flow = look.flow.get(path)
-    if flow is not None:
-        lines.append(f"|g| arriving {fmt(flow.arriving)}" + (
-            "" if flow.leaving is None else f", leaving {fmt(flow.leaving)}"))
-    owners = {}   # the module inside the box that owns them -> [(shape, grad)]
-    for name, shape, grad in box.params:
-        inner = name[len(path) + 1:] if name.startswith(path + ".") else name
-        owners.setdefault(inner.split(".")[0] if "." in inner else "own", []).append(
-            (shape, grad))
-    rows = []
-    for owner, owned in owners.items():
-        shapes = [shape for shape, _ in owned]
-        counted = {shape: shapes.count(shape) for shape in shapes}
-        text = f"{owner}: " + ", ".join(f"{n}×{shape}" if n > 1 else f"{shape}"
-                                        for shape, n in counted.items())
-        grads = [grad for _, grad in owned if grad is not None]
-        size = float(np.sqrt(sum(norm(g) ** 2 for g in grads))) if grads else None
-        rows.append((text if size is None else f"{text}  |g| {fmt(size)}", size))
-    if any(size is not None for _, size in rows):
-        rows.sort(key=lambda row: -(row[1] or 0.0))     # stable: ties keep forward order
-    lines = [shorten(line) for line in lines + [text for text, _ in rows]]
-    label = graphviz.nohtml("\\l".join(dot_string(line) for line in lines) + "\\l")
-    return dict(label=label, **_room_for([(line, 10, False) for line in lines]),
-                shape="box3d", style="filled", id=node_id,
-                **look.emphasis(box.lit, "#e8e8f4", "#444466")), box.lit
-
-
-class _Flow:
-    """The gradient a folded box receives from outside it and sends out of it."""
-
-    def __init__(self):
-        self.arriving, self.leaving = 0.0, None    # None: it sends nothing out (tok_embed)
-
-
-def gradient_flow(layout: Layout, recorded: dict) -> tuple[dict, dict]:
-    """With recorded steps: for each folded box, the norm of the gradient arriving at it
-    and of what it sends on ({fold: _Flow}); and every gradient that crosses into a
-    box, summed per receiving tensor ({(sending fold or None, id(tensor)): array}), which
-    labels the edges between boxes."""
-    crossing = {}
-    for k, tensor in enumerate(layout.order):
-        step = recorded.get(id(tensor))
-        if tensor.op is None or step is None:
-            continue
-        fold = layout.fold_of(k)
-        for inp, sent in zip(tensor.op.inputs, step.grads_in):
-            if isinstance(inp, Tensor) and sent is not None and \
-                    layout.fold_of(layout.index[id(inp)]) != fold:
-                key = (fold, id(inp))
-                crossing[key] = sent if key not in crossing else crossing[key] + sent
-    flows = {fold: _Flow() for fold in layout.folded}
-    for (sender, receiver), sent in crossing.items():
-        size = norm(sent) ** 2
-        if sender is not None:
-            flows[sender].leaving = (flows[sender].leaving or 0.0) + size
-        receiving = layout.fold_of(layout.index[receiver])
-        if receiving is not None:
-            flows[receiving].arriving += size
-    for flow in flows.values():
-        flow.arriving = np.sqrt(flow.arriving)
-        flow.leaving = None if flow.leaving is None else np.sqrt(flow.leaving)
-    return (flows if recorded else {}), crossing
-
-
 def _emit_clusters(graph, clusters, layout, dim):
     """Nested `cluster_` subgraphs, one per module path (containers skipped), in forward
     order, each added to its parent after its own children."""
@@ -559,45 +463,13 @@ def _emit_clusters(graph, clusters, layout, dim):
         (bodies[parent] if parent else graph).subgraph(bodies[path])
 
 
-class _FedBack:
-    """Whether an input of a folded box was computed from that box's own outputs. A
-    module called twice with an outside op between the calls, f(g(f(x))), drawn as one
-    box, has an edge from g's output back up into the box: that edge is left out of the
-    ranking (the box ranks after x). The walk back from the input stops at tensors made
-    before the box's first op, so it stays short."""
-
-    def __init__(self, layout: Layout):
-        self.layout, self.first = layout, {}   # box -> its earliest op's k (the largest)
-        for k, tensor in enumerate(layout.order):
-            fold = layout.fold_of(k)
-            if fold is not None and tensor.op is not None:
-                self.first[fold] = k
-
-    def __call__(self, tensor, fold) -> bool:
-        layout, first = self.layout, self.first.get(fold)
-        if first is None or layout.fold_of(layout.index[id(tensor)]) == fold:
-            return False
-        stack, seen = [tensor], set()
-        while stack:
-            current = stack.pop()
-            k = layout.index[id(current)]
-            if id(current) in seen or k > first:
-                continue
-            seen.add(id(current))
-            if layout.fold_of(k) == fold:
-                return True
-            if current.op is not None:
-                stack.extend(t for t in current.op.inputs if isinstance(t, Tensor))
-        return False
-
-
 def _emit_edges(graph, look: _Look):
     """One edge from each input to the op that used it, and from each op to its output;
     edges into, out of and between folded boxes are drawn once each. With recorded steps
     an edge is labelled with the norm of the gradient that flowed back along it (into a
     box: everything the box sent to the tensors at the edge's tail)."""
     layout, seen, into_box = look.layout, set(), {}
-    fed_back = _FedBack(layout)
+    fed_back = FedBack(layout)
     for (sender, receiver), sent in look.crossing.items():
         if sender is not None:
             edge = (layout.tensor_node(layout.index[receiver]),

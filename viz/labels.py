@@ -249,3 +249,15 @@ def _json_values(values):
     if isinstance(values, list):
         return [_json_values(v) for v in values]
     return _json_number(values)
+
+
+def room_for(lines) -> dict:
+    """`width` (inches, a minimum) for a plain node whose `lines` ((text, size, bold) each)
+    hold characters the engine cannot measure; {} when all are ASCII."""
+    widths = [pad_width(text, size, bold) or 0 for text, size, bold in lines]
+    if not any(widths):
+        return {}
+    return {"width": f"{max(widths) / 72 + 0.3:.2f}"}   # + the node's margins
+
+
+# What the picture's colours and marks mean: (swatch cell attributes, text).
