@@ -48,7 +48,7 @@ import numpy as np
 from microtensor import Tensor, nn
 from microtensor.errors import op_error
 
-from .labels import norm
+from .labels import norm as float64_norm
 
 TANH_SATURATED = 0.97     # |tanh| above this passes less than 6% of the gradient
 HISTOGRAM_BINS = 40
@@ -179,6 +179,7 @@ class TrainingMonitor:
         self.non_finite: NonFinite | None = None
         self._record: StepRecord | None = None
         self._last_step = 0
+        self._values_before = None
         self._handles = []
 
     # ------------------------------------------------------------------ steps
@@ -195,7 +196,7 @@ class TrainingMonitor:
         self._keep_histograms = (step in self.histogram_steps if self.histogram_steps
                                  is not None else _is_power_of_ten(step))
         self._weights_before = {name: module.last_weights for name, module in self.attention}
-        self._values_before = [param.data.copy() for _, param in self.parameters]
+        self._values_before = self._snapshot()
         self._grads = {}
         self._consumer = {}   # id(tensor) -> the watched module that took it as input
         for name, module in self.watched:
@@ -230,9 +231,20 @@ class TrainingMonitor:
             if not np.isfinite(record.update_ratio[name]) and not np.isfinite(param.data).all():
                 self._found(record.step, "update", self._owner(name), None, param.data,
                             f"the optimizer's update made parameter {name} non-finite")
-        self._values_before = self._grads = self._consumer = None
+        self._grads = self._consumer = None
         self.history.append(record)
         return record
+
+    def _snapshot(self) -> list[np.ndarray]:
+        """The parameters' values now, copied into the arrays of the last snapshot when
+        they still fit (fresh memory each step would cost page faults)."""
+        kept = self._values_before
+        if kept is None or any(old.shape != param.shape or old.dtype != param.dtype
+                               for old, (_, param) in zip(kept, self.parameters)):
+            return [param.data.copy() for _, param in self.parameters]
+        for old, (_, param) in zip(kept, self.parameters):
+            np.copyto(old, param.data)
+        return kept
 
     def close(self) -> None:
         """Take every hook off (ending a step still open); the model then runs as if
@@ -263,14 +275,12 @@ class TrainingMonitor:
         if record is None or not isinstance(output, Tensor) or output.dtype.kind != "f":
             return
         y = output.data
-        # In float64, the mean of float32 values cannot overflow: it is finite exactly
-        # when every value is, so it doubles as the check for NaN and inf.
-        mean = float(y.mean(dtype=np.float64))
+        mean, std = mean_and_std(y)
         if not math.isfinite(mean):
             self._found_in_forward(record.step, name, output)
             record.modules[name] = ModuleStats(_kind(module, output), mean, math.nan)
             return
-        stats = ModuleStats(_kind(module, output), mean, float(y.std(dtype=np.float64)))
+        stats = ModuleStats(_kind(module, output), mean, std)
         record.modules[name] = stats
         if stats.kind == "tanh":
             stats.saturated = float(np.mean(np.abs(y) > TANH_SATURATED))
@@ -291,7 +301,7 @@ class TrainingMonitor:
 
     def _output_grad_hook(self, name: str, stats: ModuleStats, output_id: int):
         def hook(grad):
-            stats.grad_mean = float(grad.mean(dtype=np.float64))
+            stats.grad_mean, grad_std = mean_and_std(grad)
             if not math.isfinite(stats.grad_mean):
                 # A watched module that read this output names itself (its input hook
                 # runs next, on this same gradient); otherwise it came from further on.
@@ -300,7 +310,7 @@ class TrainingMonitor:
                                 f"the gradient arriving at the output of {name} is "
                                 f"non-finite (made by what comes after it)")
                 return
-            stats.grad_std = float(grad.std(dtype=np.float64))
+            stats.grad_std = grad_std
             if self._keep_histograms and self._record is not None:
                 self._record.gradient_histograms[name] = histogram(grad)
         return hook
@@ -387,12 +397,13 @@ def attention_entropy(weights) -> np.ndarray:
         >>> attention_entropy(np.full((1, 2, 3, 4), 0.25)).round(4)     # ln 4 for both heads
         array([1.3863, 1.3863])
     """
-    weights = np.asarray(weights, dtype=np.float64)
-    logs = np.log(np.where(weights > 0, weights, 1.0))
-    entropy = -(weights * logs).sum(axis=-1)                     # (B, h, Tq)
+    weights = np.asarray(weights)
+    logs = np.zeros_like(weights)
+    np.log(weights, out=logs, where=weights > 0)
+    entropy = -np.einsum("...k,...k->...", weights, logs)       # (B, h, Tq)
     real_rows = weights.sum(axis=-1) > 0
     counted = real_rows.sum(axis=(0, 2))
-    return (entropy * real_rows).sum(axis=(0, 2)) / np.maximum(counted, 1)
+    return (entropy * real_rows).sum(axis=(0, 2), dtype=np.float64) / np.maximum(counted, 1)
 
 
 def update_ratio(before: np.ndarray, after: np.ndarray) -> float:
@@ -400,10 +411,29 @@ def update_ratio(before: np.ndarray, after: np.ndarray) -> float:
     values it changed. -inf for no change, NaN where `before` is all zeros (a bias at
     its first step) or anything is non-finite."""
     size = norm(before)
-    change = norm(np.asarray(after, dtype=np.float64) - before)
+    change = norm(np.subtract(after, before))
     if not (math.isfinite(size) and math.isfinite(change)) or size == 0:
         return math.nan
     return math.log10(change / size) if change > 0 else -math.inf
+
+
+def mean_and_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation, summed in the values' own dtype (NumPy sums
+    pairwise: float32 keeps about 7 digits even over millions of values) and again in
+    float64 when a float32 sum overflowed. The mean is finite exactly when every value is,
+    so it doubles as the check for NaN and inf."""
+    mean = float(values.mean())
+    if not math.isfinite(mean) and np.isfinite(values).all():
+        return float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
+    return mean, float(values.std()) if math.isfinite(mean) else math.nan
+
+
+def norm(values: np.ndarray) -> float:
+    """The Euclidean norm, sqrt(x . x) in one BLAS dot in the values' own dtype, again in
+    float64 (`labels.norm`) if the squares overflowed it."""
+    flat = values.ravel()
+    squares = float(np.dot(flat, flat))
+    return math.sqrt(squares) if math.isfinite(squares) else float64_norm(values)
 
 
 def histogram(values, bins: int = HISTOGRAM_BINS) -> Histogram:
