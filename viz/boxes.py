@@ -26,6 +26,7 @@ class Box:
         self.tensors, self.ops, self.params, self.lit = 0, 0, [], False
 
     def count(self, tensor, look) -> None:
+        """Take in one tensor of the module (and the op that made it)."""
         self.tensors += 1
         self.ops += tensor.op is not None
         name = look.layout.names[id(tensor)]
@@ -121,6 +122,7 @@ class FedBack:
                 self.first[fold] = k
 
     def __call__(self, tensor, fold) -> bool:
+        """Whether `tensor`, an input of the box `fold`, was computed from the box."""
         layout, first = self.layout, self.first.get(fold)
         if first is None or layout.fold_of(layout.index[id(tensor)]) == fold:
             return False
