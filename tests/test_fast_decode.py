@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import microtensor as mt
 from microtensor.ops.elementwise import gelu_tanh
 from transformer import DecoderLM, LMConfig
+from transformer.fast import decode
 from transformer.fast.decode import gelu_in_place
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
@@ -67,6 +68,18 @@ def stepped_logits(model, ids, mask, first):
     return np.concatenate(pieces, axis=1), cache
 
 
+@pytest.fixture(params=["small", "large"])
+def size(request, monkeypatch):
+    """Decode as a small model does (norms folded into copies of the matrices, products by
+    np.vecmat) and as a large one does (every matrix read in place by BLAS, the norm's
+    affine applied to the rows): with the thresholds below 0, a tiny model takes the
+    large model's path."""
+    if request.param == "large":
+        monkeypatch.setattr(decode, "FOLD_MAX_BYTES", -1)
+        monkeypatch.setattr(decode, "VECMAT_MAX_BYTES", -1)
+    return request.param
+
+
 def assert_close(fast, composed, dtype):
     assert fast.dtype == composed.dtype == dtype
     np.testing.assert_allclose(fast, composed, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
@@ -75,7 +88,7 @@ def assert_close(fast, composed, dtype):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch,padded", [(1, False), (3, False), (3, True)])
-def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padded):
+def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padded, size):
     model = make_model(name, dtype)
     ids, mask = prompts_and_mask(batch, 9, padded, model.config.vocab)
     fast, cache = stepped_logits(model, ids, mask, first=4)
@@ -96,7 +109,7 @@ def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padde
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_greedy_tokens_equal_the_uncached_ones(name, dtype):
+def test_fast_greedy_tokens_equal_the_uncached_ones(name, dtype, size):
     model = make_model(name, dtype)
     ids, mask = prompts_and_mask(3, 5, True, model.config.vocab, seed=1)
     fast, fast_logits = model.generate(ids, 8, temperature=0, attention_mask=mask,
@@ -175,6 +188,37 @@ def test_a_cache_longer_than_the_position_table_still_says_which_position():
     cache = model.new_cache(batch=1, max_len=40)
     with mt.no_grad(), pytest.raises(ValueError, match="position 16 is beyond max_len=16"):
         model(np.arange(17)[None] % 19, cache=cache)
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama-gqa"])
+def test_a_large_model_decodes_from_its_parameters_own_arrays(name, size):
+    """At GPT-2's size a fold would copy every block's weights: there the decoder keeps
+    the parameters' arrays, and a whole `generate` allocates far less than the weights
+    (NumPy reports its arrays to tracemalloc)."""
+    import tracemalloc
+    model = make_model(name, d_model=64, d_ff=256, vocab=300)
+    weights = sum(p.data.nbytes for p in model.parameters())
+    prompt = np.array([[3, 4, 5]])
+    model.generate(prompt, 2, temperature=0)                      # warm caches of kernels
+    tracemalloc.start()
+    try:
+        cache = model.new_cache(batch=1, max_len=12)
+        with mt.no_grad():
+            model(prompt, cache=cache)
+            for token in range(8):
+                model(np.array([[token]]), cache=cache)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    layer = cache.fast_decoder.layers[0]
+    if size == "large":
+        params = {id(p.data) for p in model.parameters()}
+        assert layer.qkv.weights is not None and layer.ffn_in.weights is not None
+        assert all(id(w) in params for w in layer.qkv.weights + layer.ffn_in.weights)
+        assert peak < 0.1 * weights, (peak, weights)
+    else:
+        assert layer.qkv.weights is None                          # folded: a copy
+        assert peak > 0.5 * sum(p.data.nbytes for p in model.blocks.parameters())
 
 
 def test_each_cache_decodes_with_the_weights_it_was_filled_with():

@@ -6,11 +6,13 @@ closure that is never called. At batch 1 a step of a small model is ~100 such op
 ~2,000 Python calls per token, and that bookkeeping, not the arithmetic, sets the pace.
 `FastDecoder` does the same arithmetic on the parameters' arrays, in fewer steps:
 
-- a norm's weight (and bias) folded into the product that follows it:
-  (x_hat * w + b) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c);
-- Q, K and V from one product (the three matrices side by side, 1/sqrt(d_k) folded into
-  the queries' columns), and with RoPE the queries and keys rotated together, since they
-  sit side by side in that product;
+- in a small model, a norm's weight (and bias) folded into the product that follows it:
+  (x_hat * w + b) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c), and Q, K and V from
+  one product (the three matrices side by side, 1/sqrt(d_k) folded into the queries'
+  columns); in a large one (GPT-2's size) every matrix is read in place, by BLAS, and the
+  norm's affine applied to the token's row (`NormThenLinears`): a token's time is then
+  reading the weights once, and copies of them would only double the memory;
+- with RoPE the queries and keys rotated together, since they sit side by side;
 - attention as the fused kernel's forward (one new query needs no causal mask);
   grouped-query heads as rows of their K/V head, so K and V are never repeated;
 - GELU's value alone, without the derivative the training op writes for its backward;
@@ -18,9 +20,9 @@ closure that is never called. At batch 1 a step of a small model is ~100 such op
 
 It is derived from the modules' types, not from a model's settings: it knows GPTBlock
 and LlamaBlock (`KNOWN_BLOCKS`), and a model with any other block decodes through the
-blocks' own forwards (and the fast forms of their attention). The folded matrices are a
-snapshot, made at a cache's first fast step: the cache belongs to the weights its keys
-and values came from. The textbook form (`DecoderLM.forward` through its blocks) stays
+blocks' own forwards (and the fast forms of their attention). Folded matrices are a
+snapshot, made at a cache's first fast step (the cache belongs to the weights its keys
+and values came from); the others are the parameters' own arrays. The textbook form (`DecoderLM.forward` through its blocks) stays
 what runs with gradients and what hooks see, and tests check the two give the same
 logits (to rounding) and the same greedy tokens.
 
@@ -78,11 +80,7 @@ def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
     for weight in weights:
         np.multiply(scale, weight, out=folded[:, start:start + weight.shape[1]])
         start += weight.shape[1]
-    bias = None
-    if any(linear.bias is not None for linear in linears):
-        bias = np.concatenate([np.zeros(linear.weight.shape[1], folded.dtype)
-                               if linear.bias is None else linear.bias.data
-                               for linear in linears])
+    bias = side_by_side_bias(linears, folded.dtype)
     shift = getattr(norm, "bias", None)
     if shift is not None:
         unscaled = np.concatenate(weights, axis=1)
@@ -90,15 +88,81 @@ def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
     return folded, bias
 
 
+def side_by_side_bias(linears, dtype) -> np.ndarray | None:
+    """The linears' biases side by side (zeros for one without), or None if none has one."""
+    if all(linear.bias is None for linear in linears):
+        return None
+    return np.concatenate([np.zeros(linear.weight.shape[1], dtype) if linear.bias is None
+                           else linear.bias.data for linear in linears])
+
+
+# A norm is folded into the products after it only while they are small. A fold copies
+# their matrices (once per cache); for a small model that buys one product instead of
+# three and no elementwise work on the row, where a token's NumPy calls are the cost. At
+# GPT-2's size the copies would be every block's weights again (340 MB), while the norm's
+# affine on one token's row is 768 multiplies.
+FOLD_MAX_BYTES = 1 << 20
+
+
+class NormThenLinears:
+    """norm(x) @ [W_1 | ... | W_n] + [c_1 | ... | c_n] for rows x_hat that are normalised
+    already (the norm's weight and bias not yet applied): the linears side by side, as
+    one folded matrix (`fold`) while they are small, else each matrix read where it is.
+    `scaled`, (columns, factor), multiplies those output columns (1/sqrt(d_k) on the
+    queries: folded into the matrix, or applied to the product's few columns)."""
+
+    def __init__(self, norm, linears, scaled: tuple[slice, float] | None = None):
+        weights = [linear.weight.data for linear in linears]
+        self.width = sum(weight.shape[1] for weight in weights)
+        self.scaled = scaled
+        if sum(weight.nbytes for weight in weights) <= FOLD_MAX_BYTES:
+            self.weights = None
+            self.folded, self.bias = fold(norm, linears)
+            if scaled is not None:
+                columns, factor = scaled
+                self.folded[:, columns] *= factor
+                if self.bias is not None:
+                    self.bias[columns] *= factor
+            return
+        self.weights = weights
+        self.norm_weight = norm.weight.data
+        self.norm_bias = None if getattr(norm, "bias", None) is None else norm.bias.data
+        self.dtype = np.result_type(self.norm_weight, *weights)
+        self.bias = side_by_side_bias(linears, self.dtype)
+
+    def __call__(self, x_hat: np.ndarray) -> np.ndarray:
+        """The product for normalised rows x_hat (N, d), which it may overwrite."""
+        if self.weights is None:
+            return affine(x_hat, self.folded, self.bias)
+        x_hat *= self.norm_weight
+        if self.norm_bias is not None:
+            x_hat += self.norm_bias
+        out = np.empty((len(x_hat), self.width), self.dtype)
+        start = 0
+        for weight in self.weights:
+            end = start + weight.shape[1]
+            np.matmul(x_hat, weight, out=out[:, start:end])       # BLAS, the matrix in place
+            start = end
+        if self.bias is not None:
+            out += self.bias
+        if self.scaled is not None:
+            columns, factor = self.scaled
+            out[:, columns] *= factor
+        return out
+
+
 def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """x @ weight + bias for rows x (N, in), weight (in, out).
 
-    Up to MATVEC_ROWS rows go through `np.vecmat`, one vector-matrix product per row, on
-    one thread. As one GEMM, a 16-token prefill woke OpenBLAS's second thread, and on a
+    A small matrix (up to VECMAT_MAX_BYTES: it stays in the CPU's cache) meets up to
+    MATVEC_ROWS rows through `np.vecmat`, one vector-matrix product per row, on one
+    thread. As BLAS calls, a 16-token prefill woke OpenBLAS's second thread, and on a
     busy 2-core machine the one-token steps after it then ran several times slower
-    (docs/performance.md); the products of a step are too small to share.
-    More rows (a long prompt) are one GEMM, where threads pay."""
-    if len(x) <= MATVEC_ROWS and _vecmat is not None:
+    (docs/performance.md); such products are too small to share. A larger matrix goes
+    to BLAS: `np.vecmat` is NumPy's own loop, fast only from the cache (a 4 MB matrix
+    took 12 ms, BLAS 1 ms), and reading a model's weights from memory is where a second
+    thread pays. More rows (a long prompt) are one GEMM."""
+    if len(x) <= MATVEC_ROWS and weight.nbytes <= VECMAT_MAX_BYTES and _vecmat is not None:
         out = _vecmat(x, weight)
     else:
         out = x @ weight
@@ -108,6 +172,7 @@ def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
 
 
 MATVEC_ROWS = 64
+VECMAT_MAX_BYTES = 1 << 19
 _vecmat = getattr(np, "vecmat", None)   # NumPy >= 2.2; older ones use the GEMM
 
 
@@ -140,33 +205,30 @@ def known_block(block) -> bool:
 
 
 class FastLayer:
-    """One block's folded matrices: attention (Q, K, V side by side) and the feed-forward
-    (GPT: W_1 after LayerNorm, the activation, W_2; Llama: W_gate and W_up side by side
-    after RMSNorm, silu(gate) * up, W_down)."""
+    """One block's products: attention (Q, K, V side by side after the first norm) and the
+    feed-forward (GPT: W_1 after LayerNorm, the activation, W_2; Llama: W_gate and W_up
+    side by side after RMSNorm, silu(gate) * up, W_down)."""
 
     def __init__(self, block):
         attention = block.self_attn
         self.attention = attention
-        self.W_qkv, self.b_qkv = fold(block.norm1, [attention.W_q, attention.W_k,
-                                                    attention.W_v])
-        # 1/sqrt(d_k) goes into the queries' columns once (they are a new array), rather
-        # than onto every step's scores; RoPE's rotation is linear, so it commutes.
-        queries, scale = slice(0, attention.n_heads * attention.d_k), 1 / math.sqrt(attention.d_k)
-        self.W_qkv[:, queries] *= scale
-        if self.b_qkv is not None:
-            self.b_qkv[queries] *= scale
+        # 1/sqrt(d_k) goes onto the queries' columns (into the matrix when it is folded)
+        # rather than onto every step's scores; RoPE's rotation is linear, so it commutes.
+        queries = slice(0, attention.n_heads * attention.d_k)
+        self.qkv = NormThenLinears(block.norm1, [attention.W_q, attention.W_k, attention.W_v],
+                                   scaled=(queries, 1 / math.sqrt(attention.d_k)))
         self.W_o = attention.W_o.weight.data
         self.b_o = None if attention.W_o.bias is None else attention.W_o.bias.data
         self.norm_eps = (block.norm1.eps, block.norm2.eps)
         self.centre = type(block.norm1) is LayerNorm   # RMSNorm does not subtract the mean
         ffn = block.ffn
         if type(ffn) is SwiGLU:
-            self.W_in, self.b_in = fold(block.norm2, [ffn.W_gate, ffn.W_up])
+            self.ffn_in = NormThenLinears(block.norm2, [ffn.W_gate, ffn.W_up])
             self.W_out = ffn.W_down.weight.data
             self.b_out = None if ffn.W_down.bias is None else ffn.W_down.bias.data
             self.activation = None
         else:
-            self.W_in, self.b_in = fold(block.norm2, [ffn.W_1])
+            self.ffn_in = NormThenLinears(block.norm2, [ffn.W_1])
             self.W_out, self.b_out = ffn.W_2.weight.data, ffn.W_2.bias.data
             self.activation = ACTIVATIONS[type(ffn.activation)]
 
@@ -266,7 +328,7 @@ class FastDecoder:
         returns its output projection, (B*T, d)."""
         n_heads, n_kv_heads, d_k = self.n_heads, self.n_kv_heads, self.d_k
         group = n_heads // n_kv_heads
-        qkv = affine(h, layer.W_qkv, layer.b_qkv)
+        qkv = layer.qkv(h)
         heads = qkv.reshape(batch, n_new, n_heads + 2 * n_kv_heads, d_k)
         if rotation is not None:
             rotate_in_place(heads[:, :, :n_heads + n_kv_heads], *rotation)
@@ -288,7 +350,7 @@ class FastDecoder:
         return affine(out, layer.W_o, layer.b_o)
 
     def feed_forward(self, layer, h):
-        hidden = affine(h, layer.W_in, layer.b_in)
+        hidden = layer.ffn_in(h)
         if layer.activation is not None:
             return layer.activation(hidden)
         gate, up = np.split(hidden, 2, axis=1)
