@@ -56,12 +56,15 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
                    and (allowed is None or _sees_own_key(allowed, q.shape[-2])))
     if sees_itself:
         weights -= (np.einsum("...i,...i->...", q, k) * scale)[..., None]
-        with np.errstate(over="ignore"):                   # such a row is redone below
+        # A row that overflows is redone below: its inf (and the NaN a BLAS kernel may
+        # make of inf, which the sum's check catches too) must not warn the user.
+        with np.errstate(over="ignore", invalid="ignore"):
             np.exp(weights, out=weights)
+            sums = sum_over_last_axis(weights)
     else:
         weights -= np.fmax.reduce(weights, axis=-1, keepdims=True)
         np.exp(weights, out=weights)
-    sums = sum_over_last_axis(weights)
+        sums = sum_over_last_axis(weights)
     if sees_itself:
         overflowed = ~((sums > 0) & (sums < np.inf))
         if overflowed.any():
