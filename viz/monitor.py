@@ -285,7 +285,7 @@ class TrainingMonitor:
         if stats.kind == "tanh":
             stats.saturated = float(np.mean(np.abs(y) > TANH_SATURATED))
         zero_units = None
-        if stats.kind in ("relu", "gelu"):
+        if stats.kind in ("relu", "gelu") and y.ndim:
             zero_units = ~np.any(y.reshape(-1, y.shape[-1]) != 0, axis=0)     # (units,)
             stats.dead_output = stats.saturated = float(zero_units.mean())
         if self._keep_histograms:
