@@ -257,6 +257,14 @@ def log_softmax_last(logits):
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
+def softmax_rows(rows, dtype):
+    """softmax over the last axis of a (N, C) array, in one new (N, C) array of `dtype`."""
+    out = np.subtract(rows, np.fmax.reduce(rows, axis=-1, keepdims=True), dtype=dtype)
+    np.exp(out, out=out)
+    out *= (1 / sum_over_last_axis(out))[:, None]
+    return out
+
+
 def cross_entropy_reference(logits, target, *, ignore_index=-100, reduction="mean",
                             label_smoothing=0.0):
     """Cross-entropy as in a textbook, and its backward: the specification
@@ -337,6 +345,7 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
     # them). The backward gets softmax itself, so it does not recompute the exp.
     rows = logits.reshape(-1, n_classes)                               # (N, C)
     dtype = np.result_type(rows, 0.5)
+    q = q_sum = log_probs = row_index = safe_target = None   # each branch sets its own
     softmax = np.subtract(rows, np.fmax.reduce(rows, axis=-1, keepdims=True), dtype=dtype)
     if probabilities:
         valid = np.ones(len(rows), dtype=bool)
@@ -370,6 +379,7 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
     def backward(g):
         # d(-sum_c q_c log softmax(x)_c) / dx = softmax(x) * sum(q) - q: the predicted
         # distribution minus the target one (sum(q) is 1 for a one-hot or smoothed target).
+        nonlocal softmax
         weight = valid.astype(dtype)
         if reduction == "mean":
             weight /= max(n_counted, 1)
@@ -379,7 +389,12 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
             grad -= q * weight[:, None]
             grad_target = -(1 - eps) * log_probs * weight[:, None]
             return grad.reshape(logits.shape), grad_target.reshape(logits.shape)
-        grad = softmax * weight[:, None]
+        # With class ids the gradient is written over the softmax buffer: at 50,257
+        # classes that is the one (N, C) array beside the logits. A second call
+        # (retain_graph=True) finds it given away and takes softmax from the logits again.
+        grad = softmax if softmax is not None else softmax_rows(rows, dtype)
+        softmax = None
+        grad *= weight[:, None]
         if eps:
             grad -= (eps / n_classes * weight)[:, None]
         grad[row_index, safe_target] -= (1 - eps) * weight
@@ -421,7 +436,8 @@ def embedding_reference(ids, weight):
 ONE_HOT_MAX_VOCAB = 32
 
 
-@primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids")
+@primitive("embedding", rule="dW = zeros, with g rows added at the looked-up ids",
+           new_grads=True)
 def embedding(ids, weight):
     """Rows of `weight` (vocab, d) picked by integer `ids` of any shape -> (..., d).
     Computes what `embedding_reference` computes; its backward is faster (a one-hot GEMM
