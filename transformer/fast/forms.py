@@ -24,11 +24,28 @@ from ..layers import GPTBlock
 from ..lm import DecoderLM
 from .attention import fused_attention, fused_self_attention
 from .decode import FastDecoder
+from .head import matmul_transposed
 
 
-def folds(norm, *modules) -> bool:
-    """Whether a LayerNorm `norm` may be folded into the first product of `modules`."""
-    return type(norm) is LayerNorm and not watched([norm, *modules])
+def folds(norm, x, *linears) -> bool:
+    """Whether a LayerNorm `norm` may be folded into the product on the `linears` (side
+    by side) that follows it, for input x: when nothing watches them, and when it pays.
+
+    Folding moves the norm's affine from the activations onto the weights: its passes
+    (scale and shift forward; their two gradients, and the gradient through them,
+    backward) go over the (d, out) matrices instead of the (rows, d) activations, and
+    one node does the work of two. So it pays while the matrices are small (they stay in
+    the cache, and a node's own cost is what counts) or outnumber the activations' rows:
+    the reference model's 1,024 rows against W_1's 512 columns, not GPT-2's 512 rows
+    (batch 4 x 128) against W_1's 768 x 3,072 floats."""
+    if type(norm) is not LayerNorm or watched([norm, *linears]):
+        return False
+    weights = [linear.weight for linear in linears]
+    return (sum(weight.data.nbytes for weight in weights) <= FOLD_MAX_BYTES
+            or math.prod(x.shape[:-1]) >= sum(weight.shape[1] for weight in weights))
+
+
+FOLD_MAX_BYTES = 1 << 20
 
 
 @fast_form(MultiHeadAttention)
@@ -68,7 +85,7 @@ def packed_self_attention(attn, x, mask, causal: bool, norm=None):
     weight = mt.concat([attn.W_q.weight * scale, attn.W_k.weight, attn.W_v.weight], axis=1)
     bias = None if attn.W_q.bias is None else mt.concat(
         [attn.W_q.bias * scale, attn.W_k.bias, attn.W_v.bias])
-    if norm is not None and folds(norm):
+    if norm is not None and folds(norm, x, attn.W_q, attn.W_k, attn.W_v):
         qkv = F.layer_norm_linear(x, norm.weight, norm.bias, weight, bias, eps=norm.eps)
     else:
         qkv = F.linear(x if norm is None else norm(x), weight, bias)
@@ -83,7 +100,7 @@ def packed_self_attention(attn, x, mask, causal: bool, norm=None):
 
 def feed_forward(ffn, x, norm):
     """FeedForward.forward on norm(x), the LayerNorm folded into W_1 when it can be."""
-    if folds(norm, ffn.W_1):
+    if folds(norm, x, ffn.W_1):
         hidden = F.layer_norm_linear(x, norm.weight, norm.bias, ffn.W_1.weight, ffn.W_1.bias,
                                      eps=norm.eps)
     else:
@@ -110,7 +127,27 @@ def gpt_block(block, x, mask=None, causal: bool = False, cache=None):
 @fast_form(DecoderLM)
 def decoder_lm(model, ids, cache=None, attention_mask=None):
     """DecoderLM.forward; a cached step without gradients runs `FastDecoder` on the
-    parameters' arrays, when it knows every block and nothing watches a module."""
-    if cache is None or mt.is_grad_enabled() or not FastDecoder.decodes(model, cache):
-        return model.forward(ids, cache=cache, attention_mask=attention_mask)
-    return FastDecoder.run(model, ids, cache, attention_mask)
+    parameters' arrays, when it knows every block and nothing watches a module; a tied
+    model without a cache ends in `matmul_transposed` (`tied_decoder_lm`)."""
+    if cache is not None and not mt.is_grad_enabled() and FastDecoder.decodes(model, cache):
+        return FastDecoder.run(model, ids, cache, attention_mask)
+    if cache is None and model.head is None:
+        return tied_decoder_lm(model, ids, attention_mask)
+    return model.forward(ids, cache=cache, attention_mask=attention_mask)
+
+
+def tied_decoder_lm(model, ids, attention_mask=None):
+    """DecoderLM.forward's steps for a model whose head is its token table, the head as
+    one `matmul_transposed` node instead of `x @ E.swapaxes(0, 1)`: the same logits, and
+    the table's gradient made in its own layout (transformer/fast/head.py says why that
+    matters at 50,257 x 768). Every module is called as forward calls it."""
+    ids, _, mask, positions = model.read_inputs(ids, None, attention_mask)
+    if model.rotary is None:
+        x = model.dropout(model.position(model.tok_embed(ids), positions=positions))
+        block_args = {}
+    else:
+        x = model.dropout(model.tok_embed(ids))
+        block_args = {"rotation": model.rotary(positions, dtype=x.dtype)}
+    for block in model.blocks:
+        x = block(x, mask=mask, causal=True, **block_args)
+    return matmul_transposed(model.norm(x), model.tok_embed.weight)
