@@ -3,6 +3,7 @@ hand here, any text round-trips, bad input is refused, and (where `tokenizers` a
 `transformers` are installed) a BPE trained offline encodes token for token as
 transformers.GPT2Tokenizer does on the same files."""
 import json
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +126,47 @@ def test_same_tokens_as_transformers(trained, text):
 def test_same_tokens_as_transformers_on_any_text(trained, text):
     ours, theirs = trained
     assert ours.encode(text) == theirs.encode(text)
+
+
+# ---------------------------------------------------------------------- the merge loop
+def rescanning_bpe(word: str, ranks: dict) -> list[str]:
+    """The textbook merge loop (GPT-2's encoder.py): find the lowest-ranked adjacent pair,
+    merge it everywhere left to right, rescan. Quadratic, and the reference."""
+    symbols = list(word)
+    while len(symbols) > 1:
+        pairs = set(pairwise(symbols))
+        first = min(pairs, key=lambda pair: ranks.get(pair, float("inf")))
+        if first not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == first:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
+
+
+@st.composite
+def merge_tables(draw):
+    """Merges over a small alphabet, each of two existing tokens; half of them shuffled,
+    so a merge's result may be ranked before the merge (an odd, hostile table)."""
+    tokens, merges = list("abc"), []
+    for _ in range(draw(st.integers(0, 14))):
+        pair = (draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens)))
+        if pair not in merges:
+            merges.append(pair)
+            tokens.append("".join(pair))
+    return draw(st.permutations(merges)) if draw(st.booleans()) else merges
+
+
+@settings(max_examples=300)
+@given(merge_tables(), st.text(alphabet="abc", min_size=1, max_size=60))
+def test_the_bucketed_merge_loop_gives_the_rescanning_loops_tokens(merges, word):
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(
+        ["a", "b", "c", *("".join(pair) for pair in merges)]))}
+    tokenizer = BPETokenizer(vocab, merges)
+    assert tokenizer.bpe(word) == rescanning_bpe(word, tokenizer.ranks)

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from microtensor.errors import op_error
+from microtensor.files import read_json_capped
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
@@ -180,8 +181,12 @@ def tokenizer_from_dict(state: dict):
 
 
 def load_tokenizer(path: str):
-    with open(path, encoding="utf-8") as f:
-        return tokenizer_from_dict(json.load(f))
+    """The tokenizer saved at `path` (a regular JSON file of at most 64 MB)."""
+    state = read_json_capped(path, "load_tokenizer", what="tokenizer file")
+    if not isinstance(state, dict):
+        raise op_error("load_tokenizer", f"'{path}' holds a {type(state).__name__}, not a "
+                       "tokenizer's settings", fix="pass a file written by tokenizer.save")
+    return tokenizer_from_dict(state)
 
 
 def save_json(path: str, data: dict) -> None:
