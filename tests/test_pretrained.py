@@ -9,6 +9,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import microtensor as mt
 import microtensor.functional as F
@@ -389,3 +391,23 @@ def test_drawing_a_loaded_block_shows_both_names(saved):
     assert "blocks.0.self_attn.W_k.weight (GPT-2: h.0.attn.c_attn.weight[..., 32:64])" in source
     assert "norm.bias (GPT-2: ln_f.bias)" in source
     assert block.self_attn.last_weights.shape == (1, 4, 6, 6)   # per layer and head
+
+
+# ---------------------------------------------------------------------- shapes before building
+@settings(max_examples=40, deadline=None)
+@given(style=st.sampled_from(["gpt", "llama"]), heads=st.sampled_from([1, 2, 4]),
+       kv_divisor=st.sampled_from([1, 2, 4]), layers=st.integers(1, 3),
+       tie=st.booleans(), positional=st.sampled_from(["learned", "sinusoidal"]),
+       d_ff=st.integers(1, 24), vocab=st.integers(1, 40))
+def test_parameter_shapes_are_the_built_models(style, heads, kv_divisor, layers, tie,
+                                               positional, d_ff, vocab):
+    """LMConfig.parameter_shapes, which loaders check a stranger's weights against before
+    they allocate a model, lists exactly the parameters DecoderLM builds."""
+    options = {"d_model": 4 * heads, "n_heads": heads, "n_layers": layers, "d_ff": d_ff,
+               "max_len": 8, "tie_weights": tie}
+    if style == "llama":
+        config = LMConfig.llama(vocab, n_kv_heads=max(1, heads // kv_divisor), **options)
+    else:
+        config = LMConfig.gpt2(vocab, positional=positional, **options)
+    built = {name: param.shape for name, param in DecoderLM(config).named_parameters()}
+    assert config.parameter_shapes() == built
