@@ -63,6 +63,7 @@ _MODULES = {
     "rope": "rope",
     "backprop": "backprop",
     "softmax": "softmax",
+    "residuals": "residuals",
 }
 
 
