@@ -38,10 +38,10 @@ def run_lesson(name, tmp_path, **kwargs):
     return result, "\n".join(lines)
 
 
-def test_registry_lists_eleven_lessons_in_syllabus_order():
+def test_registry_lists_twelve_lessons_in_syllabus_order():
     assert lessons.names() == ["architecture", "self-attention", "qkv", "kv-cache", "scaling",
                                "multi-head", "positional-encoding", "rope", "backprop",
-                               "softmax", "residuals"]
+                               "softmax", "residuals", "attribution"]
     for name, summary in lessons.catalog():
         assert lessons.get(name).NAME == name
         assert summary and "\n" not in summary

@@ -47,3 +47,30 @@ def test_residuals_only_the_residual_stacks_learn(residuals):
     assert r["loss_drop"]["plain"] < 0.2
     assert r["loss_drop"]["residual + LayerNorm"] > 0.6
     assert len(r["files"]) == 4
+
+
+@pytest.fixture(scope="module")
+def attribution(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attribution")
+    return lessons.run("attribution", out_dir=out, echo=lambda line: None)
+
+
+def test_attribution_model_learned_to_reverse(attribution):
+    assert attribution["heldout_accuracy"] > 0.99       # measured 100%
+
+
+def test_attribution_output_i_reads_input_n_minus_1_minus_i(attribution):
+    a = attribution
+    assert a["n_outputs"] >= 40
+    assert a["hit_rate"] >= 0.9                          # measured 100%
+    assert a["mean_share"] > 0.75                        # the mirror holds most of it
+    assert a["after_position_max"] == 0                  # the causal mask
+    # The same letter at another source position gets far less: it copies by position.
+    assert a["n_same_letter"] > 0
+    assert a["same_letter_min_ratio"] > 2 and a["same_letter_median_ratio"] > 10
+
+
+def test_attribution_integrated_gradients_is_complete_and_first_order_is_not(attribution):
+    assert attribution["worst_gap"] <= 1e-3              # measured about 1e-8
+    assert abs(attribution["first_order_median"]) < 0.1  # Σ input × gradient ≪ f(x) − f(b)
+    assert [path.rsplit(".", 1)[1] for path in attribution["files"]] == ["svg", "html"]

@@ -64,6 +64,7 @@ _MODULES = {
     "backprop": "backprop",
     "softmax": "softmax",
     "residuals": "residuals",
+    "attribution": "attribution",
 }
 
 
