@@ -10,9 +10,9 @@ SUMMARY = ("why residuals and normalisation: a 24-layer tanh stack's gradient va
 # %% [markdown]
 # # Why residuals and normalisation
 #
-# Every Transformer layer is wrapped the same way: `x + f(LayerNorm(x))`, a residual
-# connection around a normalised sublayer (the architecture lesson shows it in the model).
-# Why? Backpropagation multiplies the gradient by one layer's Jacobian per layer. Stack 24
+# Every Transformer layer wraps its sublayers in a residual connection and a LayerNorm:
+# `LayerNorm(x + f(x))` in the 2017 paper (the architecture lesson), `x + f(LayerNorm(x))`
+# in GPT-2 and the models since. Why? Backpropagation multiplies the gradient by one layer's Jacobian per layer. Stack 24
 # layers whose Jacobians each shrink a vector by a factor of about 0.6, and the gradient
 # that reaches the first layer has been multiplied by 0.6²³ ≈ 10⁻⁵. That layer learns
 # nothing. A residual layer's Jacobian is `I + J_f`, so the identity always carries the
