@@ -596,6 +596,20 @@ class GELU(Module):
         return F.gelu(x)
 
 
+class Tanh(Module):
+    """tanh elementwise, as a module (`mt.tanh`), so that hooks and monitors see it."""
+
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise, as a module (`mt.sigmoid`)."""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
 class ReLU6(Module):
     """min(max(x, 0), 6) elementwise, as a module (`F.relu6`)."""
 

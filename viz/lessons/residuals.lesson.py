@@ -69,13 +69,6 @@ inputs = data.standard_normal((512, N_INPUTS)).astype(np.float32)
 labels = (inputs @ data.standard_normal((N_INPUTS, N_CLASSES))).argmax(axis=-1)
 
 
-class Tanh(nn.Module):
-    """tanh as a module, so that the monitor watches it (it counts saturated units)."""
-
-    def forward(self, x):
-        return x.tanh()
-
-
 class Layer(nn.Module):
     """tanh(x W + b); with `residual`, x + tanh(...); with `norm`, LayerNorm(x) goes in."""
 
@@ -84,7 +77,7 @@ class Layer(nn.Module):
         self.residual = residual
         self.norm = nn.LayerNorm(width) if norm else None
         self.linear = nn.Linear(width, width)
-        self.act = Tanh()
+        self.act = nn.Tanh()
 
     def forward(self, x):
         h = x if self.norm is None else self.norm(x)
