@@ -12,10 +12,16 @@ never pays it.
 
 `keep_freed_memory()` fixes the two thresholds, so arrays up to 32 MB come from the heap
 and up to 256 MB of freed heap stay in the process: after the first step, every step
-reuses the same memory, with no page faults. The cost is that the process keeps what its
-largest step used, as PyTorch's caching allocators do on a GPU. It is called once when
-microtensor is imported, on glibc only; set MICROTENSOR_KEEP_FREED_MEMORY=0 before the
-import to leave malloc as it was.
+reuses the same memory, with no page faults. Larger arrays would still be mapped afresh
+(32 MB is the most glibc's threshold can be), and at GPT-2's size a step makes several
+(the logits and their gradient, 103 MB each at batch 4 x 128; the token table's two
+gradients, 154 MB each): 13,000-32,000 page faults and 0.4-0.5 s of kernel time in a 2.6 s
+step. So it also turns mapping off (M_MMAP_MAX 0): every array comes from the heap, where
+a freed one serves the next of its size (0 faults a step after the first, the step
+2.2 s). The cost is that the process keeps what its largest step used, as PyTorch's
+caching allocators do on a GPU (at GPT-2's size 4.2 GB after a step, not 3.3 GB; the peak
+grew 5%). It is called once when microtensor is imported, on glibc only; set
+MICROTENSOR_KEEP_FREED_MEMORY=0 before the import to leave malloc as it was.
 
     >>> keep_freed_memory() in (True, False)   # False where malloc is not glibc's
     True
@@ -27,9 +33,10 @@ import os
 import platform
 
 MMAP_THRESHOLD = 32 << 20   # requests above this are mapped afresh: glibc's own upper limit
+MMAP_MAX = 0                # ... unless mapping is off: then the heap serves every request
 TRIM_THRESHOLD = 256 << 20  # freed memory at the heap's top kept up to this much
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4   # mallopt's numbers (malloc.h)
 
 
 def keep_freed_memory() -> bool:
@@ -42,7 +49,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # (glibc still maps when the heap cannot grow, so a request too large for it fails
+    # as it would have, and threads' own arenas map what exceeds their 64 MB heaps.)
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                and mallopt(_M_MMAP_MAX, MMAP_MAX)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
