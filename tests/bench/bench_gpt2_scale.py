@@ -30,6 +30,7 @@ only with `--scale`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -45,10 +46,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np
 from common import emit, environment, paired_ratio, side_by_side, torch
 
-try:
-    import transformers
-except ImportError:
-    transformers = None
+
+@functools.cache
+def hf_transformers():
+    """`transformers`, or None when it is not installed; imported when first needed (it
+    takes seconds, and run.py imports this module for every run)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers
 
 # SmolLM-135M's published config.json (HuggingFaceTB/SmolLM-135M): the Llama-shaped row.
 SMOLLM_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
@@ -66,6 +73,7 @@ GB = 1 << 30
 def write_checkpoint(kind: str, path: str) -> str:
     """Write a random-weight model of `kind` ("gpt2" or "llama") as a Hugging Face
     directory at `path`; returns which library wrote it."""
+    transformers = hf_transformers()
     if transformers is not None:
         torch.manual_seed(0)
         if kind == "gpt2":
@@ -147,11 +155,13 @@ class Bandwidth:
 
 
 # ---------------------------------------------------------------------- children
+# Peak RSS is VmHWM, the high-water mark of this process's own memory: getrusage's
+# ru_maxrss survives exec, so a child would report its parent's peak if that was higher.
 CHILD_LOAD = """
-import json, os, resource, sys, time
-def rss_mb():
+import json, os, sys, time
+def rss_mb(field="VmRSS"):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+        return next(int(l.split()[1]) for l in f if l.startswith(field)) / 1024
 library, path = sys.argv[1], sys.argv[2]
 if library == "microtensor":
     from transformer import DecoderLM
@@ -164,23 +174,23 @@ start = time.perf_counter()
 model = load(path)
 seconds = time.perf_counter() - start
 print(json.dumps({"load_s": seconds, "rss_before_mb": before, "rss_after_mb": rss_mb(),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": rss_mb("VmHWM")}))
 """
 
 CHILD_TRAIN = """
-import json, os, resource, sys
+import json, os, sys
 sys.path.insert(0, {bench!r})
 import bench_gpt2_scale as bench
-def rss_mb():
+def rss_mb(field="VmRSS"):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+        return next(int(l.split()[1]) for l in f if l.startswith(field)) / 1024
 library, path = sys.argv[1], sys.argv[2]
 step = (bench.our_train_step if library == "microtensor" else bench.torch_train_step)(path)
 loaded = rss_mb()
 for _ in range(2):
     step()
 print(json.dumps({{"rss_after_load_mb": loaded, "rss_after_steps_mb": rss_mb(),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mb": rss_mb("VmHWM")}}))
 """
 
 
@@ -222,7 +232,7 @@ def our_train_step(path: str, model=None):
 def torch_train_step(path: str, model=None):
     """The same step in PyTorch on `transformers`' model (eval(): dropout off, gradients
     on), the loss computed as ours is."""
-    model = model or transformers.AutoModelForCausalLM.from_pretrained(path)
+    model = model or hf_transformers().AutoModelForCausalLM.from_pretrained(path)
     model.eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids, targets = (torch.from_numpy(a) for a in training_batch(model.config.vocab_size))
@@ -230,6 +240,25 @@ def torch_train_step(path: str, model=None):
     def step():
         logits = model(input_ids=ids).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return float(loss.item())
+    return step
+
+
+def reference_torch_step(config):
+    """Without `transformers`: the step of tests/bench/reference.py's PyTorch GPT of the
+    same sizes (random weights; its head is a Linear of its own, not the tied table)."""
+    from reference import TorchDecoderLM
+    torch.manual_seed(0)
+    model = TorchDecoderLM(config.vocab, config.d_model, config.n_heads, config.n_layers,
+                           config.d_ff, config.max_len)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids, targets = (torch.from_numpy(a) for a in training_batch(config.vocab))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), targets.flatten())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -254,6 +283,7 @@ def measure_model(kind: str, folder: str, rounds: int, new_tokens: int) -> dict:
     import microtensor as mt
     from transformer import DecoderLM
 
+    transformers = hf_transformers()
     path = os.path.join(folder, kind)
     record = {"checkpoint_by": write_checkpoint(kind, path)}
     libraries = ["microtensor"] + (["transformers"] if transformers is not None else [])
@@ -334,6 +364,9 @@ def measure_model(kind: str, folder: str, rounds: int, new_tokens: int) -> dict:
     contenders = {"train_microtensor": train}
     if hf is not None:
         contenders["train_torch"] = torch_train_step(path, hf)
+    elif torch is not None and kind == "gpt2":
+        contenders["train_torch"] = reference_torch_step(model.config)
+        record["train_step_torch_model"] = "reference.TorchDecoderLM (untied head)"
     per_round = {}
     seconds = side_by_side(contenders, rounds=rounds, per_round=per_round)
     record["train_step"] = {"batch": BATCH, "length": LENGTH,
@@ -416,12 +449,15 @@ def player(model, path: str) -> dict:
 def run(models=MODELS, quick: bool = False) -> dict:
     rounds = 3 if quick else 5
     new_tokens = 32 if quick else NEW_TOKENS
+    transformers = hf_transformers()
     results = {"environment": environment(), "quick": quick,
                "transformers": None if transformers is None else transformers.__version__}
     folder = tempfile.mkdtemp(prefix="bench-gpt2-scale-")
     try:
         for kind in models:
             results[kind] = measure_model(kind, folder, rounds, new_tokens)
+            for row in summary_rows({kind: results[kind]}):      # progress, as it goes
+                print(" | ".join(row), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["load_average_1m_at_end"] = os.getloadavg()[0]

@@ -1,12 +1,14 @@
 """Run every benchmark in one process, print a table, and write the results as JSON.
 
-    python tests/bench/run.py [--out bench-results.json] [--quick]
+    python tests/bench/run.py [--out bench-results.json] [--quick] [--scale]
 
 Ratios compare figures measured in this same run on this machine. Install the `bench`
 extra (PyTorch, CPU) to get the PyTorch columns. The hand-written NumPy step
 (`numpy_manual.py`) is the file $MICROTENSOR_NUMPY_MANUAL names, else one in a
 shared/bench/ folder next to the repository's folder; without it that row says "skipped". The per-op
-table is one training step of the reference model under `microtensor.profile()`.
+table is one training step of the reference model under `microtensor.profile()`. With
+`--scale`, GPT-2 124M and a Llama of similar size are measured too
+(`bench_gpt2_scale.py`: minutes, and several GB of memory).
 """
 import argparse
 import json
@@ -18,12 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_chain
 import bench_decode
 import bench_draw
+import bench_gpt2_scale
 import bench_memory
 import bench_optim
 import bench_small_ops
 import bench_train
 from common import environment
-
 
 HEADER = ("benchmark", "microtensor", "torch", "numpy floor", "ratio")
 
@@ -120,6 +122,8 @@ def summary_rows(results: dict) -> list:
          f"{draw['unfolded']['draw_s'] + (draw['unfolded']['render_s'] or 0):.2f} full"),
          "", "", ""),
     ]
+    if "gpt2_scale" in results:
+        rows += bench_gpt2_scale.summary_rows(results["gpt2_scale"])
     return rows
 
 
@@ -167,6 +171,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    parser.add_argument("--scale", action="store_true",
+                        help="also GPT-2 124M and a ~135M Llama (slow: bench_gpt2_scale.py)")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
     results = {"environment": {**environment(), "quick": args.quick}}
@@ -175,7 +181,8 @@ def main():
                            (bench_decode, {"repeat": max(3, repeat - 2)}),
                            (bench_small_ops, {}), (bench_chain, {}),
                            (bench_memory, {"steps": 100 if args.quick else 500}),
-                           (bench_draw, {})):
+                           (bench_draw, {}),
+                           *([(bench_gpt2_scale, {"quick": args.quick})] if args.scale else [])):
         record = module.run(**kwargs)
         results[record.pop("benchmark")] = record
     print()
