@@ -411,3 +411,14 @@ def test_parameter_shapes_are_the_built_models(style, heads, kv_divisor, layers,
         config = LMConfig.gpt2(vocab, positional=positional, **options)
     built = {name: param.shape for name, param in DecoderLM(config).named_parameters()}
     assert config.parameter_shapes() == built
+
+
+def test_decoder_lm_from_pretrained_passes_its_options_to_the_hub(tmp_path):
+    mt.manual_seed(0)
+    lm = DecoderLM(LMConfig.gpt2(16, d_model=8, n_heads=2, n_layers=1, max_len=8))
+    lm.blocks[0].ffn.W_1.weight.data[0, 0] = np.nan
+    lm.save_pretrained(tmp_path / "nan")
+    with pytest.raises(ValueError, match="allow_non_finite=True"):
+        DecoderLM.from_pretrained(tmp_path / "nan")
+    loaded = DecoderLM.from_pretrained(tmp_path / "nan", allow_non_finite=True)
+    assert np.isnan(loaded.blocks[0].ffn.W_1.weight.data[0, 0])

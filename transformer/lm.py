@@ -88,14 +88,15 @@ class DecoderLM(Module):
         self.head = None if c.tie_weights else Linear(c.d_model, c.vocab, bias=False)
 
     @classmethod
-    def from_pretrained(cls, path) -> DecoderLM:
+    def from_pretrained(cls, path, **options) -> DecoderLM:
         """Load a Hugging Face directory (config.json + model.safetensors) of a GPT-2
         (`model_type: "gpt2"`) or Llama (`"llama"`) model, in eval mode, through
-        `transformer.hub`.
+        `transformer.hub` (`options` as `transformer.hub.from_pretrained` takes them, such
+        as `allow_non_finite=True`).
 
             >>> lm = DecoderLM.from_pretrained("gpt2")  # needs the download  # doctest: +SKIP
         """
-        return cls.hub.from_pretrained(path)
+        return cls.hub.from_pretrained(path, **options)
 
     def save_pretrained(self, path) -> None:
         """Write this model as a Hugging Face directory (atomically) that
