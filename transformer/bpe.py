@@ -124,9 +124,11 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many token ids there are (the vocabulary, merged tokens and specials)."""
         return len(self.vocab)
 
     def __len__(self) -> int:
+        """The vocabulary's size, as `len(tokenizer)`."""
         return self.vocab_size
 
     # ------------------------------------------------------------------ encode

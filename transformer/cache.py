@@ -52,6 +52,8 @@ class CrossAttentionCache:
         self.projections = 0  # how many times the memory was projected (1 per source)
 
     def update(self, project, context):
+        """The keys and values of `context`, projected by `project` on the first call and
+        reused after (cross-attention reads one context)."""
         if self.keys is None:
             self.keys, self.values = project(context)
             self.projections += 1
@@ -92,9 +94,11 @@ class KVCache:
 
     @property
     def batch(self) -> int:
+        """How many sequences the cache holds."""
         return self.key_valid.shape[0]
 
     def check_room(self, n_new: int) -> None:
+        """Refuse, with the fix, `n_new` positions that would not fit in the cache."""
         if self.length + n_new > self.max_len:
             raise op_error("KVCache", f"cannot add {n_new} positions to {self.length} cached "
                            f"ones: the cache holds max_len={self.max_len}",

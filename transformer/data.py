@@ -61,9 +61,11 @@ class SequenceTask:
 
     @property
     def vocab_size(self) -> int:
+        """How many token ids the task's tokenizer has."""
         return self.tokenizer.vocab_size
 
     def config(self) -> dict:
+        """The task's settings as JSON-ready data (a run folder saves them)."""
         return {"task": self.kind, "n_symbols": self.n_symbols, "min_len": self.min_len,
                 "max_len": self.max_len, "seed": self.seed}
 
@@ -72,6 +74,7 @@ class SequenceTask:
         return rng.integers(3, 3 + self.n_symbols, size=length).astype(np.int64)
 
     def target_of(self, seq: np.ndarray) -> np.ndarray:
+        """What the model should output for `seq`: it reversed, or copied."""
         return seq[::-1] if self.kind == "reverse" else seq
 
     def batch(self, step: int, batch_size: int):
@@ -86,6 +89,7 @@ class SequenceTask:
         return self.encode_pairs(seqs)
 
     def encode_pairs(self, seqs):
+        """Padded (source, decoder input, decoder target) id arrays for the sequences `seqs`."""
         batch = len(seqs)
         src = np.full((batch, self.max_len), self.pad_id, np.int64)
         tgt_in = np.full((batch, self.max_len + 1), self.pad_id, np.int64)
@@ -123,9 +127,11 @@ class CharLMTask:
 
     @property
     def vocab_size(self) -> int:
+        """How many token ids the task's tokenizer has."""
         return self.tokenizer.vocab_size
 
     def config(self) -> dict:
+        """The task's settings as JSON-ready data (a run folder saves them)."""
         return {"task": "charlm", "block_size": self.block_size, "seed": self.seed}
 
     def batch(self, step: int, batch_size: int):

@@ -234,6 +234,8 @@ def positions_from_valid(valid: np.ndarray) -> np.ndarray:
 
 
 def check_cache_mode(where: str, cache) -> None:
+    """Refuse a KV cache while gradients are recorded: a cache is for inference, under
+    `mt.no_grad()`."""
     if cache is not None and mt.is_grad_enabled():
         raise op_error(where, "a KV cache holds plain arrays with no gradient, so it is for "
                        "inference only", RuntimeError,

@@ -53,6 +53,7 @@ def load_checkpoint(folder: str) -> dict:
 
 
 def damaged(ckpt: dict, message: str, kind: type = ValueError):
+    """Our error for a run folder's checkpoint that cannot be read, naming the file."""
     return op_error(WHERE, f"'{ckpt.get('__path__', CHECKPOINT)}' {message}", kind,
                     "pass the checkpoint.npz of a training run, or train again")
 
@@ -96,6 +97,7 @@ def run_options(ckpt: dict, resumed: bool = False) -> dict:
 
 
 def run_step(ckpt: dict) -> int:
+    """The training step a checkpoint was saved at (a whole number >= 0, or our error)."""
     step = ckpt.get("step")
     if type(step) is not int or step < 0:
         raise damaged(ckpt, f"has step={step!r}, not a whole number >= 0")

@@ -83,12 +83,16 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many token ids there are: the characters and the specials."""
         return len(self.itos)
 
     def __len__(self) -> int:
+        """The vocabulary's size, as `len(tokenizer)`."""
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """The ids of `text`, one per character (unknown ones as `unk`, else an error naming
+        the character); `bos`/`eos` add those ids at the ends."""
         check_text("CharTokenizer.encode", text)
         ids = [self.bos_id] if bos else []
         for position, ch in enumerate(text):
@@ -121,9 +125,11 @@ class CharTokenizer:
         return "".join(pieces)
 
     def to_dict(self) -> dict:
+        """The tokenizer as JSON-ready data (`load_tokenizer` reads it back)."""
         return {"kind": "char", "chars": "".join(self.chars), "unk": self.unk}
 
     def save(self, path: str) -> None:
+        """Write the tokenizer to `path` as JSON (`load_tokenizer` reads it back)."""
         save_json(path, self.to_dict())
 
 
@@ -137,17 +143,23 @@ class ByteTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """How many token ids there are: the 256 bytes and the specials."""
         return 256 + len(self.specials)
 
     def __len__(self) -> int:
+        """The vocabulary's size, as `len(tokenizer)`."""
         return self.vocab_size
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """The ids of `text`: its UTF-8 bytes, one id each; `bos`/`eos` add those ids at the
+        ends."""
         check_text("ByteTokenizer.encode", text, utf8=True)
         ids = list(text.encode("utf-8"))
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids, skip_specials: bool = True) -> str:
+        """The text of `ids` (bytes decoded as UTF-8, invalid bytes replaced); specials left
+        out unless `skip_specials=False`."""
         out, pieces = bytearray(), []
         for id_ in as_id_list("ByteTokenizer.decode", ids):
             if not 0 <= id_ < self.vocab_size:
@@ -163,9 +175,11 @@ class ByteTokenizer:
         return "".join(pieces)
 
     def to_dict(self) -> dict:
+        """The tokenizer as JSON-ready data (`load_tokenizer` reads it back)."""
         return {"kind": "byte"}
 
     def save(self, path: str) -> None:
+        """Write the tokenizer to `path` as JSON (`load_tokenizer` reads it back)."""
         save_json(path, self.to_dict())
 
 

@@ -41,6 +41,8 @@ from .run_folder import (
 
 # ---------------------------------------------------------------------- building a run
 def make_task(opts: dict, tokenizer=None):
+    """The task the options ask for: a sequence task (reverse, copy, ...) or a character LM on
+    a text file."""
     if opts["task"] in SequenceTask.KINDS:
         return SequenceTask(opts["task"], n_symbols=opts["n_symbols"], min_len=opts["min_len"],
                             max_len=opts["seq_len"], seed=opts["seed"])
@@ -94,6 +96,7 @@ def sequence_accuracy(model, task: SequenceTask, seqs=None, batch_size: int = 50
 
 @mt.no_grad()
 def validation_loss(model, task: CharLMTask, batch_size: int = 32) -> float:
+    """The mean cross-entropy per token over the task's validation text, without dropout."""
     total, count = 0.0, 0
     with mt.dropout_off():
         for inputs, targets in task.validation_batches(batch_size):
@@ -103,6 +106,7 @@ def validation_loss(model, task: CharLMTask, batch_size: int = 32) -> float:
 
 
 def evaluate(model, task) -> str:
+    """One line on how the model does on held-out data: sequence accuracy, or validation loss."""
     if isinstance(task, SequenceTask):
         return f"held-out exact-sequence accuracy {sequence_accuracy(model, task):.2%}"
     return f"validation loss {validation_loss(model, task):.4f}"

@@ -41,6 +41,8 @@ class ConfigReader:
         self.missing_kind = missing_kind
 
     def get(self, key: str, default=MISSING):
+        """The config's value at `key`, else `default`; with no default, our error naming the
+        key."""
         if key in self.config:
             return self.config[key]
         if default is MISSING:
@@ -50,6 +52,7 @@ class ConfigReader:
 
     def refuse(self, key: str, value, why: str, fix: str | None = None,
                kind: type = ValueError):
+        """Raise our error naming the file, the key, the value and why it cannot be used."""
         raise op_error(self.where, f"{self.source} {key}={value!r} {why}", kind, fix)
 
     def size(self, key: str, default=MISSING) -> int:
@@ -87,6 +90,7 @@ class ConfigReader:
         return float(value)
 
     def text(self, key: str, default=MISSING) -> str:
+        """The value at `key`, which must be a string."""
         value = self.get(key, default)
         if not isinstance(value, str):
             self.refuse(key, value, "must be a string" + _not_a(value, str), kind=TypeError)
