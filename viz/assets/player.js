@@ -311,25 +311,36 @@
     return item.fold ? foldBox(item.fold) : shownAs(steps[item.steps[0]].node);
   }
 
+  var badges = {};                             // step index -> its "|g| ..." text
+
   function drawGradients() {
     // The picture fills in as you step: each tensor whose gradient is complete (its own
-    // step is done, or is this one) shows the gradient's norm on its node.
-    document.querySelectorAll(".grad-badge").forEach(function (el) { el.remove(); });
+    // step is done, or is this one) shows the gradient's norm on its node. Only what
+    // changed since the last step is added or removed.
     if (!svg) return;
+    var wanted = {};
     for (var i = 0; i <= current; i++) {
       items[i].steps.forEach(function (k) {
-        var step = steps[k], node = nodeById(step.tensor);
-        if (!node || foldOf(nodeModules[step.tensor]) !== null ||
-            step.grad_out.norm === undefined) return;
-        var b = node.getBBox(), text = document.createElementNS(SVG_NS, "text");
-        text.setAttribute("class", "grad-badge");
-        text.setAttribute("x", b.x + b.width);
-        text.setAttribute("y", b.y - 2);
-        text.setAttribute("font-size", 9);
-        text.textContent = "|g| " + fmt(step.grad_out.norm);
-        canvas.appendChild(text);
+        var step = steps[k];
+        if (nodeById(step.tensor) && foldOf(nodeModules[step.tensor]) === null &&
+            step.grad_out.norm !== undefined) wanted[k] = true;
       });
     }
+    Object.keys(badges).forEach(function (k) {
+      if (!wanted[k]) { badges[k].remove(); delete badges[k]; }
+    });
+    Object.keys(wanted).forEach(function (k) {
+      if (badges[k]) return;
+      var step = steps[k], b = nodeById(step.tensor).getBBox();
+      var text = document.createElementNS(SVG_NS, "text");
+      text.setAttribute("class", "grad-badge");
+      text.setAttribute("x", b.x + b.width);
+      text.setAttribute("y", b.y - 2);
+      text.setAttribute("font-size", 9);
+      text.textContent = "|g| " + fmt(step.grad_out.norm);
+      canvas.appendChild(text);
+      badges[k] = text;
+    });
   }
 
   function show(index) {
