@@ -170,17 +170,31 @@ def _damaged(where: str, path: str, size: int, why: str) -> SafetensorsFileError
 
 
 def read_tensor(info: TensorInfo, name: str = "", where: str = "load_safetensors",
-                file=None) -> np.ndarray:
-    """One tensor of a .safetensors file as a new NumPy array (BF16 widened to float32).
-    Its size comes from the header, already checked against the file; a tensor larger
-    than the memory this process can get is our MemoryError, naming it."""
+                file=None, out: np.ndarray | None = None) -> np.ndarray:
+    """One tensor of a .safetensors file as a new NumPy array (BF16 widened to float32),
+    or written into `out` (an array of its shape; bytes of the same dtype go straight
+    into a contiguous `out`, others are read and cast). Its size comes from the header,
+    already checked against the file; a tensor larger than the memory this process can
+    get is our MemoryError, naming it."""
     dtype = np.dtype(DTYPES[info.dtype])
     count = info.nbytes // dtype.itemsize if dtype.itemsize else 0
+    if out is not None and tuple(out.shape) != info.shape:
+        raise op_error(where, f"tensor {name!r} has shape {info.shape}, not the "
+                       f"{tuple(out.shape)} it is read into", ValueError)
     if file is None:
         with open_regular_file(info.path, where, "safetensors file") as opened:
-            return read_tensor(info, name, where, opened)
+            return read_tensor(info, name, where, opened, out)
+    if out is not None and not (out.dtype == dtype and out.flags.c_contiguous
+                                and out.flags.writeable):
+        np.copyto(out, read_tensor(info, name, where, file), casting="same_kind")
+        return out
     try:
         file.seek(info.start)
+        if out is not None:
+            if out.size and file.readinto(memoryview(out).cast("B")) != info.nbytes:
+                raise _damaged(where, info.path, os.path.getsize(info.path),
+                               f"tensor {name!r} is cut short")
+            return out
         array = np.fromfile(file, dtype=dtype, count=count)
         if len(array) != count:
             raise _damaged(where, info.path, os.path.getsize(info.path),
@@ -206,6 +220,12 @@ class LazyTensors(Mapping):
     def __getitem__(self, name: str) -> np.ndarray:
         """`tensors[name]`: that tensor read from its file now, as an array."""
         return read_tensor(self.infos[name], name, self.where)
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """Read tensor `name` into the array `out` (its shape, any float dtype): a float32
+        tensor into a float32 array goes from the file straight into it, so loading a
+        model into its parameters never holds a second copy of a weight."""
+        return read_tensor(self.infos[name], name, self.where, out=out)
 
     def __iter__(self):
         """The tensor names, without reading any tensor."""

@@ -155,11 +155,20 @@ def check_float_dtypes(where: str, infos: dict[str, TensorInfo], names) -> None:
                        "file holds a model's weights")
 
 
-def read_weight(where: str, tensors, name: str, allow_non_finite: bool) -> np.ndarray:
+def read_weight(where: str, tensors, name: str, allow_non_finite: bool,
+                out: np.ndarray | None = None) -> np.ndarray:
     """The array of weight `name`, refused when it holds NaN or infinity (a model with
     one NaN weight computes NaN logits, and greedy decoding then picks token 0 forever)
-    unless `allow_non_finite`."""
-    array = np.asarray(tensors[name])
+    unless `allow_non_finite`. With `out` (a parameter's array, of the weight's shape)
+    the weight is read into it, from the file straight in when `tensors` is a
+    LazyTensors: the model's memory, and no second copy."""
+    if out is None:
+        array = np.asarray(tensors[name])
+    elif hasattr(tensors, "read_into"):
+        array = tensors.read_into(name, out)
+    else:
+        array = out
+        np.copyto(out, np.asarray(tensors[name]), casting="same_kind")
     if not allow_non_finite and array.dtype.kind == "f":
         finite = np.isfinite(array)
         if not finite.all():

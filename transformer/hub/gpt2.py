@@ -105,18 +105,22 @@ def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
     check_float_dtypes(where, infos, [names[name] for name in expected])
 
     model = DecoderLM(settings)
-    state, hf_names, arrays = {}, {}, {}
+    # Each weight goes into its parameter as it is read (a whole one straight from the
+    # file), so loading never holds a second copy of the model.
+    params, hf_names, arrays = dict(model.named_parameters()), {}, {}
     for ours, theirs, columns in parameter_pairs(settings.n_layers, settings.d_model):
-        if theirs not in arrays:       # c_attn feeds three of ours: read it once
-            arrays = {theirs: read_weight(where, tensors, names[theirs], allow_non_finite)}
-        array = arrays[theirs]
-        state[ours] = array if columns is None else array[..., columns]
+        if columns is None:
+            read_weight(where, tensors, names[theirs], allow_non_finite, out=params[ours].data)
+        else:
+            if theirs not in arrays:       # c_attn feeds three of ours: read it once
+                arrays = {theirs: read_weight(where, tensors, names[theirs],
+                                              allow_non_finite)}
+            np.copyto(params[ours].data, arrays[theirs][..., columns], casting="same_kind")
         hf_names[ours] = gpt2_name(theirs, columns)
     if not settings.tie_weights:   # torch Linear stores (out, in)
-        state["head.weight"] = read_weight(where, tensors, names["lm_head.weight"],
-                                           allow_non_finite).T
+        np.copyto(params["head.weight"].data, read_weight(
+            where, tensors, names["lm_head.weight"], allow_non_finite).T, casting="same_kind")
         hf_names["head.weight"] = "lm_head.weight (transposed)"
-    model.load_state_dict(state)
     for ours, param in model.named_parameters():
         param.name = f"{ours} (GPT-2: {hf_names[ours]})"
     return model.eval()

@@ -35,7 +35,6 @@ import numpy as np
 
 from microtensor.errors import op_error
 from microtensor.safetensors_io import tensor_infos
-from microtensor.tensor import DEFAULT_FLOAT
 
 from ..config import LMConfig
 from ..lm import DecoderLM
@@ -168,12 +167,15 @@ def llama_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
                            "check that config.json belongs to these weights")
     check_float_dtypes(where, infos, expected)
     model = DecoderLM(settings)
-    state = {}
+    # Each weight goes into its parameter as it is read (an untransposed one straight
+    # from the file), so loading never holds a second copy of the model.
+    params = dict(model.named_parameters())
     for ours, theirs, transposed in names:
-        array = read_weight(where, tensors, theirs, allow_non_finite)
-        state[ours] = np.ascontiguousarray(array.T if transposed else array,
-                                           dtype=DEFAULT_FLOAT)
-    model.load_state_dict(state)
+        if transposed:
+            array = read_weight(where, tensors, theirs, allow_non_finite)
+            np.copyto(params[ours].data, array.T, casting="same_kind")
+        else:
+            read_weight(where, tensors, theirs, allow_non_finite, out=params[ours].data)
     return model.eval()
 
 
