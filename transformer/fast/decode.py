@@ -187,6 +187,7 @@ def gelu_in_place(x: np.ndarray) -> np.ndarray:
 
 
 def relu_in_place(x: np.ndarray) -> np.ndarray:
+    """max(x, 0), written over x."""
     return np.maximum(x, 0, out=x)
 
 
@@ -198,6 +199,8 @@ ACTIVATIONS = {GELU: gelu_in_place, ReLU: relu_in_place}
 
 
 def known_block(block) -> bool:
+    """Whether this step knows `block`: one of KNOWN_BLOCKS' exact types, with its norms,
+    attention and feed-forward (and activation) of the types it reads."""
     norm, ffn = KNOWN_BLOCKS.get(type(block), (None, None))
     return (norm is not None and type(block.norm1) is norm and type(block.norm2) is norm
             and type(block.self_attn) is MultiHeadAttention and type(block.ffn) is ffn
@@ -290,6 +293,8 @@ class FastDecoder:
         self.final_norm = model.norm
 
     def step(self, ids: np.ndarray, positions: np.ndarray, cache) -> np.ndarray:
+        """Logits (B, T, vocab) of the new ids (B, T) at `positions` (B, T), their keys
+        and values written into `cache` after its `cache.length` earlier ones."""
         batch, n_new = ids.shape
         start, end = cache.length, cache.length + n_new
         x, _ = embedding.forward(ids, self.tokens)       # (B, T, d); refuses bad ids
@@ -350,6 +355,8 @@ class FastDecoder:
         return affine(out, layer.W_o, layer.b_o)
 
     def feed_forward(self, layer, h):
+        """The feed-forward's hidden activations for normalised rows h (N, d), before
+        its output product: activation(h W_1 + b_1), or silu(h W_gate) * (h W_up)."""
         hidden = layer.ffn_in(h)
         if layer.activation is not None:
             return layer.activation(hidden)
