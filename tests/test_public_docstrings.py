@@ -42,8 +42,6 @@ import pytest
 
 PACKAGES = ("microtensor", "transformer", "viz")
 
-
-
 OPERATORS = frozenset({
     "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
     "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__",
