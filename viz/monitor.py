@@ -10,8 +10,8 @@ look at:
   GELU the fraction of dead units, whose output or whose gradient is exactly 0 for every
   example in the batch (such a unit does not learn from this batch at all);
 - for each attention module (anything that keeps `last_weights`, as MultiHeadAttention
-  does), the entropy of its attention weights per head: near 0 a head looks at one key,
-  near ln(T) it averages over all of them;
+  does), the entropy of its attention weights per head, over the batch's first 8
+  sequences: near 0 a head looks at one key, near ln(T) it averages over all of them;
 - for each parameter, the norm of its gradient and the update-to-data ratio
   log10(||w_after - w_before|| / ||w_before||): about -3 is the usual sign of a sane
   learning rate for that layer;
@@ -20,9 +20,10 @@ look at:
 
 It uses only the library's own hooks: forward hooks on the watched modules
 (`Module.register_forward_hook`), gradient hooks on their outputs and inputs and on the
-parameters (`Tensor.register_hook`). They are attached when a recorded step begins and
-taken off when it ends, so a step it does not record (see `every`), or a model it has
-closed on, runs exactly as if it had never been there.
+parameters (`Tensor.register_hook`). The modules' hooks are attached when a recorded step
+begins and taken off when it ends; the parameters' stay from the first step to `close()`
+and return at once in a step not recorded (see `every`). A model the monitor has closed
+on runs exactly as if it had never been there.
 
     >>> model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     >>> opt = optim.SGD(model.parameters(), lr=0.1)
@@ -52,6 +53,7 @@ from .labels import norm as float64_norm
 
 TANH_SATURATED = 0.97     # |tanh| above this passes less than 6% of the gradient
 HISTOGRAM_BINS = 40
+ENTROPY_SEQUENCES = 8     # attention entropy is averaged over the batch's first 8 sequences
 ACTIVATIONS = ("ReLU", "GELU", "Tanh", "Sigmoid")   # module class names watched by default
 
 
@@ -68,9 +70,12 @@ class ModuleStats:
     `kind` is the op that made the output ("tanh", "relu", "gelu", "linear", ...).
     `saturated` is for tanh the fraction of outputs with |y| > 0.97, for ReLU and GELU the
     fraction of dead units (`dead_output`: output exactly 0 across the batch, or
-    `dead_gradient`: gradient at the input exactly 0 across the batch); None otherwise.
-    `grad_mean` and `grad_std` describe the gradient arriving at the output (None until
-    a backward pass reaches it). A unit is a position on the last axis.
+    `dead_gradient`: gradient at the output exactly 0 across the batch, so the loss does
+    not depend on the unit); None otherwise.
+    `grad_rms` is the root mean square of the gradient arriving at the output (None
+    until a backward pass reaches it): a gradient's mean over a layer is all but 0, so
+    this is its spread, from one pass over it instead of two. A unit is a position on
+    the last axis.
     """
     kind: str
     mean: float
@@ -78,14 +83,14 @@ class ModuleStats:
     saturated: float | None = None
     dead_output: float | None = None
     dead_gradient: float | None = None
-    grad_mean: float | None = None
-    grad_std: float | None = None
+    grad_rms: float | None = None
 
 
 @dataclass
 class StepRecord:
     """Everything recorded in one step: its number, the loss, per module `ModuleStats`,
-    per attention module the mean entropy of each head's weights (nats, shape (h,)), per
+    per attention module the mean entropy of each head's weights (nats, shape (h,), over
+    the batch's first `ENTROPY_SEQUENCES` sequences), per
     parameter the gradient norm and log10 update-to-data ratio, and histograms of outputs
     and of the gradients arriving at them (only at the monitor's `histogram_steps`)."""
     step: int
@@ -179,8 +184,9 @@ class TrainingMonitor:
         self.non_finite: NonFinite | None = None
         self._record: StepRecord | None = None
         self._last_step = 0
-        self._values_before = None
-        self._handles = []
+        self._snapshot = ParameterSnapshot([param for _, param in self.parameters])
+        self._handles = []              # this step's hooks
+        self._parameter_handles = None  # the parameters' hooks, from the first step to close()
 
     # ------------------------------------------------------------------ steps
     def begin_step(self, step: int | None = None) -> None:
@@ -190,20 +196,23 @@ class TrainingMonitor:
             self.end_step()      # the previous step was never ended: keep what it saw
         step = self._last_step + 1 if step is None else int(step)
         self._last_step = step
+        if self._parameter_handles is None:
+            # Attached once, not each step: a hook costs microtensor a few microseconds to
+            # register, and these return at once in a step not recorded.
+            self._parameter_handles = [param.register_hook(self._parameter_hook(name, param))
+                                       for name, param in self.parameters
+                                       if param.requires_grad]
         if (step - 1) % self.every:
             return
         self._record = StepRecord(step)
         self._keep_histograms = (step in self.histogram_steps if self.histogram_steps
                                  is not None else _is_power_of_ten(step))
         self._weights_before = {name: module.last_weights for name, module in self.attention}
-        self._values_before = self._snapshot()
-        self._grads = {}
+        self._snapshot.take()
         self._consumer = {}   # id(tensor) -> the watched module that took it as input
+        self._outputs = set()  # ids of the watched modules' outputs in this step
         for name, module in self.watched:
             self._handles.append(module.register_forward_hook(self._forward_hook(name)))
-        for name, param in self.parameters:
-            if param.requires_grad:
-                self._handles.append(param.register_hook(self._parameter_hook(name)))
 
     def end_step(self, loss=None) -> StepRecord | None:
         """Finish the step: take the hooks off and record the loss, the attention
@@ -221,30 +230,27 @@ class TrainingMonitor:
         for name, module in self.attention:
             weights = module.last_weights
             if weights is not None and weights is not self._weights_before[name]:
-                record.attention_entropy[name] = attention_entropy(weights.data)
-        for (name, param), before in zip(self.parameters, self._values_before):
-            grads = self._grads.get(name)
-            if grads:
-                gradient = grads[0] if len(grads) == 1 else sum(grads[1:], grads[0] * 1.0)
-                record.grad_norm[name] = norm(gradient)
-            record.update_ratio[name] = update_ratio(before, param.data)
-            if not np.isfinite(record.update_ratio[name]) and not np.isfinite(param.data).all():
-                self._found(record.step, "update", self._owner(name), None, param.data,
-                            f"the optimizer's update made parameter {name} non-finite")
-        self._grads = self._consumer = None
+                # the batch's first sequences: a mean over hundreds of query rows, at a
+                # cost that does not grow with the batch
+                record.attention_entropy[name] = attention_entropy(
+                    weights.data[:ENTROPY_SEQUENCES])
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is measured here
+            self._parameter_measures(record)
+        self._consumer = self._outputs = None
         self.history.append(record)
         return record
 
-    def _snapshot(self) -> list[np.ndarray]:
-        """The parameters' values now, copied into the arrays of the last snapshot when
-        they still fit (fresh memory each step would cost page faults)."""
-        kept = self._values_before
-        if kept is None or any(old.shape != param.shape or old.dtype != param.dtype
-                               for old, (_, param) in zip(kept, self.parameters)):
-            return [param.data.copy() for _, param in self.parameters]
-        for old, (_, param) in zip(kept, self.parameters):
-            np.copyto(old, param.data)
-        return kept
+    def _parameter_measures(self, record: StepRecord) -> None:
+        updates = self._snapshot.updates()
+        for (name, param), (size, change) in zip(self.parameters, updates):
+            grad_norm = record.grad_norm.get(name)
+            if grad_norm is not None and not math.isfinite(grad_norm):
+                self._found(record.step, "backward", self._owner(name), None, grad_norm,
+                            f"the gradient of parameter {name} is non-finite")
+            record.update_ratio[name] = log_ratio(change, size)
+            if not math.isfinite(change) and not np.isfinite(param.data).all():
+                self._found(record.step, "update", self._owner(name), None, param.data,
+                            f"the optimizer's update made parameter {name} non-finite")
 
     def close(self) -> None:
         """Take every hook off (ending a step still open); the model then runs as if
@@ -252,6 +258,9 @@ class TrainingMonitor:
         if self._record is not None:
             self.end_step()
         self._detach()
+        for handle in self._parameter_handles or ():
+            handle.remove()
+        self._parameter_handles = None
 
     def __enter__(self):
         return self
@@ -275,67 +284,76 @@ class TrainingMonitor:
         if record is None or not isinstance(output, Tensor) or output.dtype.kind != "f":
             return
         y = output.data
-        mean, std = mean_and_std(y)
-        if not math.isfinite(mean):
-            self._found_in_forward(record.step, name, output)
-            record.modules[name] = ModuleStats(_kind(module, output), mean, math.nan)
-            return
-        stats = ModuleStats(_kind(module, output), mean, std)
+        summary = summarize(y)
+        stats = ModuleStats(_kind(module, output), summary.mean, summary.std)
         record.modules[name] = stats
+        if not summary.finite:
+            self._found_in_forward(record.step, name, output)
+            return
         if stats.kind == "tanh":
             stats.saturated = float(np.mean(np.abs(y) > TANH_SATURATED))
         zero_units = None
-        if stats.kind in ("relu", "gelu") and y.ndim:
-            zero_units = ~np.any(y.reshape(-1, y.shape[-1]) != 0, axis=0)     # (units,)
+        if stats.kind in ("relu", "gelu"):
+            zero_units = summary.zero_units
             stats.dead_output = stats.saturated = float(zero_units.mean())
         if self._keep_histograms:
             record.activation_histograms[name] = histogram(y)
         if output.requires_grad:
-            self._handles.append(output.register_hook(self._output_grad_hook(name, stats,
-                                                                             id(output))))
+            self._outputs.add(id(output))
+            self._handles.append(output.register_hook(
+                self._output_grad_hook(name, stats, id(output), zero_units)))
         x = args[0] if args else None
         if isinstance(x, Tensor) and x.requires_grad:
             self._consumer[id(x)] = name
-            self._handles.append(x.register_hook(self._input_grad_hook(name, stats,
-                                                                       zero_units)))
+            # The gradient at a watched module's output is looked at there already (and
+            # its hook names this module if it is not finite); others need a look.
+            if id(x) not in self._outputs:
+                self._handles.append(x.register_hook(self._input_grad_hook(name)))
 
-    def _output_grad_hook(self, name: str, stats: ModuleStats, output_id: int):
+    def _output_grad_hook(self, name: str, stats: ModuleStats, output_id: int, zero_units):
         def hook(grad):
-            stats.grad_mean, grad_std = mean_and_std(grad)
-            if not math.isfinite(stats.grad_mean):
-                # A watched module that read this output names itself (its input hook
-                # runs next, on this same gradient); otherwise it came from further on.
-                if output_id not in self._consumer and self._record is not None:
+            summary = summarize(grad, with_mean=False)
+            stats.grad_rms = summary.rms
+            if zero_units is not None and summary.finite:
+                stats.dead_gradient = float(summary.zero_units.mean())
+                stats.saturated = float((zero_units | summary.zero_units).mean())
+            if not summary.finite:
+                # The watched module that read this output made it, in its backward pass;
+                # with none, it came from what follows this module.
+                consumer = self._consumer.get(output_id)
+                if consumer is not None:
+                    self._backward_made_non_finite(consumer, grad)
+                elif self._record is not None:
                     self._found(self._record.step, "backward", name, None, grad,
                                 f"the gradient arriving at the output of {name} is "
                                 f"non-finite (made by what comes after it)")
-                return
-            stats.grad_std = grad_std
-            if self._keep_histograms and self._record is not None:
+            elif self._keep_histograms and self._record is not None:
                 self._record.gradient_histograms[name] = histogram(grad)
         return hook
 
-    def _input_grad_hook(self, name: str, stats: ModuleStats, zero_units):
+    def _input_grad_hook(self, name: str):
         def hook(grad):
-            record = self._record
-            if record is not None and not np.isfinite(grad).all():
-                self._found(record.step, "backward", name, None, grad,
-                            f"the backward pass of {name or 'the model'} sent a non-finite "
-                            f"gradient to its input")
-            if zero_units is not None:
-                zero_grads = ~np.any(grad.reshape(-1, grad.shape[-1]) != 0, axis=0)
-                stats.dead_gradient = float(zero_grads.mean())
-                stats.saturated = float((zero_units | zero_grads).mean())
+            if not summarize(grad, with_mean=False).finite:
+                self._backward_made_non_finite(name, grad)
         return hook
 
-    def _parameter_hook(self, name: str):
+    def _backward_made_non_finite(self, name: str, grad) -> None:
+        if self._record is not None:
+            self._found(self._record.step, "backward", name, None, grad,
+                        f"the backward pass of {name or 'the model'} sent a non-finite "
+                        f"gradient to its input")
+
+    def _parameter_hook(self, name: str, param: Tensor):
         def hook(grad):
-            # Several backward passes in one step (accumulation) add up, as .grad does.
-            self._grads.setdefault(name, []).append(grad)
             record = self._record
-            if record is not None and not np.isfinite(grad).all():
-                self._found(record.step, "backward", self._owner(name), None, grad,
-                            f"the gradient of parameter {name} is non-finite")
+            if record is None:
+                return
+            # Measured now, while the gradient is fresh in the cache, and not kept: held
+            # until the step ends, every gradient's memory would be new memory next step.
+            # A second backward pass in the step (accumulation) adds to what .grad holds.
+            if name in record.grad_norm and param.grad is not None:
+                grad = param.grad + grad
+            record.grad_norm[name] = norm(grad)
         return hook
 
     # ------------------------------------------------------------------ non-finite values
@@ -398,10 +416,12 @@ def attention_entropy(weights) -> np.ndarray:
         array([1.3863, 1.3863])
     """
     weights = np.asarray(weights)
-    logs = np.zeros_like(weights)
-    np.log(weights, out=logs, where=weights > 0)
+    # ln(w + tiny) is ln w for every weight above ~1e-38 and finite at w = 0, where the
+    # product w ln(...) is then exactly 0: no masked log (twice as slow) needed.
+    logs = weights + np.finfo(weights.dtype).tiny
+    np.log(logs, out=logs)
     entropy = -np.einsum("...k,...k->...", weights, logs)       # (B, h, Tq)
-    real_rows = weights.sum(axis=-1) > 0
+    real_rows = np.einsum("...k->...", weights) > 0
     counted = real_rows.sum(axis=(0, 2))
     return (entropy * real_rows).sum(axis=(0, 2), dtype=np.float64) / np.maximum(counted, 1)
 
@@ -410,27 +430,103 @@ def update_ratio(before: np.ndarray, after: np.ndarray) -> float:
     """log10(||after - before|| / ||before||): how large one step's update is next to the
     values it changed. -inf for no change, NaN where `before` is all zeros (a bias at
     its first step) or anything is non-finite."""
-    size = norm(before)
-    change = norm(np.subtract(after, before))
+    return log_ratio(norm(np.subtract(after, before)), norm(before))
+
+
+def log_ratio(change: float, size: float) -> float:
+    """log10(change / size) for `update_ratio`: NaN for a size of 0 or a non-finite
+    number, -inf for no change."""
     if not (math.isfinite(size) and math.isfinite(change)) or size == 0:
         return math.nan
     return math.log10(change / size) if change > 0 else -math.inf
 
 
-def mean_and_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation, summed in the values' own dtype (NumPy sums
-    pairwise: float32 keeps about 7 digits even over millions of values) and again in
-    float64 when a float32 sum overflowed. The mean is finite exactly when every value is,
-    so it doubles as the check for NaN and inf."""
-    mean = float(values.mean())
-    if not math.isfinite(mean) and np.isfinite(values).all():
-        return float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
-    return mean, float(values.std()) if math.isfinite(mean) else math.nan
+class ParameterSnapshot:
+    """The parameters' values at the start of a step, side by side in one flat array:
+    taking them, and measuring each parameter's update after the step, are then one
+    NumPy call over all of them plus one dot product per parameter, rather than a copy,
+    a subtraction and two norms per parameter (for a model of 69 parameters, Python's
+    cost per call outweighed the arithmetic)."""
+
+    def __init__(self, params: list):
+        self.params = params
+        self.layout = None
+
+    def take(self) -> None:
+        """Copy the parameters' values in (making room when their sizes changed)."""
+        layout = [(param.size, param.dtype) for param in self.params]
+        if layout != self.layout:
+            self.layout = layout
+            dtype = np.result_type(*[d for _, d in layout]) if layout else np.float32
+            self.before = np.empty(sum(size for size, _ in layout), dtype)
+            self.after = np.empty_like(self.before)
+            ends = np.cumsum([size for size, _ in layout])
+            self.parts = [self.before[end - size:end] for end, (size, _) in zip(ends, layout)]
+        if self.params:
+            np.concatenate([param.data.ravel() for param in self.params], out=self.before,
+                           casting="same_kind")
+
+    def updates(self) -> list[tuple[float, float]]:
+        """(||before||, ||after - before||) of each parameter, now that it has stepped.
+        (Uses up the snapshot: the differences are written over it.)"""
+        if not self.params:
+            return []
+        sizes = [norm(part) for part in self.parts]
+        np.concatenate([param.data.ravel() for param in self.params], out=self.after,
+                       casting="same_kind")
+        np.subtract(self.after, self.before, out=self.before)
+        return list(zip(sizes, [norm(part) for part in self.parts]))
+
+
+class Summary(NamedTuple):
+    """What `summarize` finds: the `mean`, `std` and root mean square `rms`, which units
+    (positions on the last axis) are 0 for every row (`zero_units`, bool), and whether
+    all was `finite`."""
+    mean: float | None
+    std: float | None
+    rms: float
+    zero_units: np.ndarray
+    finite: bool
+
+
+def summarize(values: np.ndarray, with_mean: bool = True) -> Summary:
+    """Mean, std, root mean square and zero units of `values`, from each unit's sum of
+    squares (one pass) and each unit's sum (a second, skipped with `with_mean=False`,
+    which leaves `mean` and `std` None), in the values' own dtype; the variance is
+    mean(x^2) - mean^2. A unit is zero when its squares sum to 0: every value exactly 0
+    (or, in float32, below 4e-23, whose square is 0). NaN or inf makes the sum of
+    squares non-finite, so it is also the check for them; float32 sums that overflowed
+    on finite values are redone in float64, and where the mean dwarfs the spread
+    (mean(x^2) - mean^2 would cancel more than 6 bits) the std takes two passes.
+
+        >>> summarize(np.array([[0.0, 1.0], [0.0, 3.0]]))
+        Summary(mean=1.0, std=1.224744871391589, rms=1.5811388300841898, zero_units=array([ True, False]), finite=True)
+    """
+    rows = values.reshape(-1, values.shape[-1]) if values.ndim else values.reshape(1, 1)
+    count = max(rows.size, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->j", rows, rows)                  # (units,)
+        mean_square = float(squares.sum(dtype=np.float64)) / count
+        if not math.isfinite(mean_square):
+            if not np.isfinite(rows).all():
+                return Summary(math.nan, math.nan, math.nan, squares == 0, False)
+            rows = rows.astype(np.float64)            # finite, but float32 sums overflowed
+            squares = np.einsum("ij,ij->j", rows, rows)
+            mean_square = float(squares.sum()) / count
+        rms = math.sqrt(mean_square)
+        if not with_mean:
+            return Summary(None, None, rms, squares == 0, True)
+        sums = np.ones(len(rows), rows.dtype) @ rows     # (units,): BLAS, faster than sum
+        mean = float(sums.sum(dtype=np.float64)) / count
+    variance = mean_square - mean * mean
+    std = math.sqrt(variance) if variance >= mean_square / 64 else float(rows.std())
+    return Summary(mean, std, rms, squares == 0, True)
 
 
 def norm(values: np.ndarray) -> float:
     """The Euclidean norm, sqrt(x . x) in one BLAS dot in the values' own dtype, again in
-    float64 (`labels.norm`) if the squares overflowed it."""
+    float64 (`labels.norm`) if the squares overflowed it (the monitor silences NumPy's
+    overflow warning around its calls)."""
     flat = values.ravel()
     squares = float(np.dot(flat, flat))
     return math.sqrt(squares) if math.isfinite(squares) else float64_norm(values)
@@ -474,7 +570,7 @@ def _nonfinite_among(values) -> bool:
 
 
 def _kind_of(array) -> str:
-    array = getattr(array, "data", array)
+    array = array.data if isinstance(array, Tensor) else array
     return "nan" if np.isnan(array).any() else "inf"
 
 

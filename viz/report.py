@@ -240,20 +240,20 @@ def attention_section(monitor) -> Section:
                                                    range(matrix.shape[1])], cell=44))
     return Section("Attention entropy", f'<div class="pictures">{"".join(pictures)}</div>',
                    "The mean entropy (nats) of each head's attention weights over the "
-                   "queries. 0: every query looks at one key; ln(T): it spreads evenly "
-                   "over T keys.")
+                   "queries of the batch's first sequences. 0: every query looks at one "
+                   "key; ln(T): it spreads evenly over T keys.")
 
 
 def last_step_table(monitor) -> Section:
     """Every watched module's numbers at the last recorded step."""
     record = monitor.history[-1]
     rows = [("<tr><th>module</th><th>op</th><th>mean</th><th>std</th><th>saturated</th>"
-            "<th>grad mean</th><th>grad std</th></tr>")]
+            "<th>grad rms</th></tr>")]
     for name, _ in monitor.watched:
         stats = record.modules.get(name)
         if stats is None:
             continue
-        numbers = [stats.mean, stats.std, stats.saturated, stats.grad_mean, stats.grad_std]
+        numbers = [stats.mean, stats.std, stats.saturated, stats.grad_rms]
         cells = [name, stats.kind] + ["" if n is None else fmt(n) for n in numbers]
         rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
                     + "</tr>")

@@ -79,8 +79,8 @@ class TimedMonitor(TrainingMonitor):
     def _input_grad_hook(self, *args):
         return self._timed(super()._input_grad_hook(*args))
 
-    def _parameter_hook(self, name):
-        return self._timed(super()._parameter_hook(name))
+    def _parameter_hook(self, *args):
+        return self._timed(super()._parameter_hook(*args))
 
 
 def main(pairs: int = PAIRS) -> dict:
