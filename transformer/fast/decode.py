@@ -159,9 +159,9 @@ def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
     thread. As BLAS calls, a 16-token prefill woke OpenBLAS's second thread, and on a
     busy 2-core machine the one-token steps after it then ran several times slower
     (docs/performance.md); such products are too small to share. A larger matrix goes
-    to BLAS: `np.vecmat` is NumPy's own loop, fast only from the cache (a 4 MB matrix
-    took 12 ms, BLAS 1 ms), and reading a model's weights from memory is where a second
-    thread pays. More rows (a long prompt) are one GEMM."""
+    to `x @ weight`: on a quiet machine the two read GPT-2's weights equally fast (12.7
+    and 13.4 ms a token), but on a loaded one (load average 4.5 on 2 cores) `np.vecmat`
+    took 414 ms a token and BLAS 36. More rows (a long prompt) are one GEMM."""
     if len(x) <= MATVEC_ROWS and weight.nbytes <= VECMAT_MAX_BYTES and _vecmat is not None:
         out = _vecmat(x, weight)
     else:
