@@ -47,8 +47,28 @@ def fmt(value) -> str:
     return f"{value:.3g}"
 
 
+MOMENTS_BLOCK = 1 << 16     # float64 elements converted at a time by `moments`
+
+
+def moments(array) -> tuple[int, float, float]:
+    """(count, sum, sum of squares) of a real float array, accumulated in float64 a block
+    at a time: one pass and no float64 copy of the whole array (a GPT-2 table is 38.6M
+    floats, and a player describes a few hundred arrays of its size)."""
+    flat = np.ravel(array)
+    total = squares = 0.0
+    with np.errstate(invalid="ignore", over="ignore"):    # inf and NaN: stats says so
+        for start in range(0, flat.size, MOMENTS_BLOCK):
+            block = flat[start:start + MOMENTS_BLOCK].astype(np.float64)
+            total += block.sum()
+            squares += np.dot(block, block)
+    return flat.size, total, squares
+
+
 def norm(array) -> float:
     """The Euclidean (Frobenius) norm, computed in float64 so float32 sums do not drift."""
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        return float(np.sqrt(moments(array)[2]))
     return float(np.sqrt(np.sum(np.square(np.asarray(array, dtype=np.float64)))))
 
 
@@ -59,6 +79,15 @@ def stats(array) -> str:
         return "empty"
     if array.dtype.kind not in "fc":
         return f"min {fmt(array.min())}  max {fmt(array.max())}"
+    if array.dtype.kind == "f":
+        # One pass: var = E[x^2] - mean^2, unless that cancels (|mean| >> std), where
+        # the two-pass form below keeps the digits shown.
+        count, total, squares = moments(array)
+        mean, mean_square = total / count, squares / count
+        if np.isfinite(mean) and np.isfinite(mean_square) and \
+                mean_square - mean * mean > 1e-6 * mean_square:
+            var = mean_square - mean * mean
+            return f"mean {fmt(mean)}  std {fmt(np.sqrt(var))}  norm {fmt(np.sqrt(squares))}"
     as64 = array.astype(np.float64)
     finite = np.isfinite(as64)
     if not finite.all():
