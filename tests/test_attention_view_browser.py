@@ -12,7 +12,10 @@ import pytest
 from test_attention_view import IDS, loaded_models
 from test_attribution import IDS as ATTRIBUTION_IDS
 from test_attribution import loaded_models as attribution_models
-from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
+from test_browser import (
+    browser,  # noqa: F401  (the shared Chromium fixture)
+    open_page,
+)
 
 from viz.attention_view import MIN_WEIGHT, view_attention
 from viz.attribution import integrated_gradients, saliency
@@ -24,16 +27,6 @@ VIEWPORT = {"width": 1100, "height": 800}
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     return loaded_models(tmp_path_factory.mktemp("hub"))
-
-
-def open_page(browser, url):  # noqa: F811
-    page = browser.new_page(viewport=VIEWPORT)
-    errors, requests = [], []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(url)
-    return page, errors, requests
 
 
 def expected_lines(view, layer, heads, query=None) -> int:
@@ -61,7 +54,7 @@ def test_attention_view_heads_and_layers_are_selectable(browser, loaded, tmp_pat
                                                         name):
     view = view_attention(loaded[name], IDS, tokens=TOKENS, title=f"{name}: attention")
     path = view.save(tmp_path / "attention.html")
-    page, errors, requests = open_page(browser, path.as_uri())
+    page, errors, requests = open_page(browser, path.as_uri(), VIEWPORT)
     heads = set(range(view.n_heads))
 
     assert sorted(set(line_heads(page))) == sorted(heads)
@@ -111,7 +104,7 @@ def test_attention_view_works_inline_in_a_notebook_iframe(browser, loaded, tmp_p
     host = tmp_path / "notebook.html"
     host.write_text("<!DOCTYPE html><meta charset='utf-8'><h1>notebook</h1>"
                     + view._repr_html_(), encoding="utf-8")
-    page, errors, requests = open_page(browser, host.as_uri())
+    page, errors, requests = open_page(browser, host.as_uri(), VIEWPORT)
     frame = page.frame_locator("iframe")
     assert frame.locator("line.attention-line").count() == \
         expected_lines(view, 0, set(range(4)))
@@ -139,7 +132,7 @@ def test_attribution_page_loads_and_shows_every_token(browser, attribution_loade
         result = integrated_gradients(model, ids, target=7, position=6, tokens=tokens,
                                       baseline=baseline)
     path = result.save(tmp_path / f"attribution-{name}.html")
-    page, errors, requests = open_page(browser, path.as_uri())
+    page, errors, requests = open_page(browser, path.as_uri(), VIEWPORT)
     boxes = page.eval_on_selector_all(
         "span.token", "spans => spans.map(s => [s.textContent, getComputedStyle(s)"
         ".backgroundColor])")

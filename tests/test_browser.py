@@ -44,6 +44,18 @@ def browser():
         chromium.close()
 
 
+def open_page(browser, url, viewport=None):
+    """A page at `viewport` (1280x800 by default) that records its errors (uncaught and
+    console) and every request it makes: (page, errors, requests)."""
+    page = browser.new_page(viewport=viewport or {"width": 1280, "height": 800})
+    errors, requests = [], []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    return page, errors, requests
+
+
 def expected_nodes() -> list:
     """The node each step should light, from a twin graph run through the engine."""
     twin, _ = attention_example()

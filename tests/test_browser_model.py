@@ -215,8 +215,8 @@ def test_the_key_explains_the_marks_and_toggles(browser, folded_model, tmp_path)
     page.close()
 
 
-def test_search_ranks_parameters_first_cycles_on_enter_and_gives_the_keys_back(  # noqa: F811
-        browser, folded_model):
+def test_search_ranks_parameters_first_cycles_on_enter_and_gives_the_keys_back(
+        browser, folded_model):  # noqa: F811
     page, errors = open_player(browser, folded_model)
     page.click("#search")
     page.keyboard.type("W_q")
@@ -241,8 +241,8 @@ def test_search_ranks_parameters_first_cycles_on_enter_and_gives_the_keys_back( 
     page.close()
 
 
-def test_first_middle_and_last_step_are_legible_also_after_fit_all_and_a_search(  # noqa: F811
-        browser, folded_model, tmp_path):
+def test_first_middle_and_last_step_are_legible_also_after_fit_all_and_a_search(
+        browser, folded_model, tmp_path):  # noqa: F811
     page, errors = open_player(browser, folded_model)
     n = total(page)
     for name, target in (("first", 1), ("middle", n // 2), ("last", n)):

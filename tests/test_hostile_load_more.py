@@ -8,12 +8,14 @@ import os
 
 import numpy as np
 import pytest
-from test_hostile_load import (
+from test_hostile_load import (  # noqa: F401  (gpt2_dir, llama_dir: the shared fixtures)
     assert_one_line_error,
     assert_ours,
     bounded,
     cli,
     copy_dir,
+    gpt2_dir,
+    llama_dir,
     random_gpt2,
     random_llama,
     read_header,
@@ -23,20 +25,6 @@ from test_hostile_load import (
 import microtensor as mt
 from transformer.__main__ import main
 from transformer.bpe import byte_to_char
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hostile") / "gpt2"
-    random_gpt2().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hostile") / "llama"
-    random_llama().save_pretrained(path)
-    return path
 
 
 def split_into_shards(source, target, shard_of) -> dict:
@@ -64,7 +52,7 @@ def split_into_shards(source, target, shard_of) -> dict:
 
 
 # ---------------------------------------------------------------------- item 11
-def test_item11_a_tensor_in_a_shard_the_index_does_not_name_is_refused(gpt2_dir, tmp_path):
+def test_item11_a_tensor_in_a_shard_the_index_does_not_name_is_refused(gpt2_dir, tmp_path):  # noqa: F811
     """The index puts wte.weight in shard 1 while shard 2 holds it too, with other values
     (before: shard 2's copy was used silently)."""
     def shard_of(name):
@@ -121,7 +109,7 @@ LLAMA_WRONG_TYPES = {"rope_scaling": "linear", "rope_parameters": ["default"],
                      "hidden_act": ["silu"], "attention_bias": "false"}
 
 
-def test_item14_config_values_of_the_wrong_type_are_our_errors(gpt2_dir, llama_dir,
+def test_item14_config_values_of_the_wrong_type_are_our_errors(gpt2_dir, llama_dir,  # noqa: F811
                                                                tmp_path):
     """A list, a string or a float where the config wants something else (before: raw
     TypeError, AttributeError or ValueError); each error names the key and value."""
@@ -140,7 +128,7 @@ def test_item14_config_values_of_the_wrong_type_are_our_errors(gpt2_dir, llama_d
 
 
 # ---------------------------------------------------------------------- item 15
-def test_item15_config_json_that_is_a_folder_a_loop_or_a_dangling_link(gpt2_dir, tmp_path):
+def test_item15_config_json_that_is_a_folder_a_loop_or_a_dangling_link(gpt2_dir, tmp_path):  # noqa: F811
     """(before: raw IsADirectoryError, OSError ELOOP, FileNotFoundError)"""
     for name in ("folder", "loop", "dangling"):
         (copy_dir(gpt2_dir, tmp_path / name) / "config.json").unlink()
@@ -158,7 +146,7 @@ def test_item15_config_json_that_is_a_folder_a_loop_or_a_dangling_link(gpt2_dir,
 
 # ---------------------------------------------------------------------- item 16
 @pytest.mark.parametrize("value", [["x"], 7, None, "", "../model.safetensors"])
-def test_item16_weight_map_values_that_are_not_file_names(gpt2_dir, tmp_path, value):
+def test_item16_weight_map_values_that_are_not_file_names(gpt2_dir, tmp_path, value):  # noqa: F811
     """(before: a raw TypeError for ["x"], 7 and null)"""
     folder = tmp_path / "index"
     split_into_shards(gpt2_dir, folder, lambda name: "one.safetensors")
@@ -173,7 +161,7 @@ def test_item16_weight_map_values_that_are_not_file_names(gpt2_dir, tmp_path, va
 
 
 # ---------------------------------------------------------------------- item 17
-def test_item17_unsupported_encodings_are_our_errors(gpt2_dir, tmp_path):
+def test_item17_unsupported_encodings_are_our_errors(gpt2_dir, tmp_path):  # noqa: F811
     """An F8_E4M3 tensor (raw AttributeError), merges.txt in Latin-1 (raw
     UnicodeDecodeError), a lone surrogate to encode (raw UnicodeEncodeError)."""
     folder = copy_dir(gpt2_dir, tmp_path / "f8")
@@ -199,7 +187,7 @@ def test_item17_unsupported_encodings_are_our_errors(gpt2_dir, tmp_path):
     assert_ours(results["bytes"], "'\\udcff' at position 1")
 
 
-def test_item17_a_prompt_that_is_not_utf8_is_one_line(gpt2_dir, tmp_path):
+def test_item17_a_prompt_that_is_not_utf8_is_one_line(gpt2_dir, tmp_path):  # noqa: F811
     folder = copy_dir(gpt2_dir, tmp_path / "with_tokenizer")
     vocab = {char: byte for byte, char in byte_to_char().items()}
     (folder / "vocab.json").write_text(json.dumps(vocab))
@@ -235,7 +223,7 @@ def damaged_run(run_dir, target, **changes):
     return target
 
 
-def test_item18_the_cli_gives_one_line_for_every_failure(run_dir, llama_dir, tmp_path):
+def test_item18_the_cli_gives_one_line_for_every_failure(run_dir, llama_dir, tmp_path):  # noqa: F811
     """Every failure is one line and exit 2 (before: tracebacks), naming the problem."""
     llama = copy_dir(llama_dir, tmp_path / "llama")
     config = json.loads((llama / "config.json").read_text())

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_browser import browser  # noqa: F401  (the shared Chromium fixture)
+from test_browser import (
+    browser,  # noqa: F401  (the shared Chromium fixture)
+    open_page,
+)
 
 import microtensor as mt
 import microtensor.functional as F
@@ -59,16 +62,6 @@ def diverged_monitor() -> TrainingMonitor:
     return monitor
 
 
-def open_page(browser, url):  # noqa: F811
-    page = browser.new_page(viewport=VIEWPORT)
-    errors, requests = [], []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(url)
-    return page, errors, requests
-
-
 def svg_sizes(page) -> list:
     return page.eval_on_selector_all(
         ".mt-report svg", "els => els.map(e => [e.getBoundingClientRect().width, "
@@ -77,7 +70,7 @@ def svg_sizes(page) -> list:
 
 def test_the_report_page_loads_offline_with_every_plot_drawn(browser, tmp_path):  # noqa: F811
     path = trained_lm_monitor().report("DecoderLM, 40 steps").save(tmp_path / "report.html")
-    page, errors, requests = open_page(browser, path.as_uri())
+    page, errors, requests = open_page(browser, path.as_uri(), VIEWPORT)
     sizes = svg_sizes(page)
     # loss, gradient norms, update ratios, 3 steps x 2 groups x (outputs, gradients),
     # the saturation map and 3 attention maps
@@ -99,7 +92,7 @@ def test_the_report_inline_in_a_notebook_keeps_its_styles_to_itself(browser, tmp
     host = tmp_path / "notebook.html"
     host.write_text("<!DOCTYPE html><meta charset='utf-8'><h2 id='outside'>a notebook cell"
                     "</h2>" + monitor._repr_html_(), encoding="utf-8")
-    page, errors, requests = open_page(browser, host.as_uri())
+    page, errors, requests = open_page(browser, host.as_uri(), VIEWPORT)
     alarm = page.inner_text(".mt-report .alarm")
     assert "First non-finite value: step 7: linear in 2 made nan in the forward pass" in alarm
     outside = page.eval_on_selector("#outside", "e => getComputedStyle(e).fontSize")
