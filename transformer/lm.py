@@ -113,6 +113,14 @@ class DecoderLM(Module):
     def forward(self, ids, cache: KVCache | None = None, attention_mask=None):
         """Token ids (B, T) -> next-token logits (B, T, vocab). With `cache` (under
         `mt.no_grad()`), `ids` are the positions after the cached ones."""
+        x = self.features(ids, cache, attention_mask)
+        if self.head is None:
+            return x @ self.tok_embed.weight.swapaxes(0, 1)
+        return self.head(x)
+
+    def features(self, ids, cache: KVCache | None = None, attention_mask=None):
+        """The last hidden states (B, T, d_model), after the final norm: what the head
+        turns into logits."""
         ids, valid, mask, positions = self.read_inputs(ids, cache, attention_mask)
         if self.rotary is None:
             x = self.dropout(self.position(self.tok_embed(ids), positions=positions))
@@ -127,10 +135,7 @@ class DecoderLM(Module):
                       cache=None if cache is None else cache.layers[i], **block_args)
         if cache is not None:
             cache.advance(valid)
-        x = self.norm(x)
-        if self.head is None:
-            return x @ self.tok_embed.weight.swapaxes(0, 1)
-        return self.head(x)
+        return self.norm(x)
 
     def read_inputs(self, ids, cache=None, attention_mask=None):
         """Checked ids (B, T), which of them are real tokens (B, T), the key mask for

@@ -137,17 +137,8 @@ def decoder_lm(model, ids, cache=None, attention_mask=None):
 
 
 def tied_decoder_lm(model, ids, attention_mask=None):
-    """DecoderLM.forward's steps for a model whose head is its token table, the head as
-    one `matmul_transposed` node instead of `x @ E.swapaxes(0, 1)`: the same logits, and
-    the table's gradient made in its own layout (transformer/fast/head.py says why that
-    matters at 50,257 x 768). Every module is called as forward calls it."""
-    ids, _, mask, positions = model.read_inputs(ids, None, attention_mask)
-    if model.rotary is None:
-        x = model.dropout(model.position(model.tok_embed(ids), positions=positions))
-        block_args = {}
-    else:
-        x = model.dropout(model.tok_embed(ids))
-        block_args = {"rotation": model.rotary(positions, dtype=x.dtype)}
-    for block in model.blocks:
-        x = block(x, mask=mask, causal=True, **block_args)
-    return matmul_transposed(model.norm(x), model.tok_embed.weight)
+    """DecoderLM.forward for a model whose head is its token table, the head as one
+    `matmul_transposed` node instead of `x @ E.swapaxes(0, 1)`: the same logits, and the
+    table's gradient made in its own layout (transformer/fast/head.py says why that
+    matters at 50,257 x 768)."""
+    return matmul_transposed(model.features(ids, None, attention_mask), model.tok_embed.weight)
