@@ -276,3 +276,48 @@ def test_concurrent_generation_matches_sequential_and_never_flips_training(lm, s
             np.testing.assert_array_equal(tokens, expected_s2s[i])
     assert seen_training and all(seen_training)
     assert lm.training and seq2seq.training
+
+
+# Logits the test sets: vocab 8, in shuffled order, so that "the top k" is not "the first k".
+SET_LOGITS = np.array([0.5, 2.0, -1.0, 1.0, -0.5, 1.5, 0.0, -2.0], dtype=np.float32)
+
+
+def lm_with_logits(logits):
+    """A DecoderLM whose next-token logits are `logits` at every position, whatever the
+    ids: the final LayerNorm's weight is zero, so its output is its bias, e_0; the
+    head's weight (d_model, vocab) has `logits` as its first row, so e_0 @ weight =
+    logits exactly."""
+    vocab = len(logits)
+    model = DecoderLM(LMConfig.gpt2(vocab=vocab, d_model=6, n_heads=2, n_layers=1, d_ff=16,
+                                    max_len=4, dropout=0.0))
+    model.norm.weight.data[...] = 0
+    model.norm.bias.data[...] = np.eye(6, dtype=np.float32)[0]
+    model.head.weight.data[...] = 0
+    model.head.weight.data[0] = logits
+    return model
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sampling_frequencies_follow_softmax_of_logits_over_temperature_within_top_k(
+        temperature):
+    top_k, draws = 5, 6000
+    model = lm_with_logits(SET_LOGITS)
+    prompts = np.full((draws, 1), 3)                # one draw per row, each its own uniform
+    ids, logits = model.generate(prompts, 1, temperature=temperature, top_k=top_k, seed=11,
+                                 return_logits=True)
+    np.testing.assert_array_equal(logits[:, 0], np.broadcast_to(SET_LOGITS, (draws, 8)))
+    allowed = np.argsort(SET_LOGITS)[-top_k:]
+    scaled = SET_LOGITS[allowed].astype(np.float64) / temperature
+    expected = np.exp(scaled - scaled.max())
+    expected /= expected.sum()                      # softmax(logits / T) over the top k
+    counts = np.bincount(ids[:, -1], minlength=8)
+    assert counts.sum() == draws
+    assert counts[np.setdiff1d(np.arange(8), allowed)].sum() == 0
+    observed = counts[allowed]
+    assert (draws * expected).min() > 20            # the chi-square approximation holds
+    chi_square = ((observed - draws * expected) ** 2 / (draws * expected)).sum()
+    # Pearson's statistic over top_k = 5 categories has 4 degrees of freedom; its 0.999
+    # quantile is 18.467 (chi2.ppf(0.999, 4)), so a correct sampler fails 1 seed in 1,000.
+    # Sampling from logits * T gives a statistic of thousands here; uniformly over the top
+    # k, about 700 at T = 2 and 25,000 at T = 0.5.
+    assert chi_square < 18.467, (chi_square, observed, draws * expected)
