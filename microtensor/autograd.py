@@ -250,57 +250,68 @@ def primitive(name: str, rule: str, *, new_grads: bool = False,
     """
 
     def decorate(forward):
-        params = list(inspect.signature(forward).parameters.values())
-        variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-        inputs = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-        n_inputs = len(inputs)
-        input_names = {p.name for p in inputs}
-        config_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
-
-        @functools.wraps(forward)
-        def op(*args, **config):
-            # The hot path of every op: unwrap -> forward -> wrap -> record, kept thin.
-            if (len(args) > n_inputs and not variadic) or (
-                    config and not input_names.isdisjoint(config)):
-                args = _bind(name, args, config, inputs, config_names, variadic)
-            arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
-            profiling = _mode.profile  # one attribute read when off: the cost of the feature
-            if profiling is not None:
-                started = time.perf_counter()
-            try:
-                out, backward = forward(*arrays, **config)
-            except (ValueError, IndexError, TypeError) as error:
-                if getattr(error, "microtensor", False):
-                    raise  # already worded by the op itself
-                raise _reworded(name, error, arrays) from error
-            if out.dtype == np.float64 and not _any_float_array(arrays):
-                # Floats made from integer tensors and Python numbers (0.7 ** ints,
-                # ints / 2) are the default float32, as Python floats are.
-                out = np.asarray(out, dtype=np.float32)
-            if profiling is not None:
-                profiling.record(name, "forward", time.perf_counter() - started, out.nbytes)
-            result = Tensor._wrap(out)
-            anomaly = _mode.anomaly
-            if anomaly:
-                _check_produced(name, result, arrays, config)
-            if _mode.grad_enabled and result.data.dtype.kind == "f":
-                for a in args:   # record the node if any input Tensor requires grad
-                    if isinstance(a, Tensor) and a._requires_grad:
-                        result._requires_grad = True
-                        result.op = Node(name, rule, args, backward, config,
-                                         _user_frame() if anomaly else None, new_grads,
-                                         reference, _mode.modules)
-                        break
-            return result
-
-        op.rule = rule
-        op.forward = forward
-        op.reference = reference
-        # help(), the docs site and the API reference show the rule with the op's own words.
-        document_op(op, forward.__doc__ or f"The {name} op.")
-        return op
+        return _make_op(forward, name, rule, new_grads, reference)
 
     return decorate
+
+
+def _op_parameters(forward: Callable) -> tuple:
+    """The inputs, the configuration's names and whether `forward` takes `*inputs`."""
+    params = list(inspect.signature(forward).parameters.values())
+    inputs = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    config_names = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
+    return inputs, config_names, variadic
+
+
+def _make_op(forward, name, rule, new_grads, reference) -> Callable:
+    """The op `primitive` makes of `forward`, with its rule and reference attached."""
+    inputs, config_names, variadic = _op_parameters(forward)
+    n_inputs = len(inputs)
+    input_names = {p.name for p in inputs}
+
+    @functools.wraps(forward)
+    def op(*args, **config):
+        # The hot path of every op: unwrap -> forward -> wrap -> record, kept thin.
+        if (len(args) > n_inputs and not variadic) or (
+                config and not input_names.isdisjoint(config)):
+            args = _bind(name, args, config, inputs, config_names, variadic)
+        arrays = [a.data if isinstance(a, Tensor) else _unwrap(a) for a in args]
+        profiling = _mode.profile  # one attribute read when off: the cost of the feature
+        if profiling is not None:
+            started = time.perf_counter()
+        try:
+            out, backward = forward(*arrays, **config)
+        except (ValueError, IndexError, TypeError) as error:
+            if getattr(error, "microtensor", False):
+                raise  # already worded by the op itself
+            raise _reworded(name, error, arrays) from error
+        if out.dtype == np.float64 and not _any_float_array(arrays):
+            # Floats made from integer tensors and Python numbers (0.7 ** ints,
+            # ints / 2) are the default float32, as Python floats are.
+            out = np.asarray(out, dtype=np.float32)
+        if profiling is not None:
+            profiling.record(name, "forward", time.perf_counter() - started, out.nbytes)
+        result = Tensor._wrap(out)
+        anomaly = _mode.anomaly
+        if anomaly:
+            _check_produced(name, result, arrays, config)
+        if _mode.grad_enabled and result.data.dtype.kind == "f":
+            for a in args:   # record the node if any input Tensor requires grad
+                if isinstance(a, Tensor) and a._requires_grad:
+                    result._requires_grad = True
+                    result.op = Node(name, rule, args, backward, config,
+                                     _user_frame() if anomaly else None, new_grads,
+                                     reference, _mode.modules)
+                    break
+        return result
+
+    op.rule = rule
+    op.forward = forward
+    op.reference = reference
+    # help(), the docs site and the API reference show the rule with the op's own words.
+    document_op(op, forward.__doc__ or f"The {name} op.")
+    return op
 
 
 def document_op(op: Callable, text: str) -> None:
