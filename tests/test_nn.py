@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import microtensor as mt
+import microtensor.functional as F
 from microtensor import nn
 
 
@@ -210,3 +211,21 @@ def test_dropout_drops_while_training_and_is_the_identity_otherwise():
     # Nothing to drop: the input itself comes back, so graphs get no identity node.
     assert drop.eval()(x) is x
     assert nn.Dropout(0.0)(x) is x
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.7, 0.9])
+@pytest.mark.parametrize("drop", [lambda x, p: F.dropout(x, p=p, training=True),
+                                  lambda x, p: nn.Dropout(p)(x)], ids=["F.dropout", "Dropout"])
+def test_dropout_keeps_the_mean_and_zeros_a_fraction_p(drop, p):
+    n = 200_000
+    mt.manual_seed(1)
+    x = mt.tensor(np.random.default_rng(2).uniform(0.5, 1.5, n))
+    y = drop(x, p).data
+    dropped = y == 0
+    # Each y_i is x_i / (1 - p) with probability 1 - p, else 0: mean x_i, variance
+    # x_i^2 p / (1 - p). Six standard errors of the mean (and of the zero fraction, whose
+    # variance is p (1 - p) / n) are missed by chance about once in 10^9 runs.
+    mean_error = np.sqrt((x.data ** 2).sum() * p / (1 - p)) / n
+    assert abs(y.mean() - x.data.mean()) < 6 * mean_error
+    assert abs(dropped.mean() - p) < 6 * np.sqrt(p * (1 - p) / n)
+    np.testing.assert_allclose(y[~dropped], x.data[~dropped] / (1 - p), rtol=1e-6)
