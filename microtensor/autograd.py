@@ -524,25 +524,7 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
     step), a later gradient is added into one that an op marked `new_grads` sent, so an
     earlier step's `grads_in` may then hold that sum.
     """
-    if not isinstance(root, Tensor):
-        raise TypeError(f"backward: expected a Tensor, got {type(root).__name__}")
-    if not root.requires_grad:
-        raise RuntimeError("backward: this tensor does not require grad and has no graph. "
-                           "Create the inputs with requires_grad=True (or call "
-                           ".requires_grad_()) and make sure you are not inside no_grad().")
-    if grad is None:
-        if root.data.size != 1:
-            raise RuntimeError(f"backward: grad can be created implicitly only for a tensor "
-                               f"with one element, got shape {root.shape}. Reduce it first "
-                               f"(e.g. .sum() or .mean()) or pass grad= of that shape.")
-        grad = np.ones_like(root.data)
-    else:
-        grad = np.asarray(_unwrap(grad), dtype=root.dtype)
-        if grad.shape != root.shape:
-            raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
-                             f"shape {root.shape}; they must match.")
-
-    pending = {id(root): grad}  # gradients summed so far, by tensor id
+    pending = {id(root): _seed_gradient(root, grad)}  # gradients summed so far, by tensor id
     anomaly = is_anomaly_enabled()
     profiling = _mode.profile
     for index, tensor in enumerate(topological_order(root)):
@@ -577,6 +559,27 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
         grads_in = tuple(_deliver(node, pending, inp, g, anomaly, in_place)
                          for inp, g in zip(node.inputs, grads_in))
         yield BackwardStep(index, tensor, node, grad_out, grads_in)
+
+
+def _seed_gradient(root, grad) -> np.ndarray:
+    """The gradient the backward pass starts from at `root`: `grad`, or 1 for a scalar."""
+    if not isinstance(root, Tensor):
+        raise TypeError(f"backward: expected a Tensor, got {type(root).__name__}")
+    if not root.requires_grad:
+        raise RuntimeError("backward: this tensor does not require grad and has no graph. "
+                           "Create the inputs with requires_grad=True (or call "
+                           ".requires_grad_()) and make sure you are not inside no_grad().")
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"backward: grad can be created implicitly only for a tensor "
+                               f"with one element, got shape {root.shape}. Reduce it first "
+                               f"(e.g. .sum() or .mean()) or pass grad= of that shape.")
+        return np.ones_like(root.data)
+    grad = np.asarray(_unwrap(grad), dtype=root.dtype)
+    if grad.shape != root.shape:
+        raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
+                         f"shape {root.shape}; they must match.")
+    return grad
 
 
 def _deliver(node, pending, inp, grad, anomaly, in_place=False):
