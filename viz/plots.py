@@ -76,29 +76,10 @@ def line_plot_markup(series: dict, *, title: str = "", x_label: str = "step",
     parts.append(f'<text transform="translate(14 {(top + plot_bottom) / 2}) rotate(-90)" '
                  f'text-anchor="middle">{_text(y_label)}</text>')
     if guide_y is not None:
-        parts.append(f'<line x1="{left}" x2="{plot_right}" y1="{py(guide_y):.1f}" '
-                     f'y2="{py(guide_y):.1f}" stroke="#333" stroke-dasharray="5 4"/>')
-        # a white outline keeps the label legible where lines cross it
-        parts.append(f'<text x="{left + 6}" y="{py(guide_y) - 4:.1f}" fill="#333" '
-                     f'stroke="white" stroke-width="3" paint-order="stroke">'
-                     f'{_text(guide_label)}</text>')
+        parts += _guide_markup(py(guide_y), guide_label, left, plot_right)
     for i, (name, points) in enumerate(lines.items()):
-        colour, dash = _style(i)
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        for segment in _segments(points):
-            coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in segment)
-            if len(segment) == 1:
-                parts.append(f'<circle cx="{px(segment[0][0]):.1f}" '
-                             f'cy="{py(segment[0][1]):.1f}" r="2.5" fill="{colour}">'
-                             f'<title>{_text(name)}</title></circle>')
-            else:
-                parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" '
-                             f'stroke-width="1.5"{dash_attr}><title>{_text(name)}</title>'
-                             f'</polyline>')
-        y = top + 16 * i + 8
-        parts.append(f'<line x1="{width}" x2="{width + 24}" y1="{y}" y2="{y}" '
-                     f'stroke="{colour}" stroke-width="2"{dash_attr}/>')
-        parts.append(f'<text x="{width + 30}" y="{y + 4}">{_text(name)}</text>')
+        parts += _series_markup(name, points, _style(i), px, py,
+                                legend_x=width, legend_y=top + 16 * i + 8)
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -215,6 +196,38 @@ def _segments(points: list) -> list[list]:
         else:
             run.append(point)
     return runs + ([run] if run else [])
+
+
+def _guide_markup(y: float, label: str, left: float, right: float) -> list[str]:
+    """A dashed horizontal line across the plot at pixel height `y`, labelled at its left."""
+    line = (f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#333" '
+            f'stroke-dasharray="5 4"/>')
+    # a white outline keeps the label legible where lines cross it
+    text = (f'<text x="{left + 6}" y="{y - 4:.1f}" fill="#333" stroke="white" '
+            f'stroke-width="3" paint-order="stroke">{_text(label)}</text>')
+    return [line, text]
+
+
+def _series_markup(name, points, style, px, py, legend_x, legend_y) -> list[str]:
+    """One series: its unbroken runs as polylines (a lone point as a dot), each naming the
+    series when hovered, and its legend entry at (legend_x, legend_y)."""
+    colour, dash = style
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    parts = []
+    for segment in _segments(points):
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in segment)
+        if len(segment) == 1:
+            parts.append(f'<circle cx="{px(segment[0][0]):.1f}" '
+                         f'cy="{py(segment[0][1]):.1f}" r="2.5" fill="{colour}">'
+                         f'<title>{_text(name)}</title></circle>')
+        else:
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" '
+                         f'stroke-width="1.5"{dash_attr}><title>{_text(name)}</title>'
+                         f'</polyline>')
+    parts.append(f'<line x1="{legend_x}" x2="{legend_x + 24}" y1="{legend_y}" '
+                 f'y2="{legend_y}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
+    parts.append(f'<text x="{legend_x + 30}" y="{legend_y + 4}">{_text(name)}</text>')
+    return parts
 
 
 def _style(index: int) -> tuple[str, str]:
