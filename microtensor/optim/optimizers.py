@@ -166,6 +166,18 @@ class Optimizer:
         if state.get("num_params") != len(self.params):
             problems.append(f"it has {state.get('num_params')} parameters, this optimizer "
                             f"has {len(self.params)}")
+        settings = self._checked_settings(state, problems)
+        entries = self._checked_entries(state["state"], problems)
+        if problems:
+            raise op_error(where, f"{len(problems)} problem(s), nothing was loaded:"
+                           + "".join(f"\n  - {problem}" for problem in problems))
+        for group, hyper in zip(self.param_groups, settings):
+            group.update(hyper)
+        self._restore_entries(entries)
+
+    def _checked_settings(self, state: dict, problems: list) -> list[dict]:
+        """Each group's hyper-parameters as `state` would set them; what does not fit (the
+        groups' sizes, a bad value) is added to `problems`."""
         # A state saved before groups existed holds one "hyper" for all parameters.
         saved_groups = state.get("param_groups") or [
             {"num_params": len(group["params"]), **state["hyper"]}
@@ -185,8 +197,13 @@ class Optimizer:
             except (ValueError, TypeError) as error:
                 problems.append(str(error))
             settings.append(hyper)
+        return settings
+
+    def _checked_entries(self, saved_state: dict, problems: list) -> dict:
+        """The saved per-parameter state by parameter index, arrays copied in each
+        parameter's dtype; a missing parameter or a wrong shape is added to `problems`."""
         entries = {}
-        for key, entry in state["state"].items():
+        for key, entry in saved_state.items():
             if not (str(key).isdigit() and int(key) < len(self.params)):
                 problems.append(f"state for parameter {key!r}, which does not exist")
                 continue
@@ -198,11 +215,10 @@ class Optimizer:
             entries[int(key)] = {name: np.array(value, dtype=param.dtype, order="C")
                                  if isinstance(value, np.ndarray) else value
                                  for name, value in entry.items()}
-        if problems:
-            raise op_error(where, f"{len(problems)} problem(s), nothing was loaded:"
-                           + "".join(f"\n  - {problem}" for problem in problems))
-        for group, hyper in zip(self.param_groups, settings):
-            group.update(hyper)
+        return entries
+
+    def _restore_entries(self, entries: dict) -> None:
+        """Make `self.state` hold exactly `entries`."""
         # Into the arrays already held, in place: they may be views of flat buffers
         # (optim/flat.py), which stay the state only if they are not replaced.
         for index in [index for index in self.state if index not in entries]:
