@@ -249,20 +249,9 @@ _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
               "circular": "wrap"}   # PyTorch's names -> np.pad's
 
 
-@primitive("pad", rule="dx = g folded back: each output element's gradient goes to the "
-                       "element of x it copies (none for a constant)")
-def pad(x, *, pad, mode="constant", value=0.0):
-    """Padding in PyTorch's `F.pad` form: `pad` lists (before, after) pairs starting from
-    the LAST axis, (left, right, top, bottom, ...); axes it does not reach are not padded.
-    `mode`: "constant" (`value`), "reflect" (mirrored, the edge not repeated),
-    "replicate" (the edge repeated) or "circular" (wrapped around). A negative size
-    crops instead, before the rest pads, as in PyTorch.
-
-        >>> mt.pad(mt.tensor([[1.0, 2.0]]), (1, 2))    # one zero before, two after
-        tensor([[0., 1., 2., 0., 0.]])
-        >>> mt.pad(mt.arange(4.0), (2, -1), mode="reflect").tolist()
-        [2.0, 1.0, 0.0, 1.0, 2.0]
-    """
+def _pad_plan(x, pad, mode) -> tuple:
+    """What `pad` does to each axis of x: the slices that crop it, the (before, after)
+    sizes that grow it, and each axis's size kept between them; checked against x."""
     sizes = tuple(pad)
     if len(sizes) % 2 or len(sizes) // 2 > np.ndim(x) or not builtins.all(
             isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in sizes):
@@ -292,6 +281,24 @@ def pad(x, *, pad, mode="constant", value=0.0):
                            fix={"reflect": "reflect pads must be smaller than the axis",
                                 "circular": "circular pads can be at most the axis size",
                                 "replicate": "replicate needs a non-empty axis"}[mode])
+    return crop, grow, kept
+
+
+@primitive("pad", rule="dx = g folded back: each output element's gradient goes to the "
+                       "element of x it copies (none for a constant)")
+def pad(x, *, pad, mode="constant", value=0.0):
+    """Padding in PyTorch's `F.pad` form: `pad` lists (before, after) pairs starting from
+    the LAST axis, (left, right, top, bottom, ...); axes it does not reach are not padded.
+    `mode`: "constant" (`value`), "reflect" (mirrored, the edge not repeated),
+    "replicate" (the edge repeated) or "circular" (wrapped around). A negative size
+    crops instead, before the rest pads, as in PyTorch.
+
+        >>> mt.pad(mt.tensor([[1.0, 2.0]]), (1, 2))    # one zero before, two after
+        tensor([[0., 1., 2., 0., 0.]])
+        >>> mt.pad(mt.arange(4.0), (2, -1), mode="reflect").tolist()
+        [2.0, 1.0, 0.0, 1.0, 2.0]
+    """
+    crop, grow, kept = _pad_plan(x, pad, mode)
     cropped = np.asarray(x)[crop]
     if mode == "constant":
         out = np.pad(cropped, grow, mode="constant", constant_values=value)
