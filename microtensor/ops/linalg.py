@@ -30,12 +30,7 @@ def matmul(a, b):
         raise op_error("matmul", f"operands must have at least 1 dimension, got shapes "
                        f"{np.shape(a)} and {np.shape(b)}", fix="use * for a scalar product")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-        raise op_error("matmul", f"shapes {a.shape} and {b.shape} do not match: the last "
-                       f"axis of A ({a.shape[-1]}) must equal the "
-                       f"{'second-to-last' if b.ndim > 1 else 'only'} axis of B "
-                       f"({b.shape[-2 if b.ndim > 1 else 0]})",
-                       fix="transpose one operand (e.g. B.T or .swapaxes(-1, -2)) or "
-                       "reshape it")
+        raise _inner_axes_error(a, b)
     # Vectors become matrices for the rule (a row on the left, a column on the right).
     A = a[None, :] if a.ndim == 1 else a
     B = b[:, None] if b.ndim == 1 else b
@@ -43,9 +38,7 @@ def matmul(a, b):
         if A.shape[:-2] != B.shape[:-2]:   # equal batch axes (the usual case) need no check
             np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
     except ValueError:
-        raise op_error("matmul", f"shapes {a.shape} and {b.shape}: the batch axes "
-                       f"{A.shape[:-2]} and {B.shape[:-2]} cannot be broadcast together",
-                       fix="batch sizes must match or be 1, aligned from the right") from None
+        raise _batch_axes_error(a, b, A, B) from None
     if A.ndim > 2 and B.ndim == 2:
         # (..., T, k) @ (k, m) as one GEMM over all rows: NumPy would loop over the batch.
         out = (A.reshape(-1, A.shape[-1]) @ B).reshape(A.shape[:-1] + (B.shape[-1],))
@@ -79,6 +72,23 @@ def matmul(a, b):
     if a.ndim == 1 or b.ndim == 1:
         out = out.reshape(_result_shape(a, b, out_shape))
     return out, backward
+
+
+def _inner_axes_error(a, b) -> Exception:
+    """The error for operands whose inner axes differ: A's last against B's row axis."""
+    return op_error("matmul", f"shapes {a.shape} and {b.shape} do not match: the last "
+                    f"axis of A ({a.shape[-1]}) must equal the "
+                    f"{'second-to-last' if b.ndim > 1 else 'only'} axis of B "
+                    f"({b.shape[-2 if b.ndim > 1 else 0]})",
+                    fix="transpose one operand (e.g. B.T or .swapaxes(-1, -2)) or "
+                    "reshape it")
+
+
+def _batch_axes_error(a, b, A, B) -> Exception:
+    """The error for operands whose batch axes (all but the last two) do not broadcast."""
+    return op_error("matmul", f"shapes {a.shape} and {b.shape}: the batch axes "
+                    f"{A.shape[:-2]} and {B.shape[:-2]} cannot be broadcast together",
+                    fix="batch sizes must match or be 1, aligned from the right")
 
 
 def _result_shape(a, b, out_shape):
