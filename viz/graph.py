@@ -277,23 +277,12 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     >>> loss, model = decoder_lm_example(n_layers=2)          # a DecoderLM and its loss
     >>> graph = viz.draw(loss, params=model, expand=["blocks.0"])
     """
-    if not isinstance(root, Tensor):
-        raise op_error("draw", f"expected the Tensor whose graph to draw, got "
-                       f"{type(root).__name__}", TypeError, "pass e.g. draw(loss)")
-    show = (show,) if isinstance(show, str) else tuple(show)
-    unknown = [s for s in show if s not in SHOW_ITEMS]
-    if unknown:
-        raise op_error("draw", f"show={unknown} is not one of {SHOW_ITEMS}")
-    fused_note = ""
+    show = _checked_show(root, show)
+    fused_note, opened = "", False
     if layout is None:
-        if textbook and steps and any(s.node is not None and s.node.reference is not None
-                                      for s in steps):
-            # The steps were recorded on the graph as it ran (backward_steps(loss)), so
-            # their gradients belong to its fused nodes: draw that graph.
-            textbook = False
-        root, fused_note = as_drawn(root, textbook)
-        layout = plan_layout(root, params, collapse, max_nodes, depth, expand)
-    targets = _highlight_targets(highlight, layout, opened=bool(fused_note) and textbook)
+        layout, fused_note, opened = _planned_layout(root, params, collapse, max_nodes,
+                                                     depth, expand, steps, textbook)
+    targets = _highlight_targets(highlight, layout, opened=opened)
     on_path = {id(t) for t in targets} | {id(t) for t in computed_from(layout.order, targets)}
     look = _Look(layout, on_path, bool(targets), {id(s.tensor): s for s in (steps or ())},
                  show)
@@ -306,6 +295,32 @@ def draw(root: Tensor, *, highlight=None, params=None, show=SHOW_ITEMS, rankdir:
     _emit_clusters(graph, clusters, layout, look.dim)
     _emit_edges(graph, look)
     return graph
+
+
+def _checked_show(root, show) -> tuple:
+    """`show` as a tuple of items, once root is a Tensor and every item is known."""
+    if not isinstance(root, Tensor):
+        raise op_error("draw", f"expected the Tensor whose graph to draw, got "
+                       f"{type(root).__name__}", TypeError, "pass e.g. draw(loss)")
+    show = (show,) if isinstance(show, str) else tuple(show)
+    unknown = [s for s in show if s not in SHOW_ITEMS]
+    if unknown:
+        raise op_error("draw", f"show={unknown} is not one of {SHOW_ITEMS}")
+    return show
+
+
+def _planned_layout(root, params, collapse, max_nodes, depth, expand, steps,
+                    textbook) -> tuple[Layout, str, bool]:
+    """The layout of the graph to draw, the title's note on its fused nodes, and whether
+    they were opened into their textbook forms."""
+    if textbook and steps and any(s.node is not None and s.node.reference is not None
+                                  for s in steps):
+        # The steps were recorded on the graph as it ran (backward_steps(loss)), so
+        # their gradients belong to its fused nodes: draw that graph.
+        textbook = False
+    root, fused_note = as_drawn(root, textbook)
+    layout = plan_layout(root, params, collapse, max_nodes, depth, expand)
+    return layout, fused_note, bool(fused_note) and textbook
 
 
 def _new_graph(layout: Layout, rankdir: str, title_lines: list, legend: bool) -> Graph:
