@@ -98,3 +98,103 @@ def test_pos_weight_one_is_no_pos_weight_and_stays_stable():
     assert np.isfinite(loss.item()) and np.isfinite(logits.grad).all()
     plain = F.binary_cross_entropy_with_logits(mt.tensor(logits.data), target)
     np.testing.assert_allclose(loss.item(), plain.item(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------- class_axis (issue 30)
+# class_axis=1 reads PyTorch's (N, C, d1, ...) layout: the class axis is moved last and
+# the same loss taken. PyTorch's answers on these arrays are in test_torch_oracle.py;
+# these hold without torch.
+
+def class_first_case(data, spatial_dims):
+    """(logits (N, C, d1, ...), class ids (N, d1, ...) with some ignored, weight (C,))."""
+    n, classes = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+    spatial = data.draw(shapes(min_dims=spatial_dims, max_dims=spatial_dims))
+    seed = data.draw(seeds)
+    rng = np.random.default_rng(seed)
+    logits = normal(seed, (n, classes) + spatial) * 2
+    return logits, targets(rng, (n,) + spatial, classes), rng.uniform(0.5, 2.0, classes)
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(data=st.data(), smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
+def test_class_axis_1_gradients(spatial_dims, reduction, data, smoothing, weighted):
+    logits, target, weight = class_first_case(data, spatial_dims)
+    weight = weight if weighted else None
+    check(lambda x: F.cross_entropy(x, target, weight=weight, label_smoothing=smoothing,
+                                    reduction=reduction, class_axis=1), logits)
+    # Contiguous: gradcheck perturbs its inputs through a flat view of their copy.
+    probs = np.ascontiguousarray(np.moveaxis(np.random.default_rng(0).dirichlet(
+        np.ones(logits.shape[1]), target.shape), -1, 1))           # (N, C, d1, ...)
+    check(lambda x, q: F.cross_entropy(x, q, weight=weight, label_smoothing=smoothing,
+                                       reduction=reduction, class_axis=1), logits, probs)
+    check(lambda x: F.nll_loss(x, target, weight=weight, reduction=reduction,
+                               class_axis=1), logits)
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(data=st.data(), smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
+def test_class_axis_1_equals_the_class_axis_moved_last(spatial_dims, reduction, data,
+                                                       smoothing, weighted):
+    logits, target, weight = class_first_case(data, spatial_dims)
+    options = {"weight": weight if weighted else None, "reduction": reduction}
+    probs = np.random.default_rng(1).dirichlet(np.ones(logits.shape[1]), target.shape)
+    for loss, given_target, extra in (
+            (F.cross_entropy, target, {"label_smoothing": smoothing, "ignore_index": -100}),
+            (F.cross_entropy, probs, {"label_smoothing": smoothing}),
+            (F.nll_loss, target, {"ignore_index": -100})):
+        class_first, class_last = leaf(logits), leaf(np.moveaxis(logits, 1, -1))
+        first_target = np.moveaxis(given_target, -1, 1) if given_target is probs \
+            else given_target
+        ours = loss(class_first, first_target, class_axis=1, **options, **extra)
+        moved = loss(class_last, given_target, **options, **extra)
+        np.testing.assert_allclose(ours.data, moved.data, rtol=1e-12, atol=1e-14)
+        ours.sum().backward()
+        moved.sum().backward()
+        np.testing.assert_allclose(class_first.grad, np.moveaxis(class_last.grad, -1, 1),
+                                   rtol=1e-10, atol=1e-14)
+
+
+def test_class_axis_is_explicit_where_shapes_fit_both_layouts():
+    # (N, C, d1) with C == d1: ids (N, d1) fit both layouts. Nothing is guessed: the
+    # default takes the last axis, class_axis=1 the second, and they differ.
+    logits = normal(3, (2, 3, 3))
+    target = np.array([[0, 1, 2], [2, 2, 0]])
+    last = F.cross_entropy(mt.tensor(logits), target, reduction="none")
+    second = F.cross_entropy(mt.tensor(logits), target, reduction="none", class_axis=1)
+    np.testing.assert_allclose(second.data, F.cross_entropy(
+        mt.tensor(np.moveaxis(logits, 1, -1)), target, reduction="none").data)
+    assert not np.allclose(last.data, second.data)
+    # class_axis=-1 and class_axis=2 name the same axis: no permute, the same node.
+    assert F.cross_entropy(mt.tensor(logits), target, class_axis=2).item() == \
+        F.cross_entropy(mt.tensor(logits), target).item()
+
+
+@pytest.mark.parametrize("call, kind, message", [
+    (lambda x: F.cross_entropy(x, np.zeros((2, 5), np.int64)), ValueError,
+     (r"cross_entropy: logits \(2, 3, 5\) need targets of shape \(2, 3\) .*got \(2, 5\), "
+     r"which fits the class axis at 1\. Pass class_axis=1 for PyTorch's \(N, C, \.\.\.\) "
+     r"layout")),
+    (lambda x: F.nll_loss(x, np.zeros((2, 5), np.int64)), ValueError,
+     r"nll_loss: log-probabilities \(2, 3, 5\) need .*Pass class_axis=1"),
+    (lambda x: F.cross_entropy(x, np.zeros((2, 3), np.int64), class_axis=1), ValueError,
+     (r"cross_entropy: logits \(2, 3, 5\) with class_axis=1 need targets of shape \(2, 5\) "
+     r"\(one class id per position\) or \(2, 3, 5\) \(class probabilities\), got \(2, 3\)\. "
+     r"The targets fit the class axis last: pass class_axis=-1")),
+    (lambda x: F.nll_loss(x, np.zeros((4,), np.int64), class_axis=1), ValueError,
+     (r"nll_loss: log-probabilities \(2, 3, 5\) with class_axis=1 need targets of shape "
+     r"\(2, 5\) \(one class id per position\), got \(4,\)\. Give one target per position")),
+    (lambda x: F.cross_entropy(x, np.zeros((2, 5), np.int64), class_axis=3), IndexError,
+     (r"cross_entropy: class_axis 3 is out of range for logits of shape \(2, 3, 5\)\. Use a "
+     r"class_axis in \[-3, 2\]: 1 for PyTorch's \(N, C, \.\.\.\) layout")),
+    (lambda x: F.nll_loss(x, np.zeros((2, 5), np.int64), class_axis=-4), IndexError,
+     r"nll_loss: class_axis -4 is out of range"),
+    (lambda x: F.cross_entropy(x, np.zeros((2, 5), np.int64), class_axis=1.0), TypeError,
+     r"cross_entropy: class_axis must be an int, got float 1\.0"),
+    (lambda x: F.cross_entropy(x, np.zeros((2, 5), np.int64), class_axis=True), TypeError,
+     r"cross_entropy: class_axis must be an int, got bool True"),
+])
+def test_class_axis_errors_say_what_to_pass(call, kind, message):
+    with pytest.raises(kind, match=message):
+        call(mt.randn(2, 3, 5))

@@ -527,3 +527,39 @@ def test_sum_prod_dtype_and_signed_isinf():
                                   torch.isposinf(special).numpy())
     np.testing.assert_array_equal(mt.isinf(mt.tensor(special.numpy()), detect_positive=False).data,
                                   torch.isneginf(special).numpy())
+
+
+def class_first(class_last):
+    """(N, d1, ..., C) -> (N, C, d1, ...), contiguous (torch's nll_loss2d backward needs it)."""
+    return np.ascontiguousarray(np.moveaxis(class_last, -1, 1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(n=st.integers(1, 3), classes=st.integers(1, 4), spatial=shapes(min_dims=1, max_dims=2),
+       seed=seeds, smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
+def test_class_axis_1_is_pytorchs_layout(reduction, n, classes, spatial, seed, smoothing,
+                                         weighted):
+    # The same (N, C, d1, ...) arrays into both: ours with class_axis=1, PyTorch's as is.
+    # (Without torch, test_ops_losses.py holds class_axis=1 to the class axis moved last.)
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, classes, (n,) + spatial)
+    target[(0,) * target.ndim] = -100                  # one ignored position
+    if reduction == "mean" and not (target != -100).any():
+        return  # every position ignored: both give NaN, nothing to compare
+    weight = rng.uniform(0.5, 2.0, classes) if weighted else None
+    torch_weight = None if weight is None else torch.tensor(weight)
+    logits = normal(seed, (n, classes) + spatial) * 2
+    agree(lambda x: F.cross_entropy(x, target, weight=weight, label_smoothing=smoothing,
+                                    reduction=reduction, class_axis=1),
+          lambda x: TF.cross_entropy(x, torch.tensor(target), weight=torch_weight,
+                                     label_smoothing=smoothing, reduction=reduction),
+          logits, seed=seed)
+    agree(lambda x: F.nll_loss(x, target, weight=weight, reduction=reduction, class_axis=1),
+          lambda x: TF.nll_loss(x, torch.tensor(target), weight=torch_weight,
+                                reduction=reduction),
+          class_first(np.log(rng.dirichlet(np.ones(classes), target.shape))), seed=seed)
+    probs = class_first(rng.dirichlet(np.ones(classes), target.shape))
+    agree(lambda x, q: F.cross_entropy(x, q, weight=weight, label_smoothing=smoothing,
+                                       reduction=reduction, class_axis=1),
+          lambda x, q: TF.cross_entropy(x, q, weight=torch_weight, label_smoothing=smoothing,
+                                        reduction=reduction), logits, probs, seed=seed)

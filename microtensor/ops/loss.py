@@ -11,6 +11,7 @@ from .elementwise import add, div, mul, neg, where
 from .neural import _check_targets, check_reduction, log_softmax, reduce_losses
 from .neural import cross_entropy as fused_cross_entropy
 from .reduce import mean, sum
+from .shape import permute
 
 
 def _reduce(losses, reduction):
@@ -115,15 +116,82 @@ def _class_weights(name, weight, n_classes):
     return weight
 
 
-@primitive("nll_loss", rule="dx = -g * weight[target] * onehot(target) / (sum of the "
-                            "counted weights)")
-def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean"):
+def _class_axis_last(name, scores, target, class_axis, probabilities_allowed=True):
+    """(scores, target) in the layout the fused losses read: the class axis of `scores`
+    moved last (a `permute`, so gradients flow back through it), probability targets
+    (shaped like the scores) moved with it. Class ids (one per position) already have
+    the moved layout's shape, (N, d1, ...): only their shape is checked here."""
+    what = "logits" if name == "cross_entropy" else "log-probabilities"
+    if isinstance(class_axis, bool) or not isinstance(class_axis, (int, np.integer)):
+        raise op_error(name, f"class_axis must be an int, got {describe(class_axis)}",
+                       TypeError, "pass class_axis=1 for PyTorch's (N, C, ...) layout, "
+                       "-1 (the default) for the class axis last")
+    shape = np.shape(getattr(scores, "data", scores))
+    ndim = len(shape)
+    if not ndim:
+        return scores, target      # the loss itself says that a class axis is missing
+    if not -ndim <= class_axis < ndim:
+        raise op_error(name, f"class_axis {class_axis} is out of range for {what} of "
+                       f"shape {shape}", IndexError, f"use a class_axis in [{-ndim}, "
+                       f"{ndim - 1}]: 1 for PyTorch's (N, C, ...) layout, -1 for the class "
+                       f"axis last")
+    axis = int(class_axis) % ndim
+    target_data = np.asarray(getattr(target, "data", target))
+    probabilities = probabilities_allowed and target_data.dtype.kind == "f" \
+        and target_data.shape == shape
+    ids_shape = shape[:axis] + shape[axis + 1:]
+    if axis == ndim - 1:
+        # PyTorch's layout with our default axis: say what to pass instead of only that
+        # the shapes disagree (the loss's own check words every other mismatch).
+        if not probabilities and ndim > 2 and target_data.shape != ids_shape \
+                and target_data.shape == shape[:1] + shape[2:]:
+            raise op_error(name, f"{what} {shape} need targets of shape {ids_shape} (one "
+                           f"class id per position; the class axis is the last), got "
+                           f"{target_data.shape}, which fits the class axis at 1",
+                           fix="pass class_axis=1 for PyTorch's (N, C, ...) layout")
+        return scores, target
+    if not probabilities and target_data.shape != ids_shape:
+        raise op_error(name, f"{what} {shape} with class_axis={class_axis} need targets of "
+                       f"shape {ids_shape} (one class id per position)" + (
+                           f" or {shape} (class probabilities)" if probabilities_allowed
+                           else "") + f", got {target_data.shape}",
+                       fix="the targets fit the class axis last: pass class_axis=-1 (the "
+                       "default)" if target_data.shape == shape[:-1] else "give one target "
+                       "per position, without the class axis")
+    order = tuple(i for i in range(ndim) if i != axis) + (axis,)
+    moved_scores = permute(scores, axes=order)
+    return moved_scores, (permute(target, axes=order) if probabilities else target)
+
+
+def nll_loss(log_probs, target, *, weight=None, ignore_index: int = -100,
+             reduction: str = "mean", class_axis: int = -1):
     """Negative log-likelihood: -weight[target] log_probs[..., target], for
-    log-probabilities (..., C) (e.g. from log_softmax) and integer targets (...). The
-    class axis is the last one, as in our cross_entropy (PyTorch puts it second).
+    log-probabilities (e.g. from log_softmax) and integer targets, one per position.
+    The class axis is the last one by default, as in our cross_entropy: (..., C) with
+    targets (...). class_axis=1 reads PyTorch's layout, (N, C, d1, ...) with targets
+    (N, d1, ...): the class axis is moved last, then the same loss is taken.
     `weight` gives each class a factor (all 1 by default); "mean" divides by the sum of
     the counted positions' weights, as PyTorch. cross_entropy(x, t) ==
-    nll_loss(log_softmax(x), t)."""
+    nll_loss(log_softmax(x), t).
+
+    class_axis is explicit rather than detected from the shapes: (N, C, d1) with C == d1
+    fits both layouts, and a guess there would silently take the loss over the wrong
+    axis. An explicit argument never guesses.
+
+    >>> log_probs = F.log_softmax(mt.zeros(2, 4, 3), axis=1)      # (N, C, d1)
+    >>> F.nll_loss(log_probs, np.zeros((2, 3), np.int64), class_axis=1).item()
+    1.386...
+    """
+    log_probs, target = _class_axis_last("nll_loss", log_probs, target, class_axis,
+                                         probabilities_allowed=False)
+    return _nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
+                     reduction=reduction)
+
+
+@primitive("nll_loss", rule="dx = -g * weight[target] * onehot(target) / (sum of the "
+                            "counted weights)")
+def _nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean"):
+    """nll_loss with the class axis last: the primitive `nll_loss` calls."""
     target = np.asarray(target)
     check_reduction("nll_loss", reduction)
     if np.ndim(log_probs) == 0 or log_probs.shape[:-1] != target.shape:
@@ -151,7 +219,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
 
 
 def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0, weight=None):
+                  label_smoothing: float = 0.0, weight=None, *, class_axis: int = -1):
     """Cross-entropy of softmax(logits) against integer targets or class probabilities:
     the fused `microtensor.ops.neural.cross_entropy` (see it for the arguments). With
     `weight`, one factor per class as PyTorch's, it is the composition log_softmax then
@@ -159,9 +227,19 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     "mean" divides by the sum of the counted targets' weights (by the number of rows for
     probability targets), as PyTorch.
 
+    The class axis is the last one by default: logits (..., C), class ids (...).
+    class_axis=1 reads PyTorch's layout, logits (N, C, d1, ...) with class ids
+    (N, d1, ...) or probabilities shaped like the logits: the class axis is moved last
+    (a permute), then the same loss is taken, with every option above. It is explicit
+    rather than detected because the shapes can fit both layouts ((N, C, d1) with
+    C == d1): an explicit argument never guesses.
+
     >>> F.cross_entropy(mt.zeros(2, 3), np.array([0, 2]), weight=np.array([1.0, 1, 3])).item()
     1.098...
+    >>> F.cross_entropy(mt.zeros(2, 3, 5), np.zeros((2, 5), np.int64), class_axis=1).item()
+    1.098...
     """
+    logits, target = _class_axis_last("cross_entropy", logits, target, class_axis)
     # Only the options that differ from the defaults reach the node: a drawing's label of
     # the op then names what was chosen, not every default.
     chosen = {name: value for name, value, default in (
@@ -183,7 +261,7 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
         losses = neg(sum(mul(log_probs, mul(smoothed, weight)), axis=-1))
         return losses if reduction == "none" else (
             sum(losses) if reduction == "sum" else mean(losses))
-    picked = nll_loss(log_probs, target_data, weight=weight, ignore_index=ignore_index,
+    picked = _nll_loss(log_probs, target_data, weight=weight, ignore_index=ignore_index,
                       reduction=reduction)
     if not eps:
         return picked
