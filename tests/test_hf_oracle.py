@@ -19,11 +19,15 @@ VOCAB = 97
 
 def build_gpt2(seed=0, **overrides):
     """A random GPT2LMHeadModel: 2 layers, 64 wide, 4 heads, vocab 97, no dropout, and
-    LayerNorm scales, biases and every other bias far from their 1/0 initial values."""
+    LayerNorm scales, biases and every other bias far from their 1/0 initial values.
+    Weights are drawn with std 0.2, not GPT-2's 0.02: at 0.02 the logits have std 0.17
+    and the exact GELU moves them by 3e-6, so a test at atol 2e-4 cannot tell it from
+    GPT-2's tanh form; at 0.2 they have std 1.5 and it moves them by 1.3e-3."""
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
         vocab_size=VOCAB, n_positions=32, n_embd=64, n_layer=2, n_head=4, resid_pdrop=0.0,
-        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **overrides)
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        initializer_range=0.2, **overrides)
     model = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -35,6 +39,12 @@ def build_gpt2(seed=0, **overrides):
 def their_logits(model, ids: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.tensor(ids)).logits.numpy()
+
+
+def assert_far_from_uniform(logits: np.ndarray) -> None:
+    """Logits large enough that a wrong activation or a missing bias shows beyond atol
+    2e-4 (build_gpt2's weights give a std of about 1.5; the default init, 0.17)."""
+    assert logits.std() > 1.0, logits.std()
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +62,7 @@ def test_logits_equal_transformers(gpt2_dir):
     theirs, path = gpt2_dir
     ours = DecoderLM.from_pretrained(path)
     assert ours.config.tie_weights and ours.norm.eps == 1e-5
+    assert_far_from_uniform(their_logits(theirs, IDS))
     np.testing.assert_allclose(ours(IDS).data, their_logits(theirs, IDS), atol=2e-4, rtol=0)
     with mt.no_grad():   # the cached path too, one token at a time
         cache = ours.new_cache(3)
@@ -76,6 +87,13 @@ def test_model_trained_here_loads_in_transformers(tmp_path, tie_weights, activat
     mt.manual_seed(1)
     ours = DecoderLM(LMConfig.gpt2(vocab=VOCAB, d_model=64, n_heads=4, n_layers=2, max_len=32,
                                    tie_weights=tie_weights, activation=activation))
+    # Embeddings at std 0.2 (ours start at 0.02) and matrices twice ours, as build_gpt2
+    # does: at our init the exact GELU moves these logits by 1.2e-4, under atol; here by
+    # about 2e-3.
+    ours.tok_embed.weight.data *= 10
+    for param in ours.parameters():
+        if param.ndim == 2 and param is not ours.tok_embed.weight:
+            param.data *= 2
     opt = optim.AdamW(ours.parameters(), lr=3e-3)
     batch = np.random.default_rng(1).integers(0, VOCAB, (4, 17))
     losses = []
@@ -89,6 +107,7 @@ def test_model_trained_here_loads_in_transformers(tmp_path, tie_weights, activat
     ours.save_pretrained(tmp_path / "trained")
     theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "trained").eval()
     assert theirs.config.tie_word_embeddings is tie_weights
+    assert_far_from_uniform(their_logits(theirs, IDS))
     np.testing.assert_allclose(their_logits(theirs, IDS), ours.eval()(IDS).data, atol=2e-4,
                                rtol=0)
 
@@ -135,4 +154,5 @@ def test_relu_and_untied_head_from_transformers(tmp_path):
     ours = DecoderLM.from_pretrained(tmp_path / "m")
     assert (ours.config.activation, ours.config.d_ff, ours.config.tie_weights) == ("relu", 48,
                                                                                   False)
+    assert_far_from_uniform(their_logits(theirs, IDS))
     np.testing.assert_allclose(ours(IDS).data, their_logits(theirs, IDS), atol=2e-4, rtol=0)
