@@ -223,16 +223,7 @@ def write_pretrained_dir(path: str | os.PathLike, config: dict,
     except OSError as error:
         raise cannot_write(where, given, parent, error) from None
     try:
-        with open(os.path.join(staging, CONFIG), "w", encoding="utf-8") as file:
-            json.dump(config, file, indent=2, sort_keys=True)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        # transformers refuses safetensors whose metadata lacks a "format" it knows
-        save_safetensors(tensors, os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
-        for replaced, info in modes.items():
-            if os.path.exists(os.path.join(staging, replaced)):
-                keep_mode(os.path.join(staging, replaced), info)
+        _fill_staging(staging, config, tensors, modes)
         _carry_over(target, staging, carried)
         fsync_folder(staging)
         if existing is not None:
@@ -250,6 +241,22 @@ def write_pretrained_dir(path: str | os.PathLike, config: dict,
         if isinstance(error, OSError) and not getattr(error, "microtensor", False):
             raise cannot_write(where, given, None, error) from None
         raise
+
+
+def _fill_staging(staging: str, config: dict, tensors: dict[str, np.ndarray],
+                  modes: dict) -> None:
+    """Write config.json and the weights into the new directory, each with the
+    permissions its predecessor had (`modes`: entry name -> the old file's stat)."""
+    with open(os.path.join(staging, CONFIG), "w", encoding="utf-8") as file:
+        json.dump(config, file, indent=2, sort_keys=True)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    # transformers refuses safetensors whose metadata lacks a "format" it knows
+    save_safetensors(tensors, os.path.join(staging, WEIGHTS), metadata={"format": "pt"})
+    for replaced, info in modes.items():
+        if os.path.exists(os.path.join(staging, replaced)):
+            keep_mode(os.path.join(staging, replaced), info)
 
 
 def _restore_or_remove_strays(parent: str, name: str) -> None:
