@@ -156,7 +156,16 @@ class BPETokenizer:
     def bpe(self, word: str) -> list[str]:
         """The tokens of one pre-tokenized word (spelled in byte characters): merge the
         adjacent pair of lowest rank, everywhere it occurs (left to right), until no pair
-        has a rank.
+        has a rank. Short words are cached: words repeat."""
+        if word in self.cache:
+            return self.cache[word]
+        tokens = self._merge_by_rank(word)
+        if len(self.cache) < 100_000 and len(word) <= CACHED_WORD_LENGTH:
+            self.cache[word] = tokens              # words repeat; the cache stays small
+        return tokens
+
+    def _merge_by_rank(self, word: str) -> list[str]:
+        """The tokens `bpe` gives for `word`, merged in O(n log n) for n letters.
 
         Rescanning the word after every merge costs O(n) per merge, O(n^2) in all: a
         100,000-letter word took 17 s. Instead the symbols form a linked list, and each
@@ -168,17 +177,12 @@ class BPETokenizer:
         matches it and is skipped. New pairs reach the heap only once the rank being
         merged is done, as in the rescanning algorithm (where a merge's result can be
         ranked before the merge, in an odd merges.txt)."""
-        if word in self.cache:
-            return self.cache[word]
         n, ranks = len(word), self.ranks
         symbols = list(word)                       # symbols[i]: the token starting at i
         after = list(range(1, n + 1))              # where the next token starts (n: none)
         before = list(range(-1, n - 1))
         pair_rank = [*map(ranks.get, pairwise(symbols)), None]
-        buckets: dict[int, list[int]] = {}
-        for i, rank in enumerate(pair_rank):
-            if rank is not None:
-                buckets.setdefault(rank, []).append(i)
+        buckets = _positions_by_rank(pair_rank)
         lowest = list(buckets)
         heapq.heapify(lowest)
         while lowest:
@@ -206,10 +210,7 @@ class BPETokenizer:
                     buckets[rank].append(start)
             for rank in new_ranks:
                 heapq.heappush(lowest, rank)
-        tokens = [symbol for symbol in symbols if symbol is not None]
-        if len(self.cache) < 100_000 and n <= CACHED_WORD_LENGTH:
-            self.cache[word] = tokens              # words repeat; the cache stays small
-        return tokens
+        return [symbol for symbol in symbols if symbol is not None]
 
     # ------------------------------------------------------------------ decode
     def decode(self, ids) -> str:
@@ -240,3 +241,12 @@ def _ids_to_tokens(vocab: dict[str, int], source: str) -> dict[int, str]:
                            "each token needs its own id: download vocab.json again")
         tokens[id_] = token
     return tokens
+
+
+def _positions_by_rank(pair_rank: list) -> dict[int, list[int]]:
+    """The positions of the pairs that have a rank, grouped by that rank."""
+    buckets: dict[int, list[int]] = {}
+    for i, rank in enumerate(pair_rank):
+        if rank is not None:
+            buckets.setdefault(rank, []).append(i)
+    return buckets
