@@ -160,6 +160,19 @@ def layer_norm_linear_reference(x, norm_weight, norm_bias, weight, bias=None, ep
     return linear(layer_norm(x, norm_weight, norm_bias, eps=eps), weight, bias)
 
 
+def _fold_affine(norm_weight, norm_bias, weight, bias, dtype):
+    """The LayerNorm's affine folded into the linear layer, [w W ; b W + c]: a
+    (features + 1, out) matrix whose last row, met by x_hat's column of ones, adds the
+    bias. Computed once per call on the small weight, not on every row of x."""
+    features = len(norm_weight)
+    folded = np.empty((features + 1, weight.shape[1]), dtype)
+    np.multiply(norm_weight[:, None], weight, out=folded[:features])
+    np.matmul(norm_bias, weight, out=folded[features])
+    if bias is not None:
+        folded[features] += bias
+    return folded
+
+
 @primitive("layer_norm_linear", rule="layer_norm's and linear's rules, on W' = w W (rows "
                                      "scaled) and c' = b W + c: dW = w dW' + b (x) dc', "
                                      "dw = rowsum(W * dW'), db = W dc'", new_grads=True,
@@ -189,11 +202,7 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     rstd = ((np.square(x_hat) @ averager + eps) ** -0.5)[:, None]
     x_hat *= rstd
     x_hat_ones[:, features] = 1
-    folded = np.empty((features + 1, weight.shape[1]), dtype)        # [w W ; b W + c]
-    np.multiply(norm_weight[:, None], weight, out=folded[:features])
-    np.matmul(norm_bias, weight, out=folded[features])
-    if bias is not None:
-        folded[features] += bias
+    folded = _fold_affine(norm_weight, norm_bias, weight, bias, dtype)   # [w W ; b W + c]
     out = x_hat_ones @ folded
 
     def backward(g):
@@ -215,8 +224,6 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
         return (grad_x.reshape(x.shape), grad_norm_weight, grad_norm_bias, grad_weight,
                 None if bias is None else grad_bias)
     return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
-
-
 
 
 def _check_targets(name, target, n_classes, ignore_index):
@@ -305,6 +312,84 @@ def cross_entropy_reference(logits, target, *, ignore_index=-100, reduction="mea
     return np.asarray(out, dtype=logits.dtype), backward
 
 
+def _check_cross_entropy_inputs(logits, target, reduction, label_smoothing) -> bool:
+    """Raise, naming cross_entropy, unless the arguments fit; return whether `target`
+    holds class probabilities (a float array shaped like the logits) rather than ids."""
+    check_reduction("cross_entropy", reduction)
+    if np.ndim(logits) == 0:
+        raise op_error("cross_entropy", "logits must have a class axis, got a 0-d tensor")
+    if isinstance(label_smoothing, bool) or not isinstance(
+            label_smoothing, (int, float, np.floating)) or not 0 <= label_smoothing <= 1:
+        raise op_error("cross_entropy", f"label_smoothing must be a number in [0, 1], got "
+                       f"{label_smoothing!r}", fix="the usual value is 0.1")
+    probabilities = target.dtype.kind == "f" and target.shape == np.shape(logits)
+    if not probabilities and logits.shape[:-1] != np.shape(target):
+        raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
+                       f"{logits.shape[:-1]} (one class id per row) or {logits.shape} "
+                       f"(class probabilities), got {np.shape(target)}")
+    if logits.shape[-1] == 0:
+        raise op_error("cross_entropy", f"logits {logits.shape} have 0 classes (an empty "
+                       f"last axis)", fix="the last axis of the logits must hold one score "
+                       "per class")
+    return probabilities
+
+
+def _exp_in_place(shifted):
+    """exp(shifted) written over `shifted`; returns its row sums and their logs
+    (log softmax = shifted - log_sum_exp)."""
+    np.exp(shifted, out=shifted)
+    sum_exp = sum_over_last_axis(shifted)
+    return sum_exp, np.log(sum_exp)
+
+
+def _probability_target_losses(shifted, target, eps):
+    """-sum_c q_c log softmax_c per row, q = (1 - eps) target + eps / C, read off the
+    shifted logits (N, C) before they become exp(shifted) in place. Returns the losses,
+    the row sums of exp, and what the backward needs: q, its row sums, and the full
+    log-probabilities (the target's gradient is made of them)."""
+    q = target.reshape(shifted.shape) * (1 - eps) + eps / shifted.shape[1]   # (N, C)
+    q_sum = sum_over_last_axis(q)
+    q_dot_shifted = np.einsum("ij,ij->i", q, shifted)
+    log_probs = shifted.copy()                          # shifted; minus log_sum_exp below
+    sum_exp, log_sum_exp = _exp_in_place(shifted)
+    log_probs -= log_sum_exp[:, None]
+    return q_sum * log_sum_exp - q_dot_shifted, sum_exp, (q, q_sum, log_probs)
+
+
+def _class_id_losses(shifted, safe_target, valid, eps):
+    """-log softmax at each row's target id (smoothed: (1 - eps) of it plus eps of the
+    mean over classes), 0 where not `valid`. Only the shifted logit at the target and,
+    smoothed, a row mean (a GEMV) are read before the logits (N, C) become exp(shifted)
+    in place: no log-probabilities are formed. Returns the losses and the row sums of exp."""
+    shifted_at_target = shifted[np.arange(len(shifted)), safe_target]
+    if eps:
+        shifted_mean = shifted @ kernels.averager(shifted.shape[1], shifted.dtype)
+    sum_exp, log_sum_exp = _exp_in_place(shifted)
+    losses = log_sum_exp - shifted_at_target            # -log softmax at the target
+    if eps:
+        losses = (1 - eps) * losses + eps * (log_sum_exp - shifted_mean)
+    return np.where(valid, losses, 0), sum_exp
+
+
+def _probability_target_grads(softmax, q, q_sum, log_probs, row_weight, eps):
+    """The gradients at the logits, softmax * sum(q) - q, and at the target,
+    -(1 - eps) log softmax, each row scaled by its weight (N,)."""
+    grad = softmax * (q_sum * row_weight)[:, None]
+    grad -= q * row_weight[:, None]
+    return grad, -(1 - eps) * log_probs * row_weight[:, None]
+
+
+def _class_id_grads(softmax, safe_target, row_weight, eps):
+    """softmax - q for the one-hot (or smoothed) target q, each row scaled by its weight
+    (N,), written over `softmax` (N, C): at 50,257 classes that is the one (N, C) array
+    beside the logits, and no second one is made."""
+    softmax *= row_weight[:, None]
+    if eps:
+        softmax -= (eps / softmax.shape[1] * row_weight)[:, None]
+    softmax[np.arange(len(softmax)), safe_target] -= (1 - eps) * row_weight
+    return softmax
+
+
 @primitive("cross_entropy",
            rule="dlogits = g * (softmax(logits) * sum(q) - q) / n_counted,  "
                 "q = the target distribution (one-hot, smoothed or given)")
@@ -320,84 +405,41 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
     Computes what `cross_entropy_reference` computes, faster (see kernels.py).
     """
     target = np.asarray(target)
-    check_reduction("cross_entropy", reduction)
-    if np.ndim(logits) == 0:
-        raise op_error("cross_entropy", "logits must have a class axis, got a 0-d tensor")
-    if isinstance(label_smoothing, bool) or not isinstance(
-            label_smoothing, (int, float, np.floating)) or not 0 <= label_smoothing <= 1:
-        raise op_error("cross_entropy", f"label_smoothing must be a number in [0, 1], got "
-                       f"{label_smoothing!r}", fix="the usual value is 0.1")
-    probabilities = target.dtype.kind == "f" and target.shape == np.shape(logits)
-    if not probabilities and logits.shape[:-1] != np.shape(target):
-        raise op_error("cross_entropy", f"logits {logits.shape} need targets of shape "
-                       f"{logits.shape[:-1]} (one class id per row) or {logits.shape} "
-                       f"(class probabilities), got {np.shape(target)}")
-    n_classes = logits.shape[-1]
-    if n_classes == 0:
-        raise op_error("cross_entropy", f"logits {logits.shape} have 0 classes (an empty "
-                       f"last axis)", fix="the last axis of the logits must hold one score "
-                       "per class")
-    eps = float(label_smoothing)
-    # One (rows, C) buffer goes from the shifted logits to softmax in place; what the loss
-    # needs of log softmax = shifted - log(sum exp(shifted)) is read off before the exp:
-    # the shifted logit at each target, or a row mean or dot product (GEMVs). Full
-    # log-probabilities are formed only for probability targets (their gradient needs
-    # them). The backward gets softmax itself, so it does not recompute the exp.
+    probabilities = _check_cross_entropy_inputs(logits, target, reduction, label_smoothing)
+    n_classes, eps = logits.shape[-1], float(label_smoothing)
+    # One (rows, C) buffer goes from the shifted logits to softmax in place; each loss
+    # helper reads what it needs of log softmax before the exp. The backward gets softmax
+    # itself, so it does not recompute the exp.
     rows = logits.reshape(-1, n_classes)                               # (N, C)
     dtype = np.result_type(rows, 0.5)
-    q = q_sum = log_probs = row_index = safe_target = None   # each branch sets its own
     softmax = np.subtract(rows, np.fmax.reduce(rows, axis=-1, keepdims=True), dtype=dtype)
+    saved = safe_target = None      # each branch sets its own (node.saved shows them all)
     if probabilities:
         valid = np.ones(len(rows), dtype=bool)
-        q = target.reshape(rows.shape) * (1 - eps) + eps / n_classes   # (N, C)
-        q_sum = sum_over_last_axis(q)
-        q_dot_shifted = np.einsum("ij,ij->i", q, softmax)
-        log_probs = softmax.copy()                      # shifted; minus log_sum_exp below
+        losses, sum_exp, saved = _probability_target_losses(softmax, target, eps)
     else:
         valid = _check_targets("cross_entropy", target, n_classes, ignore_index).reshape(-1)
         safe_target = np.where(valid, target.reshape(-1), 0)
-        row_index = np.arange(len(rows))
-        shifted_at_target = softmax[row_index, safe_target]
-        if eps:
-            shifted_mean = softmax @ kernels.averager(n_classes, dtype)
-    np.exp(softmax, out=softmax)
-    sum_exp = sum_over_last_axis(softmax)
-    log_sum_exp = np.log(sum_exp)                       # log softmax = shifted - this
-    if probabilities:
-        losses = q_sum * log_sum_exp - q_dot_shifted    # -sum(q * log softmax)
-        log_probs -= log_sum_exp[:, None]
-    else:
-        losses = log_sum_exp - shifted_at_target        # -log softmax at the target
-        if eps:  # smoothing: (1 - eps) of the usual loss, eps of the mean over classes
-            losses = (1 - eps) * losses + eps * (log_sum_exp - shifted_mean)
-        losses = np.where(valid, losses, 0)
+        losses, sum_exp = _class_id_losses(softmax, safe_target, valid, eps)
     softmax *= (1 / sum_exp)[:, None]
-    losses = losses.astype(logits.dtype).reshape(logits.shape[:-1])
     n_counted = int(valid.sum())
-    out = reduce_losses(losses, n_counted, reduction)
+    out = reduce_losses(losses.astype(logits.dtype).reshape(logits.shape[:-1]), n_counted,
+                        reduction)
 
     def backward(g):
         # d(-sum_c q_c log softmax(x)_c) / dx = softmax(x) * sum(q) - q: the predicted
         # distribution minus the target one (sum(q) is 1 for a one-hot or smoothed target).
         nonlocal softmax
-        weight = valid.astype(dtype)
-        if reduction == "mean":
-            weight /= max(n_counted, 1)
-        weight = weight * np.reshape(g, -1)                             # (N,)
+        scale = 1 / max(n_counted, 1) if reduction == "mean" else 1
+        row_weight = valid * (np.reshape(g, -1) * scale)                # (N,)
         if probabilities:
-            grad = softmax * (q_sum * weight)[:, None]
-            grad -= q * weight[:, None]
-            grad_target = -(1 - eps) * log_probs * weight[:, None]
-            return grad.reshape(logits.shape), grad_target.reshape(logits.shape)
-        # With class ids the gradient is written over the softmax buffer: at 50,257
-        # classes that is the one (N, C) array beside the logits. A second call
+            grads = _probability_target_grads(softmax, *saved, row_weight, eps)
+            return tuple(grad.reshape(logits.shape) for grad in grads)
+        # With class ids the gradient is written over the softmax buffer. A second call
         # (retain_graph=True) finds it given away and takes softmax from the logits again.
-        grad = softmax if softmax is not None else softmax_rows(rows, dtype)
+        buffer = softmax if softmax is not None else softmax_rows(rows, dtype)
         softmax = None
-        grad *= weight[:, None]
-        if eps:
-            grad -= (eps / n_classes * weight)[:, None]
-        grad[row_index, safe_target] -= (1 - eps) * weight
+        grad = _class_id_grads(buffer, safe_target, row_weight, eps)
         return grad.reshape(logits.shape), None
     return np.asarray(out, dtype=logits.dtype), backward
 
