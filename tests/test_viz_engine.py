@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,13 +32,10 @@ HAS_DOT = shutil.which("dot") is not None
 
 
 def require_system_dot():
-    if not HAS_DOT:
-        if os.environ.get("CI"):
-            pytest.fail("Graphviz's `dot` is missing under CI (the system-engine path is tested)")
-        pytest.skip("Graphviz's `dot` is not installed (apt-get install graphviz)")
+    require(HAS_DOT, "Graphviz's `dot` is not installed (apt-get install graphviz)")
 
 
-@pytest.fixture(params=["system", "bundled"])
+@pytest.fixture(scope="module", params=["system", "bundled"])
 def engine(request):
     """Each test using this runs once per engine; `system` needs Graphviz's `dot`."""
     if request.param == "system":
@@ -226,21 +224,20 @@ def draw_named(names: list[str], title: str):
 
 
 @given(st.lists(NAMES, min_size=3, max_size=3), NAMES)
-def test_any_name_draws_with_both_engines(names, title):
+def test_any_name_draws_with_both_engines(engine, names, title):
     loss, W, params, title = draw_named(names, title)
     graph = viz.draw(loss, highlight=W, params=params, title=title)
     expected = {f"t{k}" for k in range(len(plan_layout(loss, params).order))}
-    for kind in ("system", "bundled") if HAS_DOT else ("bundled",):
-        notes = io.StringIO()
-        with contextlib.redirect_stderr(notes):
-            svg = to_svg(graph, engine=kind)
-        assert notes.getvalue() == ""
-        root = ET.fromstring(svg)                                   # well-formed XML
-        tags = {element.tag.removeprefix(SVG) for element in root.iter()}
-        assert tags <= {"svg", "g", "title", "polygon", "ellipse", "path", "polyline",
-                        "text", "a"}, tags                          # nothing injected
-        nodes, _ = titles(svg)
-        assert expected <= nodes
-        text = "".join("".join(root.itertext()).split())
-        for name in (names[1], title):
-            assert "".join(printable(name).split()) in text
+    notes = io.StringIO()
+    with contextlib.redirect_stderr(notes):
+        svg = to_svg(graph, engine=engine)
+    assert notes.getvalue() == ""
+    root = ET.fromstring(svg)                                   # well-formed XML
+    tags = {element.tag.removeprefix(SVG) for element in root.iter()}
+    assert tags <= {"svg", "g", "title", "polygon", "ellipse", "path", "polyline",
+                    "text", "a"}, tags                          # nothing injected
+    nodes, _ = titles(svg)
+    assert expected <= nodes
+    text = "".join("".join(root.itertext()).split())
+    for name in (names[1], title):
+        assert "".join(printable(name).split()) in text
