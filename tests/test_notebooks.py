@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (the kernel the notebooks run in; imported so its absence fails)
+import nbclient
+import nbformat
 import pytest
 
 from viz import lessons
@@ -14,10 +17,6 @@ from viz.__main__ import main
 from viz.notebook import write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-
-nbclient = pytest.importorskip("nbclient", reason="nbclient is in the test extra")
-nbformat = pytest.importorskip("nbformat", reason="nbformat is in the test extra")
-pytest.importorskip("ipykernel", reason="ipykernel is in the test extra")
 
 
 @pytest.fixture(scope="module")
