@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +43,32 @@ def nodes(graph) -> dict:
 def edges(graph) -> list:
     """[(tail, head, attribute text)] from the DOT source."""
     return [(m[1], m[2], m[3] or "") for m in map(EDGE.match, graph.source.splitlines()) if m]
+
+
+def headlines(source: str) -> dict:
+    """{node id: its bold headline (a tensor's name, an op's name) or None} of DOT source."""
+    found = {m[1]: re.search(r"<B>(.*?)</B>", m[2]) for m in map(NODE.match, source.splitlines())
+             if m}
+    return {node: bold and bold[1] for node, bold in found.items()}
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def assert_svg_shows(svg: str, source: str) -> None:
+    """`svg` is a layout of the DOT `source`: each of its nodes and edges, and no other
+    (Graphviz names each node's and edge's <g> with a <title>: "t3", "op2->t3")."""
+    shown = {"node": [], "edge": []}
+    for group in ET.fromstring(svg).iter(f"{SVG}g"):
+        if group.get("class") in shown:
+            shown[group.get("class")].append(group.find(f"{SVG}title").text)
+    assert sorted(shown["node"]) == sorted(headlines(source))
+    assert sorted(shown["edge"]) == sorted(arrows(source))
+
+
+def arrows(source: str) -> list:
+    """["tail->head"] of DOT source, in its order."""
+    return [f"{m[1]}->{m[2]}" for m in map(EDGE.match, source.splitlines()) if m]
 
 
 def attr(text: str, key: str) -> str | None:
@@ -292,10 +320,15 @@ def test_graphs_over_max_nodes_fold_by_default_and_say_so():
 def test_a_four_layer_language_model_renders_to_svg(tmp_path):
     # How long it takes is measured in tests/bench/bench_draw.py, not asserted here.
     loss, model = lm_loss(n_layers=4)
+    n_nodes = {}
     for collapse in (None, False):
-        path = viz.render(loss, tmp_path / f"lm-{collapse}.svg", params=model,
-                          collapse=collapse, highlight=model.layers[0].W_q.weight)
-        assert "<svg" in path.read_text()
+        options = {"params": model, "collapse": collapse,
+                   "highlight": model.layers[0].W_q.weight}
+        path = viz.render(loss, tmp_path / f"lm-{collapse}.svg", **options)
+        source = viz.draw(loss, **options).source
+        assert_svg_shows(path.read_text(), source)
+        n_nodes[collapse] = len(headlines(source))
+    assert 5 < n_nodes[None] < n_nodes[False] / 4     # folded layers, then every op and tensor
 
 
 def test_decoder_lm_from_transformer_renders(tmp_path):
@@ -308,7 +341,7 @@ def test_decoder_lm_from_transformer_renders(tmp_path):
     ids = np.arange(16).reshape(2, 8) % 16
     loss = mt.cross_entropy(model(ids).reshape(-1, 16), ids.reshape(-1))
     path = viz.render(loss, tmp_path / "decoder.svg", params=model)
-    assert "<svg" in path.read_text()
+    assert_svg_shows(path.read_text(), viz.draw(loss, params=model).source)
 
 
 # --------------------------------------------------------------------------- errors
@@ -344,16 +377,18 @@ def test_render_writes_svg_and_dot_source(tmp_path):
     loss, t = attention_loss()
     path = viz.render(loss, tmp_path / "deep" / "attention.svg", highlight=t["W_q"],
                       source=True)           # the source beside it only when asked
-    assert path.read_text().lstrip().startswith("<?xml") and "<svg" in path.read_text()
-    assert (tmp_path / "deep" / "attention.dot").read_text().startswith("digraph")
+    source = (tmp_path / "deep" / "attention.dot").read_text()
+    assert source.startswith("digraph") and source == viz.draw(loss, highlight=t["W_q"]).source
+    assert path.read_text().lstrip().startswith("<?xml")
+    assert_svg_shows(path.read_text(), source)
 
 
 def test_jupyter_display_is_inline_svg():
     loss, _ = attention_loss()
     graph = viz.draw(loss)
     bundle = graph._repr_mimebundle_()
-    assert "<svg" in bundle["image/svg+xml"]
-    assert "<svg" in graph._repr_svg_()
+    assert_svg_shows(bundle["image/svg+xml"], graph.source)
+    assert_svg_shows(graph._repr_svg_(), graph.source)
 
 
 def test_no_engine_at_all_writes_the_source_then_says_how_to_install(tmp_path, monkeypatch):
@@ -399,11 +434,16 @@ def test_cli_example_without_any_engine_fails_clearly(tmp_path, monkeypatch, cap
     assert "no Graphviz layout engine could run" in capsys.readouterr().err
 
 
-def test_committed_example_picture_exists():
-    from pathlib import Path
-    asset = Path(viz.__file__).parent / "assets" / "attention_backprop.svg"
-    text = asset.read_text()
-    assert "<svg" in text and "W_q" in text and "softmax" in text and HIGHLIGHT in text
+def test_committed_example_picture_shows_the_current_drawing():
+    # `python -m viz example --out viz/assets` rewrites both files when this fails.
+    from viz.examples import attention_picture
+    assets = Path(viz.__file__).parent / "assets"
+    current, committed = attention_picture().source, (assets / "attention_backprop.dot").read_text()
+    assert headlines(committed) == headlines(current)   # values may differ in the last bits
+    assert len(headlines(current)) > 10 and arrows(committed) == arrows(current)
+    text = (assets / "attention_backprop.svg").read_text()
+    assert_svg_shows(text, committed)
+    assert "W_q" in text and "softmax" in text and HIGHLIGHT in text
 
 
 def test_legend_puts_a_key_under_the_title_and_still_lays_out():
@@ -413,5 +453,7 @@ def test_legend_puts_a_key_under_the_title_and_still_lays_out():
                   "a folded module", "dashed edge: a constant input"):
         assert words in graph.source
     assert graph.source.index("attention") < graph.source.index("values: blue")
-    assert "<svg" in viz.graph.to_svg(graph)
+    svg = viz.graph.to_svg(graph)
+    assert_svg_shows(svg, graph.source)
+    assert "values: blue" in "".join(ET.fromstring(svg).itertext())
     assert "values: blue" not in viz.draw(loss).source          # off by default
