@@ -126,13 +126,18 @@ def test_every_drawing_path_works_without_system_dot(tmp_path, monkeypatch):
     monkeypatch.delenv("MICROTENSOR_DOT", raising=False)
     loss, tensors = attention_example()
     graph = viz.draw(loss, highlight=tensors["W_q"])
-    assert "<svg" in graph._repr_mimebundle_()["image/svg+xml"]      # Jupyter display
+    # Every path lays out the same nodes and edges, every tensor of the graph among them.
+    expected = titles(to_svg(graph, engine="bundled"))
+    assert {f"t{k}" for k in range(len(plan_layout(loss).order))} <= expected[0]
+    assert titles(graph._repr_mimebundle_()["image/svg+xml"]) == expected   # Jupyter display
     assert graph.pipe(format="svg").startswith(b"<?xml")
+    assert titles(graph.pipe(format="svg").decode()) == expected
     rendered = graph.render(tmp_path / "g", format="svg")
-    assert Path(rendered).name == "g.svg" and "<svg" in Path(rendered).read_text()
-    assert "<svg" in viz.render(graph, tmp_path / "r.svg").read_text()
+    assert Path(rendered).name == "g.svg" and titles(Path(rendered).read_text()) == expected
+    assert titles(viz.render(graph, tmp_path / "r.svg").read_text()) == expected
     page = viz.write_player(loss, tmp_path / "p.html").read_text(encoding="utf-8")
-    assert "<svg" in page and "W_q" in page
+    assert titles(page[page.index("<svg"):page.index("</svg>") + 6]) == expected
+    assert "W_q" in page
     assert 'srcdoc="&lt;!DOCTYPE html&gt;' in viz.play(attention_example()[0])._repr_html_()
 
 
