@@ -8,6 +8,7 @@ current drawing: the same nodes, with the same names and op labels, and the same
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 SHOWN = sorted(set(re.findall(r"viz/assets/([\w-]+)\.svg", README)))
 NODE = re.compile(r"^\s*(\w+) \[(?:label=)?(.*)$", re.MULTILINE)
 EDGE = re.compile(r"^\s*(\w+) -> (\w+)", re.MULTILINE)
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def structure(dot: str) -> tuple[dict, set]:
@@ -51,9 +53,13 @@ def test_regenerating_writes_every_picture_and_its_source(tmp_path):
     written = regenerate(tmp_path)
     assert sorted(p.name for p in written) == sorted(f"{n}.svg" for n in PICTURES)
     for path in written:
-        assert path.stat().st_size > 0 and path.with_suffix(".dot").exists()
-        assert structure(path.with_suffix(".dot").read_text(encoding="utf-8")) == \
-            structure(PICTURES[path.stem]().source)
+        source = path.with_suffix(".dot").read_text(encoding="utf-8")
+        assert structure(source) == structure(PICTURES[path.stem]().source)
+        # the picture is that source laid out: Graphviz titles each node's <g> by its id
+        svg = ET.fromstring(path.read_text(encoding="utf-8"))
+        shown = {group.find(f"{SVG}title").text for group in svg.iter(f"{SVG}g")
+                 if group.get("class") == "node"}
+        assert shown == set(structure(source)[0]), path.name
 
 
 def test_a_changed_drawing_is_noticed():
