@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,9 @@ def test_backprop_writes_graph_and_player_and_checks_dW(tmp_path):
     require_dot()
     result, text = run_lesson("backprop", tmp_path)    # the player is written even without --html
     svg, page = result["files"]
-    assert svg.endswith(".svg") and "<svg" in Path(svg).read_text(encoding="utf-8")
+    assert svg.endswith(".svg")
+    drawn = "".join(ET.fromstring(Path(svg).read_text(encoding="utf-8")).itertext())
+    assert "W_q" in drawn and "softmax" in drawn      # the attention graph, laid out
     assert page.endswith(".html") and "W_q" in Path(page).read_text(encoding="utf-8")
     assert result["dW_q_error"] < 1e-12
     assert any(entry.startswith("softmax") for entry in result["route"])
