@@ -239,21 +239,10 @@ def _train(opts: dict, log, progress: dict, monitor=None, progress_bar=None) -> 
         progress["saved_step"] = step
 
     for step in range(start, end):
-        if watcher is not None:
-            watcher.begin_step(step + 1)
-        loss, n_tokens = batch_loss(model, task, step, opts["batch_size"])
-        if not math.isfinite(loss.item()):
-            raise diverged(f"the loss is {loss.item()}", step + 1, opts, progress)
-        loss.backward()
-        optim.clip_grad_norm_(model.parameters(), opts["clip"])
-        opt.step()
-        run.schedule.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+        loss, n_tokens = _train_step(run, step, progress, watcher)
+        losses.append(loss)
         tokens += n_tokens
         done = step + 1
-        if watcher is not None:
-            watcher.end_step(loss)
         if progress_bar is not None:
             progress_bar.update(done, losses[-1])
         if done % opts["log_every"] == 0 or done == end:
@@ -272,6 +261,24 @@ def _train(opts: dict, log, progress: dict, monitor=None, progress_bar=None) -> 
     final_step = max(end, start)
     save(final_step)
     return finish_run(run, final_step, time.perf_counter() - began, log)
+
+
+def _train_step(run: Run, step: int, progress: dict, watcher=None) -> tuple[float, int]:
+    """One update from the batch of `step`: its loss and how many tokens it held. A loss
+    that is NaN or inf stops the run before the update."""
+    if watcher is not None:
+        watcher.begin_step(step + 1)
+    loss, n_tokens = batch_loss(run.model, run.task, step, run.opts["batch_size"])
+    if not math.isfinite(loss.item()):
+        raise diverged(f"the loss is {loss.item()}", step + 1, run.opts, progress)
+    loss.backward()
+    optim.clip_grad_norm_(run.model.parameters(), run.opts["clip"])
+    run.opt.step()
+    run.schedule.step()
+    run.opt.zero_grad()
+    if watcher is not None:
+        watcher.end_step(loss)
+    return loss.item(), n_tokens
 
 
 def finish_run(run: Run, final_step: int, seconds: float, log) -> dict:
