@@ -1,5 +1,6 @@
-"""Makers for the fuzz test's op table (tests/test_fuzz.py): the reductions, shape ops,
-indexing, selection, activations and losses beyond the core set.
+"""Makers for the fuzz test's op table (tests/test_fuzz.py): the reductions, running
+ops, pointwise math (trigonometric, hyperbolic, rounding), shape ops, views, indexing,
+scatters, selection, activations and losses (with their options) beyond the core set.
 
 Each maker gets (draw, operands, guarded) and returns a function of the operand tensors
 with every random choice baked in, or None when the op is not smooth at these values
@@ -52,8 +53,13 @@ def make_axis_reduction(name):
             if guarded and axis is not None and -x.ndim <= axis < x.ndim and (
                     x.shape[axis] < 2 or np.std(x.data, axis=axis).min() < 0.2):
                 return None
-        if name == "cumsum":
-            return lambda x: x.cumsum(axis=axis)
+        if name in ("cumsum", "cumprod"):
+            return lambda x: getattr(x, name)(axis=axis)
+        if name == "logcumsumexp":                       # axis=None is refused
+            return lambda x: mt.logcumsumexp(x, axis=axis)
+        if name in ("sum_dtype", "prod_dtype"):          # accumulate in a given dtype
+            op = getattr(mt, name.removesuffix("_dtype"))
+            return lambda x: op(x, axis=axis, keepdims=keepdims, dtype=np.float64)
         return lambda x: getattr(x, name)(axis=axis, keepdims=keepdims)
     return 1, make
 
@@ -83,6 +89,10 @@ def make_logical(name):
 def make_nonfinite_test(draw, xs, guarded):
     name = draw(st.sampled_from(["isnan", "isinf", "isfinite"]))
     keep_when = name == "isfinite"
+    if name == "isinf" and draw(st.booleans()):     # only +inf or only -inf
+        positive = draw(st.booleans())
+        return lambda x: mt.where(mt.isinf(x, detect_positive=positive,
+                                           detect_negative=not positive), 0.0, x)
     return lambda x: mt.where(getattr(mt, name)(x) == keep_when, x, 0.0)
 
 
@@ -92,6 +102,11 @@ def make_pad(draw, xs, guarded):
     pad = tuple(draw(st.lists(st.integers(-1 if draw(st.integers(0, 9)) == 0 else 0, 2),
                               min_size=n, max_size=n + draw(st.integers(0, 1)))))
     value = draw(st.sampled_from([0.0, -1.5]))
+    # reflect needs each pad below its axis's length, and the copying modes reach only
+    # the last axes: often a worded error.
+    mode = draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]))
+    if mode != "constant":
+        return lambda x: mt.pad(x, pad, mode=mode)
     return lambda x: mt.pad(x, pad, value=value)
 
 
@@ -244,7 +259,11 @@ def make_bce(with_logits):
         if guarded and reduction == "mean" and not x.size:
             return None     # the mean of no losses is NaN, as in PyTorch: no clean program
         if with_logits:
-            return lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction)
+            # pos_weight: one factor per class (the last axis), sometimes one too many.
+            size = (x.shape[-1] if x.ndim else 1) + (draw(st.integers(0, 9)) == 0)
+            pos_weight = draw(st.sampled_from([None, np.linspace(0.5, 2.0, size)]))
+            return lambda x, t: F.binary_cross_entropy_with_logits(
+                x, t, pos_weight=pos_weight, reduction=reduction)
         raw = draw(st.booleans())   # raw values are often outside [0, 1]: a worded error
         if guarded and raw and x.size and not (0.05 < x.data.min() and x.data.max() < 0.95):
             return None
@@ -255,34 +274,208 @@ def make_bce(with_logits):
     return 2, make
 
 
+def class_layout(draw, x):
+    """(class_axis, classes, the targets' shape): the class axis last, or at 1 as in
+    PyTorch's (N, C, ...) layout (out of range for a 0-d or 1-D x: a worded error)."""
+    class_axis = draw(st.sampled_from([-1, -1, 1]))
+    if not -x.ndim <= class_axis < x.ndim:
+        return class_axis, 1, x.shape[:-1]
+    axis = class_axis % x.ndim
+    return class_axis, max(x.shape[axis], 1), x.shape[:axis] + x.shape[axis + 1:]
+
+
+def class_weight(draw, classes):
+    """None, or one factor per class (sometimes one too many: a worded error)."""
+    size = classes + (draw(st.integers(0, 9)) == 0)
+    return draw(st.sampled_from([None, np.linspace(0.5, 2.0, size)]))
+
+
 def make_nll_loss(draw, xs, guarded):
     (x,) = xs
-    classes = x.shape[-1] if x.ndim else 1
+    class_axis, classes, lead = class_layout(draw, x)
     seed = draw(st.integers(0, 2**16))
-    target = np.random.default_rng(seed).integers(0, max(classes, 1) + (
-        draw(st.integers(0, 9)) == 0), x.shape[:-1])
+    target = np.random.default_rng(seed).integers(0, classes + (
+        draw(st.integers(0, 9)) == 0), lead)
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    weight = class_weight(draw, classes)
     if guarded and reduction == "mean" and not x.size:
         return None     # the mean of no losses is NaN, as in PyTorch: no clean program
-    return lambda x: F.nll_loss(x, target, reduction=reduction)
+    return lambda x: F.nll_loss(x, target, weight=weight, reduction=reduction,
+                                class_axis=class_axis)
 
 
 def make_cross_entropy_options(draw, xs, guarded):
-    """cross_entropy with label smoothing, against class ids or probability targets."""
+    """cross_entropy with label smoothing, class weights and the class axis last or at 1,
+    against class ids or probability targets."""
     (logits,) = xs
     seed = draw(st.integers(0, 2**16))
     smoothing = draw(st.sampled_from([0.0, 0.1, 1.5]))       # 1.5 is refused
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    class_axis, classes, lead = class_layout(draw, logits)
+    weight = class_weight(draw, classes)
     if guarded and reduction == "mean" and not logits.size:
         return None     # the mean of no losses is NaN, as in PyTorch: no clean program
     rng = np.random.default_rng(seed)
-    if draw(st.booleans()):
-        target = rng.dirichlet(np.ones(logits.shape[-1]), logits.shape[:-1]) \
-            if logits.ndim and logits.shape[-1] else rng.random(logits.shape)
+    if draw(st.booleans()) and lead != logits.shape:
+        # Probabilities along the class axis, shaped like the logits.
+        axis = class_axis % logits.ndim
+        target = np.moveaxis(rng.dirichlet(np.ones(classes), lead), -1, axis) \
+            if logits.shape[axis] else rng.random(logits.shape)
     else:
-        classes = logits.shape[-1] if logits.ndim else 1
-        target = rng.integers(0, max(classes, 1), logits.shape[:-1])
-    return lambda x: F.cross_entropy(x, target, label_smoothing=smoothing, reduction=reduction)
+        target = rng.integers(0, classes, lead)
+    return lambda x: F.cross_entropy(x, target, label_smoothing=smoothing, reduction=reduction,
+                                     weight=weight, class_axis=class_axis)
+
+
+def off_grid(x, step=1.0, offset=0.0, gap=0.02):
+    """No value within `gap` of offset + k * step: where a rounding op jumps."""
+    if not x.size:
+        return True
+    shifted = (x - offset) / step
+    return bool((np.abs(shifted - np.round(shifted)) * step).min() > gap)
+
+
+def make_rounding(name):
+    """floor/ceil/trunc/round: flat (gradient 0) away from the jumps, guarded there."""
+    def make(draw, xs, guarded):
+        (x,) = xs
+        decimals = draw(st.sampled_from([0, 1])) if name == "round" else 0
+        step = 10.0 ** -decimals
+        if guarded and not off_grid(x.data, step, step / 2 if name == "round" else 0.0):
+            return None
+        if name == "round":
+            return lambda x: mt.round(x, decimals=decimals)
+        return getattr(mt, name)
+    return 1, make
+
+
+def make_cummax(draw, xs, guarded):
+    (x,) = xs
+    axis = axis_of(draw, x.ndim)
+    if guarded and not no_near_ties(x.data, axis):
+        return None
+    return lambda x: mt.cummax(x, axis)[0]
+
+
+def make_copysign(draw, xs, guarded):
+    """|a| with b's sign: a kink at a = 0, a jump at b = 0 (guarded away from both)."""
+    a, b = xs
+    if guarded:
+        try:
+            a_data, b_data = np.broadcast_arrays(a.data, b.data)
+        except ValueError:
+            return mt.copysign          # not broadcastable: the op must say so
+        if not (far_from(a_data) and far_from(b_data)):
+            return None
+    return mt.copysign
+
+
+def make_lerp(draw, xs, guarded):
+    """start + weight (end - start), all three operands tensors: smooth everywhere."""
+    return mt.lerp
+
+
+def make_isclose(draw, xs, guarded):
+    """isclose as a mask that picks a or b; guarded away from the tolerance's edge."""
+    a, b = xs
+    atol = draw(st.sampled_from([0.1, 0.5]))
+    if guarded:
+        try:
+            a_data, b_data = np.broadcast_arrays(a.data, b.data)
+        except ValueError:
+            a_data = b_data = None
+        if a_data is not None and a_data.size and (np.abs(
+                np.abs(a_data - b_data) - (atol + 1e-5 * np.abs(b_data))).min() < 0.02):
+            return None
+    return lambda a, b: mt.where(mt.isclose(a, b, atol=atol), a, b)
+
+
+def make_dot(draw, xs, guarded):
+    """dot of two operands as they are (often not 1-D or 2-D: an error) or flattened."""
+    if draw(st.booleans()):
+        return lambda a, b: mt.dot(a, b)
+    return lambda a, b: mt.dot(a.reshape(-1), b.reshape(-1))
+
+
+def make_diag(draw, xs, guarded):
+    diagonal = draw(st.integers(-2, 2))
+    return lambda x: mt.diag(x, diagonal=diagonal)
+
+
+def make_diagonal(draw, xs, guarded):
+    (x,) = xs
+    offset = draw(st.integers(-2, 2))
+    axis1, axis2 = axis_of(draw, x.ndim), axis_of(draw, x.ndim)
+    return lambda x: mt.diagonal(x, offset=offset, axis1=axis1, axis2=axis2)
+
+
+def make_meshgrid(draw, xs, guarded):
+    """One of the grids of two vectors (operands flattened, or as they are: an error
+    unless 1-D)."""
+    indexing, which = draw(st.sampled_from(["ij", "xy"])), draw(st.integers(0, 1))
+    flat = draw(st.booleans())
+    return lambda a, b: mt.meshgrid(*((a.reshape(-1), b.reshape(-1)) if flat else (a, b)),
+                                    indexing=indexing)[which]
+
+
+def make_unfold(draw, xs, guarded):
+    (x,) = xs
+    axis = axis_of(draw, x.ndim)
+    size, step = draw(st.integers(0, 3)), draw(st.integers(0, 2))   # step 0 is refused
+    return lambda x: mt.unfold(x, axis=axis, size=size, step=step)
+
+
+def scatter_index(draw, x, src, axis, unique):
+    """Indices shaped like src into x's `axis`; `unique` ones are a permutation along
+    the axis (where several writes meet one place, which wins is not defined)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    size = x.shape[axis] if x.ndim and -x.ndim <= axis < x.ndim else 1
+    if unique and src.ndim and -src.ndim <= axis < src.ndim:
+        return np.argsort(rng.random(src.shape), axis=axis)    # < size unless src is longer
+    return rng.integers(0, max(size, 1), src.shape)
+
+
+def make_scatter(draw, xs, guarded):
+    x, src = xs
+    axis = axis_of(draw, x.ndim)
+    index = scatter_index(draw, x, src, axis, unique=guarded or draw(st.booleans()))
+    if draw(st.integers(0, 4)) == 0:                         # a number: PyTorch's value=
+        return lambda x, src: mt.scatter(x, axis, index, 0.5)
+    return lambda x, src: mt.scatter(x, axis, index, src)
+
+
+def make_scatter_reduce(draw, xs, guarded):
+    x, src = xs
+    axis = axis_of(draw, x.ndim)
+    reduce = draw(st.sampled_from(["sum", "prod", "mean", "amax", "amin"]))
+    include_self = draw(st.booleans())
+    index = scatter_index(draw, x, src, axis, unique=False)
+    if guarded and reduce in ("amax", "amin"):
+        values = np.concatenate([x.data.reshape(-1), src.data.reshape(-1)])
+        if not no_near_ties(values, 0):
+            return None         # two candidates for one max: no single gradient
+    return lambda x, src: mt.scatter_reduce(x, axis, index, src, reduce,
+                                            include_self=include_self)
+
+
+def make_hardtanh(draw, xs, guarded):
+    low, high = draw(st.sampled_from([(-1.0, 1.0), (-0.5, 2.0)]))
+    if guarded and not far_from(xs[0].data, (low, high)):
+        return None
+    return lambda x: F.hardtanh(x, min_val=low, max_val=high)
+
+
+def make_celu(draw, xs, guarded):
+    alpha = draw(st.sampled_from([1.0, 0.5]))
+    return lambda x: F.celu(x, alpha=alpha)
+
+
+def make_invert(draw, xs, guarded):
+    """~ on a boolean mask, which picks x or -x."""
+    (x,) = xs
+    if guarded and not far_from(x.data, (0.3,)):
+        return None
+    return lambda x: mt.where(~(x > 0.3), x, -x)
 
 
 def make_creation(draw, xs, guarded):
@@ -336,6 +529,48 @@ MORE_OPS = {
     "binary_cross_entropy_with_logits": make_bce(True),
     "nll_loss": (1, make_nll_loss),
     "cross_entropy_options": (1, make_cross_entropy_options),
+    # Ops added since the table was written; guards keep each inside its domain.
+    "cumprod": make_axis_reduction("cumprod"),
+    "logcumsumexp": make_axis_reduction("logcumsumexp"),
+    "sum_dtype": make_axis_reduction("sum_dtype"),
+    "prod_dtype": make_axis_reduction("prod_dtype"),
+    "cummax": (1, make_cummax),
+    "asin": unary(mt.asin, lambda x: np.abs(x).max() < 0.9),
+    "acos": unary(mt.acos, lambda x: np.abs(x).max() < 0.9),
+    "atan": unary(mt.atan),
+    "sinh": unary(mt.sinh, lambda x: np.abs(x).max() < 5),
+    "cosh": unary(mt.cosh, lambda x: np.abs(x).max() < 5),
+    "tan": unary(mt.tan, lambda x: np.abs(np.cos(x)).min() > 0.2),
+    "asinh": unary(mt.asinh),
+    "acosh": unary(mt.acosh, lambda x: x.min() > 1.1),
+    "atanh": unary(mt.atanh, lambda x: np.abs(x).max() < 0.9),
+    "floor": make_rounding("floor"),
+    "ceil": make_rounding("ceil"),
+    "round": make_rounding("round"),
+    "trunc": make_rounding("trunc"),
+    "exp2": unary(mt.exp2, lambda x: x.max() < 4),
+    "log2": unary(mt.log2, lambda x: x.min() > 0.1),
+    "copysign": (2, make_copysign),
+    "lerp": (3, make_lerp),
+    "isclose": (2, make_isclose),
+    "dot": (2, make_dot),
+    "diag": (1, make_diag),
+    "diagonal": (1, make_diagonal),
+    "meshgrid": (2, make_meshgrid),
+    "unfold": (1, make_unfold),
+    "scatter": (2, make_scatter),
+    "scatter_reduce": (2, make_scatter_reduce),
+    "relu6": unary(F.relu6, lambda x: far_from(x, (0.0, 6.0))),
+    "hardtanh": (1, make_hardtanh),
+    "hardsigmoid": unary(F.hardsigmoid, lambda x: far_from(x, (-3.0, 3.0))),
+    "hardswish": unary(F.hardswish, lambda x: far_from(x, (-3.0, 3.0))),
+    "selu": unary(F.selu, far_from),
+    "celu": (1, make_celu),
+    "mish": unary(F.mish),
+    "softsign": unary(F.softsign),
+    "logsigmoid": unary(F.logsigmoid),
+    "quick_gelu": unary(F.quick_gelu),
+    "~ (bitwise_not)": (1, make_invert),
 }
 
 # The primitives these entries are made of (what an anomaly may name).
@@ -345,4 +580,8 @@ MORE_PRIMITIVES = {
     "masked_select", "mul", "silu", "leaky_relu", "elu", "softplus", "erf", "gelu", "rsqrt",
     "sign", "sin", "cos", "square", "sigmoid", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "nll_loss", "cross_entropy",
+    "cumprod", "logcumsumexp", "sum", "asin", "acos", "atan", "sinh", "cosh", "tan", "asinh",
+    "acosh", "atanh", "floor", "ceil", "round", "trunc", "exp2", "log2", "copysign", "lerp",
+    "matmul", "diag", "diagonal", "expand", "unfold", "scatter", "scatter_reduce", "hardtanh",
+    "hardsigmoid", "hardswish", "div", "abs", "add", "tanh", "permute", "logsigmoid", "neg",
 }
