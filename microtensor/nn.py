@@ -323,10 +323,10 @@ class Module:
 
     def load_state_dict(self, state, strict: bool = True) -> LoadResult:
         """Copy values from `state` (name -> array) into the parameters and persistent
-        buffers, in place (so an optimizer holding them stays valid). Checks everything before changing anything:
-        one error lists every missing, unexpected and mis-shaped name. With
-        `strict=False`, missing and unexpected names are allowed and returned; mis-shaped
-        ones are always an error.
+        buffers, in place (so an optimizer holding them stays valid). Checks everything
+        before changing anything: one error lists every missing, unexpected and
+        mis-shaped name. With `strict=False`, missing and unexpected names are allowed
+        and returned; mis-shaped ones are always an error.
 
             >>> model, other = nn.Linear(2, 3), nn.Linear(2, 3)
             >>> model.load_state_dict(other.state_dict())
@@ -340,25 +340,8 @@ class Module:
         params = {**dict(self.named_parameters()), **self._persistent_buffers()}
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]
-        problems, values = [], {}
-        for name, param in params.items():
-            if name not in state:
-                continue
-            value = state[name]
-            if isinstance(value, Tensor):
-                value = value.data
-            if not isinstance(value, (np.ndarray, np.generic, int, float)):
-                problems.append(f"{name}: expected an array, got {type(value).__name__}")
-                continue
-            value = np.asarray(value)
-            if value.shape != param.shape:
-                problems.append(f"{name}: checkpoint has shape {value.shape}, "
-                                f"model has {param.shape}")
-            elif not np.can_cast(value.dtype, param.dtype, casting="same_kind"):
-                problems.append(f"{name}: checkpoint dtype {value.dtype} cannot become "
-                                f"the model's {param.dtype}")
-            else:
-                values[name] = value
+        problems = []
+        values = _loadable_values(params, state, problems)
         if strict:
             problems = ([f"missing: {name}" for name in missing]
                         + [f"unexpected: {name}" for name in unexpected] + problems)
@@ -437,6 +420,31 @@ class Module:
         for name, child in self._modules.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines)
+
+
+def _loadable_values(params: dict, state, problems: list) -> dict[str, np.ndarray]:
+    """The arrays of `state` that fit the tensors of `params` they are named for, by name;
+    a value that is not an array, or has the wrong shape or dtype, is added to `problems`."""
+    values = {}
+    for name, param in params.items():
+        if name not in state:
+            continue
+        value = state[name]
+        if isinstance(value, Tensor):
+            value = value.data
+        if not isinstance(value, (np.ndarray, np.generic, int, float)):
+            problems.append(f"{name}: expected an array, got {type(value).__name__}")
+            continue
+        value = np.asarray(value)
+        if value.shape != param.shape:
+            problems.append(f"{name}: checkpoint has shape {value.shape}, "
+                            f"model has {param.shape}")
+        elif not np.can_cast(value.dtype, param.dtype, casting="same_kind"):
+            problems.append(f"{name}: checkpoint dtype {value.dtype} cannot become "
+                            f"the model's {param.dtype}")
+        else:
+            values[name] = value
+    return values
 
 
 def _buffer_tensor(where: str, name: str, value):
