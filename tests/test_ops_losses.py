@@ -198,3 +198,10 @@ def test_class_axis_is_explicit_where_shapes_fit_both_layouts():
 def test_class_axis_errors_say_what_to_pass(call, kind, message):
     with pytest.raises(kind, match=message):
         call(mt.randn(2, 3, 5))
+
+
+def test_nll_loss_with_no_classes_says_the_class_axis_is_empty():
+    # (Found by the fuzzer: the fix read "targets must be in [0, -1]".)
+    with pytest.raises(IndexError, match=r"nll_loss: target id 0 is out of range for 0 "
+                                         r"classes\. The class axis is empty"):
+        F.nll_loss(mt.zeros(2, 0), np.array([0, 0]))

@@ -238,7 +238,8 @@ def _check_targets(name, target, n_classes, ignore_index):
             bad = low if low < 0 else high
             raise op_error(name, f"target id {bad} is out of range for {n_classes} classes",
                            IndexError, f"targets must be in [0, {n_classes - 1}] or equal "
-                           f"ignore_index ({ignore_index})")
+                           f"ignore_index ({ignore_index})" if n_classes else "the class "
+                           "axis is empty: give the scores at least one class")
     return valid
 
 
