@@ -48,16 +48,7 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
-        numeric = np.zeros_like(x.data)
-        flat = x.data.reshape(-1)  # a view: perturbing it perturbs x
-        for j in range(flat.size):
-            original = flat[j]
-            flat[j] = original + eps
-            plus = scalar()
-            flat[j] = original - eps
-            minus = scalar()
-            flat[j] = original
-            numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+        numeric = _central_differences(scalar, x, eps)
         error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if error.size and (np.nanmax(error) > 0 or np.isnan(error).any()):
             worst = np.unravel_index(np.nanargmax(np.where(np.isnan(error), np.inf, error)),
@@ -67,6 +58,22 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
                 f"{tuple(int(k) for k in worst)}: backward gave {analytic[worst]:.6g}, "
                 f"finite differences give {numeric[worst]:.6g} (atol={atol}, rtol={rtol})")
     return True
+
+
+def _central_differences(scalar: Callable[[], float], x: Tensor, eps: float) -> np.ndarray:
+    """d scalar / dx, element by element: (f(x + eps) - f(x - eps)) / (2 eps), each
+    element nudged in place and put back."""
+    numeric = np.zeros_like(x.data)
+    flat = x.data.reshape(-1)  # a view: perturbing it perturbs x
+    for j in range(flat.size):
+        original = flat[j]
+        flat[j] = original + eps
+        plus = scalar()
+        flat[j] = original - eps
+        minus = scalar()
+        flat[j] = original
+        numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+    return numeric
 
 
 def _checked(t) -> bool:
