@@ -304,15 +304,10 @@ def integrated_gradients(model, ids, target: int | None = None, position: int = 
         raise op_error(where, f"tolerance must be a number >= 0, got {tolerance!r}")
     inputs = problem.inputs                                         # (T, d)
     baseline = problem.baseline(baseline)
-    alphas, weights = quadrature(rule, steps)
-    path = baseline + alphas[:, None, None] * (inputs - baseline)   # (steps, T, d)
-    # The two ends ride along with the path: f(e) and f(b) from the same float64 forward.
-    ends_and_path = np.concatenate([inputs[None], baseline[None], path])
-    values, grads = problem.evaluate(ends_and_path, batch_size)
-    mean_grad = np.tensordot(weights, grads[2:], axes=1)            # (T, d)
+    at_input, at_baseline, mean_grad = _path_integral(problem, baseline, rule, steps,
+                                                      batch_size)
     per_dimension = (inputs - baseline) * mean_grad
     attributions = per_dimension.sum(axis=-1)
-    at_input, at_baseline = float(values[0]), float(values[1])
     result = problem.result(where, at_input, per_dimension, attributions,
                             score_at_baseline=at_baseline, tolerance=float(tolerance),
                             gap=float(attributions.sum() - (at_input - at_baseline)),
@@ -323,6 +318,20 @@ def integrated_gradients(model, ids, target: int | None = None, position: int = 
                       "model.tok_embed(pad_ids).data): a model that normalises by the RMS "
                       "changes abruptly near zero embeddings", RuntimeWarning, stacklevel=2)
     return result
+
+
+def _path_integral(problem, baseline: np.ndarray, rule: str, steps: int,
+                   batch_size: int) -> tuple[float, float, np.ndarray]:
+    """f at the input embeddings, f at the baseline, and the gradient averaged along the
+    straight path between them (T, d), by the quadrature `rule` of `steps` points."""
+    inputs = problem.inputs                                         # (T, d)
+    alphas, weights = quadrature(rule, steps)
+    path = baseline + alphas[:, None, None] * (inputs - baseline)   # (steps, T, d)
+    # The two ends ride along with the path: f(e) and f(b) from the same float64 forward.
+    ends_and_path = np.concatenate([inputs[None], baseline[None], path])
+    values, grads = problem.evaluate(ends_and_path, batch_size)
+    mean_grad = np.tensordot(weights, grads[2:], axes=1)            # (T, d)
+    return float(values[0]), float(values[1]), mean_grad
 
 
 class _Problem:
