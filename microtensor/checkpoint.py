@@ -210,6 +210,22 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> dict:
                               "check the path (save writes exactly the path it is "
                               "given)").st_size
     arrays = _read_members(path, size + MAX_INFLATION if max_bytes is None else max_bytes)
+    index = _read_index(path, arrays)
+    try:
+        return _rebuild(index.get("tree"), arrays, path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError) as error:
+        if getattr(error, "microtensor", False):
+            raise
+        # A tampered or damaged index: wrong kinds, missing fields, absurd nesting.
+        raise op_error("load", f"'{path}' is damaged: its '{FORMAT_KEY}' index does not "
+                       f"describe a checkpoint ({type(error).__name__}: {error})",
+                       CheckpointError, "restore it from a backup or re-save it") from None
+
+
+def _read_index(path: str, arrays: dict[str, np.ndarray]) -> dict:
+    """The checkpoint's index (format, version, tree), taken out of `arrays`; refuses a
+    file that `save` did not write, or that a newer microtensor wrote."""
     if FORMAT_KEY not in arrays:
         found = ", ".join(sorted(arrays)[:8]) or "nothing"
         raise op_error("load", f"'{path}' is not a microtensor checkpoint: it has no "
@@ -227,16 +243,7 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> dict:
         raise op_error("load", f"'{path}' has checkpoint format version {version}, newer "
                        f"than this microtensor reads ({FORMAT_VERSION})", CheckpointError,
                        "upgrade microtensor")
-    try:
-        return _rebuild(index.get("tree"), arrays, path)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError,
-            RecursionError) as error:
-        if getattr(error, "microtensor", False):
-            raise
-        # A tampered or damaged index: wrong kinds, missing fields, absurd nesting.
-        raise op_error("load", f"'{path}' is damaged: its '{FORMAT_KEY}' index does not "
-                       f"describe a checkpoint ({type(error).__name__}: {error})",
-                       CheckpointError, "restore it from a backup or re-save it") from None
+    return index
 
 
 # What NumPy and zipfile raise on damaged or pickled files (MemoryError: a damaged .npy
