@@ -89,20 +89,7 @@ def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
     infos = tensor_infos(tensors)
     names = _gpt2_names(infos, settings.tie_weights)         # GPT-2 name -> file's name
     check_layer_count(where, source, "n_layer", settings.n_layers, names, r"h\.(\d+)\.")
-    expected = _gpt2_shapes(settings)
-    problems = [f"missing tensor {name} {shape}" for name, shape in expected.items()
-                if name not in names]
-    problems += [f"unexpected tensor {name} {infos[names[name]].shape}" for name in names
-                 if name not in expected]
-    problems += [f"{name} has shape {infos[names[name]].shape}, the config implies {shape}"
-                 for name, shape in expected.items()
-                 if name in names and infos[names[name]].shape != shape]
-    if problems:
-        raise op_error(where, f"the weights do not fit the config ({len(problems)} "
-                       "problem(s)):" + "".join(f"\n  - {p}" for p in problems[:20]),
-                       fix="check that config.json and model.safetensors belong together "
-                       "and are a GPT2LMHeadModel (or GPT2Model)")
-    check_float_dtypes(where, infos, [names[name] for name in expected])
+    _check_gpt2_tensors(where, settings, infos, names)
 
     model = DecoderLM(settings)
     # Each weight goes into its parameter as it is read (a whole one straight from the
@@ -124,6 +111,25 @@ def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
     for ours, param in model.named_parameters():
         param.name = f"{ours} (GPT-2: {hf_names[ours]})"
     return model.eval()
+
+
+def _check_gpt2_tensors(where: str, settings: LMConfig, infos: dict, names: dict) -> None:
+    """Refuse weights that do not fit the config: one error lists every missing,
+    unexpected and misshapen tensor; an integer one is refused after."""
+    expected = _gpt2_shapes(settings)
+    problems = [f"missing tensor {name} {shape}" for name, shape in expected.items()
+                if name not in names]
+    problems += [f"unexpected tensor {name} {infos[names[name]].shape}" for name in names
+                 if name not in expected]
+    problems += [f"{name} has shape {infos[names[name]].shape}, the config implies {shape}"
+                 for name, shape in expected.items()
+                 if name in names and infos[names[name]].shape != shape]
+    if problems:
+        raise op_error(where, f"the weights do not fit the config ({len(problems)} "
+                       "problem(s)):" + "".join(f"\n  - {p}" for p in problems[:20]),
+                       fix="check that config.json and model.safetensors belong together "
+                       "and are a GPT2LMHeadModel (or GPT2Model)")
+    check_float_dtypes(where, infos, [names[name] for name in expected])
 
 
 def _gpt2_shapes(settings: LMConfig) -> dict[str, tuple]:
