@@ -142,6 +142,24 @@ def llama_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
     check_layer_count(where, source, "num_hidden_layers", settings.n_layers, infos,
                       r"model\.layers\.(\d+)\.")
     names = _name_map(settings.n_layers, settings.tie_weights)
+    _check_llama_tensors(where, settings, tensors, infos, names)
+    model = DecoderLM(settings)
+    # Each weight goes into its parameter as it is read (an untransposed one straight
+    # from the file), so loading never holds a second copy of the model.
+    params = dict(model.named_parameters())
+    for ours, theirs, transposed in names:
+        if transposed:
+            array = read_weight(where, tensors, theirs, allow_non_finite)
+            np.copyto(params[ours].data, array.T, casting="same_kind")
+        else:
+            read_weight(where, tensors, theirs, allow_non_finite, out=params[ours].data)
+    return model.eval()
+
+
+def _check_llama_tensors(where: str, settings: LMConfig, tensors, infos: dict,
+                         names: list) -> None:
+    """Refuse, by name, missing, unexpected (a tied head equal to the embedding aside),
+    misshapen or integer tensors."""
     expected = {theirs for _, theirs, _ in names}
     missing = sorted(expected - set(infos))
     if missing:
@@ -166,17 +184,6 @@ def llama_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
                            f"makes it {want}", ValueError,
                            "check that config.json belongs to these weights")
     check_float_dtypes(where, infos, expected)
-    model = DecoderLM(settings)
-    # Each weight goes into its parameter as it is read (an untransposed one straight
-    # from the file), so loading never holds a second copy of the model.
-    params = dict(model.named_parameters())
-    for ours, theirs, transposed in names:
-        if transposed:
-            array = read_weight(where, tensors, theirs, allow_non_finite)
-            np.copyto(params[ours].data, array.T, casting="same_kind")
-        else:
-            read_weight(where, tensors, theirs, allow_non_finite, out=params[ours].data)
-    return model.eval()
 
 
 def llama_to_hf(model: DecoderLM) -> tuple[dict, dict[str, np.ndarray]]:
