@@ -12,7 +12,7 @@ import microtensor as mt
 from microtensor.ops.elementwise import gelu_tanh
 from transformer import DecoderLM, LMConfig
 from transformer.fast import decode
-from transformer.fast.decode import gelu_in_place
+from transformer.fast.decode import BlockForward, PreNormBlockStep, gelu_in_place
 
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-10}
 
@@ -85,14 +85,29 @@ def assert_close(fast, composed, dtype):
     np.testing.assert_allclose(fast, composed, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
 
 
+def unknown_blocks(model):
+    """The model with each block's type replaced by a subclass that no decoding step is
+    registered for: the fast decoder then runs the blocks' own forwards (`BlockForward`),
+    with their attention and feed-forward as cached steps on the arrays."""
+    for block in model.blocks:
+        block.__class__ = type("Unknown" + type(block).__name__, (type(block),), {})
+    return model
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch,padded", [(1, False), (3, False), (3, True)])
-def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padded, size):
+@pytest.mark.parametrize("block_steps", ["registered", "own forward"])
+def test_fast_cached_logits_equal_the_composed_forward(name, dtype, batch, padded, size,
+                                                      block_steps):
     model = make_model(name, dtype)
+    if block_steps == "own forward":
+        unknown_blocks(model)
     ids, mask = prompts_and_mask(batch, 9, padded, model.config.vocab)
     fast, cache = stepped_logits(model, ids, mask, first=4)
     assert cache.fast_decoder is not None                          # the fast path ran
+    steps = {type(step) for step in cache.fast_decoder.blocks}
+    assert steps == {BlockForward if block_steps == "own forward" else PreNormBlockStep}
     with mt.no_grad():
         uncached = model(ids, attention_mask=mask).data
     with watch(model):
@@ -210,14 +225,15 @@ def test_a_large_model_decodes_from_its_parameters_own_arrays(name, size):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    layer = cache.fast_decoder.layers[0]
+    block = cache.fast_decoder.blocks[0]
+    qkv, ffn_in = block.attention.qkv, block.feed_forward.ffn_in
     if size == "large":
         params = {id(p.data) for p in model.parameters()}
-        assert layer.qkv.weights is not None and layer.ffn_in.weights is not None
-        assert all(id(w) in params for w in layer.qkv.weights + layer.ffn_in.weights)
+        assert qkv.weights is not None and ffn_in.weights is not None
+        assert all(id(w) in params for w in qkv.weights + ffn_in.weights)
         assert peak < 0.1 * weights, (peak, weights)
     else:
-        assert layer.qkv.weights is None                          # folded: a copy
+        assert qkv.weights is None                                # folded: a copy
         assert peak > 0.5 * sum(p.data.nbytes for p in model.blocks.parameters())
 
 

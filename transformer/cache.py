@@ -31,6 +31,9 @@ class SelfAttentionCache:
         self.owner = owner
         self.keys = np.zeros(shape, dtype=dtype)
         self.values = np.zeros(shape, dtype=dtype)
+        # The attention's projections for decoding without a graph, made at the first
+        # such step (transformer/fast/decode.py `AttentionStep`).
+        self.fast_step = None
 
     def update(self, project, x):
         """Project this step's positions, write them after the cached ones, and return
@@ -88,8 +91,8 @@ class KVCache:
         self.n_valid = np.zeros(batch, dtype=np.int64)
         shape = (batch, n_kv_heads, max_len, d_k)
         self.layers = [LayerCache(self, shape, dtype, cross) for _ in range(n_layers)]
-        # A DecoderLM's folded weights for decoding without a graph (transformer/decode.py),
-        # made at this cache's first such step.
+        # A DecoderLM's folded weights for decoding without a graph
+        # (transformer/fast/decode.py), made at this cache's first such step.
         self.fast_decoder = None
 
     @property

@@ -90,6 +90,11 @@ class PositionalEncoding(Module):
             return x + self.table(positions)
         return x + self.pe[positions].astype(x.dtype)
 
+    def vectors(self, dtype) -> np.ndarray:
+        """What is added at each position, (max_len, d_model): the learned table's own
+        array, or the sinusoidal table in `dtype`."""
+        return self.table.weight.data if self.kind == "learned" else self.pe.astype(dtype)
+
     def extra_repr(self):
         return f"{self.d_model}, max_len={self.max_len}, kind={self.kind!r}"
 

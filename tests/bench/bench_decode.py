@@ -1,14 +1,17 @@
 """Greedy decoding of 256 new tokens with the reference DecoderLM: with the preallocated
 KV cache, without a cache (recomputing the prefix every step), and PyTorch eager with the
 usual concatenating cache, in one run. "cached" is the graph-free FastDecoder (the
-DecoderLM's fast form), "cached_composed" the same cache through the blocks' own calls and
-their fast forms, which is what a block FastDecoder does not know gets (a forward hook on
-the model selects it); PyTorch runs on its default threads and on one. Also counts what one cached token
+DecoderLM's fast form); "cached_own_forward" the same model with blocks of a type that has
+no registered decoding step (a subclass), which FastDecoder runs through their own
+forwards and the cached steps of their attention and feed-forward; "cached_composed" the
+cache through the model's own forward (a forward hook on the model selects it). PyTorch
+runs on its default threads and on one. Also counts what one cached token
 costs: ops (primitive calls, from `mt.profile()`) and Python function calls (from
 cProfile), each over a whole `generate` call (prefill included) divided by the new tokens.
 
     python tests/bench/bench_decode.py
 """
+import copy
 import cProfile
 import pstats
 
@@ -46,6 +49,15 @@ def composed(model, generate):
     return run
 
 
+def with_unregistered_blocks(model):
+    """A copy of `model` whose blocks are of a subclass no decoding step is registered
+    for, as a block a user writes would be."""
+    twin = copy.deepcopy(model)
+    for block in twin.blocks:
+        block.__class__ = type("Own" + type(block).__name__, (type(block),), {})
+    return twin
+
+
 def one_thread(generate):
     """`generate` on one PyTorch thread: on a busy machine PyTorch's second thread waits
     for a core, and its figure then says more about the machine than about PyTorch."""
@@ -67,10 +79,11 @@ def run(repeat: int = 3) -> dict:
                                     max_len=MAX_LEN)).eval()
     prompt = np.random.default_rng(0).integers(0, c["vocab"], (1, PROMPT))
 
-    def decode(use_cache):
+    def decode(use_cache, model=model):
         return lambda: model.generate(prompt, NEW_TOKENS, temperature=0, use_cache=use_cache)
 
-    contenders = {"cached": decode(True), "cached_composed": composed(model, decode(True))}
+    contenders = {"cached": decode(True), "cached_composed": composed(model, decode(True)),
+                  "cached_own_forward": decode(True, with_unregistered_blocks(model))}
     if torch is not None:
         from reference import TorchDecoderLM
         torch.manual_seed(0)
@@ -88,8 +101,11 @@ def run(repeat: int = 3) -> dict:
                "cached_over_uncached": uncached / seconds["cached"],
                "cached_composed_tokens_per_s": NEW_TOKENS / seconds["cached_composed"],
                "cached_over_composed": seconds["cached_composed"] / seconds["cached"],
+               "cached_own_forward_tokens_per_s": NEW_TOKENS / seconds["cached_own_forward"],
+               "own_forward_over_cached": seconds["cached_own_forward"] / seconds["cached"],
                **per_token_counts(contenders["cached"], "cached"),
-               **per_token_counts(contenders["cached_composed"], "cached_composed")}
+               **per_token_counts(contenders["cached_composed"], "cached_composed"),
+               **per_token_counts(contenders["cached_own_forward"], "cached_own_forward")}
     if torch is not None:
         results["torch_concat_cache_tokens_per_s"] = NEW_TOKENS / seconds["torch"]
         # Medians of the ratios within each round, as in bench_train.

@@ -100,7 +100,9 @@ def summary_rows(results: dict) -> list:
          "vs torch " + ratio(decode.get("ratio_vs_torch"), ">= 2.0")
          + f" (1 thread: {decode.get('torch_1_thread_tokens_per_s', float('nan')):.0f}/s); "
          f"vs through the blocks ({decode['cached_composed_tokens_per_s']:.0f}/s) "
-         f"{decode['cached_over_composed']:.2f}; vs uncached "
+         f"{decode['cached_over_composed']:.2f}; blocks of an unregistered type "
+         f"{decode['cached_own_forward_tokens_per_s']:.0f}/s "
+         f"({decode['cached_own_forward_ops_per_token']:.0f} ops a token); vs uncached "
          f"({decode['uncached_tokens_per_s']:.1f}/s) "
          + ratio(decode["cached_over_uncached"], ">= 4")
          + f"; per token {decode['cached_ops_per_token']:.0f} ops, "
