@@ -40,6 +40,7 @@ from .creation import (
     zeros,
     zeros_like,
 )
+from .errors import InvalidIndex, InvalidValue
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (
     abs,
@@ -165,6 +166,8 @@ __all__ = [
     "BackwardStep",
     "CheckpointError",
     "GradcheckError",
+    "InvalidIndex",
+    "InvalidValue",
     "Tensor",
     "abs",
     "acos",

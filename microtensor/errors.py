@@ -19,12 +19,30 @@ def describe(x) -> str:
     return f"{type(x).__name__} {x!r}"
 
 
+class InvalidValue(ValueError, RuntimeError):
+    """A refused value or shape. It is a ValueError, as NumPy and Python raise for a bad
+    value, and a RuntimeError, as PyTorch raises for a bad shape, so code written for
+    either catches it."""
+
+
+class InvalidIndex(IndexError, RuntimeError):
+    """A refused axis or index. It is an IndexError, as NumPy raises for both and PyTorch
+    for an axis out of range, and a RuntimeError, as PyTorch raises for an index out of
+    range (gather, scatter, embedding), so code written for either catches it."""
+
+
+# op_error's kinds that become one of the classes both worlds catch
+_BOTH_WORLDS = {ValueError: InvalidValue, IndexError: InvalidIndex}
+
+
 def op_error(where: str, message: str, kind: type = ValueError, fix: str | None = None):
-    """An exception of type `kind` reading 'where: message. fix'."""
+    """An exception reading 'where: message. fix', of type `kind`; a ValueError is raised
+    as an `InvalidValue` and an IndexError as an `InvalidIndex` (each also a
+    RuntimeError, as PyTorch raises)."""
     text = f"{where}: {message}"
     if fix:
         text = f"{text.rstrip('.')}. {fix[0].upper()}{fix[1:]}"
-    error = kind(text)
+    error = _BOTH_WORLDS.get(kind, kind)(text)
     error.microtensor = True
     return error
 
@@ -36,7 +54,7 @@ def check_sizes(where: str, **sizes) -> None:
 
     >>> check_sizes("Linear", in_features=3, out_features=0)
     Traceback (most recent call last):
-    ValueError: Linear: out_features must be a positive integer, got 0
+    microtensor.errors.InvalidValue: Linear: out_features must be a positive integer, got 0
     """
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

@@ -308,7 +308,7 @@ def check_regular_file(path: str | os.PathLike, where: str, what: str = "file",
 
         >>> check_regular_file("/dev/zero", "load")
         Traceback (most recent call last):
-        ValueError: load: '/dev/zero' is a character device, not a regular file. Check the path
+        microtensor.errors.InvalidValue: load: '/dev/zero' is a character device, not a regular file. Check the path
     """
     path = os.fspath(path)
     try:

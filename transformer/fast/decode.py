@@ -336,6 +336,8 @@ class FeedForwardStep:
                                        and type(ffn.activation) in ACTIVATIONS)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
+        """The feed-forward's output rows (N, d) for rows h (N, d), normalised when the
+        step has a norm (which it may overwrite)."""
         hidden = self.ffn_in(h)
         if self.activation is not None:
             hidden = self.activation(hidden)
@@ -386,12 +388,15 @@ class PreNormBlockStep:
 
     @staticmethod
     def runs(block) -> bool:
+        """Whether this step can run `block`: its norms, attention and feed-forward of
+        the exact types it reads (a subclass may compute something else)."""
         norm = LayerNorm if type(block) is GPTBlock else RMSNorm
         return (type(block.norm1) is norm and type(block.norm2) is norm
                 and type(block.self_attn) is MultiHeadAttention
                 and FeedForwardStep.runs(block.ffn))
 
     def __call__(self, x: np.ndarray, layer_cache, inputs: StepInputs) -> np.ndarray:
+        """The block's output rows (B*T, d) for its input rows x, updated in place."""
         averager = kernels.averager(x.shape[1], np.result_type(x, 0.5))
         h = normalized_rows(x, self.norm_eps[0], self.centre, averager)
         x += self.attention(h, layer_cache.self_attn, inputs)
@@ -411,6 +416,7 @@ class BlockForward:
         self.block = block
 
     def __call__(self, x: np.ndarray, layer_cache, inputs: StepInputs) -> np.ndarray:
+        """The block's output rows (B*T, d) for its input rows x (B*T, d)."""
         batch, n_new = inputs.batch, inputs.n_new
         extra = {}
         if inputs.rotation is not None:   # (B, T, 1, d_k) as the step uses it; (B, 1, T, d_k)

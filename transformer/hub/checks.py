@@ -15,7 +15,7 @@ caller passes `allow_non_finite=True`.
     >>> read = ConfigReader({"n_embd": "768"}, "from_pretrained (gpt2)")
     >>> read.size("n_embd")
     Traceback (most recent call last):
-    ValueError: from_pretrained (gpt2): config n_embd='768' must be a positive integer, not a str. Write it as a JSON number, e.g. 768
+    microtensor.errors.InvalidValue: from_pretrained (gpt2): config n_embd='768' must be a positive integer, not a str. Write it as a JSON number, e.g. 768
 """
 from __future__ import annotations
 
