@@ -577,8 +577,8 @@ def _seed_gradient(root, grad) -> np.ndarray:
         return np.ones_like(root.data)
     grad = np.asarray(_unwrap(grad), dtype=root.dtype)
     if grad.shape != root.shape:
-        raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has "
-                         f"shape {root.shape}; they must match.")
+        raise op_error("backward", f"grad has shape {grad.shape} but the tensor has "
+                       f"shape {root.shape}; they must match")
     return grad
 
 
