@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .autograd import no_grad
+from .errors import op_error
 from .tensor import Tensor
 
 
@@ -31,8 +32,8 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
               if _checked(t) else t for t in inputs]
     checked = [i for i, t in enumerate(inputs) if _checked(t)]
     if not checked:
-        raise ValueError("gradcheck: no input is a floating-point Tensor with "
-                         "requires_grad=True, so there is nothing to check")
+        raise op_error("gradcheck", "no input is a floating-point Tensor with "
+                       "requires_grad=True, so there is nothing to check")
 
     out = fn(*inputs)
     if not isinstance(out, Tensor):
@@ -62,17 +63,18 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
 
 def _central_differences(scalar: Callable[[], float], x: Tensor, eps: float) -> np.ndarray:
     """d scalar / dx, element by element: (f(x + eps) - f(x - eps)) / (2 eps), each
-    element nudged in place and put back."""
-    numeric = np.zeros_like(x.data)
-    flat = x.data.reshape(-1)  # a view: perturbing it perturbs x
-    for j in range(flat.size):
-        original = flat[j]
-        flat[j] = original + eps
+    element nudged in place and put back. Indexed by position, not through a flattened
+    view: x may be non-contiguous (a transposed input keeps its strides), and reshaping
+    such an array copies it, so nudging the copy would leave x as it was."""
+    numeric = np.zeros(x.shape)
+    for index in np.ndindex(x.shape):
+        original = x.data[index]
+        x.data[index] = original + eps
         plus = scalar()
-        flat[j] = original - eps
+        x.data[index] = original - eps
         minus = scalar()
-        flat[j] = original
-        numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+        x.data[index] = original
+        numeric[index] = (plus - minus) / (2 * eps)
     return numeric
 
 

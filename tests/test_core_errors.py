@@ -240,6 +240,22 @@ def test_gradcheck_reports_the_worst_element():
         mt.gradcheck(wrong_square, [x])
 
 
+@pytest.mark.parametrize("layout", ["transposed", "every other column"])
+def test_gradcheck_checks_a_non_contiguous_input(layout):
+    """A transposed or strided input keeps its strides in gradcheck's float64 copy; each
+    element is nudged where it is, so a wrong backward is caught there too (nudging a
+    flattened copy of it once left the input as it was and every difference 0)."""
+    def wrong_square(x):
+        return x * x - (x.detach() * x) * 0.5
+    base = np.random.default_rng(0).standard_normal((3, 8))
+    data = base.T if layout == "transposed" else base[:, ::2]
+    x = mt.from_numpy(data).requires_grad_()
+    assert not x.data.flags["C_CONTIGUOUS"]
+    with pytest.raises(mt.GradcheckError, match=r"gradient of input 0 .* is wrong"):
+        mt.gradcheck(wrong_square, [x])
+    assert mt.gradcheck(lambda x: (x * x).sum(axis=0), [x])
+
+
 def test_expand_to_an_incompatible_shape():
     for shape in [(4, 4), (3,), (-1, 3, 1)]:
         with pytest.raises(ValueError, match=r"expand: cannot expand a tensor of shape \(3, 1\) "

@@ -260,6 +260,16 @@ def test_pad_modes_gradient_and_sizes(mode, shape, seed, data):
         np.testing.assert_allclose(t.grad.sum(), grad_out.sum(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+def test_pad_of_a_0d_tensor_with_no_pairs_is_the_tensor(mode):
+    # As torch.nn.functional.pad(torch.tensor(3.0), ()); np.pad itself refuses a 0-d array.
+    x = leaf(3.0)
+    out = mt.pad(x, (), mode=mode)
+    assert out.shape == () and out.item() == 3.0
+    out.backward()
+    assert x.grad == 1.0
+
+
 def test_pad_modes_by_example():
     row = mt.tensor([0.0, 1.0, 2.0, 3.0])
     assert mt.pad(row, (2, 1), mode="reflect").tolist() == [2, 1, 0, 1, 2, 3, 2]

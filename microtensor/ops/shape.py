@@ -300,7 +300,9 @@ def pad(x, *, pad, mode="constant", value=0.0):
     """
     crop, grow, kept = _pad_plan(x, pad, mode)
     cropped = np.asarray(x)[crop]
-    if mode == "constant":
+    if np.ndim(x) == 0:
+        out = cropped.copy()        # nothing to pad (np.pad refuses a 0-d array)
+    elif mode == "constant":
         out = np.pad(cropped, grow, mode="constant", constant_values=value)
     else:
         out = np.pad(cropped, grow, mode=_PAD_MODES[mode])
