@@ -9,6 +9,7 @@ to first paint in headless Chromium (when playwright and Chromium are installed)
 """
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +23,6 @@ import viz
 from microtensor.autograd import backward_steps
 from transformer import DecoderLM, LMConfig
 from viz.engine import available_engines
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def backprop_lesson_graph():
@@ -104,15 +103,24 @@ def player_at_scale(n_layers: int = 12, d_model: int = 128) -> dict:
     return result
 
 
+def find_chromium() -> str | None:
+    """As the browser tests find it: $MICROTENSOR_CHROMIUM, else the first browser of
+    these names on PATH."""
+    names = [os.environ["MICROTENSOR_CHROMIUM"]] if os.environ.get("MICROTENSOR_CHROMIUM") \
+        else ["chromium", "chromium-browser", "google-chrome"]
+    return next(filter(None, map(shutil.which, names)), None)
+
+
 def first_paint(path) -> dict:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return {"first_paint_ms": None}
-    if not os.path.exists(CHROMIUM):
+    chromium = find_chromium()
+    if chromium is None:
         return {"first_paint_ms": None}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+        browser = playwright.chromium.launch(executable_path=chromium,
                                              args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         start = time.perf_counter()
