@@ -147,3 +147,37 @@ def test_the_readme_lesson_list_is_what_the_cli_prints():
     printed = subprocess.run([sys.executable, "-m", "viz", "lessons"], cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout
     assert printed.strip() == shown.strip()
+
+
+def api_words() -> set[str]:
+    """Every identifier in the API section of docs/reference.md (the API in brief)."""
+    text = (ROOT / "docs" / "reference.md").read_text()
+    section = text[text.index("## The API"):text.index("## Choices worth knowing")]
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", section))
+
+
+def public_names(module) -> list[str]:
+    """What a user can reach on `module`: its `__all__`, else its public classes and
+    functions defined there."""
+    import inspect
+    if hasattr(module, "__all__"):
+        return [name for name in module.__all__ if not inspect.ismodule(getattr(module, name))]
+    return [name for name, value in vars(module).items() if not name.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__.startswith(module.__name__.split(".")[0])
+            and value.__module__ != "microtensor.errors"]   # imported for their own use
+
+
+def test_the_api_in_brief_names_every_public_name():
+    import microtensor as mt
+    import microtensor.functional as F
+    import transformer
+    import viz
+    from microtensor import nn, optim
+    words = api_words()
+    tensor_methods = [name for name in vars(mt.Tensor) if not name.startswith("_")]
+    missing = {module.__name__: [name for name in public_names(module) if name not in words]
+               for module in (mt, F, nn, optim, transformer, viz)}
+    missing["Tensor"] = [name for name in tensor_methods if name not in words]
+    missing = {where: names for where, names in missing.items() if names}
+    assert not missing, f"docs/reference.md's API section does not name: {missing}"

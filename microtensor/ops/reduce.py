@@ -54,7 +54,9 @@ def mean(x, *, axis=None, keepdims=False):
     axes = _axes("mean", axis, np.ndim(x))
     count = int(np.prod([x.shape[a] for a in axes]))
     if count == 0:
-        raise op_error("mean", f"mean over an empty axis of a tensor with shape {x.shape}")
+        raise op_error("mean", f"mean over an empty axis of a tensor with shape {x.shape}",
+                       fix="check for an empty batch or a wrong axis (PyTorch returns NaN "
+                       "here, which surfaces steps later)")
     def backward(g):
         return (_spread(g / count, x.shape, axes, keepdims),)
     return np.mean(x, axis=axes, keepdims=keepdims), backward

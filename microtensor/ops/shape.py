@@ -107,7 +107,8 @@ def squeeze(x, axis=None):
             axes = set()
         elif any(shape[a] != 1 for a in axes):
             raise op_error("squeeze", f"axis {axis} has size != 1 in shape {shape}",
-                           fix="squeeze only removes axes of size 1 (use reshape otherwise)")
+                           fix="squeeze only removes axes of size 1 (use reshape otherwise; "
+                           "PyTorch silently keeps such an axis, which hides a wrong shape)")
     return reshape(x, shape=tuple(n for i, n in enumerate(shape) if i not in axes))
 
 
