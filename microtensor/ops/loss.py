@@ -250,9 +250,15 @@ def cross_entropy(logits, target, ignore_index: int = -100, reduction: str = "me
     # The fused op checks every argument but the weight (its numbers are discarded).
     with no_grad():
         fused_cross_entropy(logits, target, **chosen)
+    return _weighted_cross_entropy(logits, target, weight, ignore_index, reduction,
+                                   float(label_smoothing))
+
+
+def _weighted_cross_entropy(logits, target, weight, ignore_index, reduction, eps):
+    """cross_entropy with one weight per class, composed: log_softmax, then the weighted
+    nll_loss (class ids) or weighted sum (probabilities), smoothing mixed in by `eps`."""
     n_classes = np.shape(getattr(logits, "data", logits))[-1]
     weight = _class_weights("cross_entropy", weight, n_classes)
-    eps = float(label_smoothing)
     log_probs = log_softmax(logits, axis=-1)
     target_data = np.asarray(getattr(target, "data", target))
     if target_data.dtype.kind == "f" and target_data.shape == log_probs.shape:
