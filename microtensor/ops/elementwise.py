@@ -470,8 +470,8 @@ def rsqrt(x):
 
 
 # math.erf is exact to double precision; NumPy has no erf. One Python call per element
-# (about 0.1 us): fine for this library's sizes, and exact where a rational approximation
-# would not be.
+# is slow next to a ufunc, but fine for this library's sizes, and exact where a rational
+# approximation would not be.
 _erf_elementwise = np.frompyfunc(math.erf, 1, 1)
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 

@@ -172,9 +172,9 @@ def affine(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nda
     thread. As BLAS calls, a 16-token prefill woke OpenBLAS's second thread, and on a
     busy 2-core machine the one-token steps after it then ran several times slower
     (docs/performance.md); such products are too small to share. A larger matrix goes
-    to `x @ weight`: on a quiet machine the two read GPT-2's weights equally fast (12.7
-    and 13.4 ms a token), but on a loaded one (load average 4.5 on 2 cores) `np.vecmat`
-    took 414 ms a token and BLAS 36. More rows (a long prompt) are one GEMM."""
+    to `x @ weight`: on a quiet machine the two read GPT-2's weights equally fast, but on
+    a loaded one BLAS was an order of magnitude faster (docs/performance.md has the
+    figures). More rows (a long prompt) are one GEMM."""
     if len(x) <= MATVEC_ROWS and weight.nbytes <= VECMAT_MAX_BYTES and _vecmat is not None:
         out = _vecmat(x, weight)
     else:
