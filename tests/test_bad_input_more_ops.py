@@ -184,6 +184,25 @@ CASES = [
     (lambda: F.cross_entropy(x23, np.ones((2, 2))), ValueError,
      (r"cross_entropy: logits \(2, 3\) need targets of shape \(2,\) .* or \(2, 3\) \(class "
      r"probabilities\), got \(2, 2\)")),
+    # the core set's comparisons, casts and norms
+    (lambda: mt.all(x23 > 0, axis=3), IndexError, r"all: axis 3 is out of range"),
+    (lambda: mt.ops.astype(x23, dtype={}), TypeError,
+     r"astype: cannot cast float32 \(2, 3\) to \[\]\. Use a bool, integer or float dtype"),
+    (lambda: mt.ops.astype(x23, dtype="no such dtype"), TypeError,
+     r"astype: data type 'no such dtype' not understood \(inputs: float32 \(2, 3\)\)"),
+    (lambda: x23.transpose(0, 5), IndexError, r"swapaxes: axis 5 is out of range .*\(2, 3\)"),
+    (lambda: x23.transpose(0, 1, 2), ValueError,
+     r"permute: axes \(0, 1, 2\) are not a permutation of the 2 axes .*\(2, 3\)"),
+    (lambda: x23.view(5), ValueError,
+     r"reshape: cannot reshape a tensor of shape \(2, 3\) \(6 elements\) into \(5,\)\. The "),
+    (lambda: mt.triu(mt.zeros(3)), ValueError, r"triu: needs at least 2 axes .* shape \(3,\)"),
+    (lambda: F.rms_norm(x23, mt.ones(4)), ValueError,
+     r"rms_norm: weight has shape \(4,\) but the input \(2, 3\) .* must have shape \(3,\)"),
+    (lambda: F.layer_norm_linear(x23, None, None, mt.ones(4, 2)), ValueError,
+     r"layer_norm_linear: input \(2, 3\) and weight \(4, 2\) do not match"),
+    (lambda: mt.erf(None), TypeError,
+     r"erf: needs numbers, got None\. Pass a float tensor, array or number"),
+    (lambda: mt.erf(np.array([1 + 2j])), TypeError, r"erf: needs numbers, got complex128 \(1,\)"),
     # creation
     (lambda: mt.linspace(0, 1, -2), ValueError, r"linspace: num must be a non-negative integer"),
     (lambda: mt.linspace(0, 1, 3, dtype=bool), TypeError,
@@ -202,3 +221,36 @@ def test_bad_input_gets_a_worded_error(call, kind, message):
         call()
     assert re.match(message, str(info.value)), str(info.value)
     assert getattr(info.value, "microtensor", False), "not worded by op_error"
+
+
+# Every elementwise op, given an operand that holds no numbers, refuses it with a TypeError
+# that names the op (a composed one names itself, not the primitive inside it) and shows
+# the operand. The binary ones also name both shapes when they do not broadcast.
+ELEMENTWISE = ["abs", "acos", "acosh", "asin", "asinh", "atan", "atanh", "ceil", "cos", "cosh",
+               "erf", "exp", "exp2", "floor", "log", "log2", "neg", "round", "rsqrt",
+               "sigmoid", "sign", "sin", "sinh", "sqrt", "square", "tan", "tanh", "trunc",
+               "isnan", "isinf", "isfinite", "relu", "silu", "softplus", "elu", "leaky_relu",
+               "celu", "selu", "relu6", "hardtanh", "hardsigmoid", "hardswish", "mish",
+               "softsign", "logsigmoid", "quick_gelu", "gelu"]
+
+
+@pytest.mark.parametrize("operand", [None, np.array(["a", "b"])], ids=["None", "strings"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_ops_refuse_what_is_not_numbers(name, operand):
+    with pytest.raises(TypeError) as info:
+        getattr(mt.ops, name)(operand)
+    assert getattr(info.value, "microtensor", False), f"not worded by op_error: {info.value}"
+    assert str(info.value).startswith(f"{name}: "), str(info.value)
+    assert ("None" if operand is None else "(2,)") in str(info.value), str(info.value)
+
+
+BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "copysign", "equal",
+          "not_equal", "less", "less_equal", "greater", "greater_equal", "isclose"]
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_ops_name_both_shapes_that_do_not_broadcast(name):
+    with pytest.raises(ValueError, match=(rf"^{name}: shapes float32 \(2, 3\) and float32 "
+                                          r"\(4,\) cannot be broadcast together\. Sizes must "
+                                          r"match or be 1")):
+        getattr(mt.ops, name)(x23, mt.zeros(4))

@@ -373,6 +373,10 @@ def astype(x, *, dtype):
         >>> mt.ops.astype(mt.tensor([1.5, -2.5]), dtype=np.int64)
         tensor([ 1, -2], dtype=int64)
     """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biufc":       # np.dtype({}) is a structured dtype, not a number
+        raise op_error("astype", f"cannot cast {describe(x)} to {dtype}", TypeError,
+                       "use a bool, integer or float dtype")
     def backward(g):
         return (g,)
     return x.astype(dtype), backward
@@ -479,6 +483,9 @@ _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 @primitive("erf", rule="dx = g * 2/sqrt(pi) * exp(-x^2)")
 def erf(x):
     """The Gauss error function, 2/sqrt(pi) * integral_0^x exp(-t^2) dt."""
+    if np.asarray(x).dtype.kind not in "biuf":   # np.asarray(None, float) would be NaN
+        raise op_error("erf", f"needs numbers, got {describe(x)}", TypeError,
+                       "pass a float tensor, array or number")
     dtype = np.result_type(x, 0.5)
     out = np.asarray(_erf_elementwise(np.asarray(x, np.float64)), np.float64).astype(dtype)
     def backward(g):
