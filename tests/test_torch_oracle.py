@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import seeds, shapes
+from strategies import (
+    broadcastable_pair,
+    broadcastable_triple,
+    reduction_cases,
+    seeds,
+    shapes,
+)
 
 import microtensor as mt
 import microtensor.functional as F
@@ -563,3 +569,140 @@ def test_class_axis_1_is_pytorchs_layout(reduction, n, classes, spatial, seed, s
                                        reduction=reduction, class_axis=1),
           lambda x, q: TF.cross_entropy(x, q, weight=torch_weight, label_smoothing=smoothing,
                                         reduction=reduction), logits, probs, seed=seed)
+
+
+# ---------------------------------------------------------------------- the core set
+# The ops every model is made of, against torch over drawn (broadcast) shapes. Data keeps
+# clear of each op's kinks and ties: a failure is a different value or gradient.
+
+def away(seed, shape, gap=0.3):
+    """Normal data with no value within `gap` of 0 (relu, abs, division)."""
+    x = normal(seed, shape)
+    return np.where(np.abs(x) < gap, np.where(x < 0, -gap, gap) * 2, x)
+
+
+def positive(seed, shape):
+    return np.random.default_rng(seed).uniform(0.5, 2.0, shape)
+
+
+def integers(seed, shape):
+    return np.random.default_rng(seed).integers(-3, 3, shape).astype(float)
+
+
+def half_integers(seed, shape):
+    return integers(seed, shape) + 0.5      # never equal to an integer: no tie
+
+
+CORE_BINARY = {  # name -> (ours, theirs, data for a, data for b)
+    "add": (lambda a, b: a + b, lambda a, b: a + b, normal, normal),
+    "sub": (lambda a, b: a - b, lambda a, b: a - b, normal, normal),
+    "mul": (lambda a, b: a * b, lambda a, b: a * b, normal, normal),
+    "div": (lambda a, b: a / b, lambda a, b: a / b, normal, away),
+    "pow": (lambda a, b: a ** b, lambda a, b: a ** b, positive, normal),
+    "maximum": (mt.maximum, torch.maximum, integers, half_integers),
+    "minimum": (mt.minimum, torch.minimum, integers, half_integers),
+}
+
+
+@pytest.mark.parametrize("name", CORE_BINARY)
+@given(pair=broadcastable_pair(), seed=seeds)
+def test_core_binary_ops(name, pair, seed):
+    ours, theirs, make_a, make_b = CORE_BINARY[name]
+    agree(ours, theirs, make_a(seed, pair[0]), make_b(seed + 1, pair[1]), seed=seed)
+
+
+CORE_UNARY = {  # name -> (ours, theirs, data)
+    "neg": (lambda x: -x, lambda x: -x, normal),
+    "exp": (mt.exp, torch.exp, normal),
+    "log": (mt.log, torch.log, positive),
+    "sqrt": (mt.sqrt, torch.sqrt, positive),
+    "tanh": (mt.tanh, torch.tanh, normal),
+    "sigmoid": (mt.sigmoid, torch.sigmoid, normal),
+    "relu": (mt.relu, torch.relu, away),
+    "abs": (mt.abs, torch.abs, away),
+    "clip": (lambda x: x.clip(-0.25, 0.75), lambda x: x.clamp(-0.25, 0.75), half_integers),
+    "astype": (lambda x: x.astype(np.float32).astype(np.float64),
+               lambda x: x.float().double(), normal),
+}
+
+
+@pytest.mark.parametrize("name", CORE_UNARY)
+@given(shape=shapes(), seed=seeds)
+def test_core_unary_ops(name, shape, seed):
+    ours, theirs, make = CORE_UNARY[name]
+    agree(ours, theirs, make(seed, shape), seed=seed)
+
+
+COMPARISONS = {"equal": torch.eq, "not_equal": torch.ne, "less": torch.lt,
+               "less_equal": torch.le, "greater": torch.gt, "greater_equal": torch.ge}
+
+
+@pytest.mark.parametrize("name", COMPARISONS)
+@given(pair=broadcastable_pair(), seed=seeds)
+def test_comparisons(name, pair, seed):
+    a, b = integers(seed, pair[0]), integers(seed + 1, pair[1])    # equal values too
+    np.testing.assert_array_equal(getattr(mt.ops, name)(mt.tensor(a), mt.tensor(b)).data,
+                                  COMPARISONS[name](torch.tensor(a), torch.tensor(b)).numpy())
+
+
+@given(triple=broadcastable_triple(), seed=seeds)
+def test_where_and_masked_fill(triple, seed):
+    mask = np.random.default_rng(seed).random(triple[0]) < 0.5
+    agree(lambda a, b: mt.where(mask, a, b), lambda a, b: torch.where(torch.tensor(mask), a, b),
+          normal(seed, triple[1]), normal(seed + 1, triple[2]), seed=seed)
+    target = np.broadcast_shapes(triple[0], triple[1])
+    if target == triple[1]:                     # masked_fill keeps x's shape, as torch's does
+        agree(lambda x: x.masked_fill(mask, -2.5),
+              lambda x: x.masked_fill(torch.tensor(mask), -2.5), normal(seed, triple[1]))
+
+
+CORE_REDUCTIONS = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax, "min": torch.amin}
+
+
+@pytest.mark.parametrize("name", CORE_REDUCTIONS)
+@given(case=reduction_cases(min_dims=1), seed=seeds)
+def test_core_reductions(name, case, seed):
+    shape, axis, keepdims = case
+    dims = tuple(range(len(shape))) if axis is None else axis
+    x = np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.37
+    agree(lambda x: getattr(x, name)(axis=axis, keepdims=keepdims),
+          lambda x: CORE_REDUCTIONS[name](x, dim=dims, keepdim=keepdims), x, seed=seed)
+
+
+@given(shape=shapes(min_dims=1), seed=seeds, data=st.data())
+def test_core_shape_ops(shape, seed, data):
+    x, ndim = normal(seed, shape), len(shape)
+    axis = data.draw(st.integers(-ndim, ndim - 1))
+    other = data.draw(st.integers(-ndim, ndim - 1))
+    order = data.draw(st.permutations(range(ndim)))
+    size = int(np.prod(shape))
+    agree(lambda x: x.reshape(size, 1), lambda x: x.reshape(size, 1), x, seed=seed)
+    agree(lambda x: x.view(-1), lambda x: x.view(-1), x, seed=seed)
+    agree(lambda x: x.transpose(axis, other), lambda x: x.transpose(axis, other), x, seed=seed)
+    agree(lambda x: x.swapaxes(axis, other), lambda x: x.swapaxes(axis, other), x, seed=seed)
+    agree(lambda x: x.T, lambda x: x.permute(*reversed(range(ndim))), x, seed=seed)
+    agree(lambda x: x.permute(*order), lambda x: x.permute(*order), x, seed=seed)
+    start, end = sorted((axis % ndim, other % ndim))
+    agree(lambda x: x.flatten(start, end), lambda x: x.flatten(start, end), x, seed=seed)
+    agree(lambda x: x.unsqueeze(axis).squeeze(axis), lambda x: x.unsqueeze(axis).squeeze(axis),
+          x, seed=seed)
+    agree(lambda x: x.unsqueeze(-1).expand(*shape, 2), lambda x: x.unsqueeze(-1).expand(*shape, 2),
+          x, seed=seed)
+    agree(lambda a, b: mt.concat([a, b * 2], axis=axis), lambda a, b: torch.cat([a, b * 2], axis),
+          x, normal(seed + 1, shape), seed=seed)
+    agree(lambda a, b: mt.stack([a, b], axis=axis), lambda a, b: torch.stack([a, b], axis),
+          x, normal(seed + 1, shape), seed=seed)
+    sections = data.draw(st.integers(1, shape[axis]))
+    agree(lambda x: mt.concat([p * (i + 1) for i, p in enumerate(x.split(sections, axis))], axis),
+          lambda x: torch.cat([p * (i + 1) for i, p in enumerate(x.split(sections, axis))], axis),
+          x, seed=seed)
+
+
+@given(lead=shapes(max_dims=3), n_in=st.integers(1, 4), n_out=st.integers(1, 4), seed=seeds)
+def test_linear_and_rms_norm(lead, n_in, n_out, seed):
+    # Our weight is (in, out), as the paper writes x W; torch's is its transpose.
+    agree(F.linear, lambda x, W, b: TF.linear(x, W.T, b), normal(seed, lead + (n_in,)),
+          normal(seed + 1, (n_in, n_out)), normal(seed + 2, (n_out,)), seed=seed)
+    agree(lambda x, w: F.rms_norm(x, w, eps=1e-6),
+          lambda x, w: TF.rms_norm(x, (n_in,), w, eps=1e-6),
+          normal(seed, lead + (n_in,)), normal(seed + 1, (n_in,)), seed=seed)
