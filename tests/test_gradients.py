@@ -149,6 +149,7 @@ def test_reshape_gradient(shape, seed, data):
         target[0] = -1  # the inferred size
     check(lambda x: x.reshape(tuple(target)), normal(seed, shape))
     check(lambda x: x.reshape(*target), normal(seed, shape))
+    check(lambda x: x.view(*target), normal(seed, shape))          # PyTorch's other name
 
 
 @given(shape=shapes(min_dims=1), seed=seeds, data=st.data())
@@ -360,6 +361,16 @@ def test_layer_norm_gradient(affine, shape, seed):
         check(lambda x, b: F.layer_norm(x, None, b), normal(seed, shape), bias)
     else:
         check(lambda x, w, b: F.layer_norm(x, w, b), normal(seed, shape), weight, bias)
+
+
+@pytest.mark.parametrize("with_weight", [True, False])
+@given(shape=shapes(min_dims=1), seed=seeds)
+def test_rms_norm_gradient(with_weight, shape, seed):
+    d = shape[-1]
+    if with_weight:
+        check(lambda x, w: F.rms_norm(x, w), normal(seed, shape), normal(seed + 1, (d,)))
+    else:
+        check(lambda x: F.rms_norm(x), normal(seed, shape))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
