@@ -486,6 +486,91 @@ def make_creation(draw, xs, guarded):
     return lambda x: x * mt.linspace(0.5, 1.5, n, dtype=np.float64) + mt.full_like(x, fill)
 
 
+def make_cummin(draw, xs, guarded):
+    (x,) = xs
+    axis = axis_of(draw, x.ndim)
+    if guarded and not no_near_ties(x.data, axis):
+        return None
+    return lambda x: mt.cummin(x, axis)[0]
+
+
+def make_comparison(name):
+    """a < b (and the rest) as a mask that picks a or b; guarded away from ties."""
+    def make(draw, xs, guarded):
+        a, b = xs
+        if guarded:
+            try:
+                gap = np.abs(np.subtract(a.data, b.data))
+            except ValueError:
+                return None                      # do not broadcast: nothing to guard
+            if gap.size and gap.min() < 0.02:
+                return None
+        compare = getattr(mt.ops, name)
+        return lambda a, b: mt.where(compare(a, b), a, b)
+    return 2, make
+
+
+def make_astype(draw, xs, guarded):
+    """A cast and back: float64 (exact), or to bool as a mask (x != 0) on x."""
+    if draw(st.booleans()):
+        return lambda x: x.astype(np.float64)
+    if guarded and ((xs[0].data != 0) & (np.abs(xs[0].data) < 1e-3)).any():
+        return None                                   # a nudge could reach 0
+    return lambda x: mt.where(x.astype(bool), x, 1.0)
+
+
+def make_transpose(draw, xs, guarded):
+    """t.T, t.transpose() (all axes reversed) or t.transpose(a, b) (maybe out of range)."""
+    ndim = xs[0].ndim
+    form = draw(st.sampled_from(["T", "all", "two"]))
+    if form == "T":
+        return lambda x: x.T
+    if form == "all":
+        return lambda x: x.transpose()
+    a, b = axis_of(draw, ndim), axis_of(draw, ndim)
+    return lambda x: x.transpose(a, b)
+
+
+def make_view(draw, xs, guarded):
+    size = xs[0].size
+    shape = draw(st.sampled_from([(-1,), (size, 1), (1, -1), (size + 1,)]))
+    return lambda x: x.view(*shape)
+
+
+def make_norm(name):
+    """rms_norm or layer_norm_linear over the last axis, with or without weights."""
+    def make(draw, xs, guarded):
+        (x,) = xs
+        if guarded and x.ndim and (x.shape[-1] < 2 or x.data.std(axis=-1).min() < 0.2):
+            return None
+        size = x.shape[-1] if x.ndim else 1
+        weight = mt.tensor(np.linspace(0.5, 1.5, size)) if draw(st.booleans()) else None
+        if name == "rms_norm":
+            if guarded and x.ndim and np.sqrt((x.data ** 2).mean(-1)).min() < 0.2:
+                return None
+            return lambda x: F.rms_norm(x, weight)
+        n_out = draw(st.integers(1, 3))
+        weight = mt.tensor(np.linspace(0.5, 1.5, size))      # the fused op needs both
+        W = mt.tensor(np.linspace(-1.0, 1.0, size * n_out).reshape(size, n_out))
+        bias = mt.tensor(np.linspace(-0.2, 0.2, n_out)) if draw(st.booleans()) else None
+        norm_bias = mt.tensor(np.linspace(-0.2, 0.2, size))
+        return lambda x: F.layer_norm_linear(x, weight, norm_bias, W, bias)
+    return 1, make
+
+
+def make_dropout(draw, xs, guarded):
+    """dropout with its mask drawn from a seed set on each call, so a replay (gradcheck's
+    central differences) drops the same elements; p = 0 and eval mode return x, and
+    p = 1 is refused (a worded error)."""
+    p = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0]))
+    training, seed = draw(st.booleans()), draw(st.integers(0, 2**16))
+
+    def fn(x):
+        mt.manual_seed(seed)
+        return F.dropout(x, p=p, training=training)
+    return fn
+
+
 MORE_OPS = {
     "linspace/full_like": (1, make_creation),
     "std": make_axis_reduction("std"),
@@ -571,6 +656,15 @@ MORE_OPS = {
     "logsigmoid": unary(F.logsigmoid),
     "quick_gelu": unary(F.quick_gelu),
     "~ (bitwise_not)": (1, make_invert),
+    "cummin": (1, make_cummin),
+    **{name: make_comparison(name) for name in ("equal", "not_equal", "less", "less_equal",
+                                                "greater", "greater_equal")},
+    "astype": (1, make_astype),
+    "transpose/T": (1, make_transpose),
+    "view": (1, make_view),
+    "rms_norm": make_norm("rms_norm"),
+    "layer_norm_linear": make_norm("layer_norm_linear"),
+    "dropout": (1, make_dropout),
 }
 
 # The primitives these entries are made of (what an anomaly may name).
@@ -584,4 +678,5 @@ MORE_PRIMITIVES = {
     "acosh", "atanh", "floor", "ceil", "round", "trunc", "exp2", "log2", "copysign", "lerp",
     "matmul", "diag", "diagonal", "expand", "unfold", "scatter", "scatter_reduce", "hardtanh",
     "hardsigmoid", "hardswish", "div", "abs", "add", "tanh", "permute", "logsigmoid", "neg",
+    "astype", "swapaxes", "rms_norm", "layer_norm_linear", "dropout",
 }
