@@ -105,3 +105,42 @@ def averager(features: int, dtype) -> np.ndarray:
     vector = np.full(features, 1 / max(features, 1), dtype)
     vector.flags.writeable = False
     return vector
+
+
+def normalize_rows(x_rows: np.ndarray, eps: float, centre: bool = True,
+                   out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The normalisation every norm here shares, over the rows of x_rows (N, d):
+    x_hat = (x - mean) / sqrt(var + eps) for LayerNorm, or x / sqrt(mean(x^2) + eps) for
+    RMSNorm (`centre=False`), with the biased variance; returns x_hat (written into
+    `out` when given) and rstd (N, 1), the factor the backward needs. Row means are GEMVs
+    with `averager` (fact 1), and x_hat is scaled in place.
+
+    `layer_norm`, `rms_norm`, `layer_norm_linear` and cached decoding call it;
+    `layer_norm_reference` and `rms_norm_reference` are the same math as a textbook
+    writes it.
+    """
+    dtype = np.result_type(x_rows, 0.5)
+    average = averager(x_rows.shape[-1], dtype)
+    if not centre:
+        rstd = ((np.square(x_rows, dtype=dtype) @ average + eps) ** -0.5)[:, None]
+        return np.multiply(x_rows, rstd, out=out, dtype=dtype), rstd
+    x_hat = np.subtract(x_rows, (x_rows @ average)[:, None], out=out, dtype=dtype)
+    rstd = ((np.square(x_hat) @ average + eps) ** -0.5)[:, None]
+    x_hat *= rstd
+    return x_hat, rstd
+
+
+def normalize_rows_backward(g_hat: np.ndarray, x_hat: np.ndarray, rstd: np.ndarray,
+                            mean_g_hat: np.ndarray | None, projection: np.ndarray
+                            ) -> np.ndarray:
+    """dL/dx from g_hat = dL/dx_hat (N, d), written over g_hat:
+    rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)). The two row means come in
+    as (N, 1) columns, because each caller forms them as a GEMV with what it has at hand
+    (the weight folded into the averaging vector, or g_hat itself); RMSNorm, which
+    subtracts no mean, passes `mean_g_hat=None`."""
+    grad_x = g_hat
+    if mean_g_hat is not None:
+        grad_x -= mean_g_hat
+    grad_x -= x_hat * projection
+    grad_x *= rstd
+    return grad_x

@@ -124,12 +124,8 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     # Every row mean is a GEMV with a cached averaging vector, and x_hat is normalised in
     # place: over many short rows that is several times faster than np.mean and np.var.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
-    dtype = np.result_type(x_rows, 0.5)
-    averager = kernels.averager(x.shape[-1], dtype)
-    x_hat = np.subtract(x_rows, (x_rows @ averager)[:, None], dtype=dtype)   # x - mean
-    var = np.square(x_hat) @ averager                              # mean of squares
-    rstd = ((var + eps) ** -0.5)[:, None]
-    x_hat *= rstd                                                   # (x - mean) / std
+    x_hat, rstd = kernels.normalize_rows(x_rows, eps)              # (x - mean) / std
+    averager = kernels.averager(x.shape[-1], x_hat.dtype)
     out = np.multiply(x_hat, 1 if weight is None else weight,
                       dtype=np.result_type(x_hat, 1 if weight is None else weight,
                                            0 if bias is None else bias))
@@ -144,10 +140,8 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
         g_x_hat = g * x_hat                               # summed over rows: grad_weight
         mean_g_hat = (g @ weight_avg)[:, None]            # mean(g_hat) per row
         projection = (g_x_hat @ weight_avg)[:, None]      # mean(g_hat * x_hat) per row
-        grad_x = g * (1 if weight is None else weight)    # g_hat
-        grad_x -= mean_g_hat
-        grad_x -= x_hat * projection
-        grad_x *= rstd
+        g_hat = g * (1 if weight is None else weight)
+        grad_x = kernels.normalize_rows_backward(g_hat, x_hat, rstd, mean_g_hat, projection)
         grad_weight = None if weight is None else sum_over_rows(g_x_hat)
         grad_bias = None if bias is None else sum_over_rows(g)
         return grad_x.reshape(x.shape), grad_weight, grad_bias
@@ -197,10 +191,7 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
                            0.5 if bias is None else bias)
     averager = kernels.averager(features, dtype)
     x_hat_ones = np.empty((len(x_rows), features + 1), dtype)      # [x_hat | 1]
-    x_hat = x_hat_ones[:, :features]
-    np.subtract(x_rows, (x_rows @ averager)[:, None], out=x_hat)    # x - mean
-    rstd = ((np.square(x_hat) @ averager + eps) ** -0.5)[:, None]
-    x_hat *= rstd
+    x_hat, rstd = kernels.normalize_rows(x_rows, eps, out=x_hat_ones[:, :features])
     x_hat_ones[:, features] = 1
     folded = _fold_affine(norm_weight, norm_bias, weight, bias, dtype)   # [w W ; b W + c]
     out = x_hat_ones @ folded
@@ -217,10 +208,7 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
         g_hat = g_rows @ folded[:features].T
         mean_g_hat = (g_hat @ averager)[:, None]
         projection = (np.einsum("ij,ij->i", g_hat, x_hat) * (1 / features))[:, None]
-        grad_x = g_hat
-        grad_x -= mean_g_hat
-        grad_x -= x_hat * projection
-        grad_x *= rstd
+        grad_x = kernels.normalize_rows_backward(g_hat, x_hat, rstd, mean_g_hat, projection)
         return (grad_x.reshape(x.shape), grad_norm_weight, grad_norm_bias, grad_weight,
                 None if bias is None else grad_bias)
     return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
@@ -556,11 +544,8 @@ def rms_norm(x, weight=None, *, eps=1e-6):
     _check_norm_inputs("rms_norm", x, weight=weight)
     # The row mean is a GEMV with a cached averaging vector (as in layer_norm).
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
-    dtype = np.result_type(x_rows, 0.5)
-    averager = kernels.averager(x.shape[-1], dtype)
-    mean_square = np.square(x_rows, dtype=dtype) @ averager
-    rstd = ((mean_square + eps) ** -0.5)[:, None]
-    x_hat = x_rows * rstd                                          # x / rms
+    x_hat, rstd = kernels.normalize_rows(x_rows, eps, centre=False)   # x / rms
+    averager = kernels.averager(x.shape[-1], x_hat.dtype)
     out = x_hat if weight is None else np.multiply(x_hat, weight,
                                                    dtype=np.result_type(x_hat, weight))
 
@@ -570,9 +555,8 @@ def rms_norm(x, weight=None, *, eps=1e-6):
         weight_avg = averager if weight is None else weight * averager
         g_x_hat = g * x_hat                               # summed over rows: grad_weight
         projection = (g_x_hat @ weight_avg)[:, None]      # mean(g_hat * x_hat) per row
-        grad_x = g * (1 if weight is None else weight)    # g_hat
-        grad_x -= x_hat * projection
-        grad_x *= rstd
+        g_hat = g * (1 if weight is None else weight)
+        grad_x = kernels.normalize_rows_backward(g_hat, x_hat, rstd, None, projection)
         grad_weight = None if weight is None else sum_over_rows(g_x_hat)
         return grad_x.reshape(x.shape), grad_weight
     return out.reshape(x.shape), backward

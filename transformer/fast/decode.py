@@ -57,21 +57,6 @@ from ..rope import Rotation
 from .attention import attend
 
 
-def normalized_rows(x: np.ndarray, eps: float, centre: bool,
-                    averager: np.ndarray) -> np.ndarray:
-    """Rows of x (N, d) normalised, before the norm's weight and bias (which are folded
-    into the next product): (x - mean) / sqrt(var + eps) for LayerNorm (`centre`), and
-    x / sqrt(mean(x^2) + eps) for RMSNorm. Row means are GEMVs with `averager` (d,) =
-    1/d, as in `layer_norm`."""
-    if centre:
-        x = x - (x @ averager)[:, None]
-    rstd = (np.square(x) @ averager + eps) ** -0.5
-    if centre:
-        x *= rstd[:, None]           # x is already a new array: normalise it in place
-        return x
-    return x * rstd[:, None]
-
-
 def fold(norm, linears) -> tuple[np.ndarray, np.ndarray | None]:
     """The linears side by side as one (d, sum of outs) matrix and bias, with the norm's
     weight and bias folded in: norm(x) @ W + c = x_hat @ (w[:, None] * W) + (b @ W + c);
@@ -397,10 +382,9 @@ class PreNormBlockStep:
 
     def __call__(self, x: np.ndarray, layer_cache, inputs: StepInputs) -> np.ndarray:
         """The block's output rows (B*T, d) for its input rows x, updated in place."""
-        averager = kernels.averager(x.shape[1], np.result_type(x, 0.5))
-        h = normalized_rows(x, self.norm_eps[0], self.centre, averager)
+        h = kernels.normalize_rows(x, self.norm_eps[0], self.centre)[0]
         x += self.attention(h, layer_cache.self_attn, inputs)
-        h = normalized_rows(x, self.norm_eps[1], self.centre, averager)
+        h = kernels.normalize_rows(x, self.norm_eps[1], self.centre)[0]
         x += self.feed_forward(h)
         return x
 
@@ -487,8 +471,7 @@ class FastDecoder:
         for block, layer_cache in zip(self.blocks, cache.layers):
             x = block(x, layer_cache, inputs)
         norm = self.final_norm
-        averager = kernels.averager(x.shape[1], np.result_type(x, 0.5))
-        h = normalized_rows(x, norm.eps, type(norm) is LayerNorm, averager)
+        h = kernels.normalize_rows(x, norm.eps, type(norm) is LayerNorm)[0]
         h *= norm.weight.data
         if getattr(norm, "bias", None) is not None:
             h += norm.bias.data
