@@ -17,7 +17,7 @@ from microtensor import nn
 from microtensor.autograd import topological_order
 from microtensor.nn import LayerNorm, Module, ModuleList
 from microtensor.ops.neural import layer_norm_linear_reference
-from transformer import DecoderLM, FeedForward, LMConfig, MultiHeadAttention
+from transformer import DecoderLM, FeedForward, LMConfig, MultiHeadAttention, SwiGLU
 from transformer.fast.attention import (
     fused_attention,
     fused_attention_reference,
@@ -493,3 +493,30 @@ def test_a_registered_fast_form_runs_by_default_and_the_textbook_forward_without
         assert square(x).op.name == "mul" and calls == [square]
     square.forward = lambda x: x + x        # a replaced forward always runs
     assert square(x).op.name == "add"
+
+
+@pytest.mark.parametrize("make", [lambda: FeedForward(8, 16, activation="gelu"),
+                                  lambda: FeedForward(8, 16, activation="relu"),
+                                  lambda: SwiGLU(8, 12)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_feed_forward_without_grad_is_one_step_with_the_textbook_numbers(make, dtype):
+    ffn = make()
+    x = mt.tensor(np.random.default_rng(0).standard_normal((2, 3, 8)).astype(dtype))
+    with mt.no_grad(), mt.fast_paths(False):
+        textbook = ffn(x)
+    with mt.no_grad(), mt.profile() as prof:
+        fast = ffn(x)
+    assert prof.rows == {}                      # no op: one step on the arrays
+    assert fast.dtype == textbook.dtype and fast.shape == textbook.shape
+    np.testing.assert_allclose(fast.data, textbook.data, rtol=1e-6 if dtype == np.float32
+                               else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-12)
+    # with gradients, or with a hook on a sub-module, its modules run as written
+    seen = []
+    first = ffn.W_gate if isinstance(ffn, SwiGLU) else ffn.W_1
+    with first.register_forward_hook(lambda module, args, out: seen.append(out.shape)):
+        with mt.no_grad():
+            ffn(x)
+    assert seen == [(2, 3, first.weight.shape[1])]
+    with pytest.raises(ValueError, match=r"linear: input \(2, 3, 5\) and weight \(8, "):
+        with mt.no_grad():
+            ffn(mt.zeros((2, 3, 5)))             # a wrong width is worded, not a NumPy error

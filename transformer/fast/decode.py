@@ -135,7 +135,7 @@ class NormThenLinears:
         if len(self.weights) == 1:
             out = affine(x_hat, self.weights[0], self.bias)
         else:
-            out = np.empty((len(x_hat), self.width), self.dtype)
+            out = np.empty((len(x_hat), self.width), np.result_type(x_hat, self.dtype))
             start = 0
             for weight in self.weights:
                 end = start + weight.shape[1]
