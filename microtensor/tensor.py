@@ -195,7 +195,8 @@ class Tensor:
         return Tensor._wrap(self.data)
 
     def astype(self, dtype) -> Tensor:
-        return ops.astype(self, dtype=np.dtype(dtype))
+        """A copy cast to `dtype`, in the graph (`mt.ops.astype`; PyTorch's `.to(dtype)`)."""
+        return ops.astype(self, dtype=dtype)
 
     def float(self) -> Tensor:
         """A float32 copy, in the graph: `astype(np.float32)`."""
@@ -390,7 +391,8 @@ class Tensor:
 
     def reshape(self, *shape): return ops.reshape(self, shape=_shape_arg(shape))
     def view(self, *shape):
-        """PyTorch's other name for `reshape`: the same elements in a new shape."""
+        """PyTorch's other name for `reshape`: the same elements in a new shape (the
+        graph and any error say `reshape`)."""
         return self.reshape(*shape)
     def transpose(self, *axes):
         """`t.transpose(0, 1)` swaps two axes (PyTorch); `t.transpose()` reverses all (NumPy)."""

@@ -74,6 +74,21 @@ def test_a_0d_tensor_promotes_as_in_pytorch(op, tensor_dtype, zero_d_dtype, expe
     assert op(a, b).dtype == expected and op(b, a).dtype == expected
 
 
+@pytest.mark.parametrize("tensor_dtype, zero_d_dtype, expected",
+                         [p for p in PROMOTIONS if np.dtype(p[0]).kind in "iuf"
+                          and np.dtype(p[2]).kind == "f"])
+@pytest.mark.parametrize("op", [
+    lambda a, b: mt.where(mt.tensor(np.array([True, False, True])), a, b),
+    mt.copysign,
+    lambda a, b: mt.lerp(a, b, 0.5),
+])
+def test_a_0d_tensor_promotes_as_in_pytorch_in_where_copysign_and_lerp(
+        op, tensor_dtype, zero_d_dtype, expected):
+    a = mt.tensor(np.array([0, 1, 1], dtype=tensor_dtype))
+    b = mt.tensor(np.array(1, dtype=zero_d_dtype))
+    assert op(a, b).dtype == expected and op(b, a).dtype == expected
+
+
 def test_promotion_keeps_values_and_gradients():
     ints = mt.tensor(np.array([1, 5, 3], np.int32))
     bound = mt.tensor(np.float32(2.5), requires_grad=True)

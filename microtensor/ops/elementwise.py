@@ -328,8 +328,10 @@ def _check_mask(name, mask):
 
 @primitive("where", rule="da = g * cond ;  db = g * ~cond")
 def where(cond, a, b):
-    """`a` where `cond` is True, else `b`."""
+    """`a` where `cond` is True, else `b` (of the dtype PyTorch gives: a 0-d tensor
+    promotes as in `+`)."""
     _check_mask("where", cond)
+    a, b = promote_as_pytorch(a, b)
     def backward(g):
         # Select, never multiply by the other branch: a NaN/inf in the unselected branch
         # must not leak into the gradient (0 * inf = nan).

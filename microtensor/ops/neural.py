@@ -79,6 +79,9 @@ def log_softmax(x, *, axis=-1):
 def _check_norm_inputs(name, x, **params) -> None:
     """A normalisation works over the last axis: x has one, and each parameter (weight,
     bias) has its shape."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        raise op_error(name, f"expected a tensor of numbers to normalise, got {describe(x)}",
+                       TypeError, fix="pass a float tensor, e.g. mt.tensor(values)")
     if x.ndim == 0:
         raise op_error(name, f"got a 0-d tensor, but {name} normalises over the last axis",
                        fix="give it at least a 1-D tensor, e.g. x.reshape(1)")
@@ -183,6 +186,10 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     [x_hat | 1]^T g gives the gradients of both folded parts. The fast forms of pre-LN
     blocks use it (`transformer.fast`).
     """
+    if norm_weight is None or norm_bias is None:
+        raise op_error("layer_norm_linear", "norm_weight and norm_bias are both needed: "
+                       "they are folded into the product", TypeError,
+                       fix="for a norm without them use linear(layer_norm(x), weight, bias)")
     _check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
     check_linear_inputs("layer_norm_linear", x, weight, bias)
     features = x.shape[-1]

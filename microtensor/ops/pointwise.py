@@ -12,6 +12,7 @@ import numpy as np
 
 from ..autograd import document_op, primitive
 from ..errors import describe, op_error
+from .elementwise import promote_as_pytorch
 
 _LN2 = math.log(2)   # a Python float, so float32 stays float32
 
@@ -147,7 +148,9 @@ def round(x, *, decimals=0):
 @primitive("copysign", rule="da = g * copysign(a, b) / a  (0 where a == 0) ;  db = 0")
 def copysign(a, b):
     """|a| with the sign of b (the sign bit, so -0.0 counts as negative), as
-    torch.copysign. Only `a` gets a gradient: +g or -g, 0 where a == 0 (PyTorch's rule)."""
+    torch.copysign. Only `a` gets a gradient: +g or -g, 0 where a == 0 (PyTorch's rule).
+    A 0-d tensor promotes as in `+`."""
+    a, b = promote_as_pytorch(a, b)
     out = np.copysign(a, b)
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -160,7 +163,9 @@ def copysign(a, b):
 @primitive("lerp", rule="dstart = g * (1 - w) ;  dend = g * w ;  dw = g * (end - start)")
 def lerp(start, end, weight):
     """start + weight (end - start): linear interpolation, as torch.lerp. Written from
-    the nearer end (PyTorch's form), so weight 1 gives `end` exactly."""
+    the nearer end (PyTorch's form), so weight 1 gives `end` exactly. A 0-d `start` or
+    `end` promotes as in `+` (PyTorch refuses two dtypes here)."""
+    start, end = promote_as_pytorch(start, end)
     gap = end - start
     out = np.where(np.abs(weight) < 0.5, start + weight * gap, end - gap * (1 - weight))
     def backward(g):
