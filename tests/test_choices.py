@@ -35,6 +35,11 @@ def test_mean_and_var_with_nothing_to_average_raise_instead_of_nan():
     # cross_entropy over only ignored positions still gives NaN, as PyTorch: an all-padding
     # batch is legitimate data, not a mistake.
     assert np.isnan(F.cross_entropy(mt.zeros(2, 3), np.array([-100, -100])).item())
+    # and so does the mean of a binary cross-entropy over no element (PyTorch: NaN too)
+    assert np.isnan(F.binary_cross_entropy(mt.zeros(0), mt.zeros(0)).item())
+    assert np.isnan(F.binary_cross_entropy_with_logits(mt.zeros(0), mt.zeros(0)).item())
+    assert F.binary_cross_entropy_with_logits(mt.zeros(0), mt.zeros(0),
+                                              reduction="sum").item() == 0
 
 
 def test_fancy_indexing_places_axes_as_numpy_does():
