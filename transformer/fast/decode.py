@@ -97,10 +97,10 @@ FOLD_MAX_BYTES = 1 << 20
 class NormThenLinears:
     """norm(x) @ [W_1 | ... | W_n] + [c_1 | ... | c_n] for rows x_hat that are normalised
     already (the norm's weight and bias not yet applied; with `norm` None, x itself):
-    the linears side by side, as one folded matrix (`fold`) while they are small and
-    there is something to fold (made once per cache), else each matrix read where it is. `scaled`, (columns,
-    factor), multiplies those output columns (1/sqrt(d_k) on the queries: folded into
-    the matrix, or applied to the product's few columns)."""
+    the linears side by side, as one folded matrix (`fold`, made once per cache) while
+    they are small and there is something to fold, else each matrix read where it is.
+    `scaled`, (columns, factor), multiplies those output columns (1/sqrt(d_k) on the
+    queries: folded into the matrix, or applied to the product's few columns)."""
 
     def __init__(self, norm, linears, scaled: tuple[slice, float] | None = None):
         weights = [linear.weight.data for linear in linears]
@@ -121,7 +121,8 @@ class NormThenLinears:
         if norm is not None:
             self.norm_weight = norm.weight.data
             self.norm_bias = None if getattr(norm, "bias", None) is None else norm.bias.data
-        self.dtype = np.result_type(*weights, *([] if norm is None else [self.norm_weight]))
+        self.dtype = np.result_type(*weights) if norm is None \
+            else np.result_type(self.norm_weight, *weights)
         self.bias = side_by_side_bias(linears, self.dtype)
 
     def __call__(self, x_hat: np.ndarray) -> np.ndarray:
