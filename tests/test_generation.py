@@ -321,3 +321,25 @@ def test_sampling_frequencies_follow_softmax_of_logits_over_temperature_within_t
     # Sampling from logits * T gives a statistic of thousands here; uniformly over the top
     # k, about 700 at T = 2 and 25,000 at T = 0.5.
     assert chi_square < 18.467, (chi_square, observed, draws * expected)
+
+
+def test_generate_keeps_the_step_logits_only_when_asked():
+    """Each step's logits are (B, vocab): at GPT-2's vocabulary 200 KB a token, so a long
+    generation kept them all unless return_logits asks for them."""
+    import tracemalloc
+    mt.manual_seed(0)
+    model = DecoderLM(LMConfig.gpt2(vocab=4000, d_model=16, n_heads=2, n_layers=1, d_ff=32,
+                                    max_len=80))
+    prompt, new = np.array([[1, 2, 3]]), 60
+    model.generate(prompt, 2, temperature=0)                      # warm caches of kernels
+
+    def peak(**options):
+        tracemalloc.start()
+        try:
+            model.generate(prompt, new, temperature=0, **options)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    all_logits = new * 4000 * 4                                   # float32 bytes
+    assert peak() < 0.3 * all_logits < peak(return_logits=True)

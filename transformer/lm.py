@@ -178,11 +178,12 @@ class DecoderLM(Module):
         all_ids = np.empty((batch, length + max_new_tokens), ids.dtype)
         all_valid = np.ones((batch, length + max_new_tokens), bool)
         all_ids[:, :length], all_valid[:, :length] = ids, valid
-        step_logits = []
+        step_logits = []     # kept only when asked for: at GPT-2's vocabulary, 200 KB a token
         # dropout_off, not self.eval(): `training` is shared with every other thread
         with mt.dropout_off():
             for end, logits in self._next_logits(all_ids, all_valid, length, use_cache):
-                step_logits.append(logits)
+                if return_logits:
+                    step_logits.append(logits)
                 all_ids[:, end] = self._choose(logits.astype(np.float64), temperature,
                                                top_k, rng)
         if return_logits:
