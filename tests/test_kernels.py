@@ -155,6 +155,23 @@ def test_embedding_gradient_is_exactly_np_add_at(path, n_ids, vocab, dim, seed, 
     assert grad.dtype == dtype
 
 
+@pytest.mark.parametrize("path", EMBEDDING_PATHS)
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 6), shapes(max_dims=2), st.integers(1, 5), st.integers(1, 4), seeds)
+def test_embedding_gradient_of_rows_of_the_same_ids(path, batch, row_shape, vocab, dim, seed):
+    # Every row the same lookups, as an unpadded batch's positions: the batch's gradient
+    # rows are summed first (exact on a grid of 1/8, so equal to np.add.at bit for bit).
+    rng = np.random.default_rng(seed)
+    ids = np.broadcast_to(rng.integers(0, vocab, row_shape), (batch, *row_shape)).copy()
+    g = (rng.integers(-64, 64, (*ids.shape, dim)) / 8).astype(np.float32)
+    table = data((vocab, dim), seed, np.float32)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn_ops, "ONE_HOT_MAX_VOCAB", EMBEDDING_PATHS[path])
+        grad = embedding.forward(ids, table)[1](g)[1]
+    np.testing.assert_array_equal(grad, embedding_reference(ids, table)[1](g)[1])
+    assert grad.dtype == np.float32
+
+
 def test_embedding_gradient_keeps_inf_and_nan_in_their_own_rows():
     # In a one-hot GEMM 0 * inf would spread NaN to every row: the op sums by sorting then.
     ids = np.array([0, 2, 2, 1])

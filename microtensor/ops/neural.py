@@ -494,9 +494,15 @@ def embedding(ids, weight):
                        f"{weight.shape[0]} rows", IndexError,
                        f"ids must be in [0, {weight.shape[0] - 1}]" if weight.shape[0]
                        else "the table is empty: give it at least one row")
-    flat = ids.reshape(-1)
     def backward(g):
+        flat = ids.reshape(-1)
         rows = g.reshape(flat.size, weight.shape[1])   # (N, d); -1 fails when d == 0
+        if ids.ndim >= 2 and len(ids) > 1 and ids.size and (ids == ids[:1]).all():
+            # Every row looks up the same ids (an unpadded batch's positions 0..T-1): the
+            # batch's gradient rows add up first, one sum over the leading axis, and only
+            # the first row's lookups are scattered.
+            flat = ids[0].reshape(-1)
+            rows = rows.reshape(len(ids), flat.size, weight.shape[1]).sum(axis=0)
         if weight.shape[0] <= ONE_HOT_MAX_VOCAB:
             # dW = one_hot(ids)^T @ rows: each table row is the sum of the gradient rows
             # that looked it up, as one GEMM. It costs vocab multiply-adds per gradient
