@@ -349,12 +349,16 @@ def make_rounding(name):
     return 1, make
 
 
-def make_cummax(draw, xs, guarded):
-    (x,) = xs
-    axis = axis_of(draw, x.ndim)
-    if guarded and not no_near_ties(x.data, axis):
-        return None
-    return lambda x: mt.cummax(x, axis)[0]
+def make_running_extreme(op):
+    """cummax or cummin along a drawn axis (guarded: no near ties, where the gradient
+    would jump between elements)."""
+    def make(draw, xs, guarded):
+        (x,) = xs
+        axis = axis_of(draw, x.ndim)
+        if guarded and not no_near_ties(x.data, axis):
+            return None
+        return lambda x: op(x, axis)[0]
+    return make
 
 
 def make_copysign(draw, xs, guarded):
@@ -486,14 +490,6 @@ def make_creation(draw, xs, guarded):
     return lambda x: x * mt.linspace(0.5, 1.5, n, dtype=np.float64) + mt.full_like(x, fill)
 
 
-def make_cummin(draw, xs, guarded):
-    (x,) = xs
-    axis = axis_of(draw, x.ndim)
-    if guarded and not no_near_ties(x.data, axis):
-        return None
-    return lambda x: mt.cummin(x, axis)[0]
-
-
 def make_comparison(name):
     """a < b (and the rest) as a mask that picks a or b; guarded away from ties."""
     def make(draw, xs, guarded):
@@ -619,7 +615,7 @@ MORE_OPS = {
     "logcumsumexp": make_axis_reduction("logcumsumexp"),
     "sum_dtype": make_axis_reduction("sum_dtype"),
     "prod_dtype": make_axis_reduction("prod_dtype"),
-    "cummax": (1, make_cummax),
+    "cummax": (1, make_running_extreme(mt.cummax)),
     "asin": unary(mt.asin, lambda x: np.abs(x).max() < 0.9),
     "acos": unary(mt.acos, lambda x: np.abs(x).max() < 0.9),
     "atan": unary(mt.atan),
@@ -656,7 +652,7 @@ MORE_OPS = {
     "logsigmoid": unary(F.logsigmoid),
     "quick_gelu": unary(F.quick_gelu),
     "~ (bitwise_not)": (1, make_invert),
-    "cummin": (1, make_cummin),
+    "cummin": (1, make_running_extreme(mt.cummin)),
     **{name: make_comparison(name) for name in ("equal", "not_equal", "less", "less_equal",
                                                 "greater", "greater_equal")},
     "astype": (1, make_astype),
