@@ -41,6 +41,7 @@ class _Mode(threading.local):
     profile = None  # the `profile` collecting per-op times, or None (the usual case)
     fast = True     # modules run their registered fast forms (see `fast_paths`)
     dropout = True  # Dropout modules drop while training (see `dropout_off`)
+    initialize = True  # new modules draw random initial weights (see `nn.skip_init`)
     modules = ()    # the modules whose forward is running, outermost first (Module.__call__)
 
 

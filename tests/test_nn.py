@@ -229,3 +229,32 @@ def test_dropout_keeps_the_mean_and_zeros_a_fraction_p(drop, p):
     assert abs(y.mean() - x.data.mean()) < 6 * mean_error
     assert abs(dropped.mean() - p) < 6 * np.sqrt(p * (1 - p) / n)
     np.testing.assert_allclose(y[~dropped], x.data[~dropped] / (1 - p), rtol=1e-6)
+
+
+def test_skip_init_builds_zeros_without_drawing_and_only_on_its_thread():
+    import threading
+    state = mt.generator().bit_generator.state
+    with nn.skip_init():
+        layer, table = nn.Linear(3, 4), nn.Embedding(5, 2)
+        assert mt.generator().bit_generator.state == state      # nothing was drawn
+        other = {}
+        thread = threading.Thread(target=lambda: other.setdefault("layer", nn.Linear(3, 4)))
+        thread.start()
+        thread.join()
+    assert not layer.weight.data.any() and not table.weight.data.any()
+    assert layer.weight.dtype == table.weight.dtype == np.float32
+    assert other["layer"].weight.data.any()                     # the other thread drew
+    assert nn.Linear(3, 4).weight.data.any()                    # and so does this one after
+
+
+def test_from_pretrained_draws_no_initial_weights(tmp_path):
+    from transformer import DecoderLM, LMConfig
+    mt.manual_seed(0)
+    model = DecoderLM(LMConfig.gpt2(vocab=16, d_model=8, n_heads=2, n_layers=1, d_ff=16,
+                                    max_len=8))
+    model.save_pretrained(tmp_path / "lm")
+    state = mt.generator().bit_generator.state
+    loaded = DecoderLM.from_pretrained(tmp_path / "lm")
+    assert mt.generator().bit_generator.state == state
+    ids = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(loaded(ids).data, model.eval()(ids).data)

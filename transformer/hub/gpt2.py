@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from microtensor.errors import op_error
-from microtensor.nn import GELU, LayerNorm, ReLU
+from microtensor.nn import GELU, LayerNorm, ReLU, skip_init
 from microtensor.safetensors_io import tensor_infos
 
 from ..config import LMConfig
@@ -91,7 +91,8 @@ def gpt2_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
     check_layer_count(where, source, "n_layer", settings.n_layers, names, r"h\.(\d+)\.")
     _check_gpt2_tensors(where, settings, infos, names)
 
-    model = DecoderLM(settings)
+    with skip_init():          # every weight is read from the file below
+        model = DecoderLM(settings)
     # Each weight goes into its parameter as it is read (a whole one straight from the
     # file), so loading never holds a second copy of the model.
     params, hf_names, arrays = dict(model.named_parameters()), {}, {}

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from microtensor.errors import op_error
+from microtensor.nn import skip_init
 from microtensor.safetensors_io import tensor_infos
 
 from ..config import LMConfig
@@ -143,7 +144,8 @@ def llama_from_hf(config: dict, tensors, *, allow_non_finite: bool = False,
                       r"model\.layers\.(\d+)\.")
     names = _name_map(settings.n_layers, settings.tie_weights)
     _check_llama_tensors(where, settings, tensors, infos, names)
-    model = DecoderLM(settings)
+    with skip_init():              # every weight is read from the file below
+        model = DecoderLM(settings)
     # Each weight goes into its parameter as it is read (an untransposed one straight
     # from the file), so loading never holds a second copy of the model.
     params = dict(model.named_parameters())
