@@ -109,8 +109,10 @@ def pytest_terminal_summary(terminalreporter):
     counts = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
-            if "oracle" in getattr(report, "keywords", {}) and report.when in (
-                    "call", "setup") and not (outcome == "passed" and report.when == "setup"):
+            # a test's outcome is its call's, or its setup's where it stopped (a skip)
+            ends_here = report.when == "call" or (report.when == "setup"
+                                                   and outcome != "passed")
+            if ends_here and "oracle" in getattr(report, "keywords", {}):
                 counts[outcome] = counts.get(outcome, 0) + 1
     listed = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "none collected"
     terminalreporter.write_line(f"oracle tests (PyTorch, transformers, tokenizers): {listed}")
