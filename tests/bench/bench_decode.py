@@ -17,10 +17,9 @@ import pstats
 
 import numpy as np
 from common import emit, paired_ratio, side_by_side, torch
-from reference import CONFIG
+from reference import CONFIG, reference_model
 
 import microtensor as mt
-from transformer import DecoderLM, LMConfig
 
 NEW_TOKENS, PROMPT = 256, 16
 MAX_LEN = PROMPT + NEW_TOKENS
@@ -73,10 +72,7 @@ def one_thread(generate):
 
 def run(repeat: int = 3) -> dict:
     c = CONFIG
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(c["vocab"], d_model=c["d_model"], n_heads=c["n_heads"],
-                                    n_layers=c["n_layers"], d_ff=c["d_ff"],
-                                    max_len=MAX_LEN)).eval()
+    model = reference_model(c, max_len=MAX_LEN).eval()
     prompt = np.random.default_rng(0).integers(0, c["vocab"], (1, PROMPT))
 
     def decode(use_cache, model=model):

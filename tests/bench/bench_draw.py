@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 from common import emit
-from reference import CONFIG, batch
+from reference import CONFIG, batch, reference_model
 
 import microtensor as mt
 import microtensor.functional as F
 import viz
 from microtensor.autograd import backward_steps
-from transformer import DecoderLM, LMConfig
 from viz.engine import available_engines
 
 
@@ -45,9 +44,7 @@ def best_layout_time(engine, graph, repeats: int = 5) -> float:
 
 def run() -> dict:
     c = CONFIG
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(c["vocab"], d_model=c["d_model"], n_heads=c["n_heads"],
-                                    n_layers=c["n_layers"], d_ff=c["d_ff"], max_len=c["seq"]))
+    model = reference_model(c)
     ids, targets = batch(c)
     loss = F.cross_entropy(model(ids), targets)
     results, graphs = {}, {"backprop lesson": backprop_lesson_graph()}

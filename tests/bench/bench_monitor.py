@@ -20,12 +20,10 @@ import statistics
 import time
 
 from common import alternating_calls, emit, environment, ratio_with_interval
-from reference import CONFIG, batch
+from reference import CONFIG, batch, reference_model
 
-import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM, LMConfig
 from viz.monitor import TrainingMonitor
 
 PAIRS = 30   # single steps per contender
@@ -33,10 +31,7 @@ PAIRS = 30   # single steps per contender
 
 def reference_run(config=CONFIG):
     """(model, optimizer, step function) for the reference configuration."""
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
-                                    n_heads=config["n_heads"], n_layers=config["n_layers"],
-                                    d_ff=config["d_ff"], max_len=config["seq"]))
+    model = reference_model(config)
     optimizer = AdamW(model.parameters(), lr=1e-3)
     ids, targets = batch(config)
 

@@ -16,20 +16,15 @@ import time
 import numpy as np
 from bench_train import microtensor_step
 from common import emit, side_by_side, torch
-from reference import CONFIG, SMALL_CONFIG, batch
+from reference import CONFIG, SMALL_CONFIG, batch, reference_model
 
-import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM, LMConfig
 
 
 def trained_optimizer(config: dict, flat: bool) -> AdamW:
     """AdamW on a fresh DecoderLM after two training steps, gradients left in place."""
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
-                                    n_heads=config["n_heads"], n_layers=config["n_layers"],
-                                    d_ff=config["d_ff"], max_len=config["seq"]))
+    model = reference_model(config)
     optimizer = AdamW(model.parameters(), lr=1e-3, flat=flat)
     ids, targets = batch(config)
     for _ in range(2):

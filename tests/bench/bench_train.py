@@ -36,12 +36,11 @@ from common import (
     side_by_side,
     torch,
 )
-from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step
+from reference import CONFIG, SMALL_CONFIG, batch, numpy_gemm_floor_step, reference_model
 
 import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
-from transformer import DecoderLM, LMConfig
 from transformer.attention import causal_mask
 from transformer.fast import fused_self_attention
 from transformer.layers import positions_from_valid
@@ -53,10 +52,7 @@ PAIRS = 40  # alternating single calls per NumPy-based contender (common.alterna
 def microtensor_step(config=CONFIG, fast: bool = True, flat_adamw: bool = True):
     """Our step as a user's loop runs it; `fast=False` inside `mt.fast_paths(False)` (every
     module's textbook forward); `flat_adamw=False` runs AdamW's per-parameter update."""
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
-                                    n_heads=config["n_heads"], n_layers=config["n_layers"],
-                                    d_ff=config["d_ff"], max_len=config["seq"]))
+    model = reference_model(config)
     optimizer = AdamW(model.parameters(), lr=1e-3, flat=flat_adamw)
     ids, targets = batch(config)
 
@@ -82,10 +78,7 @@ def ops_only_step(config=CONFIG):
     structure (GPT style, learned positions, pre-LN, GELU, untied head). `measure` checks
     its first loss equal to that step's, and tests/test_bench_ops_only.py every gradient,
     so the two cannot drift apart unnoticed."""
-    mt.manual_seed(0)
-    model = DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
-                                    n_heads=config["n_heads"], n_layers=config["n_layers"],
-                                    d_ff=config["d_ff"], max_len=config["seq"]))
+    model = reference_model(config)
     optimizer = AdamW(model.parameters(), lr=1e-3)
     ids, targets = batch(config)
     positions = positions_from_valid(np.ones(ids.shape, dtype=bool))

@@ -13,6 +13,17 @@ CONFIG = {"vocab": 96, "d_model": 128, "n_heads": 4, "n_layers": 4, "d_ff": 512,
 SMALL_CONFIG = dict(CONFIG, d_model=32, n_layers=2, d_ff=128, seq=32, batch=8)
 
 
+def reference_model(config=CONFIG, max_len=None):
+    """Our DecoderLM of `config` (GPT style), drawn from seed 0, positions up to
+    `max_len` (default: the sequence length)."""
+    import microtensor as mt
+    from transformer import DecoderLM, LMConfig
+    mt.manual_seed(0)
+    return DecoderLM(LMConfig.gpt2(config["vocab"], d_model=config["d_model"],
+                                   n_heads=config["n_heads"], n_layers=config["n_layers"],
+                                   d_ff=config["d_ff"], max_len=max_len or config["seq"]))
+
+
 def batch(config=CONFIG, seed=0):
     """Random token ids and next-token targets, (batch, seq) int64."""
     rng = np.random.default_rng(seed)
