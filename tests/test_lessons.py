@@ -196,32 +196,30 @@ def test_default_output_directory(tmp_path, monkeypatch):
     assert (tmp_path / "lesson-output" / "softmax" / "softmax-jacobian.svg").stat().st_size
 
 
-def test_a_wrong_claim_stops_the_lesson(tmp_path, monkeypatch):
-    """Edit the qkv lesson's filter cell as a learner would, leaking a fruit feature into a
-    tech-company output, and run the edited copy through the registry."""
-    source = (lessons.HERE / "qkv.lesson.py").read_text(encoding="utf-8")
-    right = "W_V_FILTER = np.array([[1, 1, 0, 0],"
+def edit_lesson(tmp_path, monkeypatch, name, right, wrong):
+    """Edit one cell of lesson `name` as a learner would (`right` becomes `wrong`) and
+    make the registry run the edited copy."""
+    source = (lessons.HERE / f"{name}.lesson.py").read_text(encoding="utf-8")
     assert right in source
     edited = tmp_path / "edited-lessons"
     edited.mkdir()
-    (edited / "qkv.lesson.py").write_text(
-        source.replace(right, "W_V_FILTER = np.array([[1, 1, 1, 0],"), encoding="utf-8")
+    (edited / f"{name}.lesson.py").write_text(source.replace(right, wrong), encoding="utf-8")
     monkeypatch.setattr(lessons, "HERE", edited)
+
+
+def test_a_wrong_claim_stops_the_lesson(tmp_path, monkeypatch):
+    """Edit the qkv lesson's filter cell, leaking a fruit feature into a tech-company
+    output."""
+    edit_lesson(tmp_path, monkeypatch, "qkv", "W_V_FILTER = np.array([[1, 1, 0, 0],",
+                "W_V_FILTER = np.array([[1, 1, 1, 0],")
     with pytest.raises(lessons.LessonCheckError, match=r"check failed: \[1, 2, 0, 0\] @ W_V"):
         run_lesson("qkv", tmp_path)
 
 
 def edit_kv_cache_q_apple(tmp_path, monkeypatch):
-    """Edit the kv-cache lesson's q_苹果 cell as a learner would, to look for 想's key
-    (dim 1), not 吃's, and make the registry run the edited copy."""
-    source = (lessons.HERE / "kv_cache.lesson.py").read_text(encoding="utf-8")
-    right = "Q_APPLE = np.array([1.0, 0.0, 1.0, 0.5])"
-    assert right in source
-    edited = tmp_path / "edited-lessons"
-    edited.mkdir()
-    (edited / "kv_cache.lesson.py").write_text(
-        source.replace(right, "Q_APPLE = np.array([0.0, 1.0, 0.0, 0.0])"), encoding="utf-8")
-    monkeypatch.setattr(lessons, "HERE", edited)
+    """Edit the kv-cache lesson's q_苹果 cell to look for 想's key (dim 1), not 吃's."""
+    edit_lesson(tmp_path, monkeypatch, "kv_cache", "Q_APPLE = np.array([1.0, 0.0, 1.0, 0.5])",
+                "Q_APPLE = np.array([0.0, 1.0, 0.0, 0.0])")
 
 
 def test_a_wrong_table_value_fails_the_kv_check(tmp_path, monkeypatch):
