@@ -236,13 +236,16 @@ def primitive(name: str, rule: str, *, new_grads: bool = False,
 
     `backward(grad_out)` returns one gradient (or None) per input. The decorator sums each
     back to its input's shape where the forward broadcast it, and casts it to the input's
-    dtype.
+    dtype. It may write its result over `grad_out` when NumPy lets it (`out=
+    kernels.reusable(grad_out, ...)`): `backward()` hands an op a writeable grad_out only
+    when nothing else holds it, and a read-only one everywhere else (the stepper, a tensor
+    with a hook, a gradient one op sent to two inputs).
 
     `new_grads=True` promises that every array `backward` returns was made by that call
-    and is held nowhere else (not grad_out passed through, not a saved array, not one
-    array for two inputs). `backward()` may then add a tensor's other gradients into it in
-    place, instead of allocating their sum: the residual stream of a Transformer receives
-    two gradients per block.
+    and is held nowhere else (not a shared grad_out passed through, not a saved array, not
+    one array for two inputs). `backward()` may then add a tensor's other gradients into
+    it in place, instead of allocating their sum: the residual stream of a Transformer
+    receives two gradients per block.
 
     `reference` marks a fused op: several textbook steps done as one node. It is that
     textbook form, written with other ops: `reference(*inputs, **config)` returns the
@@ -523,15 +526,22 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
     dropped once passed on; each node's saved arrays are freed after its step unless
     `retain_graph=True`. With `sum_in_place` (what `backward` asks, since it keeps no
     step), a later gradient is added into one that an op marked `new_grads` sent, so an
-    earlier step's `grads_in` may then hold that sum.
+    earlier step's `grads_in` may then hold that sum; and an op's backward receives
+    `grad_out` writeable only when nothing else holds it (it was made new for this
+    tensor, and no hook saw it), so that it may write its result there instead of into
+    a new array. Every other `grad_out` arrives read-only.
     """
     pending = {id(root): _seed_gradient(root, grad)}  # gradients summed so far, by tensor id
+    # ids of tensors whose pending gradient nothing else holds (kept only for backward():
+    # the stepper shows each step's grad_out, which an op must not then overwrite)
+    owned = set() if sum_in_place else None
     anomaly = is_anomaly_enabled()
     profiling = _mode.profile
     for index, tensor in enumerate(topological_order(root)):
         grad_out = pending.pop(id(tensor), None)
         if grad_out is None:
             continue  # no path from root carries a gradient here
+        yours = owned is not None and id(tensor) in owned and not tensor._hooks
         for hook in tensor._hooks:
             replaced = hook(grad_out)
             if replaced is not None:
@@ -547,6 +557,8 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
                 f"backward: trying to backward through the graph a second time: the arrays "
                 f"saved by '{node.name}' were freed after the first backward. Pass "
                 f"retain_graph=True to the first backward() if you need to call it twice.")
+        if not yours:
+            grad_out = _read_only(grad_out)
         if profiling is None:
             grads_in = node.backward(grad_out)
         else:
@@ -557,7 +569,7 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
         if not retain_graph:
             node.backward = None  # frees what the closure saved
         in_place = sum_in_place and node.new_grads
-        grads_in = tuple(_deliver(node, pending, inp, g, anomaly, in_place)
+        grads_in = tuple(_deliver(node, pending, inp, g, anomaly, in_place, owned)
                          for inp, g in zip(node.inputs, grads_in))
         yield BackwardStep(index, tensor, node, grad_out, grads_in)
 
@@ -583,9 +595,10 @@ def _seed_gradient(root, grad) -> np.ndarray:
     return grad
 
 
-def _deliver(node, pending, inp, grad, anomaly, in_place=False):
+def _deliver(node, pending, inp, grad, anomaly, in_place=False, owned=None):
     """Shape one input gradient and add it to what that input has received so far (into
-    `grad` itself when `in_place`: the op made it new, and nothing else holds it)."""
+    `grad` itself when `in_place`: the op made it new, and nothing else holds it). In
+    `owned`, when given, go the inputs whose sum so far is such an array, or a new sum."""
     if grad is None or not (isinstance(inp, Tensor) and inp._requires_grad):
         return None
     grad = np.asarray(grad)
@@ -598,11 +611,26 @@ def _deliver(node, pending, inp, grad, anomaly, in_place=False):
     earlier = pending.get(id(inp))
     if earlier is None:
         pending[id(inp)] = grad
+        sole = in_place
     elif in_place and grad.flags.writeable:
         pending[id(inp)] = np.add(grad, earlier, out=grad)
+        sole = True
     else:
         pending[id(inp)] = earlier + grad
+        sole = owned is not None
+    if owned is not None and sole:
+        owned.add(id(inp))
+    elif owned is not None:
+        owned.discard(id(inp))
     return grad
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A view of `array` that refuses writes: what a backward gets when the gradient it
+    is handed is held elsewhere too."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def backward(root: Tensor, grad=None, retain_graph: bool = False) -> None:

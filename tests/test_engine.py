@@ -527,3 +527,53 @@ def test_backward_returning_a_wrong_shape_is_caught():
     with pytest.raises(RuntimeError, match=r"internal: a gradient of shape \(3, 2\) cannot "
                                            r"belong to an input of shape \(2, 3\)"):
         broken(x).sum().backward()
+
+
+def _gelu_after_linear(hook=None):
+    """y = gelu(x); loss = sum(y @ W): gelu's grad_out comes from linear, a new_grads op."""
+    rng = np.random.default_rng(0)
+    x, W = f64(rng.standard_normal((3, 4))), f64(rng.standard_normal((4, 2)))
+    y = F.gelu(x)
+    if hook is not None:
+        y.register_hook(hook)
+    return F.linear(y, W).sum(), x, y, W
+
+
+def test_a_backward_may_write_over_grad_out_only_when_nothing_else_holds_it():
+    seen = []
+
+    @mt.primitive("watch_grad_out", rule="dx = g")
+    def watch_grad_out(x):
+        def backward(g):
+            seen.append(g.flags.writeable)
+            return (g.copy(),)
+        return x.copy(), backward
+
+    x, W = f64(np.ones((2, 3))), f64(np.ones((3, 3)))
+    F.linear(watch_grad_out(x), W).sum().backward()          # linear made it new
+    watch_grad_out(x).sum().backward()                       # sum's backward broadcasts
+    h = watch_grad_out(x)
+    (F.linear(h, W) + F.linear(h, W)).sum().backward()      # a new sum of two new arrays
+    y = watch_grad_out(x)
+    y.register_hook(lambda g: None)
+    F.linear(y, W).sum().backward()                          # a hook saw it
+    list(backward_steps(F.linear(watch_grad_out(x), W).sum()))   # the stepper keeps it
+    assert seen == [True, False, True, False, False]
+
+
+def test_gelu_writes_its_gradient_over_grad_out_and_the_numbers_hold():
+    loss, x, y, W = _gelu_after_linear()
+    loss.backward()
+    expected_dy = np.ones((3, 2)) @ W.data.T
+    expected_dy.flags.writeable = False     # (a writeable grad_out is the op's to reuse)
+    _, gelu_backward = mt.ops.gelu_tanh.forward(x.data)
+    np.testing.assert_allclose(x.grad, gelu_backward(expected_dy)[0], rtol=1e-12)
+    # A hook that keeps the gradient it saw keeps the right numbers.
+    kept = []
+    loss, x, y, W = _gelu_after_linear(hook=kept.append)
+    loss.backward()
+    np.testing.assert_allclose(kept[0], expected_dy, rtol=1e-12)
+    # The stepper's record of gelu's grad_out is what gelu received, after its step too.
+    loss, x, y, W = _gelu_after_linear()
+    steps = [s for s in backward_steps(loss) if s.node is not None and s.node.name == "gelu"]
+    np.testing.assert_allclose(steps[0].grad_out, expected_dy, rtol=1e-12)

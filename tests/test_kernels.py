@@ -55,7 +55,8 @@ def assert_same(fast, reference, inputs, grad_seed, dtype, **config):
     ref_out, ref_backward = reference(*inputs, **config)
     assert out.shape == np.shape(ref_out)
     assert_close(out, ref_out, dtype)
-    g = data(out.shape, grad_seed, dtype)
+    g = np.array(data(out.shape, grad_seed, dtype))
+    g.flags.writeable = False    # as the stepper hands it: a backward must not write there
     for x, grad, ref_grad in zip(inputs, backward(g), ref_backward(g)):
         assert (grad is None) == (ref_grad is None)
         if grad is not None:

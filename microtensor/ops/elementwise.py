@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd import document_op, primitive
 from ..errors import describe, op_error
-from ..kernels import for_row_blocks
+from ..kernels import for_row_blocks, reusable
 
 
 def _is_array(x):
@@ -210,7 +210,7 @@ def gelu_tanh_gate(x, x_squared, out):
 
 
 @primitive("gelu", rule="dx = g * dydx,  dydx = s (1 + 2c x (1 - s) (1 + 3k x^2)),"
-                        "  s = (1 + tanh(c (x + k x^3))) / 2")
+                        "  s = (1 + tanh(c (x + k x^3))) / 2", new_grads=True)
 def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
@@ -248,7 +248,7 @@ def gelu_tanh(x):
     for_row_blocks(forward_block, x, out, dydx, scratch=2)
 
     def backward(g):
-        return (np.multiply(g, dydx.reshape(shape)),)
+        return (np.multiply(g, dydx.reshape(shape), out=reusable(g, dydx)),)
     return out.reshape(shape), backward
 
 

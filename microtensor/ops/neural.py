@@ -209,12 +209,12 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
         grad_rows, grad_bias = grad_folded[:features], grad_folded[features]
         grad_weight = grad_rows * norm_weight[:, None]
         grad_weight += np.outer(norm_bias, grad_bias)
-        grad_norm_weight = np.einsum("ij,ij->i", grad_rows, weight)
+        grad_norm_weight = np.vecdot(grad_rows, weight)
         grad_norm_bias = weight @ grad_bias
         # Then layer_norm's rule with the affine already applied: g_hat = g (w W)^T.
         g_hat = g_rows @ folded[:features].T
         mean_g_hat = (g_hat @ averager)[:, None]
-        projection = (np.einsum("ij,ij->i", g_hat, x_hat) * (1 / features))[:, None]
+        projection = (np.vecdot(g_hat, x_hat) * (1 / features))[:, None]
         grad_x = kernels.normalize_rows_backward(g_hat, x_hat, rstd, mean_g_hat, projection)
         return (grad_x.reshape(x.shape), grad_norm_weight, grad_norm_bias, grad_weight,
                 None if bias is None else grad_bias)
@@ -345,7 +345,7 @@ def _probability_target_losses(shifted, target, eps):
     log-probabilities (the target's gradient is made of them)."""
     q = target.reshape(shifted.shape) * (1 - eps) + eps / shifted.shape[1]   # (N, C)
     q_sum = sum_over_last_axis(q)
-    q_dot_shifted = np.einsum("ij,ij->i", q, shifted)
+    q_dot_shifted = np.vecdot(q, shifted)
     log_probs = shifted.copy()                          # shifted; minus log_sum_exp below
     sum_exp, log_sum_exp = _exp_in_place(shifted)
     log_probs -= log_sum_exp[:, None]
