@@ -610,18 +610,16 @@ def _deliver(node, pending, inp, grad, anomaly, in_place=False, owned=None):
         _check_finite(node.name, "backward", grad, node.created_at)
     earlier = pending.get(id(inp))
     if earlier is None:
-        pending[id(inp)] = grad
-        sole = in_place
+        pending[id(inp)], sole = grad, in_place
     elif in_place and grad.flags.writeable:
-        pending[id(inp)] = np.add(grad, earlier, out=grad)
-        sole = True
+        pending[id(inp)], sole = np.add(grad, earlier, out=grad), True
     else:
-        pending[id(inp)] = earlier + grad
-        sole = owned is not None
-    if owned is not None and sole:
-        owned.add(id(inp))
-    elif owned is not None:
-        owned.discard(id(inp))
+        pending[id(inp)], sole = earlier + grad, True     # a new sum
+    if owned is not None:
+        if sole:
+            owned.add(id(inp))
+        else:
+            owned.discard(id(inp))
     return grad
 
 

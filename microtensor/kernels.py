@@ -24,8 +24,9 @@ four facts about NumPy on a CPU:
 3. **Fewer passes over memory.** `np.fmax.reduce` does not test each element for NaN
    (a NaN still reaches its whole row through the sum that follows), and
    `np.vecdot(g, y)` (or `np.einsum("...i,...i->...")` on strided views, where it is
-   the faster) forms a row-wise dot product without the (g * y) temporary. `np.copyto(out, value, where=mask)` writes through a mask without reading
-   a second full-size operand as `np.where` does.
+   the faster) forms a row-wise dot product without the (g * y) temporary.
+   `np.copyto(out, value, where=mask)` writes through a mask without reading a second
+   full-size operand as `np.where` does.
 
 4. **The backward's work can ride on the forward's pass.** While x and its powers are in
    cache, GELU's forward also writes dy/dx, so its backward is one multiply; it saves
@@ -122,8 +123,9 @@ def normalize_rows(x_rows: np.ndarray, eps: float, centre: bool = True,
     """The normalisation every norm here shares, over the rows of x_rows (N, d):
     x_hat = (x - mean) / sqrt(var + eps) for LayerNorm, or x / sqrt(mean(x^2) + eps) for
     RMSNorm (`centre=False`), with the biased variance; returns x_hat (written into
-    `out` when given) and rstd (N, 1), the factor the backward needs. Row means are GEMVs
-    with `averager` (fact 1), and x_hat is scaled in place.
+    `out` when given) and rstd (N, 1), the factor the backward needs. The row mean is a
+    GEMV with `averager` (fact 1), the mean square a row-wise dot product (fact 3), and
+    x_hat is scaled in place.
 
     `layer_norm`, `rms_norm`, `layer_norm_linear` and cached decoding call it;
     `layer_norm_reference` and `rms_norm_reference` are the same math as a textbook
