@@ -25,8 +25,9 @@ from transformer.fast.attention import (
     fused_self_attention_reference,
 )
 from transformer.fast.decode import BlockForward
+from transformer.fast.feed_forward import fused_feed_forward, fused_feed_forward_reference
 
-FUSED = {"attention", "self_attention", "layer_norm_linear"}
+FUSED = {"attention", "self_attention", "layer_norm_linear", "feed_forward"}
 
 
 def leaf(rng, *shape):
@@ -92,6 +93,7 @@ def test_fused_primitives_name_their_references():
     assert fused_attention.reference is fused_attention_reference
     assert fused_self_attention.reference is fused_self_attention_reference
     assert F.layer_norm_linear.reference is layer_norm_linear_reference
+    assert fused_feed_forward.reference is fused_feed_forward_reference
     q = mt.randn(1, 2, 3, requires_grad=True)
     assert fused_attention(q, q, q).op.reference is fused_attention_reference
 
@@ -174,6 +176,48 @@ def test_layer_norm_linear_equals_its_reference(lead, d, out_features, with_bias
     np.testing.assert_allclose(out.data, expected.data, atol=1e-10, rtol=1e-9)
     tensors = [x, norm_weight, norm_bias, weight] + ([bias] if with_bias else [])
     assert_node_equals_its_reference(out, tensors)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lead=st.sampled_from([(1,), (3,), (2, 3), (1, 2, 2)]), d=st.integers(1, 5),
+       d_ff=st.integers(1, 6), out_features=st.integers(1, 4),
+       biases=st.sampled_from([(True, True), (False, True), (True, False), (False, False)]),
+       eps=st.sampled_from([1e-5, 1e-3]), seed=st.integers(0, 2**16))
+def test_fused_feed_forward_equals_its_reference(lead, d, d_ff, out_features, biases, eps,
+                                                 seed):
+    rng = np.random.default_rng(seed)
+    x, norm_weight, norm_bias = leaf(rng, *lead, d), leaf(rng, d), leaf(rng, d)
+    W_1, W_2 = leaf(rng, d, d_ff), leaf(rng, d_ff, out_features)
+    b_1 = leaf(rng, d_ff) if biases[0] else None
+    b_2 = leaf(rng, out_features) if biases[1] else None
+    out = fused_feed_forward(x, norm_weight, norm_bias, W_1, b_1, W_2, b_2, eps=eps)
+    assert out.op.name == "feed_forward" and out.shape == (*lead, out_features)
+    tensors = [t for t in (x, norm_weight, norm_bias, W_1, b_1, W_2, b_2) if t is not None]
+    assert_node_equals_its_reference(out, tensors)
+
+
+@pytest.mark.parametrize("with_biases", [False, True])
+def test_gradcheck_fused_feed_forward(with_biases):
+    rng = np.random.default_rng(5)
+    x, w, b, W_1, W_2 = (leaf(rng, 2, 3, 4), leaf(rng, 4), leaf(rng, 4), leaf(rng, 4, 6),
+                         leaf(rng, 6, 3))
+    b_1, b_2 = (leaf(rng, 6), leaf(rng, 3)) if with_biases else (None, None)
+    inputs = [t for t in (x, w, b, W_1, b_1, W_2, b_2) if t is not None]
+
+    def feed_forward(x, w, b, W_1, *rest):
+        b_1, W_2, b_2 = rest if with_biases else (None, rest[0], None)
+        return fused_feed_forward(x, w, b, W_1, b_1, W_2, b_2, eps=1e-5)
+    assert mt.gradcheck(feed_forward, inputs)
+
+
+def test_fused_feed_forward_keeps_float32_and_words_bad_weights():
+    x = mt.randn(2, 3, 4)
+    w, b, W_1, W_2 = mt.ones(4), mt.zeros(4), mt.randn(4, 8), mt.randn(8, 4)
+    assert fused_feed_forward(x, w, b, W_1, None, W_2, None).dtype == np.float32
+    with pytest.raises(ValueError, match=r"feed_forward: W_2 \(4, 8\) .* d_ff = 8"):
+        fused_feed_forward(x, w, b, W_1, None, W_2.T, None)
+    with pytest.raises(TypeError, match="feed_forward: norm_weight and norm_bias"):
+        fused_feed_forward(x, None, b, W_1, None, W_2, None)
 
 
 @pytest.mark.parametrize("mask", ["none", "bool", "float"])
@@ -265,8 +309,9 @@ def test_decoder_lm_is_fast_by_default_and_agrees_with_its_textbook_forwards(sty
 
     fast_names, slow_names = op_names(fast_loss), op_names(slow_loss)
     assert fast_names.count(STYLES[style]) == 2 and "softmax" not in fast_names
-    if style == "gpt":     # each block's two LayerNorms folded into Q/K/V and W_1
-        assert fast_names.count("layer_norm_linear") == 4
+    if style == "gpt":     # each block's LayerNorms folded into Q/K/V, and its FFN one node
+        assert fast_names.count("layer_norm_linear") == 2
+        assert fast_names.count("feed_forward") == 2 and "gelu" not in fast_names
     assert "softmax" in slow_names and not FUSED & set(slow_names)
     assert not fused_nodes(slow_loss)
 

@@ -341,10 +341,10 @@ def test_a_whole_model_on_fast_paths_folds_its_norms_and_agrees():
     for a, b in zip(composed, fast):
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
     names = [t.op.name for t in topological_order(logits) if t.op is not None]
-    # Q/K/V and W_1 of each block: every block's LayerNorm is folded away; the final
-    # LayerNorm, before the head (DecoderLM has no fast form for a forward without a
-    # cache), is the one layer_norm left.
-    assert names.count("layer_norm_linear") == 2 * 2 and names.count("layer_norm") == 1
+    # Each block's LayerNorms are folded away: norm1 into Q/K/V, norm2 into its one
+    # feed_forward node; the final LayerNorm, before the head, is the one layer_norm left.
+    assert names.count("layer_norm_linear") == 2 and names.count("feed_forward") == 2
+    assert names.count("layer_norm") == 1
 
 
 @pytest.mark.parametrize("watched", ["blocks.0.norm1", "blocks.1.self_attn.W_k",

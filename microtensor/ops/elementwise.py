@@ -215,7 +215,6 @@ def gelu_tanh(x):
     """GELU in its tanh form (as in GPT-2 and PyTorch's `gelu(approximate='tanh')`):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Computes what `gelu_tanh_reference`
     computes, faster (see kernels.py)."""
-    c, k = _GELU_C, 0.044715
     # The forward writes the output and the derivative dy/dx in the same pass over the
     # rows, while x and x^2 are in cache, so the backward is one multiply. The backward
     # keeps dydx, one array the size of the activation, and neither x nor t (the
@@ -229,15 +228,26 @@ def gelu_tanh(x):
     dtype = np.result_type(x, 0.5)
     out = np.empty(x.shape, dtype)
     dydx = np.empty(x.shape, dtype)
+    gelu_tanh_and_slope(x, out, dydx)
+
+    def backward(g):
+        return (np.multiply(g, dydx.reshape(shape), out=reusable(g, dydx)),)
+    return out.reshape(shape), backward
+
+
+def gelu_tanh_and_slope(x, out, dydx) -> None:
+    """GELU's tanh form of x written into `out` and its derivative dy/dx into `dydx`, in
+    row blocks (`for_row_blocks`), all three the same shape; `out` may be x itself (the
+    fused feed-forward writes GELU over the product it reads)."""
+    c, k = _GELU_C, 0.044715
 
     def forward_block(x, out, dydx, x_squared, s):
         # With s = (1 + t) / 2, y = x s. As 1 - t^2 = 4 s (1 - s), the textbook derivative
         # 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3k x^2) is s + 2c x s (1 - s) (1 + 3k x^2).
         # s (1 - s) comes first: it is exactly 0 where |x| is large, so the growing
         # factors meet a 0 before they can overflow (0 * inf would be NaN).
-        np.multiply(x, x, out=x_squared, dtype=dtype)   # (float even for integer x)
+        np.multiply(x, x, out=x_squared, dtype=dydx.dtype)   # (float even for integer x)
         gelu_tanh_gate(x, x_squared, s)
-        np.multiply(x, s, out=out)            # y = x s
         np.subtract(1, s, out=dydx)
         dydx *= s
         dydx *= x                             # x s (1 - s)
@@ -245,11 +255,8 @@ def gelu_tanh(x):
         slope += 2 * c                        # 2c (1 + 3k x^2)
         dydx *= slope
         dydx += s
+        np.multiply(x, s, out=out)            # y = x s, last: out may be x
     for_row_blocks(forward_block, x, out, dydx, scratch=2)
-
-    def backward(g):
-        return (np.multiply(g, dydx.reshape(shape), out=reusable(g, dydx)),)
-    return out.reshape(shape), backward
 
 
 @primitive("abs", rule="dx = g * sign(x)")

@@ -76,7 +76,7 @@ def log_softmax(x, *, axis=-1):
     return out, backward
 
 
-def _check_norm_inputs(name, x, **params) -> None:
+def check_norm_inputs(name, x, **params) -> None:
     """A normalisation works over the last axis: x has one, and each parameter (weight,
     bias) has its shape."""
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
@@ -123,7 +123,7 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     """Normalise over the last axis with the *biased* variance (as the paper and PyTorch
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis).
     Computes what `layer_norm_reference` computes, faster (see kernels.py)."""
-    _check_norm_inputs("layer_norm", x, weight=weight, bias=bias)
+    check_norm_inputs("layer_norm", x, weight=weight, bias=bias)
     # Every row mean is a GEMV with a cached averaging vector, and x_hat is normalised in
     # place: over many short rows that is several times faster than np.mean and np.var.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
@@ -190,35 +190,53 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
         raise op_error("layer_norm_linear", "norm_weight and norm_bias are both needed: "
                        "they are folded into the product", TypeError,
                        fix="for a norm without them use linear(layer_norm(x), weight, bias)")
-    _check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
+    check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
     check_linear_inputs("layer_norm_linear", x, weight, bias)
-    features = x.shape[-1]
-    x_rows = x.reshape(math.prod(x.shape[:-1]), features)
+    x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     dtype = np.result_type(x_rows, norm_weight, norm_bias, weight,
                            0.5 if bias is None else bias)
-    averager = kernels.averager(features, dtype)
-    x_hat_ones = np.empty((len(x_rows), features + 1), dtype)      # [x_hat | 1]
-    x_hat, rstd = kernels.normalize_rows(x_rows, eps, out=x_hat_ones[:, :features])
-    x_hat_ones[:, features] = 1
-    folded = _fold_affine(norm_weight, norm_bias, weight, bias, dtype)   # [w W ; b W + c]
-    out = x_hat_ones @ folded
+    folded_product = FoldedProduct(x_rows, norm_weight, norm_bias, weight, bias, eps, dtype)
 
     def backward(g):
-        g_rows = g.reshape(len(x_rows), weight.shape[1])
-        grad_folded = x_hat_ones.T @ g_rows                # [x_hat^T g ; sum of g rows]
+        grad_rows, *grads = folded_product.backward(g.reshape(len(x_rows), weight.shape[1]))
+        return grad_rows.reshape(x.shape), *grads
+    return folded_product.out.reshape(x.shape[:-1] + weight.shape[1:]), backward
+
+
+class FoldedProduct:
+    """`layer_norm_linear`'s arithmetic on rows (N, d), for the fused ops that begin with
+    it (`transformer.fast`'s feed-forward too): `out` = [x_hat | 1] @ [w W ; b W + c],
+    and `backward(g_rows)` gives (grad_rows, grad_norm_weight, grad_norm_bias,
+    grad_weight, grad_bias or None)."""
+
+    def __init__(self, x_rows, norm_weight, norm_bias, weight, bias, eps, dtype):
+        features = x_rows.shape[-1]
+        self.norm_weight, self.norm_bias, self.weight = norm_weight, norm_bias, weight
+        self.has_bias = bias is not None
+        self.x_hat_ones = np.empty((len(x_rows), features + 1), dtype)      # [x_hat | 1]
+        self.x_hat, self.rstd = kernels.normalize_rows(
+            x_rows, eps, out=self.x_hat_ones[:, :features])
+        self.x_hat_ones[:, features] = 1
+        self.folded = _fold_affine(norm_weight, norm_bias, weight, bias, dtype)  # [w W ; b W + c]
+        self.out = self.x_hat_ones @ self.folded
+
+    def backward(self, g_rows):
+        """The gradients for g_rows = dL/d out (N, out), in the order the class gives."""
+        features, weight = len(self.norm_weight), self.weight
+        grad_folded = self.x_hat_ones.T @ g_rows           # [x_hat^T g ; sum of g rows]
         grad_rows, grad_bias = grad_folded[:features], grad_folded[features]
-        grad_weight = grad_rows * norm_weight[:, None]
-        grad_weight += np.outer(norm_bias, grad_bias)
+        grad_weight = grad_rows * self.norm_weight[:, None]
+        grad_weight += np.outer(self.norm_bias, grad_bias)
         grad_norm_weight = np.vecdot(grad_rows, weight)
         grad_norm_bias = weight @ grad_bias
         # Then layer_norm's rule with the affine already applied: g_hat = g (w W)^T.
-        g_hat = g_rows @ folded[:features].T
-        mean_g_hat = (g_hat @ averager)[:, None]
-        projection = (np.vecdot(g_hat, x_hat) * (1 / features))[:, None]
-        grad_x = kernels.normalize_rows_backward(g_hat, x_hat, rstd, mean_g_hat, projection)
-        return (grad_x.reshape(x.shape), grad_norm_weight, grad_norm_bias, grad_weight,
-                None if bias is None else grad_bias)
-    return out.reshape(x.shape[:-1] + weight.shape[1:]), backward
+        g_hat = g_rows @ self.folded[:features].T
+        mean_g_hat = (g_hat @ kernels.averager(features, g_hat.dtype))[:, None]
+        projection = (np.vecdot(g_hat, self.x_hat) * (1 / features))[:, None]
+        grad_x = kernels.normalize_rows_backward(g_hat, self.x_hat, self.rstd, mean_g_hat,
+                                                 projection)
+        return (grad_x, grad_norm_weight, grad_norm_bias, grad_weight,
+                grad_bias if self.has_bias else None)
 
 
 def _check_targets(name, target, n_classes, ignore_index):
@@ -554,7 +572,7 @@ def rms_norm(x, weight=None, *, eps=1e-6):
     like the last axis): x / sqrt(mean(x^2) + eps) * weight. LayerNorm without the mean
     subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use).
     Computes what `rms_norm_reference` computes, faster (see kernels.py)."""
-    _check_norm_inputs("rms_norm", x, weight=weight)
+    check_norm_inputs("rms_norm", x, weight=weight)
     # The row mean is a GEMV with a cached averaging vector (as in layer_norm).
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     x_hat, rstd = kernels.normalize_rows(x_rows, eps, centre=False)   # x / rms

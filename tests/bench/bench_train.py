@@ -42,7 +42,7 @@ import microtensor as mt
 import microtensor.functional as F
 from microtensor.optim import AdamW
 from transformer.attention import causal_mask
-from transformer.fast import fused_self_attention
+from transformer.fast import fused_feed_forward, fused_self_attention
 from transformer.layers import positions_from_valid
 
 ROUNDS = 9  # turns per contender beside PyTorch; on a drifting VM more rounds steady ratios
@@ -85,7 +85,7 @@ def ops_only_step(config=CONFIG):
     allowed = causal_mask(ids.shape[1], ids.shape[1])
     embedding, layer_norm_linear = F.embedding.forward, F.layer_norm_linear.forward
     layer_norm = F.layer_norm.forward
-    linear, gelu = F.linear.forward, mt.ops.gelu_tanh.forward
+    linear, feed_forward = F.linear.forward, fused_feed_forward.forward
     cross_entropy = mt.ops.neural.cross_entropy.forward     # the fused op F.cross_entropy runs
     token, position = model.tok_embed.weight, model.position.table.weight
 
@@ -115,14 +115,12 @@ def ops_only_step(config=CONFIG):
             out, out_backward = linear(heads, attention.W_o.weight.data,
                                        attention.W_o.bias.data)
             x = x + out
-            hidden, hidden_backward = layer_norm_linear(
+            out, ffn_backward = feed_forward(
                 x, norm2.weight.data, norm2.bias.data, ffn.W_1.weight.data,
-                ffn.W_1.bias.data, eps=norm2.eps)
-            activated, gelu_backward = gelu(hidden)
-            out, down_backward = linear(activated, ffn.W_2.weight.data, ffn.W_2.bias.data)
+                ffn.W_1.bias.data, ffn.W_2.weight.data, ffn.W_2.bias.data, eps=norm2.eps)
             x = x + out
             saved.append((block, scale, qkv_backward, attention_backward, out_backward,
-                          hidden_backward, gelu_backward, down_backward))
+                          ffn_backward))
         norm, head = model.norm, model.head
         normed, norm_backward = layer_norm(x, norm.weight.data, norm.bias.data, eps=norm.eps)
         logits, head_backward = linear(normed, head.weight.data, None)
@@ -132,14 +130,12 @@ def ops_only_step(config=CONFIG):
         accumulate([head.weight], [grad_head])
         grad_x, *grads = norm_backward(grad_normed)
         accumulate([norm.weight, norm.bias], grads)
-        for (block, scale, qkv_backward, attention_backward, out_backward, hidden_backward,
-             gelu_backward, down_backward) in reversed(saved):
+        for (block, scale, qkv_backward, attention_backward, out_backward,
+             ffn_backward) in reversed(saved):
             attention, ffn = block.self_attn, block.ffn
-            grad_activated, *grads = down_backward(grad_x)
-            accumulate([ffn.W_2.weight, ffn.W_2.bias], grads)
-            grad_inner, *grads = hidden_backward(gelu_backward(grad_activated)[0])
-            accumulate([block.norm2.weight, block.norm2.bias, ffn.W_1.weight, ffn.W_1.bias],
-                       grads)
+            grad_inner, *grads = ffn_backward(grad_x)
+            accumulate([block.norm2.weight, block.norm2.bias, ffn.W_1.weight, ffn.W_1.bias,
+                        ffn.W_2.weight, ffn.W_2.bias], grads)
             grad_x = np.add(grad_inner, grad_x, out=grad_inner)   # the residual's two paths
             grad_heads, *grads = out_backward(grad_x)
             accumulate([attention.W_o.weight, attention.W_o.bias], grads)

@@ -9,6 +9,8 @@ backward; drawings open every fused node into that reference (`mt.textbook_graph
 
 - `attention.py`: attention as one node (`fused_attention`), and self-attention on
   packed Q/K/V with the heads split and merged inside (`fused_self_attention`).
+- `feed_forward.py`: a pre-LN block's LayerNorm, W_1, GELU and W_2 as one node
+  (`fused_feed_forward`), GELU written over the product it reads.
 - `forms.py`: the registered forms: multi-head attention on one packed Q/K/V product,
   pre-LN blocks with each LayerNorm folded into the product after it
   (`F.layer_norm_linear`), and cached decoding of a DecoderLM without a graph.
@@ -16,5 +18,6 @@ backward; drawings open every fused node into that reference (`mt.textbook_graph
 """
 from . import forms
 from .attention import attend, fused_attention, fused_self_attention
+from .feed_forward import fused_feed_forward
 
-__all__ = ["attend", "forms", "fused_attention", "fused_self_attention"]
+__all__ = ["attend", "forms", "fused_attention", "fused_feed_forward", "fused_self_attention"]

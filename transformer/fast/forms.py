@@ -12,7 +12,7 @@ import math
 
 import microtensor as mt
 import microtensor.functional as F
-from microtensor.nn import LayerNorm, fast_form, watched
+from microtensor.nn import GELU, LayerNorm, fast_form, watched
 
 from ..attention import (
     MultiHeadAttention,
@@ -25,6 +25,7 @@ from ..llama import SwiGLU
 from ..lm import DecoderLM
 from .attention import fused_attention, fused_self_attention
 from .decode import FastDecoder, FeedForwardStep, cached_self_attention
+from .feed_forward import fused_feed_forward
 from .head import matmul_transposed
 
 
@@ -107,7 +108,14 @@ def packed_self_attention(attn, x, mask, causal: bool, norm=None):
 
 
 def feed_forward(ffn, x, norm):
-    """FeedForward.forward on norm(x), the LayerNorm folded into W_1 when it can be."""
+    """FeedForward.forward on norm(x), the LayerNorm folded into W_1 when it can be: with
+    GELU, no dropout drawn and nothing watching, the whole of it as one node
+    (`fused_feed_forward`)."""
+    if folds(norm, x, ffn.W_1) and type(ffn.activation) is GELU and not (
+            ffn.dropout.p and ffn.training and mt.is_dropout_enabled()) and not watched(
+            [ffn.activation, ffn.dropout, ffn.W_2]):
+        return fused_feed_forward(x, norm.weight, norm.bias, ffn.W_1.weight, ffn.W_1.bias,
+                                  ffn.W_2.weight, ffn.W_2.bias, eps=norm.eps)
     if folds(norm, x, ffn.W_1):
         hidden = F.layer_norm_linear(x, norm.weight, norm.bias, ffn.W_1.weight, ffn.W_1.bias,
                                      eps=norm.eps)
