@@ -562,7 +562,7 @@ def test_a_backward_may_write_over_grad_out_only_when_nothing_else_holds_it():
 
 
 def test_gelu_writes_its_gradient_over_grad_out_and_the_numbers_hold():
-    loss, x, y, W = _gelu_after_linear()
+    loss, x, _, W = _gelu_after_linear()
     loss.backward()
     expected_dy = np.ones((3, 2)) @ W.data.T
     expected_dy.flags.writeable = False     # (a writeable grad_out is the op's to reuse)
@@ -570,10 +570,10 @@ def test_gelu_writes_its_gradient_over_grad_out_and_the_numbers_hold():
     np.testing.assert_allclose(x.grad, gelu_backward(expected_dy)[0], rtol=1e-12)
     # A hook that keeps the gradient it saw keeps the right numbers.
     kept = []
-    loss, x, y, W = _gelu_after_linear(hook=kept.append)
+    loss, *_ = _gelu_after_linear(hook=kept.append)
     loss.backward()
     np.testing.assert_allclose(kept[0], expected_dy, rtol=1e-12)
     # The stepper's record of gelu's grad_out is what gelu received, after its step too.
-    loss, x, y, W = _gelu_after_linear()
+    loss, *_ = _gelu_after_linear()
     steps = [s for s in backward_steps(loss) if s.node is not None and s.node.name == "gelu"]
     np.testing.assert_allclose(steps[0].grad_out, expected_dy, rtol=1e-12)

@@ -558,10 +558,10 @@ def test_a_feed_forward_without_grad_is_one_step_with_the_textbook_numbers(make,
     # with gradients, or with a hook on a sub-module, its modules run as written
     seen = []
     first = ffn.W_gate if isinstance(ffn, SwiGLU) else ffn.W_1
-    with first.register_forward_hook(lambda module, args, out: seen.append(out.shape)):
-        with mt.no_grad():
-            ffn(x)
+    with first.register_forward_hook(lambda module, args, out: seen.append(out.shape)), \
+            mt.no_grad():
+        ffn(x)
     assert seen == [(2, 3, first.weight.shape[1])]
-    with pytest.raises(ValueError, match=r"linear: input \(2, 3, 5\) and weight \(8, "):
-        with mt.no_grad():
-            ffn(mt.zeros((2, 3, 5)))             # a wrong width is worded, not a NumPy error
+    with pytest.raises(ValueError, match=r"linear: input \(2, 3, 5\) and weight \(8, "), \
+            mt.no_grad():
+        ffn(mt.zeros((2, 3, 5)))                 # a wrong width is worded, not a NumPy error

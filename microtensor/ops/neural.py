@@ -186,12 +186,8 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
     [x_hat | 1]^T g gives the gradients of both folded parts. The fast forms of pre-LN
     blocks use it (`transformer.fast`).
     """
-    if norm_weight is None or norm_bias is None:
-        raise op_error("layer_norm_linear", "norm_weight and norm_bias are both needed: "
-                       "they are folded into the product", TypeError,
-                       fix="for a norm without them use linear(layer_norm(x), weight, bias)")
-    check_norm_inputs("layer_norm_linear", x, norm_weight=norm_weight, norm_bias=norm_bias)
-    check_linear_inputs("layer_norm_linear", x, weight, bias)
+    check_folded_inputs("layer_norm_linear", x, norm_weight, norm_bias, weight, bias,
+                        fix="for a norm without them use linear(layer_norm(x), weight, bias)")
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     dtype = np.result_type(x_rows, norm_weight, norm_bias, weight,
                            0.5 if bias is None else bias)
@@ -201,6 +197,16 @@ def layer_norm_linear(x, norm_weight, norm_bias, weight, bias=None, *, eps=1e-5)
         grad_rows, *grads = folded_product.backward(g.reshape(len(x_rows), weight.shape[1]))
         return grad_rows.reshape(x.shape), *grads
     return folded_product.out.reshape(x.shape[:-1] + weight.shape[1:]), backward
+
+
+def check_folded_inputs(name, x, norm_weight, norm_bias, weight, bias, fix) -> None:
+    """The inputs of a LayerNorm folded into the product after it, or an error naming
+    `name`; `fix` says what to use for a norm without weight and bias."""
+    if norm_weight is None or norm_bias is None:
+        raise op_error(name, "norm_weight and norm_bias are both needed: they are folded "
+                       "into the product", TypeError, fix=fix)
+    check_norm_inputs(name, x, norm_weight=norm_weight, norm_bias=norm_bias)
+    check_linear_inputs(name, x, weight, bias)
 
 
 class FoldedProduct:

@@ -24,8 +24,7 @@ from microtensor import primitive
 from microtensor.errors import op_error
 from microtensor.kernels import sum_over_rows
 from microtensor.ops.elementwise import gelu_tanh_and_slope
-from microtensor.ops.linalg import check_linear_inputs
-from microtensor.ops.neural import FoldedProduct, check_norm_inputs
+from microtensor.ops.neural import FoldedProduct, check_folded_inputs
 
 
 def fused_feed_forward_reference(x, norm_weight, norm_bias, W_1, b_1, W_2, b_2, *,
@@ -42,12 +41,8 @@ def fused_feed_forward(x, norm_weight, norm_bias, W_1, b_1, W_2, b_2, *, eps=1e-
     """W_2(gelu(W_1(layer_norm(x)))) with GELU's tanh form, as one node: the numbers of
     `fused_feed_forward_reference`, which the tests hold it to, forward and backward.
     Weights are (in, out); b_1 and b_2 may be None."""
-    if norm_weight is None or norm_bias is None:
-        raise op_error("feed_forward", "norm_weight and norm_bias are both needed: they "
-                       "are folded into the first product", TypeError,
-                       fix="for a norm without them use the modules' own forward")
-    check_norm_inputs("feed_forward", x, norm_weight=norm_weight, norm_bias=norm_bias)
-    check_linear_inputs("feed_forward", x, W_1, b_1)
+    check_folded_inputs("feed_forward", x, norm_weight, norm_bias, W_1, b_1,
+                        fix="for a norm without them use the modules' own forward")
     if getattr(W_2, "ndim", 0) != 2 or W_2.shape[0] != W_1.shape[1] or (
             b_2 is not None and getattr(b_2, "shape", ()) != W_2.shape[1:]):
         raise op_error("feed_forward", f"W_2 {np.shape(W_2)} and b_2 {np.shape(b_2)} do not "
