@@ -552,26 +552,31 @@ def backward_steps(root: Tensor, grad=None, retain_graph: bool = False, *,
         if node is None:
             yield BackwardStep(index, tensor, None, grad_out, ())
             continue
-        if node.backward is None:
-            raise RuntimeError(
-                f"backward: trying to backward through the graph a second time: the arrays "
-                f"saved by '{node.name}' were freed after the first backward. Pass "
-                f"retain_graph=True to the first backward() if you need to call it twice.")
         if not yours:
             grad_out = _read_only(grad_out)
-        if profiling is None:
-            grads_in = node.backward(grad_out)
-        else:
-            started = time.perf_counter()
-            grads_in = node.backward(grad_out)
-            profiling.record(node.name, "backward", time.perf_counter() - started,
-                             sum(g.nbytes for g in grads_in if isinstance(g, np.ndarray)))
+        grads_in = _call_backward(node, grad_out, profiling)
         if not retain_graph:
             node.backward = None  # frees what the closure saved
         in_place = sum_in_place and node.new_grads
         grads_in = tuple(_deliver(node, pending, inp, g, anomaly, in_place, owned)
                          for inp, g in zip(node.inputs, grads_in))
         yield BackwardStep(index, tensor, node, grad_out, grads_in)
+
+
+def _call_backward(node, grad_out, profiling) -> tuple:
+    """`node.backward(grad_out)`, timed into `profiling` when a profile is on."""
+    if node.backward is None:
+        raise RuntimeError(
+            f"backward: trying to backward through the graph a second time: the arrays "
+            f"saved by '{node.name}' were freed after the first backward. Pass "
+            f"retain_graph=True to the first backward() if you need to call it twice.")
+    if profiling is None:
+        return node.backward(grad_out)
+    started = time.perf_counter()
+    grads_in = node.backward(grad_out)
+    profiling.record(node.name, "backward", time.perf_counter() - started,
+                     sum(g.nbytes for g in grads_in if isinstance(g, np.ndarray)))
+    return grads_in
 
 
 def _seed_gradient(root, grad) -> np.ndarray:
