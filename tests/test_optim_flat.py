@@ -50,9 +50,11 @@ MISSING = {(2, 1), (3, 1), (3, 3)}   # parameter 1 sits out steps 2 and 3, param
 @settings(max_examples=20, deadline=None)
 @given(kind=st.sampled_from(["Adam", "AdamW"]), dtype=st.sampled_from([np.float32, np.float64]),
        weight_decay=st.sampled_from([0.0, 0.05]), groups=st.booleans(),
-       missing=st.sampled_from([(), MISSING]), lr=st.floats(1e-3, 0.1))
+       missing=st.sampled_from([(), MISSING]), lr=st.floats(1e-3, 0.1),
+       block_size=st.sampled_from([1, 6, 1 << 16]))
 def test_flat_equals_per_parameter_to_the_last_bit(kind, dtype, weight_decay, groups,
-                                                   missing, lr):
+                                                   missing, lr, block_size):
+    # block_size: the flat arrays stepped in blocks of one parameter, of a few, or whole
     flat_params, textbook_params = make_params(dtype), make_params(dtype)
 
     def make(params, flat):
@@ -60,7 +62,9 @@ def test_flat_equals_per_parameter_to_the_last_bit(kind, dtype, weight_decay, gr
         return getattr(optim, kind)(where, lr=lr, weight_decay=weight_decay, flat=flat)
     flat, textbook = make(flat_params, True), make(textbook_params, False)
     for step_grads in gradient_steps(7, dtype, missing):
-        run(flat, flat_params, [step_grads])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(optim.flat, "BLOCK_SIZE", block_size)   # read as buffers are made
+            run(flat, flat_params, [step_grads])
         run(textbook, textbook_params, [step_grads])
         for p, q in zip(flat_params, textbook_params):
             np.testing.assert_array_equal(p.data, q.data)

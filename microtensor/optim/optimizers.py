@@ -519,40 +519,47 @@ class Adam(Optimizer):
 
     def _step_flat(self, buffers: FlatBuffers, step: int, group: dict) -> None:
         """`_step_params` for every parameter of `buffers` at once: the same operations
-        in the same order, each one NumPy call over the flat arrays (so the same numbers
-        to the last bit). `step` is the step being taken, shared by all."""
+        in the same order, each one NumPy call over a block of the flat arrays (so the
+        same numbers to the last bit), block after block (`FlatBuffers.blocks`: each
+        stays in the cache through its passes). `step` is the step being taken, shared
+        by all."""
         beta1, beta2 = (float(beta) for beta in group["betas"])
         lr, eps = float(group["lr"]), float(group["eps"])
         weight_decay = float(group["weight_decay"])
         step_size = lr / (1 - beta1 ** step)
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
-        exp_avg, exp_avg_sq = buffers.state["exp_avg"], buffers.state["exp_avg_sq"]
-        grad, scratch = buffers.grad, buffers.scratch
-        if weight_decay and not self.decoupled:
-            # Adam's L2 term needs the parameters, which are not flat: gather p * decay.
-            for param, coupled in zip(buffers.params, buffers.scratches):
-                np.multiply(param.data, weight_decay, out=coupled)
-            grad = np.add(scratch, grad, out=self._buffer(grad, 1))
-        np.subtract(grad, exp_avg, out=scratch)
-        scratch *= 1 - beta1
-        exp_avg += scratch
-        exp_avg_sq *= beta2
-        np.multiply(grad, grad, out=scratch)
-        scratch *= 1 - beta2
-        exp_avg_sq += scratch
-        np.sqrt(exp_avg_sq, out=scratch)
-        scratch /= bias_correction2_sqrt
-        scratch += eps
-        np.divide(exp_avg, scratch, out=scratch)
-        scratch *= step_size
-        # The update is flat, the parameters are not: two calls each to apply it. The
-        # decoupled decay can wait until here, as m and v never see the parameters.
+        # The decoupled decay can wait until the update is applied: m and v never see
+        # the parameters.
         shrink = 1 - lr * weight_decay if weight_decay and self.decoupled else None
-        for param, update in zip(buffers.params, buffers.scratches):
-            p = param.data
-            if shrink is not None:
-                p *= shrink
-            p -= update
+        coupled = self._buffer(buffers.grad, 1) if weight_decay and not self.decoupled \
+            else None
+        for span, indices in buffers.blocks:
+            grad, scratch = buffers.grad[span], buffers.scratch[span]
+            exp_avg = buffers.state["exp_avg"][span]
+            exp_avg_sq = buffers.state["exp_avg_sq"][span]
+            if coupled is not None:
+                # Adam's L2 term needs the parameters, which are not flat: gather p * decay.
+                for k in indices:
+                    np.multiply(buffers.params[k].data, weight_decay, out=buffers.scratches[k])
+                grad = np.add(scratch, grad, out=coupled[span])
+            np.subtract(grad, exp_avg, out=scratch)
+            scratch *= 1 - beta1
+            exp_avg += scratch
+            exp_avg_sq *= beta2
+            np.multiply(grad, grad, out=scratch)
+            scratch *= 1 - beta2
+            exp_avg_sq += scratch
+            np.sqrt(exp_avg_sq, out=scratch)
+            scratch /= bias_correction2_sqrt
+            scratch += eps
+            np.divide(exp_avg, scratch, out=scratch)
+            scratch *= step_size
+            # The update is flat, the parameters are not: two calls each to apply it.
+            for k in indices:
+                p = buffers.params[k].data
+                if shrink is not None:
+                    p *= shrink
+                p -= buffers.scratches[k]
 
 
 class AdamW(Adam):
