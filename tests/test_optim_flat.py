@@ -78,9 +78,9 @@ def test_flat_equals_per_parameter_to_the_last_bit(kind, dtype, weight_decay, gr
 @settings(max_examples=20, deadline=None)
 @given(dtype=st.sampled_from([np.float32, np.float64]), weight_decay=st.sampled_from([0.0, 0.1]),
        momentum=st.sampled_from([0.0, 0.5, 0.9]), nesterov=st.booleans(), groups=st.booleans(),
-       missing=st.sampled_from([(), MISSING]))
+       missing=st.sampled_from([(), MISSING]), block_size=st.sampled_from([1, 6, 1 << 16]))
 def test_flat_sgd_equals_per_parameter(dtype, weight_decay, momentum, nesterov, groups,
-                                       missing):
+                                       missing, block_size):
     nesterov = nesterov and momentum > 0
     flat_params, textbook_params = make_params(dtype), make_params(dtype)
 
@@ -90,7 +90,9 @@ def test_flat_sgd_equals_per_parameter(dtype, weight_decay, momentum, nesterov, 
                          weight_decay=weight_decay, flat=flat)
     flat, textbook = make(flat_params, True), make(textbook_params, False)
     for step_grads in gradient_steps(6, dtype, missing):
-        run(flat, flat_params, [step_grads])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(optim.flat, "BLOCK_SIZE", block_size)   # read as buffers are made
+            run(flat, flat_params, [step_grads])
         run(textbook, textbook_params, [step_grads])
         for p, q in zip(flat_params, textbook_params):
             np.testing.assert_array_equal(p.data, q.data)

@@ -397,28 +397,30 @@ class SGD(Optimizer):
 
     def _step_flat(self, buffers: FlatBuffers, step: int, group: dict) -> None:
         """`_step_params` (with momentum) for every parameter of `buffers` at once, each
-        operation one NumPy call over the flat arrays."""
+        operation one NumPy call over a block of the flat arrays, block after block."""
         lr, momentum = float(group["lr"]), float(group["momentum"])
         weight_decay, nesterov = float(group["weight_decay"]), group["nesterov"]
-        direction, scratch = buffers.grad, buffers.scratch
-        if weight_decay:
-            # The parameters are not flat: gather p * weight_decay, then add the gradient.
-            for param, decay in zip(buffers.params, buffers.scratches):
-                np.multiply(param.data, weight_decay, out=decay)
-            direction = np.add(scratch, direction, out=self._buffer(direction, 1))
-        buf = buffers.state["momentum_buffer"]
-        buf *= momentum
-        buf += direction
-        if nesterov:
-            nudge = np.multiply(buf, momentum, out=scratch)
-            nudge += direction
-            direction = nudge
-        else:
-            direction = buf
-        np.multiply(direction, lr, out=scratch)
-        for param, update in zip(buffers.params, buffers.scratches):
-            p = param.data
-            p -= update
+        with_decay = self._buffer(buffers.grad, 1) if weight_decay else None
+        for span, indices in buffers.blocks:
+            direction, scratch = buffers.grad[span], buffers.scratch[span]
+            if with_decay is not None:
+                # The parameters are not flat: gather p * weight_decay, add the gradient.
+                for k in indices:
+                    np.multiply(buffers.params[k].data, weight_decay, out=buffers.scratches[k])
+                direction = np.add(scratch, direction, out=with_decay[span])
+            buf = buffers.state["momentum_buffer"][span]
+            buf *= momentum
+            buf += direction
+            if nesterov:
+                nudge = np.multiply(buf, momentum, out=scratch)
+                nudge += direction
+                direction = nudge
+            else:
+                direction = buf
+            np.multiply(direction, lr, out=scratch)
+            for k in indices:
+                p = buffers.params[k].data
+                p -= buffers.scratches[k]
 
 
 # ---------------------------------------------------------------------- Adam, AdamW
