@@ -48,14 +48,15 @@ def attend(q, k, v, bias=None, allowed=None, scale=1.0, out=None):
     # range. The row's max is the textbook shift, but NumPy takes a max over each of many
     # short rows at many times the cost of one over the whole array. When every query may see
     # its own key (self-attention: causal or unmasked), the row's own diagonal score
-    # q_i . k_i is a shift just as row-local (a causal model's past outputs still do not
-    # depend on its future, bit for bit), from one pass over q and k. exp(s_ii - c_i) ~ 1
-    # keeps the sum from underflowing; a score more than ~88 above the diagonal (709 in
-    # float64) overflows, and that row is redone with its max.
+    # s_ii = q_i . k_i is a shift just as row-local (a causal model's past outputs still
+    # do not depend on its future, bit for bit), read off the scores' diagonal (a strided
+    # view: no pass over q, k or the scores). exp(s_ii - s_ii) = 1 keeps the sum from
+    # underflowing; a score more than ~88 above the diagonal (709 in float64) overflows,
+    # and that row is redone with its max.
     sees_itself = (bias is None and q.shape[:-1] == k.shape[:-1]
                    and (allowed is None or _sees_own_key(allowed, q.shape[-2])))
     if sees_itself:
-        weights -= (np.einsum("...i,...i->...", q, k) * scale)[..., None]
+        weights -= np.diagonal(weights, 0, -2, -1).copy()[..., None]
         # A row that overflows is redone below: its inf (and the NaN a BLAS kernel may
         # make of inf, which the sum's check catches too) must not warn the user.
         with np.errstate(over="ignore", invalid="ignore"):
