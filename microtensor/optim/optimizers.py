@@ -502,22 +502,8 @@ class Adam(Optimizer):
                 coupled = np.multiply(p, weight_decay, out=self._buffer(p, 1))
                 coupled += grad
                 grad = coupled
-            scratch = self._buffer(p, 0)
-            # m += (1 - beta1) * (g - m) is PyTorch's lerp form of beta1*m + (1-beta1)*g.
-            np.subtract(grad, exp_avg, out=scratch)
-            scratch *= 1 - beta1
-            exp_avg += scratch
-            exp_avg_sq *= beta2
-            np.multiply(grad, grad, out=scratch)
-            scratch *= 1 - beta2
-            exp_avg_sq += scratch
-            # denominator sqrt(v_hat) + eps, with v_hat = v / (1 - beta2^t)
-            np.sqrt(exp_avg_sq, out=scratch)
-            scratch /= bias_correction2_sqrt
-            scratch += eps
-            np.divide(exp_avg, scratch, out=scratch)
-            scratch *= step_size
-            p -= scratch
+            p -= adam_update(grad, exp_avg, exp_avg_sq, self._buffer(p, 0), beta1, beta2,
+                             eps, step_size, bias_correction2_sqrt)
 
     def _step_flat(self, buffers: FlatBuffers, step: int, group: dict) -> None:
         """`_step_params` for every parameter of `buffers` at once: the same operations
@@ -544,24 +530,36 @@ class Adam(Optimizer):
                 for k in indices:
                     np.multiply(buffers.params[k].data, weight_decay, out=buffers.scratches[k])
                 grad = np.add(scratch, grad, out=coupled[span])
-            np.subtract(grad, exp_avg, out=scratch)
-            scratch *= 1 - beta1
-            exp_avg += scratch
-            exp_avg_sq *= beta2
-            np.multiply(grad, grad, out=scratch)
-            scratch *= 1 - beta2
-            exp_avg_sq += scratch
-            np.sqrt(exp_avg_sq, out=scratch)
-            scratch /= bias_correction2_sqrt
-            scratch += eps
-            np.divide(exp_avg, scratch, out=scratch)
-            scratch *= step_size
+            adam_update(grad, exp_avg, exp_avg_sq, scratch, beta1, beta2, eps, step_size,
+                        bias_correction2_sqrt)
             # The update is flat, the parameters are not: two calls each to apply it.
             for k in indices:
                 p = buffers.params[k].data
                 if shrink is not None:
                     p *= shrink
                 p -= buffers.scratches[k]
+
+
+def adam_update(grad, exp_avg, exp_avg_sq, scratch, beta1, beta2, eps, step_size,
+                bias_correction2_sqrt) -> np.ndarray:
+    """Adam's moments updated in place from `grad`, and the step to subtract from the
+    parameters written into `scratch` (returned): the per-parameter and the flat step
+    both run these operations, in this order, so they give the same numbers."""
+    # m += (1 - beta1) * (g - m) is PyTorch's lerp form of beta1*m + (1-beta1)*g.
+    np.subtract(grad, exp_avg, out=scratch)
+    scratch *= 1 - beta1
+    exp_avg += scratch
+    exp_avg_sq *= beta2
+    np.multiply(grad, grad, out=scratch)
+    scratch *= 1 - beta2
+    exp_avg_sq += scratch
+    # denominator sqrt(v_hat) + eps, with v_hat = v / (1 - beta2^t)
+    np.sqrt(exp_avg_sq, out=scratch)
+    scratch /= bias_correction2_sqrt
+    scratch += eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= step_size
+    return scratch
 
 
 class AdamW(Adam):
