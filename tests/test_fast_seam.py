@@ -323,6 +323,17 @@ def test_decoder_lm_is_fast_by_default_and_agrees_with_its_textbook_forwards(sty
                                    atol=1e-11, err_msg=name)
 
 
+def test_the_feed_forward_is_one_node_only_where_nothing_is_drawn_or_watched():
+    model = float64_lm("gpt", dropout=0.5).train()
+    ids, mask = padded_batch()
+    drawing = op_names(loss_of(model, ids, mask)[1])          # dropout draws: no fused FFN
+    assert "feed_forward" not in drawing and "gelu" in drawing and "dropout" in drawing
+    with mt.dropout_off():
+        assert op_names(loss_of(model, ids, mask)[1]).count("feed_forward") == 2
+        with model.blocks[0].ffn.W_2.register_forward_hook(lambda *args: None):
+            assert op_names(loss_of(model, ids, mask)[1]).count("feed_forward") == 1
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_textbook_graph_opens_every_fused_node_and_gives_the_same_gradients(style):
     model = float64_lm(style, seed=1)
