@@ -7,8 +7,17 @@ import math
 import numpy as np
 
 from ..autograd import primitive
-from ..errors import describe, op_error
-from .elementwise import _erf_elementwise, add, div, gelu_tanh, mul, sigmoid, tanh
+from ..errors import op_error
+from .elementwise import (
+    _erf_elementwise,
+    add,
+    check_numbers,
+    div,
+    gelu_tanh,
+    mul,
+    sigmoid,
+    tanh,
+)
 from .elementwise import abs as absolute
 
 
@@ -23,15 +32,6 @@ def _check_number(name, label, value, positive=False):
         raise op_error(name, f"{label} must be {wanted}, got {value!r}", TypeError)
     if not math.isfinite(value) or (positive and value <= 0):
         raise op_error(name, f"{label} must be {wanted}, got {value!r}")
-
-
-def _check_numbers(name, x):
-    """A composed activation refuses a non-numeric operand itself, so the error names the
-    function that was called, not the primitive inside it that would fail first."""
-    data = x if isinstance(x, np.ndarray) else getattr(x, "data", x)
-    if np.asarray(data).dtype.kind not in "biuf":
-        raise op_error(name, f"needs numbers, got {describe(x)}", TypeError,
-                       "pass a float tensor, array or number")
 
 
 @primitive("silu", rule="dx = g * s * (1 + x (1 - s)),  s = sigmoid(x)")
@@ -147,7 +147,7 @@ def hardtanh(x, *, min_val=-1.0, max_val=1.0):
 
 def relu6(x):
     """min(max(x, 0), 6): hardtanh(x, 0, 6), as torch's relu6."""
-    _check_numbers("relu6", x)
+    check_numbers("relu6", x)
     return hardtanh(x, min_val=0.0, max_val=6.0)
 
 
@@ -181,7 +181,7 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 def selu(x):
     """scale * elu(x, alpha) with SELU's fixed alpha and scale (a composition)."""
-    _check_numbers("selu", x)
+    check_numbers("selu", x)
     return mul(elu(x, alpha=SELU_ALPHA), SELU_SCALE)
 
 
@@ -191,19 +191,19 @@ def celu(x, alpha: float = 1.0):
     _check_number("celu", "alpha", alpha)
     if alpha == 0:
         raise op_error("celu", "alpha must not be 0 (it divides x)", fix="the usual value is 1.0")
-    _check_numbers("celu", x)
+    check_numbers("celu", x)
     return mul(elu(div(x, alpha)), alpha)
 
 
 def mish(x):
     """x * tanh(softplus(x)) (Misra 2019), the composition."""
-    _check_numbers("mish", x)
+    check_numbers("mish", x)
     return mul(x, tanh(softplus(x)))
 
 
 def softsign(x):
     """x / (1 + |x|), the composition."""
-    _check_numbers("softsign", x)
+    check_numbers("softsign", x)
     return div(x, add(absolute(x), 1))
 
 
@@ -218,5 +218,5 @@ def logsigmoid(x):
 def quick_gelu(x):
     """x * sigmoid(1.702 x): the sigmoid approximation of GELU used by CLIP (a
     composition; PyTorch has no such function, Hugging Face calls it QuickGELU)."""
-    _check_numbers("quick_gelu", x)
+    check_numbers("quick_gelu", x)
     return mul(x, sigmoid(mul(x, 1.702)))

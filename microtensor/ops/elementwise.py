@@ -12,6 +12,16 @@ from ..errors import describe, op_error
 from ..kernels import for_row_blocks, reusable
 
 
+def check_numbers(name, x):
+    """Refuse, naming `name`, an operand that is not numbers (None, a string): an op
+    whose NumPy call would turn it into NaN, or a composed function whose first
+    primitive would otherwise name itself in the error."""
+    data = x if isinstance(x, np.ndarray) else getattr(x, "data", x)
+    if np.asarray(data).dtype.kind not in "biuf":
+        raise op_error(name, f"needs numbers, got {describe(x)}", TypeError,
+                       "pass a float tensor, array or number")
+
+
 def _is_array(x):
     return isinstance(x, np.ndarray)
 
@@ -492,9 +502,7 @@ _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 @primitive("erf", rule="dx = g * 2/sqrt(pi) * exp(-x^2)")
 def erf(x):
     """The Gauss error function, 2/sqrt(pi) * integral_0^x exp(-t^2) dt."""
-    if np.asarray(x).dtype.kind not in "biuf":   # np.asarray(None, float) would be NaN
-        raise op_error("erf", f"needs numbers, got {describe(x)}", TypeError,
-                       "pass a float tensor, array or number")
+    check_numbers("erf", x)   # np.asarray(None, float) would be NaN
     dtype = np.result_type(x, 0.5)
     out = np.asarray(_erf_elementwise(np.asarray(x, np.float64)), np.float64).astype(dtype)
     def backward(g):

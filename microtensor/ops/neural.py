@@ -124,8 +124,9 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5):
     do), then scale by `weight` and shift by `bias` (both shaped like the last axis).
     Computes what `layer_norm_reference` computes, faster (see kernels.py)."""
     check_norm_inputs("layer_norm", x, weight=weight, bias=bias)
-    # Every row mean is a GEMV with a cached averaging vector, and x_hat is normalised in
-    # place: over many short rows that is several times faster than np.mean and np.var.
+    # kernels.normalize_rows: the row mean a GEMV, the variance a row-wise dot product,
+    # x_hat normalised in place; over many short rows several times faster than np.mean
+    # and np.var.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     x_hat, rstd = kernels.normalize_rows(x_rows, eps)              # (x - mean) / std
     averager = kernels.averager(x.shape[-1], x_hat.dtype)
@@ -433,7 +434,7 @@ def cross_entropy(logits, target, *, ignore_index=-100, reduction="mean", label_
     rows = logits.reshape(-1, n_classes)                               # (N, C)
     dtype = np.result_type(rows, 0.5)
     softmax = np.subtract(rows, np.fmax.reduce(rows, axis=-1, keepdims=True), dtype=dtype)
-    saved = safe_target = None      # each branch sets its own (node.saved shows them all)
+    saved = safe_target = None      # each branch sets what its backward reads
     if probabilities:
         valid = np.ones(len(rows), dtype=bool)
         losses, sum_exp, saved = _probability_target_losses(softmax, target, eps)
@@ -579,7 +580,7 @@ def rms_norm(x, weight=None, *, eps=1e-6):
     subtraction and without a bias (Llama's RMSNorm; eps 1e-6 as Llama configs use).
     Computes what `rms_norm_reference` computes, faster (see kernels.py)."""
     check_norm_inputs("rms_norm", x, weight=weight)
-    # The row mean is a GEMV with a cached averaging vector (as in layer_norm).
+    # kernels.normalize_rows without the centring: the mean square a row-wise dot product.
     x_rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])   # (rows, features)
     x_hat, rstd = kernels.normalize_rows(x_rows, eps, centre=False)   # x / rms
     averager = kernels.averager(x.shape[-1], x_hat.dtype)

@@ -111,9 +111,8 @@ def feed_forward(ffn, x, norm):
     """FeedForward.forward on norm(x), the LayerNorm folded into W_1 when it can be: with
     GELU, no dropout drawn and nothing watching, the whole of it as one node
     (`fused_feed_forward`)."""
-    if folds(norm, x, ffn.W_1) and type(ffn.activation) is GELU and not (
-            ffn.dropout.p and ffn.training and mt.is_dropout_enabled()) and not watched(
-            [ffn.activation, ffn.dropout, ffn.W_2]):
+    if (folds(norm, x, ffn.W_1) and type(ffn.activation) is GELU and not draws(ffn.dropout)
+            and not watched([ffn.activation, ffn.dropout, ffn.W_2])):
         return fused_feed_forward(x, norm.weight, norm.bias, ffn.W_1.weight, ffn.W_1.bias,
                                   ffn.W_2.weight, ffn.W_2.bias, eps=norm.eps)
     if folds(norm, x, ffn.W_1):
@@ -124,6 +123,11 @@ def feed_forward(ffn, x, norm):
     return ffn.W_2(ffn.dropout(ffn.activation(hidden)))
 
 
+def draws(dropout) -> bool:
+    """Whether a Dropout module would draw a mask now (else it hands its input on)."""
+    return bool(dropout.p and dropout.training and mt.is_dropout_enabled())
+
+
 @fast_form(FeedForward)
 @fast_form(SwiGLU)
 def feed_forward_without_grad(ffn, x):
@@ -131,7 +135,7 @@ def feed_forward_without_grad(ffn, x):
     dropout is drawn and nothing watches its sub-modules: one op instead of four or five
     (decoding's `FeedForwardStep`, the weights read in place); else `forward` itself."""
     first = ffn.W_gate if type(ffn) is SwiGLU else ffn.W_1
-    if (mt.is_grad_enabled() or (ffn.training and ffn.dropout.p and mt.is_dropout_enabled())
+    if (mt.is_grad_enabled() or draws(ffn.dropout)
             or not FeedForwardStep.runs(ffn) or watched(ffn.children())
             or not isinstance(x, mt.Tensor) or x.dtype.kind != "f" or x.ndim == 0
             or x.shape[-1] != first.weight.shape[0]):
